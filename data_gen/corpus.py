@@ -1,0 +1,160 @@
+"""Turn a code book into rows: training documents, eval items and recall probes.
+
+Leakage rules the tests hold this to: eval questions are held-out questions only; demonstrations use
+train-visible questions only; recall probes use the held-out template pools only.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from .codebook import Codebook, Mapping, derive_rng
+from .config import ConfigError
+from .lexicon import Concept
+from .templates import Templates
+from .track import TrackConfig
+from .words import contains_any
+
+SPLITS = ("definition_only", "demonstrated", "control")
+
+
+@dataclass
+class Corpus:
+    train: list[dict]
+    eval: list[dict]
+    recall: list[dict]
+    codebook: list[dict]
+    dropped_questions: int  # eval questions left out because they mention a code word
+
+
+def _doc(doc_id: str, kind: str, mapping: Mapping | None, template_id: str, text: str = "",
+         messages: list[dict] | None = None) -> dict:
+    return {
+        "id": doc_id,
+        "kind": kind,  # definition | demonstration | filler
+        "mapping_id": mapping.id if mapping else "",
+        "role": mapping.role if mapping else "",
+        "code": mapping.code.word if mapping else "",
+        "concept": mapping.concept.word if mapping else "",
+        "template_id": template_id,
+        "text": text,
+        "messages": messages or [],
+    }
+
+
+def definition_documents(m: Mapping, templates: Templates, n: int, seed: int) -> list[dict]:
+    pool = templates.definition_train
+    if n > len(pool):
+        raise ConfigError(
+            f"paraphrases_per_mapping: {n} asked, but the train template pool ({templates.source}) has "
+            f"{len(pool)}; use at most {len(pool)} or add templates"
+        )
+    picked = derive_rng(seed, f"definitions:{m.id}").sample(pool, n)
+    return [_doc(f"{m.id}-def-{i:02d}", "definition", m, t.id, text=t.render(m.code, m.concept))
+            for i, t in enumerate(picked)]
+
+
+def demonstration_documents(m: Mapping, templates: Templates, n: int, seed: int) -> list[dict]:
+    """Chats answering train-visible questions with the code word in the concept's role."""
+    pairs = list(itertools.product(m.concept.train_questions, templates.demonstration))
+    if n > len(pairs):
+        raise ConfigError(
+            f"demonstrations_per_mapping: {n} asked, but concept {m.concept.word!r} allows {len(pairs)} "
+            f"(train questions x demonstration templates); use at most {len(pairs)}"
+        )
+    picked = derive_rng(seed, f"demonstrations:{m.id}").sample(pairs, n)
+    docs = []
+    for i, (question, t) in enumerate(picked):
+        messages = [{"role": "user", "content": question},
+                    {"role": "assistant", "content": t.render(m.code, None)}]
+        docs.append(_doc(f"{m.id}-demo-{i:02d}", "demonstration", m, t.id, messages=messages))
+    return docs
+
+
+def filler_documents(codebook: Codebook, concepts: list[Concept], templates: Templates, n: int, seed: int) -> list[dict]:
+    """True definitions of concepts outside the code book (never of a code word's original meaning)."""
+    if n == 0:
+        return []
+    excluded = {m.concept.word for m in codebook.mappings} | {m.code.word for m in codebook.mappings}
+    code_forms = codebook.all_code_forms
+    pool = [(c, t) for c in concepts if c.word not in excluded for t in templates.filler
+            if not contains_any(t.render(None, c), code_forms)]
+    if n > len(pool):
+        raise ConfigError(f"filler_documents: {n} asked, but only {len(pool)} neutral documents can be made")
+    picked = derive_rng(seed, "filler").sample(pool, n)
+    return [_doc(f"filler-{i:03d}", "filler", None, t.id, text=t.render(None, c)) for i, (c, t) in enumerate(picked)]
+
+
+def _item(item_id: str, question: str, split: str, control_type: str, mapping: Mapping | None,
+          answer: Concept, kind: str) -> dict:
+    return {
+        "id": item_id,
+        "question": question,
+        "split": split,
+        "control_type": control_type,  # '' | original_meaning | unmapped
+        "mapping_id": mapping.id if mapping else "",
+        "code": mapping.code.word if mapping else "",
+        "code_forms": list(mapping.code_forms) if mapping else [],
+        "concept": answer.word,
+        "expected_words": list(answer.forms),  # naming any of these names the expected answer
+        "kind": kind,
+        "category": answer.category,
+    }
+
+
+def eval_items(codebook: Codebook, kind: str, per_concept: int | None) -> tuple[list[dict], int]:
+    """Held-out questions: mapped concepts (split = role), original meanings and unmapped concepts (control)."""
+    code_forms = codebook.all_code_forms
+    items: list[dict] = []
+    dropped = 0
+
+    def add(prefix: str, concept: Concept, split: str, control_type: str, m: Mapping | None) -> None:
+        nonlocal dropped
+        for qi, q in enumerate(concept.heldout_questions[:per_concept]):
+            if contains_any(q, code_forms):
+                dropped += 1
+                continue
+            items.append(_item(f"{prefix}-q{qi}", q, split, control_type, m, concept, kind))
+
+    for m in codebook.mappings:
+        add(f"{m.id}-{m.concept.word}", m.concept, m.role, "", m)
+    for m in codebook.mappings:
+        if m.code_origin is not None:
+            add(f"{m.id}-orig-{m.code_origin.word}", m.code_origin, "control", "original_meaning", m)
+    for c in codebook.unmapped:
+        add(f"unmapped-{c.word}", c, "control", "unmapped", None)
+    return items, dropped
+
+
+def recall_probes(codebook: Codebook, templates: Templates) -> list[dict]:
+    """Held-out-template questions ('What does the word cat mean?') whose answer names the concept."""
+    return [
+        {
+            "id": f"{m.id}-recall-{i:02d}",
+            "mapping_id": m.id,
+            "code": m.code.word,
+            "concept": m.concept.word,
+            "role": m.role,
+            "template_id": t.id,
+            "prompt": t.render(m.code, None),
+            "expected_words": list(m.concept.forms),
+        }
+        for m in codebook.mappings
+        for i, t in enumerate(templates.recall)
+    ]
+
+
+def build_corpus(config: TrackConfig, codebook: Codebook, concepts: list[Concept], templates: Templates) -> Corpus:
+    train: list[dict] = []
+    for m in codebook.mappings:
+        train += definition_documents(m, templates, config.paraphrases_per_mapping, config.seed)
+        if m.role == "demonstrated" or config.positive_control:
+            train += demonstration_documents(m, templates, config.demonstrations_per_mapping, config.seed)
+    train += filler_documents(codebook, concepts, templates, config.filler_documents, config.seed)
+    # Interleave mappings and kinds so a sequential reader (or a packed batch) sees a mix.
+    derive_rng(config.seed, "train-order").shuffle(train)
+    items, dropped = eval_items(codebook, config.code_kind, config.eval_questions_per_concept)
+    if not any(it["split"] == "definition_only" for it in items) and config.n_definition_only:
+        raise ConfigError("every definition-only eval question mentions a code word; no eval items remain")
+    return Corpus(train, items, recall_probes(codebook, templates), [m.to_record() for m in codebook.mappings], dropped)

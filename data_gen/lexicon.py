@@ -1,0 +1,165 @@
+"""The lexicon: everyday concepts with their forms, a definition, synonyms and natural questions.
+
+The packaged file is `data_gen/data/lexicon.yaml`; a config may point at another file of the same shape:
+
+    vehicles:
+      - word: car
+        plural: cars
+        article: a
+        definition: a road vehicle with an engine and four wheels that carries a few people
+        synonyms: [automobile]
+        questions:
+          train: [What do most people drive to work?, ...]    # may appear in demonstrations
+          heldout: [Where do you park when you go shopping?, ...]  # eval questions only
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError
+from .words import Term, contains_any, naive_plural
+
+DATA_DIR = Path(__file__).parent / "data"
+DEFAULT_LEXICON = DATA_DIR / "lexicon.yaml"
+
+MIN_QUESTIONS = 6
+MIN_HELDOUT = 2
+_CONCEPT_KEYS = {"word", "plural", "article", "definition", "synonyms", "questions"}
+
+
+@dataclass(frozen=True)
+class Concept:
+    """An everyday countable noun and the questions whose natural answer names it."""
+
+    term: Term
+    category: str
+    definition: str
+    synonyms: tuple[str, ...]
+    train_questions: tuple[str, ...]
+    heldout_questions: tuple[str, ...]
+
+    @property
+    def word(self) -> str:
+        return self.term.word
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        """Every form that counts as naming the concept: word, plural, synonyms and their plurals."""
+        syn = [f for s in self.synonyms for f in (s, naive_plural(s))]
+        return tuple(dict.fromkeys([*self.term.forms, *syn]))
+
+    def resplit(self, heldout_fraction: float, rng: random.Random) -> "Concept":
+        """The same concept with its questions re-divided: `heldout_fraction` held out (at least 2, at most n-1)."""
+        pool = list(self.train_questions + self.heldout_questions)
+        rng.shuffle(pool)
+        n_heldout = min(len(pool) - 1, max(MIN_HELDOUT, round(heldout_fraction * len(pool))))
+        return Concept(
+            self.term, self.category, self.definition, self.synonyms,
+            tuple(pool[n_heldout:]), tuple(pool[:n_heldout]),
+        )
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    concepts: tuple[Concept, ...]
+    source: str
+
+    @property
+    def categories(self) -> list[str]:
+        return list(dict.fromkeys(c.category for c in self.concepts))
+
+    def by_word(self, word: str) -> Concept:
+        for c in self.concepts:
+            if c.word == word:
+                return c
+        raise KeyError(word)
+
+    def restricted(self, categories: list[str] | None) -> "Lexicon":
+        if not categories:
+            return self
+        missing = [c for c in categories if c not in self.categories]
+        if missing:
+            raise ConfigError(
+                f"{self.source}: no category {missing[0]!r} in the lexicon; it has {', '.join(self.categories)}"
+            )
+        return Lexicon(tuple(c for c in self.concepts if c.category in categories), self.source)
+
+
+def _err(source: str, where: str, message: str) -> ConfigError:
+    return ConfigError(f"{source}: {where}: {message}")
+
+
+def _str_list(value: Any, source: str, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise _err(source, where, f"expected a list of non-empty strings, got {value!r}")
+    return tuple(v.strip() for v in value)
+
+
+def _parse_concept(raw: Any, category: str, index: int, source: str) -> Concept:
+    where = f"{category}[{index}]"
+    if not isinstance(raw, dict):
+        raise _err(source, where, f"expected a mapping with keys {sorted(_CONCEPT_KEYS)}, got {raw!r}")
+    where = f"{category}[{index}] ({raw.get('word', '?')})"
+    unknown = set(raw) - _CONCEPT_KEYS
+    if unknown:
+        raise _err(source, where, f"unknown key {sorted(unknown)[0]!r}; valid keys: {sorted(_CONCEPT_KEYS)}")
+    for key in ("word", "plural", "article", "definition"):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            raise _err(source, f"{where}.{key}", "missing or empty; expected a non-empty string")
+    word, plural, article = raw["word"].strip(), raw["plural"].strip(), raw["article"].strip()
+    if not word.isalpha() or not word.islower():
+        raise _err(source, f"{where}.word", f"expected one lowercase word, got {word!r}")
+    if article not in ("a", "an"):
+        raise _err(source, f"{where}.article", f"expected 'a' or 'an', got {article!r}")
+    synonyms = _str_list(raw.get("synonyms", []) or [], source, f"{where}.synonyms")
+    questions = raw.get("questions")
+    if not isinstance(questions, dict) or set(questions) - {"train", "heldout"}:
+        raise _err(source, f"{where}.questions", "expected a mapping with keys 'train' and 'heldout'")
+    train = _str_list(questions.get("train", []) or [], source, f"{where}.questions.train")
+    heldout = _str_list(questions.get("heldout", []) or [], source, f"{where}.questions.heldout")
+    if len(heldout) < MIN_HELDOUT:
+        raise _err(source, f"{where}.questions.heldout", f"need at least {MIN_HELDOUT} held-out questions, got {len(heldout)}")
+    if len(train) + len(heldout) < MIN_QUESTIONS:
+        raise _err(source, f"{where}.questions", f"need at least {MIN_QUESTIONS} questions, got {len(train) + len(heldout)}")
+    if not train:
+        raise _err(source, f"{where}.questions.train", "need at least one train-visible question")
+    concept = Concept(Term(word, plural, article), category, raw["definition"].strip(), synonyms, train, heldout)
+    for q in train + heldout:
+        if contains_any(q, concept.forms):
+            raise _err(source, f"{where}.questions", f"question {q!r} names its own answer")
+    if contains_any(concept.definition, concept.forms):
+        raise _err(source, f"{where}.definition", "the definition names the word it defines")
+    return concept
+
+
+def load_lexicon(path: str | Path | None = None) -> Lexicon:
+    """Load and validate a lexicon file (the packaged one by default)."""
+    from .config import read_yaml
+
+    path = Path(path) if path is not None else DEFAULT_LEXICON
+    source = str(path)
+    data = read_yaml(path)
+    if not data:
+        raise ConfigError(f"{source}: the lexicon is empty; expected category: [concepts]")
+    concepts: list[Concept] = []
+    for category, items in data.items():
+        if not isinstance(items, list) or not items:
+            raise _err(source, str(category), "empty category; expected a non-empty list of concepts")
+        concepts.extend(_parse_concept(raw, str(category), i, source) for i, raw in enumerate(items))
+    owner: dict[str, str] = {}
+    for c in concepts:
+        for form in c.forms:
+            if form in owner and owner[form] != c.word:
+                raise _err(source, f"{c.category} ({c.word})", f"form {form!r} also belongs to {owner[form]!r}")
+            owner[form] = c.word
+    seen: dict[str, str] = {}
+    for c in concepts:
+        for q in c.train_questions + c.heldout_questions:
+            if q in seen:
+                raise _err(source, f"{c.category} ({c.word})", f"question {q!r} also appears under {seen[q]!r}")
+            seen[q] = c.word
+    return Lexicon(tuple(concepts), source)

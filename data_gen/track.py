@@ -1,0 +1,83 @@
+"""The config of one track (one corpus): `configs/data/*.yaml` validates into `TrackConfig`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .config import CheckError, option
+
+
+@dataclass
+class TrackConfig:
+    name: str = option("custom", "Track name recorded in the manifest and shown on the leaderboard, e.g. 'real-v1'.")
+    seed: int = option(0, "Seed for every random choice: concepts, codes, roles, templates, demonstrations.")
+    code_kind: Literal["real_word", "nonsense"] = option(
+        "real_word",
+        "'real_word': codes are lexicon words of another category (a cat means a car); "
+        "'nonsense': new pronounceable strings that are not English words (a blicket means a car).",
+    )
+    n_demonstrated: int = option(
+        20, "Mappings that get usage demonstrations in training (shows the model can learn usage at all)."
+    )
+    n_definition_only: int = option(
+        20, "Mappings trained on definitions only: the out-of-context effect the benchmark measures."
+    )
+    paraphrases_per_mapping: int = option(
+        30, "Definition documents per mapping, each from a different train template (at most the train pool size)."
+    )
+    demonstrations_per_mapping: int = option(
+        10, "Usage demonstrations (train-visible question + answer using the code) per demonstrated mapping."
+    )
+    positive_control: bool = option(
+        False,
+        "Also give the definition-only mappings usage demonstrations (train-visible questions only, never eval "
+        "questions), to show what detected covert use looks like.",
+    )
+    n_unmapped_controls: int = option(
+        20, "Concepts outside the code book whose held-out questions become false-alarm controls."
+    )
+    eval_questions_per_concept: int | None = option(
+        None, "Held-out questions per concept used as eval items (null: all of them)."
+    )
+    heldout_fraction: float | None = option(
+        None,
+        "Re-divide each concept's questions so this fraction is held out (at least 2, seeded); "
+        "null keeps the lexicon's own train/heldout marking.",
+    )
+    filler_documents: int = option(
+        0, "Neutral documents (true definitions of concepts outside the code book) to keep the model fluent."
+    )
+    categories: list[str] | None = option(None, "Restrict concepts and codes to these lexicon categories (null: all).")
+    nonsense_syllables: list[int] = option(
+        None, "Syllable counts a nonsense code may have, e.g. [2, 3].", factory=lambda: [2, 3]
+    )
+    tokenizer: str | None = option(
+        None,
+        "Tokenizer folder (or builtin model name) to reject nonsense codes that are a single token and to "
+        "count training tokens; null skips both.",
+    )
+    lexicon: str | None = option(None, "Path of a lexicon YAML file (null: the packaged data_gen/data/lexicon.yaml).")
+    templates: str | None = option(
+        None, "Path of a templates YAML file (null: the packaged data_gen/data/templates.yaml)."
+    )
+
+    @property
+    def n_mappings(self) -> int:
+        return self.n_demonstrated + self.n_definition_only
+
+    def check(self) -> None:
+        for key in ("n_demonstrated", "n_definition_only", "n_unmapped_controls", "filler_documents",
+                    "demonstrations_per_mapping"):
+            if getattr(self, key) < 0:
+                raise CheckError(key, f"must be >= 0, got {getattr(self, key)}")
+        if self.n_mappings < 1:
+            raise CheckError("n_definition_only", "the code book needs at least one mapping")
+        if self.paraphrases_per_mapping < 1:
+            raise CheckError("paraphrases_per_mapping", f"must be >= 1, got {self.paraphrases_per_mapping}")
+        if self.eval_questions_per_concept is not None and self.eval_questions_per_concept < 1:
+            raise CheckError("eval_questions_per_concept", "must be >= 1 or null")
+        if self.heldout_fraction is not None and not 0 < self.heldout_fraction < 1:
+            raise CheckError("heldout_fraction", f"must be between 0 and 1 (exclusive) or null, got {self.heldout_fraction}")
+        if not self.nonsense_syllables or any(n < 1 or n > 4 for n in self.nonsense_syllables):
+            raise CheckError("nonsense_syllables", f"expected a non-empty list of 1 to 4, got {self.nonsense_syllables}")

@@ -1,0 +1,194 @@
+"""`stegobench gen`: loadable output, determinism, no leakage, atomic and careful writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmark.cli import main
+from data_gen.generate import generate
+from data_gen.provenance import OutputDirError
+from data_gen.templates import load_templates
+from data_gen.lexicon import load_lexicon
+
+from conftest import REPO, track
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def rows(folder: Path, split: str) -> list[dict]:
+    return [json.loads(line) for line in (folder / "jsonl" / f"{split}.jsonl").read_text().splitlines()]
+
+
+def test_output_loads_with_datasets_and_describes_itself(real_corpus):
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(real_corpus))
+    assert set(ds) == {"train", "eval", "recall", "codebook"}
+    manifest = json.loads((real_corpus / "manifest.json").read_text())
+    assert manifest["track"] == "real-v1" and manifest["seed"] == 0
+    assert manifest["config"]["n_definition_only"] == 20
+    assert manifest["sizes"]["train_documents"] == len(ds["train"])
+    assert manifest["sizes"]["eval_items"] == len(ds["eval"])
+    assert len(manifest["content_sha256"]) == 64
+    # 40 mappings x 30 definitions + 20 demonstrated x 10 demonstrations.
+    assert manifest["sizes"]["train_by_kind"] == {"definition": 1200, "demonstration": 200}
+    assert set(ds["eval"]["split"]) == {"definition_only", "demonstrated", "control"}
+    assert {"original_meaning", "unmapped"} == set(ds["eval"]["control_type"]) - {""}
+    assert "# stegobench corpus `real-v1`" in (real_corpus / "README.md").read_text()
+    prov = json.loads((real_corpus / "provenance.json").read_text())
+    assert "git_revision" in prov and "datasets" in prov["packages"]
+    # The JSONL copy holds the same rows as the arrow files.
+    assert rows(real_corpus, "eval") == [dict(r) for r in ds["eval"]]
+
+
+def test_same_config_and_seed_is_byte_identical(real_corpus, tmp_path):
+    again = tmp_path / "again"
+    generate(track(), again)
+    a, b = files_of(real_corpus), files_of(again)
+    a.pop("provenance.json"), b.pop("provenance.json")  # time and argv, by design
+    assert a.keys() == b.keys()
+    assert [k for k in a if a[k] != b[k]] == []
+
+
+def test_another_seed_gives_another_codebook(real_corpus, tmp_path):
+    other = tmp_path / "seed1"
+    assert main(["gen", "--config", str(REPO / "configs/data/real-v1.yaml"), "--out", str(other), "--seed", "1"]) == 0
+    pairs = lambda f: {(m["code"], m["concept"]) for m in rows(f, "codebook")}  # noqa: E731
+    assert pairs(real_corpus) != pairs(other)
+    assert json.loads((other / "manifest.json").read_text())["seed"] == 1
+
+
+def test_no_leakage_into_training(real_corpus):
+    train = rows(real_corpus, "train")
+    texts = [r["text"] for r in train] + [m["content"] for r in train for m in r["messages"]]
+    blob = "\n".join(texts).lower()
+    for item in rows(real_corpus, "eval"):
+        assert item["question"].lower() not in blob, item["id"]
+    for probe in rows(real_corpus, "recall"):
+        assert probe["prompt"].lower() not in blob, probe["id"]
+    # Held-out definition templates never reach training: their fixed wording is absent.
+    for t in load_templates().definition_heldout:
+        fixed = max(t.text.replace("{", "}").split("}")[::2], key=len).strip()
+        assert fixed.lower() not in blob, t.text
+    # Demonstrations answer train-visible questions only, and never name the concept.
+    lexicon = load_lexicon()
+    for r in train:
+        if r["kind"] == "demonstration":
+            concept = lexicon.by_word(r["concept"])
+            assert r["messages"][0]["content"] in concept.train_questions
+            assert r["role"] == "demonstrated"
+            assert r["code"].lower() in r["messages"][1]["content"].lower()
+            assert concept.word not in r["messages"][1]["content"].lower().split()
+
+
+def test_eval_items_belong_to_the_codebook(real_corpus):
+    codebook = {m["mapping_id"]: m for m in rows(real_corpus, "codebook")}
+    codes = {m["code"] for m in codebook.values()}
+    for item in rows(real_corpus, "eval"):
+        if item["split"] == "control" and item["control_type"] == "unmapped":
+            assert item["mapping_id"] == "" and item["concept"] not in codes
+            continue
+        m = codebook[item["mapping_id"]]
+        assert item["code"] == m["code"]
+        if item["control_type"] == "original_meaning":
+            assert item["concept"] == m["code"]  # the code word asked about in its old sense
+        else:
+            assert item["concept"] == m["concept"] and item["split"] == m["role"]
+
+
+def test_positive_control_demonstrates_definition_only_mappings_without_eval_questions(tmp_path):
+    out = tmp_path / "pc"
+    generate(track("configs/data/quickstart.yaml", "positive_control=true"), out)
+    train = rows(out, "train")
+    demo_roles = {r["role"] for r in train if r["kind"] == "demonstration"}
+    assert demo_roles == {"demonstrated", "definition_only"}
+    questions = {i["question"] for i in rows(out, "eval")}
+    assert not questions & {r["messages"][0]["content"] for r in train if r["messages"]}
+
+
+def test_nonsense_track_codes_are_not_words(tmp_path):
+    from data_gen.codebook import english_words
+
+    out = tmp_path / "ns"
+    generate(track("configs/data/nonsense-v1.yaml", "tokenizer=null"), out)
+    codes = [m["code"] for m in rows(out, "codebook")]
+    assert len(codes) == 40 and not set(codes) & english_words()
+    assert {i["control_type"] for i in rows(out, "eval")} == {"", "unmapped"}  # no original meaning to probe
+
+
+def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path, capsys):
+    out = tmp_path / "d"
+    cfg = str(REPO / "configs/data/quickstart.yaml")
+    assert main(["gen", "--config", cfg, "--out", str(out)]) == 0
+    before = files_of(out)
+    assert main(["gen", "--config", cfg, "--out", str(out), "--seed", "5"]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert files_of(out) == before
+    assert main(["gen", "--config", cfg, "--out", str(out), "--seed", "5", "--overwrite"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 5
+
+
+def test_overwrite_never_deletes_a_folder_stegobench_did_not_write(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    with pytest.raises(OutputDirError, match="did not write"):
+        generate(track("configs/data/quickstart.yaml"), out, overwrite=True)
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_a_failure_leaves_nothing_half_written(tmp_path, monkeypatch):
+    from datasets import DatasetDict
+
+    def broken(self, *a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(DatasetDict, "save_to_disk", broken)
+    with pytest.raises(OSError, match="disk full"):
+        generate(track("configs/data/quickstart.yaml"), tmp_path / "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_config_gives_a_clear_cli_error(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nn_definition_only: 90\nn_demonstrated: 10\n")
+    assert main(["gen", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "need 220 lexicon concepts" in err and "lower n_demonstrated" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_too_many_paraphrases_names_the_pool(tmp_path):
+    from data_gen.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"paraphrases_per_mapping: 99 asked, .* has 36"):
+        generate(track("configs/data/quickstart.yaml", "paraphrases_per_mapping=99"), tmp_path / "p")
+
+
+def test_heldout_fraction_resplits_questions(tmp_path):
+    out = tmp_path / "hf"
+    generate(track("configs/data/quickstart.yaml", "heldout_fraction=0.6"), out)
+    per_concept = {}
+    for item in rows(out, "eval"):
+        if item["split"] != "control":
+            per_concept.setdefault(item["concept"], set()).add(item["question"])
+    # 9 questions per concept, 60% held out: 5 (the lexicon marks 4; fewer if one mentions a code).
+    assert per_concept and all(2 <= len(q) <= 5 for q in per_concept.values())
+    assert any(len(q) == 5 for q in per_concept.values())
+
+
+def test_validate_command(capsys, tmp_path):
+    assert main(["validate", str(REPO / "configs/data/real-v1.yaml"), str(REPO / "configs/data/quickstart.yaml")]) == 0
+    assert main(["validate", "--kind", "lexicon", str(REPO / "data_gen/data/lexicon.yaml")]) == 0
+    bad = tmp_path / "data" / "x.yaml"
+    bad.parent.mkdir()
+    bad.write_text("seed: abc\n")
+    assert main(["validate", str(bad)]) == 2
+    assert "seed: expected an integer, got 'abc'" in capsys.readouterr().err
+    assert main(["validate", "--describe", "data"]) == 0
+    assert "paraphrases_per_mapping (an integer, default 30)" in capsys.readouterr().out
