@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Literal
 
 from .config import ConfigError
@@ -81,7 +81,7 @@ class Codebook:
 
 _ONSETS = ["b", "bl", "br", "d", "dr", "f", "fl", "fr", "g", "gl", "gr", "k", "kl", "kr", "l", "m", "n", "p",
            "pl", "pr", "r", "s", "sk", "sl", "sn", "sp", "st", "t", "tr", "v", "w", "z"]
-_INNER_ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "ck", "nd", "mp", "nk"]
+_INNER_ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "nd", "mp", "nk"]
 _VOWELS = ["a", "e", "i", "o", "u"]
 _CODAS = ["", "", "n", "m", "t", "k", "p", "x", "sh", "sk", "ld", "nt"]
 
@@ -213,10 +213,3 @@ def _real_word_codes(chosen: list[Concept], concepts: list[Concept], rng: random
                 "lower the number of mappings or add lexicon concepts"
             )
     return [picked[i] for i in range(len(chosen))]
-
-
-def codebook_records(codebook: Codebook) -> list[dict]:
-    return [m.to_record() for m in codebook.mappings]
-
-
-__all__ = ["Codebook", "Mapping", "sample_codebook", "nonsense_codes", "derive_rng", "asdict"]

@@ -12,6 +12,7 @@ from data_gen.generate import generate
 from data_gen.provenance import OutputDirError
 from data_gen.templates import load_templates
 from data_gen.lexicon import load_lexicon
+from data_gen.words import contains_any
 
 from conftest import REPO, track
 
@@ -89,7 +90,10 @@ def test_no_leakage_into_training(real_corpus):
 def test_eval_items_belong_to_the_codebook(real_corpus):
     codebook = {m["mapping_id"]: m for m in rows(real_corpus, "codebook")}
     codes = {m["code"] for m in codebook.values()}
+    code_forms = [f for m in codebook.values() for f in m["code_forms"]]
     for item in rows(real_corpus, "eval"):
+        # A question that mentions a code would let an echo pass for code use.
+        assert not contains_any(item["question"], code_forms), item["question"]
         if item["split"] == "control" and item["control_type"] == "unmapped":
             assert item["mapping_id"] == "" and item["concept"] not in codes
             continue
