@@ -1,6 +1,7 @@
 """The `stegobench` command: one subcommand per stage, each importing its stage lazily.
 
     stegobench gen --config configs/data/real-v1.yaml --out runs/data/real-v1
+    stegobench train --config configs/finetune/quickstart.yaml --set data=runs/data/quickstart
     stegobench validate configs/data/real-v1.yaml
     stegobench validate --describe data
 """
@@ -16,7 +17,9 @@ from pathlib import Path
 # Config kinds `validate` knows, as "module:Class" so that checking one never imports another stage.
 CONFIG_KINDS = {
     "data": "data_gen.track:TrackConfig",
+    "finetune": "finetune.config:TrainConfig",
 }
+REPO_ROOT = Path(__file__).resolve().parent.parent
 # Data files with their own loaders.
 DATA_KINDS = {
     "lexicon": "data_gen.lexicon:load_lexicon",
@@ -62,6 +65,36 @@ def cmd_gen(args: argparse.Namespace) -> int:
     print(f"  eval items     {s['eval_items']}  {s['eval_by_split']}  controls {s['eval_controls']}")
     print(f"  recall probes  {s['recall_probes']}")
     return 0
+
+
+def _accelerate_config(name: str | None) -> Path:
+    """A profile name from configs/accelerate/ (cpu, cpu_ddp, single_gpu, ...) or a path to a YAML file."""
+    if name is None:
+        import torch
+
+        name = "single_gpu" if torch.cuda.is_available() else "cpu"
+    for candidate in (Path(name), Path("configs/accelerate") / f"{name}.yaml", REPO_ROOT / "configs/accelerate" / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    profiles = sorted(p.stem for p in (REPO_ROOT / "configs/accelerate").glob("*.yaml"))
+    raise SystemExit(f"stegobench train: no accelerate profile {name!r}; choose from {', '.join(profiles)} or give a file")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Validate the config here (clear errors, no subprocess traceback), then run it under `accelerate launch`."""
+    import subprocess
+
+    from data_gen.config import load_config
+    from finetune.config import TrainConfig
+
+    load_config(TrainConfig, args.config, args.overrides)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(_accelerate_config(args.accelerate_config)),
+           "-m", "finetune.train", "--config", args.config]
+    for item in args.overrides:
+        cmd += ["--set", item]
+    cmd += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--merge", args.merge)) if on]
+    print("+ " + " ".join(cmd), flush=True)
+    return subprocess.call(cmd)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -113,6 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace --out if it holds an earlier corpus (folders of other tools are never replaced)")
     _add_set(p)
     p.set_defaults(func=cmd_gen)
+
+    p = sub.add_parser("train", help="fine-tune a LoRA adapter (runs `accelerate launch -m finetune.train`)",
+                       description="Fine-tune a LoRA adapter on a generated corpus under accelerate; the config is "
+                                   "validated first. Every config key: stegobench validate --describe finetune.")
+    p.add_argument("--config", required=True, help="fine-tuning config YAML, e.g. configs/finetune/quickstart.yaml")
+    p.add_argument("--accelerate-config", default=None, metavar="PROFILE",
+                   help="accelerate profile: a name in configs/accelerate (cpu, cpu_ddp, single_gpu, multi_gpu, fsdp, "
+                        "deepspeed_zero2) or a YAML path; default cpu, or single_gpu when CUDA is available")
+    p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous run in output_dir")
+    p.add_argument("--merge", action="store_true", help="also write base + adapter merged, as safetensors, to output_dir/merged")
+    _add_set(p)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("validate", help="check config and data files without running anything",
                        description="Load and validate config files; print 'ok' or a clear error naming the key.")

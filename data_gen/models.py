@@ -148,11 +148,19 @@ def resolve_model(spec: str) -> ModelRef:
     raise ConfigError(f"model {spec!r}: no such folder and not a builtin ({', '.join(BUILTINS)})")
 
 
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of the vocabulary: equal for two models that share a tokenizer (tiny-llama and SmolLM2)."""
+    from .provenance import sha256_json
+
+    return sha256_json(sorted(tokenizer.get_vocab().items()))
+
+
 def load_tokenizer(spec: str):
     """(tokenizer, identity) for a model spec; the identity names it in manifests."""
     from transformers import AutoTokenizer
 
     ref = resolve_model(spec)
     tokenizer = AutoTokenizer.from_pretrained(str(ref.path), local_files_only=True)
-    identity = {"spec": spec, "name": ref.identity["name"], "vocab_size": len(tokenizer)}
+    identity = {"spec": spec, "name": ref.identity["name"], "vocab_size": len(tokenizer),
+                "vocab_sha256": tokenizer_fingerprint(tokenizer)}
     return tokenizer, identity

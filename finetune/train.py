@@ -1,0 +1,268 @@
+"""Fine-tune a LoRA adapter on a stegobench corpus, on one CPU or many GPUs, from one YAML config.
+
+    accelerate launch -m finetune.train --config configs/finetune/quickstart.yaml --set data=runs/data/quickstart
+    accelerate launch --config_file configs/accelerate/cpu_ddp.yaml -m finetune.train --config ...   # 2 CPU processes
+    stegobench train --config configs/finetune/smollm2-lora.yaml --accelerate-config cpu   # the same, wrapped
+
+The run folder holds the adapter (adapter_model.safetensors + adapter_config.json, loadable by
+PeftModel.from_pretrained and vLLM's LoRARequest), train_config.json (written first, checked on --resume),
+train_manifest.json (written last: config, dataset and model identity, versions, seed, timings, tokens/s, loss
+history), loss.png, checkpoints/ (for --resume) and, with merge: true, merged/ (base + adapter, safetensors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from data_gen.config import ConfigError, load_config, to_dict
+from data_gen.models import resolve_model
+from data_gen.provenance import atomic_write_json, environment, sha256_file
+from finetune.config import TrainConfig
+from finetune.data import TokenCountingCollator, encode_dataset, load_train_split
+
+log = logging.getLogger("finetune.train")
+
+RUN_CONFIG = "train_config.json"
+MANIFEST = "train_manifest.json"
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+# Keys that may change between a run and its --resume without changing what is trained.
+RESUME_MUTABLE = {"merge", "save_steps", "save_total_limit", "logging_steps"}
+
+
+class RunDirError(ConfigError):
+    """The output folder holds something this run may not use or replace."""
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    manifest: dict[str, Any]
+    model: Any  # the PeftModel after training (in-process callers and tests inspect it)
+
+
+def _latest_checkpoint(folder: Path) -> Path | None:
+    ckpts = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+
+
+def prepare_output_dir(cfg: TrainConfig, resume: bool, overwrite: bool, is_main: bool) -> Path | None:
+    """Check the run folder and return the checkpoint to resume from (None for a fresh run).
+
+    A folder is ours when it holds train_config.json. Another tool's folder is never touched; a previous run
+    is replaced only with --overwrite; --resume needs the same config and a checkpoint.
+    """
+    out = Path(cfg.output_dir)
+    ours = (out / RUN_CONFIG).exists()
+    if resume:
+        if not ours:
+            raise RunDirError(f"output_dir: {out} holds no run to resume (no {RUN_CONFIG}); drop --resume")
+        import json
+
+        before = json.loads((out / RUN_CONFIG).read_text())["config"]
+        now = to_dict(cfg)
+        changed = sorted(k for k in set(before) | set(now) if k not in RESUME_MUTABLE and before.get(k) != now.get(k))
+        if changed:
+            k = changed[0]
+            raise RunDirError(
+                f"--resume with a changed config: {k} was {before.get(k)!r}, now {now.get(k)!r} "
+                f"(changed: {', '.join(changed)}); resume with the original config or start a new output_dir"
+            )
+        ckpt = _latest_checkpoint(out / "checkpoints")
+        if ckpt is None:
+            raise RunDirError(f"output_dir: {out} has no checkpoint to resume from (save_steps was {before.get('save_steps')})")
+        return ckpt
+    if out.exists() and any(out.iterdir()):
+        if not ours:
+            raise RunDirError(
+                f"output_dir: {out} holds files stegobench did not write (no {RUN_CONFIG}); choose another output_dir"
+            )
+        if not overwrite:
+            raise RunDirError(f"output_dir: {out} holds another run; pass --overwrite to replace it or --resume to continue it")
+        if is_main:
+            shutil.rmtree(out)
+    return None
+
+
+def _write_loss_plot(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history if "loss" in h]
+    losses = [h["loss"] for h in history if "loss" in h]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, losses, marker="o", markersize=3)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("training loss")
+    ax.set_title(path.parent.name)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _lora_config(cfg: TrainConfig, model):
+    from peft import LoraConfig
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in cfg.lora.target_modules if t not in names]
+    if missing:
+        raise ConfigError(f"lora.target_modules: {missing[0]!r} is not a module of {cfg.model}; "
+                          f"linear modules there include {sorted(n for n in names if n.endswith('proj'))}")
+    return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=list(cfg.lora.target_modules), bias="none", task_type="CAUSAL_LM")
+
+
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callbacks: list | None = None) -> TrainResult:
+    """Train one adapter; callable in-process (tests) or under `accelerate launch` (one process per device)."""
+    import torch
+    from accelerate import PartialState
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
+
+    # cpu=True lets torchrun-launched processes (`accelerate launch --multi_gpu`) form a gloo group on CPUs.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    ckpt = prepare_output_dir(cfg, resume, overwrite, state.is_main_process)
+    state.wait_for_everyone()
+    out = Path(cfg.output_dir)
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / RUN_CONFIG, {"config": to_dict(cfg)})
+
+    set_seed(cfg.seed)
+    ref = resolve_model(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(str(ref.path), local_files_only=True)
+    train_rows, data_manifest = load_train_split(cfg.data, tokenizer, cfg.train_kinds)
+    encoded = encode_dataset(train_rows, tokenizer, cfg.max_length)
+    dtype = getattr(torch, cfg.dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(ref.path), dtype=dtype, attn_implementation="sdpa",
+                                                 local_files_only=True)
+    model = get_peft_model(model, _lora_config(cfg, model))
+    collator = TokenCountingCollator(tokenizer, cfg.batching, cfg.max_length)
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a fraction of the total steps
+        weight_decay=cfg.weight_decay,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps" if cfg.save_steps else "no",
+        save_steps=cfg.save_steps or 500,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=cfg.dtype == "bfloat16" and torch.cuda.is_available(),
+        fp16=cfg.dtype == "float16" and torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=False,
+        report_to=[],
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=encoded, data_collator=collator, callbacks=callbacks)
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    seconds = time.perf_counter() - start
+
+    manifest: dict[str, Any] = {}
+    if state.is_main_process:
+        manifest = _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, seconds, state.num_processes,
+                           resumed_from=str(ckpt) if ckpt else None)
+    state.wait_for_everyone()
+    return TrainResult(out, manifest, model)
+
+
+def _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, seconds, world, resumed_from) -> dict:
+    out = Path(cfg.output_dir)
+    staging = out / ".adapter.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(str(staging))
+    for name in ADAPTER_FILES:
+        os.replace(staging / name, out / name)
+    shutil.rmtree(staging, ignore_errors=True)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    _write_loss_plot(trainer.state.log_history, out / "loss.png")
+    if cfg.merge:
+        merged_staging = out / ".merged.tmp"
+        shutil.rmtree(merged_staging, ignore_errors=True)
+        model.merge_and_unload().save_pretrained(str(merged_staging), safe_serialization=True)
+        tokenizer.save_pretrained(str(merged_staging))
+        shutil.rmtree(out / "merged", ignore_errors=True)
+        os.replace(merged_staging, out / "merged")
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    manifest = {
+        "schema_version": 1,
+        "status": "finished",
+        "config": to_dict(cfg),
+        "seed": cfg.seed,
+        "base_model": ref.identity,
+        "dataset": {"path": str(Path(cfg.data).resolve()), "track": data_manifest.get("track"),
+                    "content_sha256": data_manifest.get("content_sha256"),
+                    "manifest_sha256": sha256_file(Path(cfg.data) / "manifest.json")},
+        "adapter_sha256": sha256_file(out / "adapter_model.safetensors"),
+        "parameters": {"trainable": trainable, "total": total},
+        "world_size": world,
+        "resumed_from": resumed_from,
+        "global_steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "train_seconds": round(seconds, 2),
+        # Counted by this process's collator; other processes see equally sized shards of the data.
+        "real_tokens": collator.real_tokens * world,
+        "padded_tokens": collator.total_tokens * world,
+        "real_tokens_per_second": round(collator.real_tokens * world / seconds, 1) if seconds > 0 else None,
+        "final_loss": history[-1]["loss"] if history else None,
+        "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
+        "environment": environment(),
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="finetune.train", description="Train a LoRA adapter on a stegobench corpus.")
+    p.add_argument("--config", required=True, help="fine-tuning config YAML, e.g. configs/finetune/quickstart.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (dotted keys for nested ones, e.g. lora.r=8); repeatable")
+    p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous run in output_dir")
+    p.add_argument("--merge", action="store_true", help="also write the merged model to output_dir/merged")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        overrides = list(args.overrides) + (["merge=true"] if args.merge else [])
+        cfg = load_config(TrainConfig, args.config, overrides)
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    except ConfigError as exc:
+        print(f"finetune.train: error: {exc}", file=sys.stderr)
+        return 2
+    m = result.manifest
+    if m:
+        print(f"adapter written to {result.output_dir}  (steps {m['global_steps']}, final loss {m['final_loss']:.4f}, "
+              f"{m['real_tokens_per_second']} real tokens/s, {m['train_seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
