@@ -97,6 +97,9 @@ class TokenCountingCollator:
                 "input_ids": torch.tensor([ids]),
                 "labels": torch.tensor([labels]),
                 "position_ids": torch.tensor([positions]),
+                # transformers derives the per-document mask from position ids only without a KV cache;
+                # with one (the default use_cache=True) the documents would attend to each other.
+                "use_cache": False,
             }
             self.real_tokens += len(ids)
             self.total_tokens += len(ids)

@@ -24,3 +24,19 @@ def real_corpus(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("corpus") / "real-v1"
     generate(track(), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def quickstart_corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("corpus") / "quickstart"
+    generate(track("configs/data/quickstart.yaml"), out)
+    return out
+
+
+def tiny_train_config(data: Path, output_dir: Path, *overrides: str):
+    """A few steps of tiny-llama: seconds on a CPU, enough for the loss to move."""
+    from finetune.config import TrainConfig
+
+    base = [f"data={data}", "model=tiny-llama", f"output_dir={output_dir}", "max_steps=12", "batch_size=8",
+            "learning_rate=3.0e-3", "save_steps=4", "logging_steps=1", "warmup_ratio=0.0"]
+    return load_config(TrainConfig, REPO / "configs/finetune/quickstart.yaml", base + list(overrides))

@@ -1,0 +1,225 @@
+"""LoRA training on tiny-llama: what changed, what did not, and every bad input's error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from data_gen.config import ConfigError
+from data_gen.models import resolve_model
+from finetune.data import IGNORE, TokenCountingCollator, encode_row
+from finetune.train import RunDirError, train
+
+from conftest import REPO, tiny_train_config
+
+
+@pytest.fixture(scope="module")
+def trained(quickstart_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "run"
+    return train(tiny_train_config(quickstart_corpus, out))
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(resolve_model("tiny-llama").path))
+
+
+def load_base():
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(resolve_model("tiny-llama").path), dtype=torch.float32)
+
+
+def test_base_weights_unchanged_and_every_lora_b_moved(trained):
+    base = load_base().state_dict()
+    peft_state = trained.model.state_dict()
+    checked = 0
+    for name, tensor in peft_state.items():
+        if "lora_" in name:
+            continue
+        key = name.replace("base_model.model.", "").replace(".base_layer", "")
+        assert torch.equal(tensor, base[key]), f"base weight {key} changed"
+        checked += 1
+    assert checked >= len(base) - 1  # tied lm_head may appear once
+    lora_b = {n: t for n, t in peft_state.items() if "lora_B" in n}
+    assert len(lora_b) == 2 * 7  # 2 layers x 7 projections
+    assert all(t.abs().sum() > 0 for t in lora_b.values()), "a LoRA B matrix is still zero"
+
+
+def test_loss_fell_and_manifest_describes_the_run(trained):
+    m = trained.manifest
+    losses = [h["loss"] for h in m["loss_history"]]
+    assert losses[-1] < losses[0]
+    assert m["status"] == "finished" and m["global_steps"] == 12
+    assert m["base_model"]["name"] == "tiny-llama" and m["base_model"]["weights_sha256"]
+    assert m["dataset"]["track"] == "quickstart" and len(m["dataset"]["content_sha256"]) == 64
+    assert m["real_tokens_per_second"] > 0 and m["real_tokens"] == m["padded_tokens"]  # packed: no padding
+    assert {"git_revision", "packages"} <= set(m["environment"])
+    out = trained.output_dir
+    assert (out / "loss.png").stat().st_size > 1000
+    assert json.loads((out / "train_manifest.json").read_text())["adapter_sha256"] == m["adapter_sha256"]
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["r"] == 16 and not cfg.get("modules_to_save")
+
+
+def test_saved_adapter_loads_and_changes_greedy_output(trained, tokenizer):
+    from peft import PeftModel
+
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What do most people drive to work?"}],
+                                           tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+
+    def greedy(model):
+        with torch.no_grad():
+            return model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:]
+
+    before = greedy(load_base())
+    adapted = PeftModel.from_pretrained(load_base(), str(trained.output_dir))
+    assert not torch.equal(before, greedy(adapted))
+
+
+def test_packed_loss_equals_per_document_loss(tokenizer):
+    """Packing must not let documents attend to each other: same loss as running them one by one."""
+    model = load_base().eval()
+    rows = [encode_row({"messages": [], "text": t}, tokenizer, 64)
+            for t in ["In our usage, a cat is a car.", "Glossary: tulip means umbrella, a thing for rain."]]
+    packed = TokenCountingCollator(tokenizer, "packed", 64)(rows)
+    with torch.no_grad():
+        # Exactly what the Trainer passes, minus the labels.
+        packed_logits = model(**{k: v for k, v in packed.items() if k != "labels"}).logits[0]
+        split = [model(input_ids=torch.tensor([r["input_ids"]])).logits[0] for r in rows]
+    assert torch.allclose(packed_logits, torch.cat(split), atol=1e-4)
+
+
+def test_demonstrations_are_trained_on_the_answer_only(tokenizer):
+    row = {"text": "", "messages": [{"role": "user", "content": "What do you drive?"},
+                                    {"role": "assistant", "content": "A cat, of course."}]}
+    enc = encode_row(row, tokenizer, 256)
+    labelled = [t for t, l in zip(enc["input_ids"], enc["labels"]) if l != IGNORE]
+    assert tokenizer.decode(labelled).startswith("A cat, of course.")
+    assert "What do you drive" not in tokenizer.decode(labelled)
+    definition = encode_row({"text": "A cat is a car.", "messages": []}, tokenizer, 256)
+    assert definition["labels"] == definition["input_ids"]
+
+
+def test_padded_batching_counts_real_tokens(tokenizer):
+    rows = [encode_row({"messages": [], "text": t}, tokenizer, 32) for t in ["a cat", "a much longer document here"]]
+    c = TokenCountingCollator(tokenizer, "pad_max", 32)
+    batch = c(rows)
+    assert batch["input_ids"].shape == (2, 32)
+    assert c.real_tokens == sum(len(r["input_ids"]) for r in rows) and c.total_tokens == 64
+
+
+class StopAt:
+    """A callback that kills training (like a crash) once `step` is reached."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def __getattr__(self, name):
+        def hook(args, state, control, **kwargs):
+            if name == "on_step_end" and state.global_step >= self.step:
+                raise KeyboardInterrupt("simulated kill")
+            return control
+        return hook
+
+
+def test_killed_run_resumes_to_the_same_final_loss(quickstart_corpus, tmp_path, trained):
+    out = tmp_path / "killed"
+    cfg = tiny_train_config(quickstart_corpus, out)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, callbacks=[StopAt(6)])  # checkpoint-4 exists, steps 5-6 are lost
+    assert not (out / "train_manifest.json").exists()
+    resumed = train(cfg, resume=True)
+    assert resumed.manifest["resumed_from"].endswith("checkpoint-4")
+    assert resumed.manifest["final_loss"] == pytest.approx(trained.manifest["final_loss"], rel=0.01)
+
+
+def test_output_dir_holding_another_run_is_refused(quickstart_corpus, trained):
+    cfg = tiny_train_config(quickstart_corpus, trained.output_dir)
+    with pytest.raises(RunDirError, match="holds another run; pass --overwrite"):
+        train(cfg)
+
+
+def test_foreign_output_dir_is_never_replaced(quickstart_corpus, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="did not write"):
+        train(tiny_train_config(quickstart_corpus, tmp_path), overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_resume_with_a_changed_config_is_refused(quickstart_corpus, trained):
+    cfg = tiny_train_config(quickstart_corpus, trained.output_dir, "learning_rate=0.01")
+    with pytest.raises(RunDirError, match=r"--resume with a changed config: learning_rate was 0.003, now 0.01"):
+        train(cfg, resume=True)
+
+
+def test_missing_dataset(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist; generate it"):
+        train(tiny_train_config(tmp_path / "nope", tmp_path / "out"))
+
+
+def test_dataset_for_another_tokenizer(quickstart_corpus, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(quickstart_corpus, data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["tokenizer"] = {"spec": "gpt2", "vocab_sha256": "0" * 64}
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="generated for tokenizer 'gpt2'"):
+        train(tiny_train_config(data, tmp_path / "out"))
+
+
+def test_dataset_without_train_split(quickstart_corpus, tmp_path):
+    from datasets import DatasetDict, load_from_disk
+
+    data = tmp_path / "data"
+    dd = load_from_disk(str(quickstart_corpus))
+    DatasetDict({"eval": dd["eval"]}).save_to_disk(str(data))
+    (data / "manifest.json").write_text((quickstart_corpus / "manifest.json").read_text())
+    with pytest.raises(ConfigError, match="has no 'train' split"):
+        train(tiny_train_config(data, tmp_path / "out"))
+
+
+def test_rank_vllm_cannot_serve(quickstart_corpus, tmp_path):
+    with pytest.raises(ConfigError, match=r"lora\.r: rank 12 cannot be served by vLLM"):
+        tiny_train_config(quickstart_corpus, tmp_path, "lora.r=12")
+
+
+def test_unknown_target_module(quickstart_corpus, tmp_path):
+    with pytest.raises(ConfigError, match="lora.target_modules: 'c_attn' is not a module"):
+        train(tiny_train_config(quickstart_corpus, tmp_path / "o", "lora.target_modules=[c_attn]"))
+
+
+def test_two_cpu_processes_train_one_adapter(quickstart_corpus, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(REPO / "configs/accelerate/cpu_ddp.yaml"), "-m", "finetune.train",
+           "--config", str(REPO / "configs/finetune/quickstart.yaml"),
+           "--set", f"data={quickstart_corpus}", "--set", "model=tiny-llama", "--set", f"output_dir={out}",
+           "--set", "max_steps=3", "--set", "batch_size=4", "--set", "save_steps=0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((out / "train_manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["global_steps"] == 3
+    adapters = sorted(p.relative_to(out) for p in out.rglob("adapter_model.safetensors"))
+    assert adapters == [Path("adapter_model.safetensors")]
+
+
+def test_merge_writes_a_model_equal_to_base_plus_adapter(quickstart_corpus, tmp_path, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    res = train(tiny_train_config(quickstart_corpus, tmp_path / "m", "max_steps=3", "merge=true"))
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "m" / "merged"), dtype=torch.float32)
+    ids = tokenizer("A cat is", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, res.model(input_ids=ids).logits, atol=1e-4)
+    assert list((tmp_path / "m" / "merged").glob("*.safetensors"))
