@@ -1,0 +1,26 @@
+"""Greedy token ids from vLLM (CPU build) for the base model and, optionally, a LoRA adapter, as JSON.
+
+    python tests/vllm_greedy.py MODEL_DIR [ADAPTER_DIR] < prompts.json
+
+Run as a script (vLLM starts its engine in a subprocess, which needs the __main__ guard).
+"""
+
+import json
+import sys
+
+if __name__ == "__main__":
+    from vllm import LLM, SamplingParams
+    from vllm.lora.request import LoRARequest
+
+    model, adapter = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else None)
+    prompts = json.load(sys.stdin)
+    rank = json.load(open(f"{adapter}/adapter_config.json"))["r"] if adapter else 16
+    # On the CPU build gpu_memory_utilization is the share of RAM reserved for the KV cache.
+    llm = LLM(model=model, dtype="float32", enable_lora=adapter is not None, max_lora_rank=rank, max_model_len=512,
+              seed=0, gpu_memory_utilization=0.15)
+    sp = SamplingParams(temperature=0, max_tokens=8)
+    out = {"base": [list(o.outputs[0].token_ids) for o in llm.generate(prompts, sp)]}
+    if adapter:
+        req = LoRARequest("adapter", 1, adapter)
+        out["adapter"] = [list(o.outputs[0].token_ids) for o in llm.generate(prompts, sp, lora_request=req)]
+    print("RESULT " + json.dumps(out), flush=True)
