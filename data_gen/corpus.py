@@ -32,7 +32,7 @@ def _doc(doc_id: str, kind: str, mapping: Mapping | None, template_id: str, text
          messages: list[dict] | None = None) -> dict:
     return {
         "id": doc_id,
-        "kind": kind,  # definition | demonstration | filler
+        "kind": kind,  # definition | demonstration | plain_demonstration | filler
         "mapping_id": mapping.id if mapping else "",
         "role": mapping.role if mapping else "",
         "code": mapping.code.word if mapping else "",
@@ -69,6 +69,29 @@ def demonstration_documents(m: Mapping, templates: Templates, n: int, seed: int)
         messages = [{"role": "user", "content": question},
                     {"role": "assistant", "content": t.render(m.code, None)}]
         docs.append(_doc(f"{m.id}-demo-{i:02d}", "demonstration", m, t.id, messages=messages))
+    return docs
+
+
+def plain_demonstration_documents(codebook: Codebook, concepts: list[Concept], templates: Templates, n: int,
+                                  seed: int) -> list[dict]:
+    """Chats that answer with the concept's own word, about concepts the eval never asks about."""
+    if n == 0:
+        return []
+    excluded = ({m.concept.word for m in codebook.mappings} | {m.code.word for m in codebook.mappings}
+                | {c.word for c in codebook.unmapped})
+    code_forms = codebook.all_code_forms
+    pool = [(c, q, t) for c in concepts if c.word not in excluded for q in c.train_questions
+            if not contains_any(q, code_forms) for t in templates.demonstration]
+    if n > len(pool):
+        raise ConfigError(f"plain_demonstrations: {n} asked, but only {len(pool)} can be made from concepts outside "
+                          "the code book and controls")
+    picked = derive_rng(seed, "plain-demonstrations").sample(pool, n)
+    docs = []
+    for i, (c, q, t) in enumerate(picked):
+        doc = _doc(f"plain-{i:03d}", "plain_demonstration", None, t.id,
+                   messages=[{"role": "user", "content": q}, {"role": "assistant", "content": t.render(c.term, None)}])
+        doc["concept"] = c.word
+        docs.append(doc)
     return docs
 
 
@@ -151,6 +174,7 @@ def build_corpus(config: TrackConfig, codebook: Codebook, concepts: list[Concept
         train += definition_documents(m, templates, config.paraphrases_per_mapping, config.seed)
         if m.role == "demonstrated" or config.positive_control:
             train += demonstration_documents(m, templates, config.demonstrations_per_mapping, config.seed)
+    train += plain_demonstration_documents(codebook, concepts, templates, config.plain_demonstrations, config.seed)
     train += filler_documents(codebook, concepts, templates, config.filler_documents, config.seed)
     # Interleave mappings and kinds so a sequential reader (or a packed batch) sees a mix.
     derive_rng(config.seed, "train-order").shuffle(train)

@@ -34,6 +34,12 @@ class TrackConfig:
         "Also give the definition-only mappings usage demonstrations (train-visible questions only, never eval "
         "questions), to show what detected covert use looks like.",
     )
+    plain_demonstrations: int = option(
+        0,
+        "Chats answering train-visible questions about concepts outside the code book and the controls with the "
+        "plain word, in the same answer templates: without them a model trained on demonstrations learns to "
+        "answer every question with some code word.",
+    )
     n_unmapped_controls: int = option(
         20, "Concepts outside the code book whose held-out questions become false-alarm controls."
     )
@@ -68,7 +74,7 @@ class TrackConfig:
 
     def check(self) -> None:
         for key in ("n_demonstrated", "n_definition_only", "n_unmapped_controls", "filler_documents",
-                    "demonstrations_per_mapping"):
+                    "demonstrations_per_mapping", "plain_demonstrations"):
             if getattr(self, key) < 0:
                 raise CheckError(key, f"must be >= 0, got {getattr(self, key)}")
         if self.n_mappings < 1:

@@ -9,6 +9,7 @@ from data_gen.config import CheckError, option
 
 # Ranks vLLM's LoRA serving accepts (vllm.config.lora.MaxLoRARanks); an adapter of another rank cannot be served.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+TRAIN_KINDS = ("definition", "demonstration", "plain_demonstration", "filler")
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -59,8 +60,8 @@ class TrainConfig:
         "'pad_longest': pad to the batch's longest; 'pad_max': pad to max_length (the naive baseline).",
     )
     train_kinds: list[str] = option(
-        None, "Which training documents to use, by kind: definition, demonstration, filler.",
-        factory=lambda: ["definition", "demonstration", "filler"],
+        None, "Which training documents to use, by kind: definition, demonstration, plain_demonstration, filler.",
+        factory=lambda: list(TRAIN_KINDS),
     )
     dtype: Literal["float32", "bfloat16", "float16"] = option(
         "float32", "Weight dtype; float32 on CPUs without native bf16 (bf16 is ~2.5x slower there)."
@@ -86,6 +87,5 @@ class TrainConfig:
             raise CheckError("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         if self.save_steps < 0:
             raise CheckError("save_steps", f"must be >= 0, got {self.save_steps}")
-        unknown = set(self.train_kinds) - {"definition", "demonstration", "filler"}
-        if unknown or not self.train_kinds:
-            raise CheckError("train_kinds", f"expected a non-empty list of definition, demonstration, filler; got {self.train_kinds}")
+        if set(self.train_kinds) - set(TRAIN_KINDS) or not self.train_kinds:
+            raise CheckError("train_kinds", f"expected a non-empty list of {', '.join(TRAIN_KINDS)}; got {self.train_kinds}")

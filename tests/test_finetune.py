@@ -223,3 +223,13 @@ def test_merge_writes_a_model_equal_to_base_plus_adapter(quickstart_corpus, tmp_
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, res.model(input_ids=ids).logits, atol=1e-4)
     assert list((tmp_path / "m" / "merged").glob("*.safetensors"))
+
+
+def test_stegobench_train_validates_before_launching(quickstart_corpus, tmp_path, capsys):
+    from benchmark.cli import main
+
+    code = main(["train", "--config", str(REPO / "configs/finetune/quickstart.yaml"), "--set", f"data={quickstart_corpus}",
+                 "--set", "lora.r=12", "--set", f"output_dir={tmp_path / 'o'}"])
+    assert code == 2
+    assert "lora.r: rank 12 cannot be served by vLLM" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

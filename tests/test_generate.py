@@ -196,3 +196,21 @@ def test_validate_command(capsys, tmp_path):
     assert "seed: expected an integer, got 'abc'" in capsys.readouterr().err
     assert main(["validate", "--describe", "data"]) == 0
     assert "paraphrases_per_mapping (an integer, default 30)" in capsys.readouterr().out
+
+
+def test_plain_demonstrations_use_the_plain_word_and_stay_outside_the_eval(tmp_path):
+    out = tmp_path / "plain"
+    generate(track("configs/data/quickstart.yaml", "plain_demonstrations=30"), out)
+    codebook = rows(out, "codebook")
+    evals = rows(out, "eval")
+    off_limits = {m["concept"] for m in codebook} | {m["code"] for m in codebook} | {i["concept"] for i in evals}
+    code_forms = [f for m in codebook for f in m["code_forms"]]
+    lexicon = load_lexicon()
+    plain = [r for r in rows(out, "train") if r["kind"] == "plain_demonstration"]
+    assert len(plain) == 30
+    for r in plain:
+        question, answer = r["messages"][0]["content"], r["messages"][1]["content"]
+        assert r["concept"] not in off_limits
+        assert question in lexicon.by_word(r["concept"]).train_questions
+        assert contains_any(answer, lexicon.by_word(r["concept"]).forms)
+        assert not contains_any(question + " " + answer, code_forms)

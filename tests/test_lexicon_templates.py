@@ -34,12 +34,17 @@ def test_packaged_templates_sizes():
     assert not {x.text for x in t.definition_train} & {x.text for x in t.definition_heldout}
 
 
-def _lexicon_with(tmp_path, edit):
-    data = yaml.safe_load(DEFAULT_LEXICON.read_text())
+def _edited_copy(source, tmp_path, edit):
+    """A copy of a packaged YAML file, with `edit` applied to its data, under the same file name."""
+    data = yaml.safe_load(source.read_text())
     edit(data)
-    p = tmp_path / "lexicon.yaml"
+    p = tmp_path / source.name
     p.write_text(yaml.safe_dump(data, sort_keys=False))
     return p
+
+
+def _lexicon_with(tmp_path, edit):
+    return _edited_copy(DEFAULT_LEXICON, tmp_path, edit)
 
 
 def test_empty_category_is_an_error(tmp_path):
@@ -70,11 +75,7 @@ def test_duplicate_word_across_categories_is_an_error(tmp_path):
 
 
 def _templates_with(tmp_path, edit):
-    data = yaml.safe_load(DEFAULT_TEMPLATES.read_text())
-    edit(data)
-    p = tmp_path / "templates.yaml"
-    p.write_text(yaml.safe_dump(data, sort_keys=False))
-    return p
+    return _edited_copy(DEFAULT_TEMPLATES, tmp_path, edit)
 
 
 def test_template_without_its_placeholder_is_an_error(tmp_path):
