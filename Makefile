@@ -32,7 +32,8 @@ quickstart: setup
 	$(VENV)/bin/stegobench gen --config configs/data/quickstart.yaml --out runs/quickstart/data --overwrite
 
 bench: setup
-	@echo "make bench: benchmark scripts arrive with the fine-tuning and evaluation issues."
+	# Speed figures as side-by-side ratios in one run (decode and cloze benchmarks arrive with the eval issue).
+	$(PY) benchmarks/train_throughput.py
 
 clean-venv:
 	rm -rf $(VENV)
