@@ -36,8 +36,8 @@ def test_output_loads_with_datasets_and_describes_itself(real_corpus):
     assert manifest["sizes"]["train_documents"] == len(ds["train"])
     assert manifest["sizes"]["eval_items"] == len(ds["eval"])
     assert len(manifest["content_sha256"]) == 64
-    # 40 mappings x 30 definitions + 20 demonstrated x 10 demonstrations.
-    assert manifest["sizes"]["train_by_kind"] == {"definition": 1200, "demonstration": 200}
+    # 40 mappings x 30 definitions + 20 demonstrated x 10 demonstrations + as many plain demonstrations.
+    assert manifest["sizes"]["train_by_kind"] == {"definition": 1200, "demonstration": 200, "plain_demonstration": 200}
     assert set(ds["eval"]["split"]) == {"definition_only", "demonstrated", "control"}
     assert {"original_meaning", "unmapped"} == set(ds["eval"]["control_type"]) - {""}
     assert "# stegobench corpus `real-v1`" in (real_corpus / "README.md").read_text()
