@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .codebook import WORDLIST, sample_codebook
 from .config import to_dict
@@ -67,16 +67,19 @@ def _features():
     }
 
 
-def _token_counter(spec: str | None) -> tuple[Callable[[str], int] | None, dict | None]:
+def _load_tokenizer(spec: str | None):
     if spec is None:
         return None, None
     from .models import load_tokenizer
 
-    tok, identity = load_tokenizer(spec)
-    return (lambda text: len(tok(text, add_special_tokens=False)["input_ids"])), identity
+    return load_tokenizer(spec)
 
 
-def _sizes(corpus: Corpus, count_tokens: Callable[[str], int] | None) -> dict[str, Any]:
+def _count_tokens(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _sizes(corpus: Corpus, tokenizer) -> dict[str, Any]:
     sizes: dict[str, Any] = {
         "train_documents": len(corpus.train),
         "train_by_kind": dict(sorted(Counter(r["kind"] for r in corpus.train).items())),
@@ -87,10 +90,10 @@ def _sizes(corpus: Corpus, count_tokens: Callable[[str], int] | None) -> dict[st
         "mappings": len(corpus.codebook),
         "eval_questions_dropped_for_mentioning_a_code": corpus.dropped_questions,
     }
-    if count_tokens is not None:
-        # Text documents as written; chats as the concatenated turns (chat-template tokens excluded).
-        texts = [r["text"] or " ".join(m["content"] for m in r["messages"]) for r in corpus.train]
-        sizes["train_tokens"] = sum(count_tokens(t) for t in texts)
+    if tokenizer is not None:
+        # What training sees: text documents as written, chats rendered with the model's chat template.
+        texts = [r["text"] or tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in corpus.train]
+        sizes["train_tokens"] = sum(_count_tokens(tokenizer, t) for t in texts)
     return sizes
 
 
@@ -151,12 +154,12 @@ def generate(config: TrackConfig, out: str | Path, overwrite: bool = False) -> G
         raise OutputDirError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
     lexicon = load_lexicon(config.lexicon).restricted(config.categories)
     templates = load_templates(config.templates)
-    count_tokens, tokenizer_identity = _token_counter(config.tokenizer)
+    tokenizer, tokenizer_identity = _load_tokenizer(config.tokenizer)
 
     is_single_token = None
-    if count_tokens is not None:
+    if tokenizer is not None:
         def is_single_token(word: str) -> bool:
-            return count_tokens(word) == 1 or count_tokens(" " + word) == 1
+            return _count_tokens(tokenizer, word) == 1 or _count_tokens(tokenizer, " " + word) == 1
 
     if config.heldout_fraction is not None:
         from dataclasses import replace
@@ -180,7 +183,7 @@ def generate(config: TrackConfig, out: str | Path, overwrite: bool = False) -> G
         "track": config.name,
         "seed": config.seed,
         "config": to_dict(config),
-        "sizes": _sizes(corpus, count_tokens),
+        "sizes": _sizes(corpus, tokenizer),
         "split_sha256": split_hashes,
         "content_sha256": sha256_json(split_hashes),
         "inputs_sha256": {
