@@ -75,6 +75,10 @@ def prepare_output_dir(cfg: TrainConfig, resume: bool, overwrite: bool, is_main:
                 f"--resume with a changed config: {k} was {before.get(k)!r}, now {now.get(k)!r} "
                 f"(changed: {', '.join(changed)}); resume with the original config or start a new output_dir"
             )
+        if (out / MANIFEST).exists():
+            # The Trainer would run one more step past max_steps; a finished run has nothing left to do.
+            raise RunDirError(f"output_dir: {out} holds a finished run (it has {MANIFEST}); nothing to resume. "
+                              "Use --overwrite to train it again")
         ckpt = _latest_checkpoint(out / "checkpoints")
         if ckpt is None:
             raise RunDirError(f"output_dir: {out} has no checkpoint to resume from (save_steps was {before.get('save_steps')})")

@@ -142,6 +142,12 @@ def test_killed_run_resumes_to_the_same_final_loss(quickstart_corpus, tmp_path, 
     assert resumed.manifest["final_loss"] == pytest.approx(trained.manifest["final_loss"], rel=0.01)
 
 
+def test_resuming_a_finished_run_is_refused(quickstart_corpus, trained):
+    with pytest.raises(RunDirError, match="holds a finished run .* nothing to resume"):
+        train(tiny_train_config(quickstart_corpus, trained.output_dir), resume=True)
+    assert trained.manifest["global_steps"] == 12
+
+
 def test_output_dir_holding_another_run_is_refused(quickstart_corpus, trained):
     cfg = tiny_train_config(quickstart_corpus, trained.output_dir)
     with pytest.raises(RunDirError, match="holds another run; pass --overwrite"):
@@ -155,8 +161,11 @@ def test_foreign_output_dir_is_never_replaced(quickstart_corpus, tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def test_resume_with_a_changed_config_is_refused(quickstart_corpus, trained):
-    cfg = tiny_train_config(quickstart_corpus, trained.output_dir, "learning_rate=0.01")
+def test_resume_with_a_changed_config_is_refused(quickstart_corpus, tmp_path):
+    out = tmp_path / "changed"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_train_config(quickstart_corpus, out), callbacks=[StopAt(5)])
+    cfg = tiny_train_config(quickstart_corpus, out, "learning_rate=0.01")
     with pytest.raises(RunDirError, match=r"--resume with a changed config: learning_rate was 0.003, now 0.01"):
         train(cfg, resume=True)
 
