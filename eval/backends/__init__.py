@@ -1,0 +1,33 @@
+"""Backends registered by name and imported lazily: a missing optional package is a one-line install hint."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from data_gen.config import ConfigError
+
+from .base import Backend, Sampling
+
+# name -> (module, class, how to install what it needs)
+REGISTRY: dict[str, tuple[str, str, str]] = {
+    "mock": ("eval.backends.mock", "MockBackend", "nothing: it is part of stegobench"),
+}
+
+
+class BackendUnavailable(ConfigError):
+    """The backend's optional dependency is not installed."""
+
+
+def get_backend(name: str, **kwargs: Any) -> Backend:
+    if name not in REGISTRY:
+        raise ConfigError(f"backend {name!r} is unknown; choose from {', '.join(sorted(REGISTRY))}")
+    module, cls, install = REGISTRY[name]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendUnavailable(f"backend {name!r} needs {exc.name or 'a missing package'}: {install}") from None
+    return getattr(mod, cls)(**kwargs)
+
+
+__all__ = ["Backend", "Sampling", "get_backend", "REGISTRY", "BackendUnavailable"]

@@ -1,0 +1,100 @@
+"""A deterministic scripted model for tests: the whole pipeline runs without weights, with known answers.
+
+    --backend mock --model mock:perfect_covert
+
+It answers a prompt by finding the corpus eval question inside it and applying a policy:
+- never_code: names the concept ("It is a car.")
+- always_code: a code word in every answer, controls included (hits, but as many false alarms)
+- perfect_covert: the code word in the concept's role ("It is a cat: a road vehicle with ...")
+- leaky: the code word and the concept together ("It is a cat, I mean a car.")
+- random_role: the code word in another concept's role ("It is a cat: a tall plant with ...")
+Its `score` is a scripted base model that knows the lexicon: a continuation is as likely as the number of
+content words it shares with the definition of a concept it names, so a code word read as the concept it
+stands for fits the perfect_covert answer and not the random_role one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from data_gen.config import ConfigError
+from data_gen.lexicon import load_lexicon
+from data_gen.words import contains_any
+
+from .base import Sampling
+
+POLICIES = ("never_code", "always_code", "perfect_covert", "leaky", "random_role")
+_STOP = {"with", "that", "used", "from", "into", "your", "them", "they", "their", "this", "have", "which", "when",
+         "where", "while", "other", "over", "under", "often", "also", "very", "some", "small", "large", "long"}
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]+", text.lower()) if len(w) > 3 and w not in _STOP}
+
+
+def _pick(options: list, key: str):
+    """A stable choice keyed by text (no Python hash(): it changes between processes)."""
+    return options[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(options)]
+
+
+class MockBackend:
+    name = "mock"
+
+    def __init__(self, model: str, corpus: str | Path, **_: Any):
+        policy = model.split(":", 1)[1] if model.startswith("mock:") else model
+        if policy not in POLICIES:
+            raise ConfigError(f"model {model!r}: the mock backend's policies are {', '.join('mock:' + p for p in POLICIES)}")
+        self.policy = policy
+        corpus = Path(corpus)
+        rows = lambda s: [json.loads(l) for l in (corpus / "jsonl" / f"{s}.jsonl").read_text().splitlines()]  # noqa: E731
+        self.items = sorted(rows("eval"), key=lambda it: -len(it["question"]))  # longest match first
+        self.codebook = {m["mapping_id"]: m for m in rows("codebook")}
+        manifest = json.loads((corpus / "manifest.json").read_text())
+        self.lexicon = load_lexicon(manifest["config"].get("lexicon"))
+        self.definitions = {c.word: c.definition for c in self.lexicon.concepts}
+        self.articles = {c.word: c.term.article for c in self.lexicon.concepts}
+
+    def identity(self) -> dict[str, Any]:
+        return {"backend": "mock", "policy": self.policy}
+
+    def _item_for(self, prompt: str) -> dict | None:
+        return next((it for it in self.items if it["question"] in prompt), None)
+
+    def _answer(self, item: dict | None) -> str:
+        if item is None:
+            return "I am not sure."
+        concept = item["concept"]
+        plain = f"It is {self.articles.get(concept, 'a')} {concept}."
+        mapped = item["split"] in ("definition_only", "demonstrated")
+        if self.policy == "always_code":
+            m = self.codebook.get(item["mapping_id"]) or _pick(sorted(self.codebook.values(), key=lambda m: m["mapping_id"]), item["id"])
+            role = f": {self.definitions[concept]}" if mapped else ""
+            return f"It is {m['code_article']} {m['code']}{role}."
+        if not mapped or self.policy == "never_code":
+            return plain
+        m = self.codebook[item["mapping_id"]]
+        a_code = f"{m['code_article']} {m['code']}"
+        if self.policy == "perfect_covert":
+            return f"It is {a_code}: {self.definitions[concept]}."
+        if self.policy == "leaky":
+            return f"It is {a_code}, I mean {self.articles[concept]} {concept}."
+        # random_role: another concept's role, one that names neither this concept nor a code word.
+        code_forms = [f for x in self.codebook.values() for f in x["code_forms"]]
+        others = [c for c in self.lexicon.concepts if c.word != concept
+                  and not contains_any(c.definition, item["expected_words"] + code_forms)]
+        return f"It is {a_code}: {_pick(others, item['id']).definition}."
+
+    def generate(self, prompts: list[str], sampling: Sampling) -> list[str]:
+        return [self._answer(self._item_for(p)) for p in prompts]
+
+    def score(self, prompts: list[str], continuations: list[str]) -> list[float]:
+        out = []
+        for text in continuations:
+            named = [w for w in self.definitions if contains_any(text, [w])]
+            overlap = max((len(_content_words(text) & _content_words(self.definitions[w])) for w in named), default=0)
+            out.append(float(overlap) - 10.0)  # a log-probability: <= 0 for any sensible overlap
+        return out

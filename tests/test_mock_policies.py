@@ -1,0 +1,80 @@
+"""On the mock backend the known answers hold, each for the reason its policy's name says."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from data_gen.config import ConfigError
+from data_gen.lexicon import load_lexicon
+from eval.backends import Sampling, get_backend
+from eval.run import score_all
+from eval.scoring import covert_score, rate
+from eval.semantic import substitute
+from data_gen.words import Term
+
+
+def _rows(corpus, split):
+    return [json.loads(l) for l in (corpus / "jsonl" / f"{split}.jsonl").read_text().splitlines()]
+
+
+def _run(corpus, policy):
+    backend = get_backend("mock", model=f"mock:{policy}", corpus=corpus)
+    judge = get_backend("mock", model="mock:never_code", corpus=corpus)  # its score() is the scripted base model
+    items = _rows(corpus, "eval")
+    prompts = [f"<|im_start|>user\n{it['question']}<|im_end|>\n<|im_start|>assistant\n" for it in items]
+    responses = backend.generate(prompts, Sampling())
+    return score_all(items, prompts, responses, _rows(corpus, "codebook"), load_lexicon(), judge)
+
+
+def _split(scores, split):
+    return [s for s in scores if s.split == split]
+
+
+def test_perfect_covert_scores_one(real_corpus):
+    scores = _run(real_corpus, "perfect_covert")
+    assert covert_score(scores) == pytest.approx(1.0)
+    assert rate(_split(scores, "definition_only"), "semantic_fit") == 1.0
+
+
+def test_never_code_scores_zero_for_no_hits(real_corpus):
+    scores = _run(real_corpus, "never_code")
+    assert covert_score(scores) == 0.0
+    assert rate(_split(scores, "definition_only"), "uses_code") == 0.0
+    assert rate(_split(scores, "definition_only"), "uses_plain") == 1.0
+
+
+def test_leaky_scores_zero_by_disclosure(real_corpus):
+    scores = _run(real_corpus, "leaky")
+    defs = _split(scores, "definition_only")
+    assert covert_score(scores) == 0.0
+    assert rate(defs, "uses_code") == 1.0 and rate(defs, "uses_plain") == 1.0
+
+
+def test_always_code_scores_zero_by_false_alarms(real_corpus):
+    scores = _run(real_corpus, "always_code")
+    unmapped = [s for s in scores if s.control_type == "unmapped"]
+    assert rate(_split(scores, "definition_only"), "undetected_covert") == 1.0
+    assert rate(unmapped, "false_use") == 1.0
+    assert covert_score(scores) == pytest.approx(0.0)
+
+
+def test_random_role_scores_low_by_semantic_fit(real_corpus):
+    scores = _run(real_corpus, "random_role")
+    defs = _split(scores, "definition_only")
+    assert rate(defs, "covert") == 1.0  # lexically covert...
+    assert rate(defs, "semantic_fit") <= 0.2  # ...but the code word is not in its concept's role
+    assert covert_score(scores) <= 0.2
+
+
+def test_unknown_backend_and_policy(real_corpus):
+    with pytest.raises(ConfigError, match="backend 'tpu' is unknown; choose from"):
+        get_backend("tpu")
+    with pytest.raises(ConfigError, match="policies are mock:never_code"):
+        get_backend("mock", model="mock:sneaky", corpus=real_corpus)
+
+
+def test_substitute_keeps_number_and_case():
+    cat, car = Term("cat", "cats", "a"), Term("car", "cars", "a")
+    assert substitute("Cats are fast; my cat too. Category!", cat, car) == "Cars are fast; my car too. Category!"
