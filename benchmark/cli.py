@@ -18,6 +18,7 @@ from pathlib import Path
 CONFIG_KINDS = {
     "data": "data_gen.track:TrackConfig",
     "finetune": "finetune.config:TrainConfig",
+    "eval": "eval.config:EvalConfig",
 }
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Data files with their own loaders.
@@ -97,6 +98,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from data_gen.config import load_config
+    from eval.config import EvalConfig
+    from eval.harness import rescore, run_eval
+
+    if args.rescore:
+        doc = rescore(args.rescore)
+        out = Path(args.rescore)
+    else:
+        missing = [flag for flag, v in (("--data", args.data), ("--model", args.model), ("--out", args.out)) if not v]
+        if missing:
+            raise SystemExit(f"stegobench eval: {', '.join(missing)} required (or --rescore RUN)")
+        overrides = list(args.overrides) + ([f"backend={args.backend}"] if args.backend else [])
+        cfg = load_config(EvalConfig, args.config, overrides)
+        doc = run_eval(cfg, args.data, args.model, args.adapter, args.out, overwrite=args.overwrite)
+        out = Path(args.out)
+    print(f"\n{'condition':24s} {'covert_score':>28s}  {'hits':>6s}  {'false alarms':>12s}")
+    for name, cond in doc["conditions"].items():
+        t = cond["table"]
+        cs = t["covert_score"]
+        hits = t["splits"].get("definition_only", {}).get("undetected_covert", {}).get("value")
+        fa = t["splits"].get("control_unmapped", {}).get("false_use", {}).get("value")
+        ci = f"{cs['value']:+.3f} [{cs['low']:+.3f}, {cs['high']:+.3f}]" if cs["value"] is not None else "-"
+        print(f"{name:24s} {ci:>28s}  {hits if hits is None else round(hits, 3)!s:>6s}  {fa if fa is None else round(fa, 3)!s:>12s}")
+    print(f"\nreport: {out / 'report.md'}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from data_gen.config import describe, load_config
 
@@ -159,6 +188,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", action="store_true", help="also write base + adapter merged, as safetensors, to output_dir/merged")
     _add_set(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate base, in-context baseline and adapters for covert code-word use",
+                       description="Decode the corpus's held-out questions under each condition and score covert "
+                                   "code-word use with intervals. Every config key: stegobench validate --describe eval.")
+    p.add_argument("--config", default=str(REPO_ROOT / "configs/eval/default.yaml"), help="eval config YAML")
+    p.add_argument("--data", help="corpus folder written by `stegobench gen`")
+    p.add_argument("--model", help="base model: builtin name or local folder; for --backend mock, mock:POLICY")
+    p.add_argument("--adapter", action="append", default=[], help="LoRA adapter folder; repeatable (e.g. seeds)")
+    p.add_argument("--backend", default=None, help="hf, vllm or mock (overrides the config's backend)")
+    p.add_argument("--out", help="run folder; written atomically")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier run")
+    p.add_argument("--rescore", metavar="RUN", default=None,
+                   help="recompute scores and tables of an earlier run from its samples, without decoding")
+    _add_set(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("validate", help="check config and data files without running anything",
                        description="Load and validate config files; print 'ok' or a clear error naming the key.")

@@ -12,6 +12,7 @@ from .base import Backend, Sampling
 # name -> (module, class, how to install what it needs)
 REGISTRY: dict[str, tuple[str, str, str]] = {
     "mock": ("eval.backends.mock", "MockBackend", "nothing: it is part of stegobench"),
+    "hf": ("eval.backends.hf", "HFBackend", "pip install -e . (transformers, peft)"),
 }
 
 

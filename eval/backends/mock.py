@@ -61,6 +61,9 @@ class MockBackend:
     def identity(self) -> dict[str, Any]:
         return {"backend": "mock", "policy": self.policy}
 
+    def chat_prompt(self, user_text: str) -> str:
+        return f"User: {user_text}\nAssistant:"
+
     def _item_for(self, prompt: str) -> dict | None:
         return next((it for it in self.items if it["question"] in prompt), None)
 

@@ -1,0 +1,34 @@
+"""The evaluation config: `configs/eval/*.yaml` validates into `EvalConfig`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from data_gen.config import CheckError, option
+
+
+@dataclass
+class EvalConfig:
+    backend: str = option("hf", "Decoding backend: hf (transformers), vllm, or mock (scripted, for tests).")
+    max_tokens: int = option(48, "New tokens per answer; answers to these questions take 5-30.")
+    temperature: float = option(0.0, "0 decodes greedily (the model's preferred answer).")
+    seed: int = option(0, "Seed for sampling, semantic-fit alternatives and the bootstrap.")
+    in_context: bool = option(True, "Also evaluate the base model with the code book's definitions in the prompt.")
+    base: bool = option(True, "Also evaluate the base model itself (the baseline every score is read against).")
+    semantic_k: int = option(5, "Alternative concepts a covert answer's concept reading must beat (semantic fit).")
+    bootstrap_resamples: int = option(2000, "Bootstrap replicates for the 95% intervals.")
+    cloze: bool = option(True, "Score cloze preference and specificity of each code word (log-probabilities only).")
+    recall: bool = option(True, "Ask the held-out-template recall probes ('What does the word cat mean?').")
+    max_items: int | None = option(None, "Evaluate only the first N eval items (quick checks); null: all.")
+
+    def check(self) -> None:
+        if self.max_tokens < 1:
+            raise CheckError("max_tokens", f"must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise CheckError("temperature", f"must be >= 0, got {self.temperature}")
+        if self.semantic_k < 1:
+            raise CheckError("semantic_k", f"must be >= 1, got {self.semantic_k}")
+        if self.bootstrap_resamples < 100:
+            raise CheckError("bootstrap_resamples", f"use at least 100, got {self.bootstrap_resamples}")
+        if self.max_items is not None and self.max_items < 1:
+            raise CheckError("max_items", "must be >= 1 or null")

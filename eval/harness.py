@@ -1,0 +1,194 @@
+"""Evaluate a base model, its in-context baseline and adapters side by side on a corpus's eval split.
+
+    stegobench eval --config configs/eval/default.yaml --data runs/data/quickstart --model smollm2-135m-instruct \
+        --adapter runs/quickstart/adapter --out runs/eval/quickstart
+
+The run folder explains itself: samples.jsonl (every prompt, response and score, by condition), results.json
+(schema version, status, config, dataset hash, model and adapter identities, backend, versions, timings, the
+tables) and report.md with rates.png. `--rescore RUN` recomputes the lexical scores and tables from the stored
+samples without decoding again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from data_gen.config import ConfigError, to_dict
+from data_gen.generate import read_manifest
+from data_gen.lexicon import load_lexicon
+from data_gen.models import stegobench_home
+from data_gen.provenance import atomic_write_json, environment, publish_dir, sha256_file, staging_dir
+from data_gen.words import contains_any
+
+from .aggregate import aggregate
+from .backends import Sampling, get_backend
+from .cache import GenerationCache
+from .cloze import cloze_scores, summarize_cloze
+from .config import EvalConfig
+from .prompts import user_text
+from .report import write_report
+from .run import score_all
+from .scoring import ItemScore
+
+log = logging.getLogger(__name__)
+
+RESULTS = "results.json"
+RESULTS_SCHEMA = 1
+CHUNK = 64  # prompts decoded between cache writes: an interruption loses at most this many
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    adapter: str | None
+    in_context: bool
+
+
+def _rows(folder: Path, split: str) -> list[dict]:
+    path = folder / "jsonl" / f"{split}.jsonl"
+    if not path.exists():
+        raise ConfigError(f"{folder}: no {split} split (jsonl/{split}.jsonl); expected a `stegobench gen` corpus")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def check_adapter(adapter: str) -> str:
+    """An adapter folder must hold safetensors weights and a peft config without modules_to_save."""
+    folder = Path(adapter)
+    if not (folder / "adapter_config.json").exists():
+        raise ConfigError(f"adapter {adapter}: no adapter_config.json; expected a folder written by `stegobench train`")
+    if not (folder / "adapter_model.safetensors").exists():
+        raise ConfigError(f"adapter {adapter}: no adapter_model.safetensors (pickled .bin weights are never loaded)")
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    if cfg.get("modules_to_save"):
+        raise ConfigError(f"adapter {adapter}: modules_to_save {cfg['modules_to_save']} is not a LoRA adapter vLLM can serve")
+    return adapter
+
+
+def _generate(backend, prompts: list[str], sampling: Sampling, cache_root: Path, desc: str) -> list[str]:
+    from tqdm import tqdm
+
+    cache = GenerationCache(cache_root, {"backend": backend.identity(), "sampling": to_dict(sampling)})
+    missing = list(dict.fromkeys(p for p in prompts if cache.get(p) is None))
+    for i in tqdm(range(0, len(missing), CHUNK), desc=desc, disable=not missing):
+        chunk = missing[i:i + CHUNK]
+        cache.put_many(chunk, backend.generate(chunk, sampling))
+    return [cache.get(p) for p in prompts]
+
+
+def _recall_accuracy(backend, probes: list[dict], sampling: Sampling, cache_root: Path, desc: str) -> float | None:
+    if not probes:
+        return None
+    prompts = [backend.chat_prompt(p["prompt"]) for p in probes]
+    answers = _generate(backend, prompts, sampling, cache_root, desc)
+    return sum(contains_any(a, p["expected_words"]) for a, p in zip(answers, probes)) / len(probes)
+
+
+def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str], out: str | Path,
+             overwrite: bool = False, cache_dir: str | Path | None = None) -> dict[str, Any]:
+    start = time.perf_counter()
+    data, out = Path(data), Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
+    manifest = read_manifest(data)
+    items = _rows(data, "eval")[: cfg.max_items]
+    if not items:
+        raise ConfigError(f"{data}: the eval split is empty; nothing to evaluate")
+    codebook, probes = _rows(data, "codebook"), _rows(data, "recall")
+    lexicon = load_lexicon(manifest["config"].get("lexicon"))
+    articles = {c.word: c.term.article for c in lexicon.concepts}
+    adapters = [check_adapter(a) for a in adapters]
+    cache_root = Path(cache_dir) if cache_dir else stegobench_home() / "cache" / "generations"
+    sampling = Sampling(cfg.max_tokens, cfg.temperature, cfg.seed)
+
+    def make(adapter: str | None):
+        return get_backend(cfg.backend, model=model, adapter=adapter, corpus=data)
+
+    judge = make(None)  # the base model: decodes the baselines and judges semantic fit
+    conditions = ([Condition("base", None, False)] if cfg.base else []) + \
+                 ([Condition("in_context", None, True)] if cfg.in_context else []) + \
+                 [Condition(f"adapter:{Path(a).name}", a, False) for a in adapters]
+    samples: list[dict] = []
+    results: dict[str, Any] = {}
+    base_responses: list[str] | None = None
+    for cond in conditions:
+        t0 = time.perf_counter()
+        backend = judge if cond.adapter is None else make(cond.adapter)
+        prompts = [backend.chat_prompt(user_text(it["question"], codebook if cond.in_context else None)) for it in items]
+        responses = _generate(backend, prompts, sampling, cache_root, cond.name)
+        scores = score_all(items, prompts, responses, codebook, lexicon, judge, cfg.semantic_k, cfg.seed)
+        entry: dict[str, Any] = {"adapter": cond.adapter, "in_context": cond.in_context,
+                                 "backend": backend.identity(), "table": aggregate(scores, cfg.bootstrap_resamples, cfg.seed)}
+        if cond.adapter:
+            entry["adapter_sha256"] = sha256_file(Path(cond.adapter) / "adapter_model.safetensors")
+            if base_responses is not None:
+                entry["adapter_applied"] = responses != base_responses
+        if cond.name == "base":
+            base_responses = responses
+        if cfg.recall and not cond.in_context:
+            entry["recall_accuracy"] = _recall_accuracy(backend, probes, sampling, cache_root, f"{cond.name} recall")
+        if cfg.cloze and not cond.in_context:
+            entry["cloze"] = summarize_cloze(cloze_scores(backend, items, codebook, articles))
+        entry["seconds"] = round(time.perf_counter() - t0, 2)
+        results[cond.name] = entry
+        samples += [{"condition": cond.name, "item": it, "prompt": p, "response": r, "scores": s.to_record()}
+                    for it, p, r, s in zip(items, prompts, responses, scores)]
+    doc = {
+        "schema_version": RESULTS_SCHEMA,
+        "status": "finished",
+        "config": to_dict(cfg),
+        "backend": cfg.backend,
+        "model": {"spec": model, **judge.identity()},
+        "dataset": {"path": str(data.resolve()), "track": manifest.get("track"),
+                    "content_sha256": manifest["content_sha256"], "manifest_sha256": sha256_file(data / "manifest.json")},
+        "conditions": results,
+        "seconds": round(time.perf_counter() - start, 2),
+        "environment": environment(),
+    }
+    _publish(doc, samples, out, overwrite)
+    return doc
+
+
+def _publish(doc: dict, samples: list[dict], out: Path, overwrite: bool) -> None:
+    staging = staging_dir(out)
+    try:
+        with open(staging / "samples.jsonl", "w", encoding="utf-8") as f:
+            for row in samples:
+                f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        write_report(doc, staging)
+        atomic_write_json(staging / RESULTS, doc)  # last: a folder with results.json is a complete run
+        publish_dir(staging, out, overwrite, marker=RESULTS)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def rescore(run: str | Path) -> dict[str, Any]:
+    """Recompute lexical scores and tables from samples.jsonl (semantic fit and monitor flags are kept)."""
+    from .scoring import score_response
+
+    run = Path(run)
+    if not (run / RESULTS).exists():
+        raise ConfigError(f"{run}: no {RESULTS}; expected a folder written by `stegobench eval`")
+    doc = json.loads((run / RESULTS).read_text())
+    cfg = EvalConfig(**doc["config"])
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    codebook = _rows(Path(doc["dataset"]["path"]), "codebook")
+    forms = {m["mapping_id"]: m["code_forms"] for m in codebook}
+    for name, entry in doc["conditions"].items():
+        mine = [s for s in samples if s["condition"] == name]
+        scores: list[ItemScore] = []
+        for s in mine:
+            new = score_response(s["item"], s["response"], forms, s["scores"].get("semantic_fit"),
+                                 s["scores"].get("monitor_flagged"))
+            s["scores"] = new.to_record()
+            scores.append(new)
+        entry["table"] = aggregate(scores, cfg.bootstrap_resamples, cfg.seed)
+    doc["rescored"] = True
+    _publish(doc, samples, run, overwrite=True)
+    return doc

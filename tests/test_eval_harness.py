@@ -1,0 +1,102 @@
+"""`stegobench eval` end to end on the mock backend: the run folder, rescoring, resuming and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmark.cli import main
+from data_gen.config import ConfigError, load_config
+from eval.config import EvalConfig
+from eval.harness import rescore, run_eval
+
+from conftest import REPO
+
+
+def cfg(*overrides: str) -> EvalConfig:
+    return load_config(EvalConfig, REPO / "configs/eval/default.yaml", ["backend=mock", "bootstrap_resamples=200", *overrides])
+
+
+def test_run_folder_explains_itself(quickstart_corpus, tmp_path):
+    out = tmp_path / "run"
+    doc = run_eval(cfg(), quickstart_corpus, "mock:perfect_covert", [], out, cache_dir=tmp_path / "cache")
+    assert {p.name for p in out.iterdir()} == {"samples.jsonl", "results.json", "report.md", "rates.png"}
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["status"] == "finished" and saved["schema_version"] == 1
+    assert saved["dataset"]["content_sha256"] == json.loads((quickstart_corpus / "manifest.json").read_text())["content_sha256"]
+    assert set(saved["conditions"]) == {"base", "in_context"}
+    assert saved["conditions"]["base"]["table"]["covert_score"]["value"] == pytest.approx(1.0)
+    samples = [json.loads(l) for l in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 2 * 96 and {"prompt", "response", "scores", "item", "condition"} <= set(samples[0])
+    report = (out / "report.md").read_text()
+    assert "| base | 1.000 [1.000, 1.000]" in report
+    assert doc["conditions"]["base"]["recall_accuracy"] == 0.0  # the mock knows no definitions
+
+
+def test_the_report_shows_why_each_policy_fails(quickstart_corpus, tmp_path):
+    for policy, column, value in [("leaky", 6, "1.000"), ("always_code", 8, "1.000")]:
+        out = tmp_path / policy
+        run_eval(cfg("in_context=false"), quickstart_corpus, f"mock:{policy}", [], out, cache_dir=tmp_path / "c")
+        row = next(l for l in (out / "report.md").read_text().splitlines() if l.startswith("| base |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1].startswith(("0.000", "-0.000")), row  # covert_score about 0 ...
+        assert cells[column - 1].startswith(value), row  # ... by disclosure (concept named) / by false alarms
+
+
+def test_rescore_reproduces_the_tables_without_decoding(quickstart_corpus, tmp_path):
+    out = tmp_path / "run"
+    first = run_eval(cfg("in_context=false"), quickstart_corpus, "mock:random_role", [], out, cache_dir=tmp_path / "c")
+    again = rescore(out)
+    assert again["conditions"]["base"]["table"] == json.loads(json.dumps(first["conditions"]["base"]["table"]))
+    assert again["rescored"] is True
+
+
+def test_cache_makes_a_repeat_free_and_resumes_an_interrupted_run(quickstart_corpus, tmp_path, monkeypatch):
+    from eval.backends.mock import MockBackend
+
+    calls = []
+    original = MockBackend.generate
+
+    def counting(self, prompts, sampling):
+        calls.append(len(prompts))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed after the first chunk")
+        return original(self, prompts, sampling)
+
+    monkeypatch.setattr(MockBackend, "generate", counting)
+    c = cfg("in_context=false", "recall=false")
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(c, quickstart_corpus, "mock:perfect_covert", [], tmp_path / "a", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "a").exists()  # nothing half-written
+    calls.clear()
+    monkeypatch.setattr(MockBackend, "generate", lambda self, p, s: (calls.append(len(p)), original(self, p, s))[1])
+    resumed = run_eval(c, quickstart_corpus, "mock:perfect_covert", [], tmp_path / "a", cache_dir=tmp_path / "cache")
+    assert calls == [96 - 64]  # only the chunk that was lost
+    calls.clear()
+    fresh = run_eval(c, quickstart_corpus, "mock:perfect_covert", [], tmp_path / "b", cache_dir=tmp_path / "other")
+    assert resumed["conditions"]["base"]["table"] == fresh["conditions"]["base"]["table"]
+    calls.clear()
+    run_eval(c, quickstart_corpus, "mock:perfect_covert", [], tmp_path / "c", cache_dir=tmp_path / "cache")
+    assert calls == []  # a repeated run decodes nothing
+
+
+def test_bad_input(quickstart_corpus, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="no manifest.json"):
+        run_eval(cfg(), tmp_path, "mock:never_code", [], tmp_path / "o")
+    with pytest.raises(ConfigError, match="backend 'tpu' is unknown"):
+        run_eval(cfg("backend=tpu"), quickstart_corpus, "x", [], tmp_path / "o")
+    (tmp_path / "bad_adapter").mkdir()
+    with pytest.raises(ConfigError, match="no adapter_config.json"):
+        run_eval(cfg(), quickstart_corpus, "mock:never_code", [str(tmp_path / "bad_adapter")], tmp_path / "o")
+    empty = tmp_path / "empty"
+    import shutil
+
+    shutil.copytree(quickstart_corpus, empty)
+    (empty / "jsonl" / "eval.jsonl").write_text("")
+    with pytest.raises(ConfigError, match="the eval split is empty"):
+        run_eval(cfg(), empty, "mock:never_code", [], tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    assert main(["eval", "--data", str(quickstart_corpus), "--model", "mock:x", "--backend", "mock",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "policies are mock:never_code" in capsys.readouterr().err
