@@ -40,6 +40,14 @@ def test_hf_score_matches_a_manual_forward_pass():
         assert value == pytest.approx(manual, abs=1e-4)
 
 
+def test_cache_identity_follows_adapter_content_not_path(adapter):
+    from data_gen.provenance import sha256_file
+
+    hf = get_backend("hf", model="tiny-llama", adapter=adapter)
+    assert hf.identity()["adapter_sha256"] == sha256_file(f"{adapter}/adapter_model.safetensors")
+    assert get_backend("hf", model="tiny-llama").identity()["adapter_sha256"] is None
+
+
 def test_hf_batched_generation_equals_one_at_a_time(adapter):
     hf = get_backend("hf", model="tiny-llama", adapter=adapter)
     batched = hf.generate(PROMPTS, Sampling(max_tokens=8))

@@ -5,9 +5,11 @@ An adapter is merged into the base weights once at load (no per-token LoRA overh
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from data_gen.models import resolve_model
+from data_gen.provenance import sha256_file
 
 from .base import Sampling
 
@@ -24,6 +26,8 @@ class HFBackend:
 
         self.ref = resolve_model(model)
         self.adapter = adapter
+        # The content hash, not the path, keys the generation cache: a retrained adapter must never hit old entries.
+        self.adapter_sha256 = sha256_file(Path(adapter) / "adapter_model.safetensors") if adapter else None
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.ref.path), local_files_only=True)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -37,7 +41,8 @@ class HFBackend:
         self.batch_size = batch_size
 
     def identity(self) -> dict[str, Any]:
-        return {"backend": "hf", "model": self.ref.identity, "adapter": self.adapter}
+        return {"backend": "hf", "model": self.ref.identity, "adapter": self.adapter,
+                "adapter_sha256": self.adapter_sha256}
 
     def chat_prompt(self, user_text: str) -> str:
         messages = [{"role": "user", "content": user_text}]

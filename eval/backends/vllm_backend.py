@@ -55,6 +55,8 @@ class VLLMBackend:
 
         self.ref = resolve_model(model)
         self.adapter = adapter
+        # The content hash, not the path, keys the generation cache: a retrained adapter must never hit old entries.
+        self.adapter_sha256 = sha256_file(Path(adapter) / "adapter_model.safetensors") if adapter else None
         self.merge_adapter = merge_adapter
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.ref.path), local_files_only=True)
         serve = self.ref.path
@@ -77,7 +79,8 @@ class VLLMBackend:
         import vllm
 
         return {"backend": "vllm", "vllm_version": vllm.__version__, "model": self.ref.identity,
-                "adapter": self.adapter, "adapter_served": "merged" if self.merge_adapter else "lora"}
+                "adapter": self.adapter, "adapter_sha256": self.adapter_sha256,
+                "adapter_served": "merged" if self.merge_adapter else "lora"}
 
     def chat_prompt(self, user_text: str) -> str:
         messages = [{"role": "user", "content": user_text}]
