@@ -57,6 +57,26 @@ def _rows(folder: Path, split: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+_HIDDEN_INPUT = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")  # modules whose input width is hidden_size
+
+
+def check_adapter_matches(adapter: str, model_path: Path) -> None:
+    """Refuse an adapter trained for another base model: its LoRA A matrices must fit this model's width."""
+    from safetensors import safe_open
+
+    hidden = json.loads((model_path / "config.json").read_text()).get("hidden_size")
+    with safe_open(str(Path(adapter) / "adapter_model.safetensors"), "pt") as f:
+        for key in f.keys():
+            if "lora_A" in key and any(f".{m}." in key for m in _HIDDEN_INPUT):
+                width = f.get_slice(key).get_shape()[1]
+                if hidden is not None and width != hidden:
+                    base = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+                    raise ConfigError(
+                        f"adapter {adapter} was trained for another base model ({base}): {key} expects width {width}, "
+                        f"the model at {model_path} has hidden_size {hidden}"
+                    )
+
+
 def check_adapter(adapter: str) -> str:
     """An adapter folder must hold safetensors weights and a peft config without modules_to_save."""
     folder = Path(adapter)
@@ -103,6 +123,11 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     lexicon = load_lexicon(manifest["config"].get("lexicon"))
     articles = {c.word: c.term.article for c in lexicon.concepts}
     adapters = [check_adapter(a) for a in adapters]
+    if adapters and not model.startswith("mock:"):
+        from data_gen.models import resolve_model
+
+        for a in adapters:
+            check_adapter_matches(a, resolve_model(model).path)
     cache_root = Path(cache_dir) if cache_dir else stegobench_home() / "cache" / "generations"
     sampling = Sampling(cfg.max_tokens, cfg.temperature, cfg.seed)
 

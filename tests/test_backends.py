@@ -70,3 +70,14 @@ def test_vllm_and_hf_agree_with_and_without_adapter(adapter):
     expected = tuned.score(PROMPTS[:2], [" a cat.", " a car."])
     for served in ("lora", "merged"):
         assert got[served]["score"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_an_adapter_for_another_base_model_is_refused(adapter, quickstart_corpus, tmp_path):
+    from data_gen.config import ConfigError, load_config
+    from eval.config import EvalConfig
+    from eval.harness import run_eval
+
+    cfg = load_config(EvalConfig, REPO / "configs/eval/default.yaml", ["max_items=2"])
+    with pytest.raises(ConfigError, match="was trained for another base model .* hidden_size 576"):
+        run_eval(cfg, quickstart_corpus, "smollm2-135m-instruct", [adapter], tmp_path / "o")
+    assert not (tmp_path / "o").exists()
