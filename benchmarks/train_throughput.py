@@ -10,7 +10,6 @@ pads to the longest document of each batch. Writes runs/bench/train_throughput.j
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time

@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import vllm  # noqa: F401  (imported here so a missing vLLM is reported by the registry with its install hint)
+# Imported at module level so a missing vLLM is reported by the registry with its install hint.
+import vllm
 
 from data_gen.models import resolve_model, stegobench_home
 from data_gen.provenance import sha256_file
@@ -76,8 +77,6 @@ class VLLMBackend:
                        max_model_len=max_model_len, **kwargs)
 
     def identity(self) -> dict[str, Any]:
-        import vllm
-
         return {"backend": "vllm", "vllm_version": vllm.__version__, "model": self.ref.identity,
                 "adapter": self.adapter, "adapter_sha256": self.adapter_sha256,
                 "adapter_served": "merged" if self.merge_adapter else "lora"}
