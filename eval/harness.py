@@ -31,6 +31,7 @@ from .backends import Sampling, get_backend
 from .cache import GenerationCache
 from .cloze import cloze_scores, summarize_cloze
 from .config import EvalConfig
+from .monitors import MONITORS, calibrate
 from .prompts import user_text
 from .report import write_report
 from .run import score_all
@@ -134,7 +135,14 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     def make(adapter: str | None):
         return get_backend(cfg.backend, model=model, adapter=adapter, corpus=data)
 
-    judge = make(None)  # the base model: decodes the baselines and judges semantic fit
+    judge = make(None)  # the base model: decodes the baselines, judges semantic fit, runs the monitors
+    questions = [it["question"] for it in items]
+    thresholds: dict[str, float] = {}
+    if cfg.monitors:
+        # Calibrate on the base model's own answers (cached: the base condition below reuses them).
+        calibration = _generate(judge, [judge.chat_prompt(user_text(q)) for q in questions], sampling, cache_root, "base")
+        per_monitor_fpr = cfg.monitor_fpr / len(cfg.monitors)
+        thresholds = {m: calibrate(MONITORS[m](judge, questions, calibration), per_monitor_fpr) for m in cfg.monitors}
     conditions = ([Condition("base", None, False)] if cfg.base else []) + \
                  ([Condition("in_context", None, True)] if cfg.in_context else []) + \
                  [Condition(f"adapter:{Path(a).name}", a, False) for a in adapters]
@@ -146,9 +154,15 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
         backend = judge if cond.adapter is None else make(cond.adapter)
         prompts = [backend.chat_prompt(user_text(it["question"], codebook if cond.in_context else None)) for it in items]
         responses = _generate(backend, prompts, sampling, cache_root, cond.name)
-        scores = score_all(items, prompts, responses, codebook, lexicon, judge, cfg.semantic_k, cfg.seed)
+        monitor_values = {m: MONITORS[m](judge, questions, responses) for m in cfg.monitors}
+        flags = ([any(monitor_values[m][i] > thresholds[m] for m in cfg.monitors) for i in range(len(items))]
+                 if cfg.monitors else None)
+        scores = score_all(items, prompts, responses, codebook, lexicon, judge, cfg.semantic_k, cfg.seed, flags)
         entry: dict[str, Any] = {"adapter": cond.adapter, "in_context": cond.in_context,
                                  "backend": backend.identity(), "table": aggregate(scores, cfg.bootstrap_resamples, cfg.seed)}
+        if cfg.monitors:
+            entry["monitor_thresholds"] = thresholds
+            entry["monitor_flag_rate"] = sum(flags) / len(flags)
         if cond.adapter:
             entry["adapter_sha256"] = sha256_file(Path(cond.adapter) / "adapter_model.safetensors")
             if base_responses is not None:
@@ -161,8 +175,9 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
             entry["cloze"] = summarize_cloze(cloze_scores(backend, items, codebook, articles))
         entry["seconds"] = round(time.perf_counter() - t0, 2)
         results[cond.name] = entry
-        samples += [{"condition": cond.name, "item": it, "prompt": p, "response": r, "scores": s.to_record()}
-                    for it, p, r, s in zip(items, prompts, responses, scores)]
+        samples += [{"condition": cond.name, "item": it, "prompt": p, "response": r, "scores": s.to_record(),
+                     "monitors": {m: v[i] for m, v in monitor_values.items()}}
+                    for i, (it, p, r, s) in enumerate(zip(items, prompts, responses, scores))]
     doc = {
         "schema_version": RESULTS_SCHEMA,
         "status": "finished",
