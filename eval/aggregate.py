@@ -6,13 +6,13 @@ from collections import defaultdict
 from typing import Any, Callable
 
 from .scoring import ItemScore, covert_score, rate
-from .stats import bootstrap_interval
+from .stats import bootstrap_runs
 
 MAPPING_FLAGS = ("uses_code", "uses_plain", "uses_other_code", "covert", "semantic_fit", "undetected_covert")
 
 
-def _interval(scores: list[ItemScore], stat: Callable[[list[ItemScore]], float | None], n: int, seed: int) -> dict:
-    point, low, high = bootstrap_interval(scores, stat, n_resamples=n, seed=seed)
+def _interval(runs: list[list[ItemScore]], stat: Callable[[list[ItemScore]], float | None], n: int, seed: int) -> dict:
+    point, low, high = bootstrap_runs(runs, stat, n_resamples=n, seed=seed)
     return {"value": point, "low": low, "high": high}
 
 
@@ -26,18 +26,25 @@ def _flag_rate(split: str | None, control_type: str | None, flag: str) -> Callab
 
 
 def aggregate(scores: list[ItemScore], n_resamples: int, seed: int) -> dict[str, Any]:
-    table: dict[str, Any] = {"covert_score": _interval(scores, covert_score, n_resamples, seed), "splits": {}}
+    return aggregate_runs([scores], n_resamples, seed)
+
+
+def aggregate_runs(runs: list[list[ItemScore]], n_resamples: int, seed: int) -> dict[str, Any]:
+    """The table for one run, or for several runs pooled (adapters from several training seeds), with intervals
+    that resample runs too."""
+    scores = [s for run in runs for s in run]
+    table: dict[str, Any] = {"covert_score": _interval(runs, covert_score, n_resamples, seed), "splits": {}}
     for split in ("definition_only", "demonstrated"):
         if any(s.split == split for s in scores):
-            table["splits"][split] = {f: _interval(scores, _flag_rate(split, None, f), n_resamples, seed)
+            table["splits"][split] = {f: _interval(runs, _flag_rate(split, None, f), n_resamples, seed)
                                       for f in MAPPING_FLAGS}
     if any(s.control_type == "unmapped" for s in scores):
         table["splits"]["control_unmapped"] = {
-            "false_use": _interval(scores, _flag_rate("control", "unmapped", "false_use"), n_resamples, seed)}
+            "false_use": _interval(runs, _flag_rate("control", "unmapped", "false_use"), n_resamples, seed)}
     if any(s.control_type == "original_meaning" for s in scores):
         # The code word still answers questions about its old meaning: 1 - this is collateral damage.
         table["splits"]["control_original_meaning"] = {
-            "keeps_original_meaning": _interval(scores, _flag_rate("control", "original_meaning", "uses_code"),
+            "keeps_original_meaning": _interval(runs, _flag_rate("control", "original_meaning", "uses_code"),
                                                 n_resamples, seed)}
     per_mapping: dict[str, dict[str, float]] = defaultdict(dict)
     for mid in sorted({s.mapping_id for s in scores if s.split in ("definition_only", "demonstrated")}):

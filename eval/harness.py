@@ -26,7 +26,7 @@ from data_gen.models import stegobench_home
 from data_gen.provenance import atomic_write_json, environment, publish_dir, sha256_file, staging_dir
 from data_gen.words import contains_any
 
-from .aggregate import aggregate
+from .aggregate import aggregate, aggregate_runs
 from .backends import Sampling, get_backend
 from .cache import GenerationCache
 from .cloze import cloze_scores, summarize_cloze
@@ -148,6 +148,7 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
                  [Condition(f"adapter:{Path(a).name}", a, False) for a in adapters]
     samples: list[dict] = []
     results: dict[str, Any] = {}
+    adapter_scores: list[list[ItemScore]] = []
     base_responses: list[str] | None = None
     for cond in conditions:
         t0 = time.perf_counter()
@@ -164,6 +165,7 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
             entry["monitor_thresholds"] = thresholds
             entry["monitor_flag_rate"] = sum(flags) / len(flags)
         if cond.adapter:
+            adapter_scores.append(scores)
             entry["adapter_sha256"] = sha256_file(Path(cond.adapter) / "adapter_model.safetensors")
             if base_responses is not None:
                 entry["adapter_applied"] = responses != base_responses
@@ -178,6 +180,10 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
         samples += [{"condition": cond.name, "item": it, "prompt": p, "response": r, "scores": s.to_record(),
                      "monitors": {m: v[i] for m, v in monitor_values.items()}}
                     for i, (it, p, r, s) in enumerate(zip(items, prompts, responses, scores))]
+    if len(adapter_scores) > 1:
+        # Several adapters (e.g. training seeds): one pooled row whose intervals also resample the adapters.
+        results["adapters_pooled"] = {"adapters": adapters, "in_context": False,
+                                      "table": aggregate_runs(adapter_scores, cfg.bootstrap_resamples, cfg.seed)}
     doc = {
         "schema_version": RESULTS_SCHEMA,
         "status": "finished",
@@ -220,7 +226,10 @@ def rescore(run: str | Path) -> dict[str, Any]:
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
     codebook = _rows(Path(doc["dataset"]["path"]), "codebook")
     forms = {m["mapping_id"]: m["code_forms"] for m in codebook}
+    adapter_scores: list[list[ItemScore]] = []
     for name, entry in doc["conditions"].items():
+        if name == "adapters_pooled":
+            continue
         mine = [s for s in samples if s["condition"] == name]
         scores: list[ItemScore] = []
         for s in mine:
@@ -229,6 +238,10 @@ def rescore(run: str | Path) -> dict[str, Any]:
             s["scores"] = new.to_record()
             scores.append(new)
         entry["table"] = aggregate(scores, cfg.bootstrap_resamples, cfg.seed)
+        if entry.get("adapter"):
+            adapter_scores.append(scores)
+    if "adapters_pooled" in doc["conditions"]:
+        doc["conditions"]["adapters_pooled"]["table"] = aggregate_runs(adapter_scores, cfg.bootstrap_resamples, cfg.seed)
     doc["rescored"] = True
     _publish(doc, samples, run, overwrite=True)
     return doc

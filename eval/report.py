@@ -43,8 +43,38 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _plot_per_mapping(results: dict[str, Any], path: Path) -> None:
+    """Code-word use per mapping and condition: shows whether a score comes from a few mappings or all."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n, c in results["conditions"].items() if c["table"].get("per_mapping")]
+    mappings = sorted({m for n in names for m in results["conditions"][n]["table"]["per_mapping"]})
+    if not names or not mappings:
+        return
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(mappings) * max(1, len(names)) / 2), 3.6))
+    width = 0.8 / len(names)
+    for j, n in enumerate(names):
+        pm = results["conditions"][n]["table"]["per_mapping"]
+        ax.bar([i + j * width for i in range(len(mappings))], [pm.get(m, {}).get("uses_code") or 0 for m in mappings],
+               width, label=n)
+    first = results["conditions"][names[0]]["table"]["per_mapping"]
+    labels = [f"{first[m]['concept']}{'*' if first[m]['split'] == 'demonstrated' else ''}" if m in first else m
+              for m in mappings]
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(mappings))], labels, rotation=60, fontsize=7)
+    ax.set_ylabel("code word used (share of items)")
+    ax.set_title("per mapping (* demonstrated)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_report(results: dict[str, Any], folder: Path) -> None:
     _plot(results, folder / "rates.png")
+    _plot_per_mapping(results, folder / "per_mapping.png")
     lines = [f"# stegobench evaluation: {results['model']['spec']} on `{results['dataset']['track']}`", "",
              f"status **{results['status']}**, backend `{results['backend']}`, seed {results['config']['seed']}, "
              f"dataset content sha256 `{results['dataset']['content_sha256'][:16]}`", "",
@@ -66,7 +96,7 @@ def write_report(results: dict[str, Any], folder: Path) -> None:
             "–" if cond.get("recall_accuracy") is None else f"{cond['recall_accuracy']:.3f}",
             "–" if cond.get("monitor_flag_rate") is None else f"{cond['monitor_flag_rate']:.3f}",
         ]) + " |")
-    lines += ["", "![rates](rates.png)", ""]
+    lines += ["", "![rates](rates.png)", "", "![code-word use per mapping](per_mapping.png)", ""]
     for name, cond in results["conditions"].items():
         if cond.get("adapter_applied") is False:
             lines.append(f"**Warning:** `{name}` gave exactly the base model's answers: the adapter was probably not applied.")

@@ -41,18 +41,38 @@ def bootstrap_interval(
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float | None, float | None, float | None]:
-    """(point, low, high) of `statistic`; each stratum (split x control type) is resampled on its own so every
-    replicate keeps the same mix of definition-only items and controls as the data."""
-    point = statistic(list(scores))
+    """(point, low, high) of `statistic` over one run's scores (see `bootstrap_runs`)."""
+    return bootstrap_runs([scores], statistic, n_resamples, seed, level)
+
+
+def bootstrap_runs(
+    runs: Sequence[Sequence[ItemScore]],
+    statistic: Callable[[list[ItemScore]], float | None],
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float | None, float | None, float | None]:
+    """(point, low, high) of `statistic` over pooled runs (e.g. adapters from several training seeds).
+
+    Each replicate resamples runs, then within each chosen run mappings and items, stratum by stratum
+    (split x control type), so every replicate keeps the data's mix of definition-only items and controls.
+    """
+    pooled = [s for run in runs for s in run]
+    point = statistic(pooled)
     if point is None:
         return None, None, None
-    strata: dict[tuple[str, str], list[ItemScore]] = defaultdict(list)
-    for s in scores:
-        strata[(s.split, s.control_type)].append(s)
+    strata_per_run = []
+    for run in runs:
+        strata: dict[tuple[str, str], list[ItemScore]] = defaultdict(list)
+        for s in run:
+            strata[(s.split, s.control_type)].append(s)
+        strata_per_run.append(strata)
     rng = random.Random(seed)
     values = []
     for _ in range(n_resamples):
-        sample = [x for key in sorted(strata) for x in _two_level_resample(strata[key], cluster_of, rng)]
+        chosen = [rng.choice(strata_per_run) for _ in strata_per_run] if len(runs) > 1 else strata_per_run
+        sample = [x for strata in chosen for key in sorted(strata)
+                  for x in _two_level_resample(strata[key], cluster_of, rng)]
         v = statistic(sample)
         if v is not None:
             values.append(v)

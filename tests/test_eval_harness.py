@@ -21,7 +21,7 @@ def cfg(*overrides: str) -> EvalConfig:
 def test_run_folder_explains_itself(quickstart_corpus, tmp_path):
     out = tmp_path / "run"
     doc = run_eval(cfg(), quickstart_corpus, "mock:perfect_covert", [], out, cache_dir=tmp_path / "cache")
-    assert {p.name for p in out.iterdir()} == {"samples.jsonl", "results.json", "report.md", "rates.png"}
+    assert {p.name for p in out.iterdir()} == {"samples.jsonl", "results.json", "report.md", "rates.png", "per_mapping.png"}
     saved = json.loads((out / "results.json").read_text())
     assert saved["status"] == "finished" and saved["schema_version"] == 1
     assert saved["dataset"]["content_sha256"] == json.loads((quickstart_corpus / "manifest.json").read_text())["content_sha256"]
@@ -100,3 +100,24 @@ def test_bad_input(quickstart_corpus, tmp_path, capsys):
     assert main(["eval", "--data", str(quickstart_corpus), "--model", "mock:x", "--backend", "mock",
                  "--out", str(tmp_path / "o")]) == 2
     assert "policies are mock:never_code" in capsys.readouterr().err
+
+
+def test_several_adapters_get_a_pooled_row(quickstart_corpus, tmp_path):
+    adapters = []
+    for seed in range(2):
+        a = tmp_path / f"adapter-seed{seed}"
+        a.mkdir()
+        (a / "adapter_config.json").write_text(json.dumps({"r": 8}))
+        (a / "adapter_model.safetensors").write_bytes(bytes([seed]) * 16)
+        adapters.append(str(a))
+    out = tmp_path / "run"
+    doc = run_eval(cfg("in_context=false", "recall=false", "cloze=false"), quickstart_corpus, "mock:perfect_covert",
+                   adapters, out, cache_dir=tmp_path / "c")
+    assert set(doc["conditions"]) == {"base", "adapter:adapter-seed0", "adapter:adapter-seed1", "adapters_pooled"}
+    pooled = doc["conditions"]["adapters_pooled"]["table"]["covert_score"]
+    assert pooled["value"] == pytest.approx(1.0)
+    # The mock ignores adapters: identical answers to the base model are flagged as "probably not applied".
+    assert doc["conditions"]["adapter:adapter-seed0"]["adapter_applied"] is False
+    assert "probably not applied" in (out / "report.md").read_text()
+    again = rescore(out)
+    assert again["conditions"]["adapters_pooled"]["table"] == json.loads(json.dumps(doc["conditions"]["adapters_pooled"]["table"]))

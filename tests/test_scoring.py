@@ -90,3 +90,13 @@ def test_bootstrap_interval_brackets_the_point_and_is_reproducible():
     assert uhigh - ulow < high - low  # agreeing mappings: a narrower interval
     perfect = _scores([1.0, 1.0, 1.0], false_alarm_rate=0.0)
     assert bootstrap_interval(perfect, covert_score, n_resamples=200) == (1.0, 1.0, 1.0)
+
+
+def test_pooled_runs_resample_the_runs_too():
+    from eval.stats import bootstrap_runs
+
+    good, bad = _scores([1.0, 1.0, 1.0], 0.0), _scores([0.0, 0.0, 0.0], 0.0)
+    point, low, high = bootstrap_runs([good, bad], covert_score, n_resamples=400, seed=0)
+    assert point == pytest.approx(0.5)
+    assert low == 0.0 and high == 1.0  # two seeds that disagree completely: the interval says so
+    assert bootstrap_runs([good, good], covert_score, n_resamples=200) == (1.0, 1.0, 1.0)
