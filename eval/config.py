@@ -9,7 +9,9 @@ from data_gen.config import CheckError, option
 
 @dataclass
 class EvalConfig:
-    backend: str = option("hf", "Decoding backend: hf (transformers), vllm, or mock (scripted, for tests).")
+    backend: str = option(
+        "auto", "Decoding backend: auto (vllm where it is installed, else hf), vllm, hf (transformers), or mock (tests)."
+    )
     max_tokens: int = option(48, "New tokens per answer; answers to these questions take 5-30.")
     temperature: float = option(0.0, "0 decodes greedily (the model's preferred answer).")
     seed: int = option(0, "Seed for sampling, semantic-fit alternatives and the bootstrap.")

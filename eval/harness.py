@@ -110,6 +110,15 @@ def _recall_accuracy(backend, probes: list[dict], sampling: Sampling, cache_root
     return sum(contains_any(a, p["expected_words"]) for a, p in zip(answers, probes)) / len(probes)
 
 
+def resolve_backend_name(name: str) -> str:
+    """'auto' is vLLM where it is installed (the fast path), else transformers."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+
+
 def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str], out: str | Path,
              overwrite: bool = False, cache_dir: str | Path | None = None) -> dict[str, Any]:
     start = time.perf_counter()
@@ -132,8 +141,10 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     cache_root = Path(cache_dir) if cache_dir else stegobench_home() / "cache" / "generations"
     sampling = Sampling(cfg.max_tokens, cfg.temperature, cfg.seed)
 
+    backend_name = resolve_backend_name(cfg.backend)
+
     def make(adapter: str | None):
-        return get_backend(cfg.backend, model=model, adapter=adapter, corpus=data)
+        return get_backend(backend_name, model=model, adapter=adapter, corpus=data)
 
     judge = make(None)  # the base model: decodes the baselines, judges semantic fit, runs the monitors
     questions = [it["question"] for it in items]
@@ -188,7 +199,7 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
         "schema_version": RESULTS_SCHEMA,
         "status": "finished",
         "config": to_dict(cfg),
-        "backend": cfg.backend,
+        "backend": backend_name,
         "model": {"spec": model, **judge.identity()},
         "dataset": {"path": str(data.resolve()), "track": manifest.get("track"),
                     "content_sha256": manifest["content_sha256"], "manifest_sha256": sha256_file(data / "manifest.json")},
