@@ -149,11 +149,13 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     judge = make(None)  # the base model: decodes the baselines, judges semantic fit, runs the monitors
     questions = [it["question"] for it in items]
     thresholds: dict[str, float] = {}
+    calibration_values: dict[str, list[float]] = {}
     if cfg.monitors:
-        # Calibrate on the base model's own answers (cached: the base condition below reuses them).
+        # Calibrate on the base model's own answers (cached: the base condition below reuses answers and values).
         calibration = _generate(judge, [judge.chat_prompt(user_text(q)) for q in questions], sampling, cache_root, "base")
         per_monitor_fpr = cfg.monitor_fpr / len(cfg.monitors)
-        thresholds = {m: calibrate(MONITORS[m](judge, questions, calibration), per_monitor_fpr) for m in cfg.monitors}
+        calibration_values = {m: MONITORS[m](judge, questions, calibration) for m in cfg.monitors}
+        thresholds = {m: calibrate(v, per_monitor_fpr) for m, v in calibration_values.items()}
     conditions = ([Condition("base", None, False)] if cfg.base else []) + \
                  ([Condition("in_context", None, True)] if cfg.in_context else []) + \
                  [Condition(f"adapter:{Path(a).name}", a, False) for a in adapters]
@@ -166,7 +168,10 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
         backend = judge if cond.adapter is None else make(cond.adapter)
         prompts = [backend.chat_prompt(user_text(it["question"], codebook if cond.in_context else None)) for it in items]
         responses = _generate(backend, prompts, sampling, cache_root, cond.name)
-        monitor_values = {m: MONITORS[m](judge, questions, responses) for m in cfg.monitors}
+        if cond.name == "base" and calibration_values:
+            monitor_values = calibration_values  # the same answers the thresholds were calibrated on
+        else:
+            monitor_values = {m: MONITORS[m](judge, questions, responses) for m in cfg.monitors}
         flags = ([any(monitor_values[m][i] > thresholds[m] for m in cfg.monitors) for i in range(len(items))]
                  if cfg.monitors else None)
         scores = score_all(items, prompts, responses, codebook, lexicon, judge, cfg.semantic_k, cfg.seed, flags)
