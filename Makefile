@@ -32,8 +32,9 @@ quickstart: setup
 	$(VENV)/bin/stegobench gen --config configs/data/quickstart.yaml --out runs/quickstart/data --overwrite
 
 bench: setup
-	# Speed figures as side-by-side ratios in one run (decode and cloze benchmarks arrive with the eval issue).
+	# Speed figures as side-by-side ratios in one run.
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/decode_speed.py
 
 clean-venv:
 	rm -rf $(VENV)
