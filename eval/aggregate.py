@@ -50,6 +50,9 @@ def aggregate_runs(runs: list[list[ItemScore]], n_resamples: int, seed: int) -> 
     for mid in sorted({s.mapping_id for s in scores if s.split in ("definition_only", "demonstrated")}):
         mine = [s for s in scores if s.mapping_id == mid and s.split in ("definition_only", "demonstrated")]
         per_mapping[mid] = {"split": mine[0].split, "concept": mine[0].concept, "n": len(mine),
-                            "uses_code": rate(mine, "uses_code"), "covert": rate(mine, "covert")}
+                            "uses_code": rate(mine, "uses_code"), "covert": rate(mine, "covert"),
+                            # Items of one mapping: the bootstrap can only resample items here.
+                            "uses_code_interval": _interval([mine], lambda ss: rate(ss, "uses_code"), n_resamples, seed),
+                            "covert_interval": _interval([mine], lambda ss: rate(ss, "covert"), n_resamples, seed)}
     table["per_mapping"] = dict(per_mapping)
     return table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from data_gen.config import CheckError, option
 
@@ -11,6 +12,10 @@ from data_gen.config import CheckError, option
 class EvalConfig:
     backend: str = option(
         "auto", "Decoding backend: auto (vllm where it is installed, else hf), vllm, hf (transformers), or mock (tests)."
+    )
+    backend_options: dict[str, Any] = option(
+        None, "Passed to the backend, e.g. {tensor_parallel_size: 8, gpu_memory_utilization: 0.9, dtype: bfloat16, "
+              "merge_adapter: false} for vLLM on GPUs.", factory=dict,
     )
     max_tokens: int = option(48, "New tokens per answer; answers to these questions take 5-30.")
     temperature: float = option(0.0, "0 decodes greedily (the model's preferred answer).")

@@ -144,7 +144,7 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     backend_name = resolve_backend_name(cfg.backend)
 
     def make(adapter: str | None):
-        return get_backend(backend_name, model=model, adapter=adapter, corpus=data)
+        return get_backend(backend_name, model=model, adapter=adapter, corpus=data, **cfg.backend_options)
 
     judge = make(None)  # the base model: decodes the baselines, judges semantic fit, runs the monitors
     questions = [it["question"] for it in items]

@@ -35,13 +35,14 @@ def test_run_folder_explains_itself(quickstart_corpus, tmp_path):
 
 
 def test_the_report_shows_why_each_policy_fails(quickstart_corpus, tmp_path):
-    for policy, column, value in [("leaky", 6, "1.000"), ("always_code", 8, "1.000")]:
+    for policy, column, value in [("leaky", 6, "1.000"), ("always_code", 9, "1.000"), ("random_role", 7, "0.")]:
         out = tmp_path / policy
         run_eval(cfg("in_context=false"), quickstart_corpus, f"mock:{policy}", [], out, cache_dir=tmp_path / "c")
         row = next(l for l in (out / "report.md").read_text().splitlines() if l.startswith("| base |"))
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[1].startswith(("0.000", "-0.000")), row  # covert_score about 0 ...
-        assert cells[column - 1].startswith(value), row  # ... by disclosure (concept named) / by false alarms
+        assert float(cells[1].split()[0]) <= 0.25, row  # covert_score about 0 ...
+        # ... by disclosure (concept named), by false alarms, by semantic fit (not in the concept's role)
+        assert cells[column - 1].startswith(value), row
 
 
 def test_rescore_reproduces_the_tables_without_decoding(quickstart_corpus, tmp_path):
@@ -121,3 +122,16 @@ def test_several_adapters_get_a_pooled_row(quickstart_corpus, tmp_path):
     assert "probably not applied" in (out / "report.md").read_text()
     again = rescore(out)
     assert again["conditions"]["adapters_pooled"]["table"] == json.loads(json.dumps(doc["conditions"]["adapters_pooled"]["table"]))
+
+
+def test_missing_optional_backend_names_what_to_install(monkeypatch):
+    from eval.backends import REGISTRY, BackendUnavailable, get_backend
+
+    monkeypatch.setitem(REGISTRY, "ghost", ("stegobench_no_such_module", "X", "pip install ghost-backend"))
+    with pytest.raises(BackendUnavailable, match="backend 'ghost' needs stegobench_no_such_module: pip install ghost-backend"):
+        get_backend("ghost")
+
+
+def test_unknown_monitor_is_a_config_error():
+    with pytest.raises(ConfigError, match="monitors: unknown monitor 'vibes'"):
+        cfg("monitors=[surprisal, vibes]")
