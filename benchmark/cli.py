@@ -133,7 +133,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         kind = args.describe
         if kind not in CONFIG_KINDS:
             raise SystemExit(f"stegobench validate --describe: unknown kind {kind!r}; choose from {', '.join(CONFIG_KINDS)}")
-        print(f"Options of a {kind!r} config ({CONFIG_KINDS[kind]}):")
+        print(f"Options of the {kind!r} config ({CONFIG_KINDS[kind]}):")
         for line in describe(_load_symbol(CONFIG_KINDS[kind])):
             print("  " + line)
         return 0
