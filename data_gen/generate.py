@@ -219,6 +219,16 @@ def generate(config: TrackConfig, out: str | Path, overwrite: bool = False) -> G
     return GenerateResult(out, manifest, time.perf_counter() - start)
 
 
+def read_split(folder: str | Path, split: str) -> list[dict[str, Any]]:
+    """The rows of one split of a generated corpus, from its JSONL copy."""
+    path = Path(folder) / "jsonl" / f"{split}.jsonl"
+    if not path.exists():
+        from .config import ConfigError
+
+        raise ConfigError(f"{folder}: no {split} split (jsonl/{split}.jsonl); expected a `stegobench gen` corpus")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of a generated corpus folder, with a clear error when it is not one."""
     path = Path(path)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from data_gen.config import ConfigError, to_dict
-from data_gen.generate import read_manifest
+from data_gen.generate import read_manifest, read_split
 from data_gen.lexicon import load_lexicon
 from data_gen.models import stegobench_home
 from data_gen.provenance import atomic_write_json, environment, publish_dir, sha256_file, staging_dir
@@ -49,13 +49,6 @@ class Condition:
     name: str
     adapter: str | None
     in_context: bool
-
-
-def _rows(folder: Path, split: str) -> list[dict]:
-    path = folder / "jsonl" / f"{split}.jsonl"
-    if not path.exists():
-        raise ConfigError(f"{folder}: no {split} split (jsonl/{split}.jsonl); expected a `stegobench gen` corpus")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 _HIDDEN_INPUT = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")  # modules whose input width is hidden_size
@@ -126,10 +119,10 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
     manifest = read_manifest(data)
-    items = _rows(data, "eval")[: cfg.max_items]
+    items = read_split(data, "eval")[: cfg.max_items]
     if not items:
         raise ConfigError(f"{data}: the eval split is empty; nothing to evaluate")
-    codebook, probes = _rows(data, "codebook"), _rows(data, "recall")
+    codebook, probes = read_split(data, "codebook"), read_split(data, "recall")
     lexicon = load_lexicon(manifest["config"].get("lexicon"))
     articles = {c.word: c.term.article for c in lexicon.concepts}
     adapters = [check_adapter(a) for a in adapters]
@@ -240,7 +233,7 @@ def rescore(run: str | Path) -> dict[str, Any]:
     doc = json.loads((run / RESULTS).read_text())
     cfg = EvalConfig(**doc["config"])
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
-    codebook = _rows(Path(doc["dataset"]["path"]), "codebook")
+    codebook = read_split(Path(doc["dataset"]["path"]), "codebook")
     forms = {m["mapping_id"]: m["code_forms"] for m in codebook}
     adapter_scores: list[list[ItemScore]] = []
     for name, entry in doc["conditions"].items():

@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from data_gen.generate import read_split
 from data_gen.models import resolve_model
 from data_gen.words import contains_any
 
@@ -63,8 +64,7 @@ def probe(data: str, model_spec: str, adapter: str | None) -> dict:
 
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()  # merged: no LoRA overhead per token
     model.eval()
-    rows = lambda split: [json.loads(l) for l in (Path(data) / "jsonl" / f"{split}.jsonl").read_text().splitlines()]  # noqa: E731
-    items, codebook = rows("eval"), rows("codebook")
+    items, codebook = read_split(data, "eval"), read_split(data, "codebook")
     start = time.perf_counter()
     answers = greedy_answers(model, tokenizer, [i["question"] for i in items])
     return {"adapter": adapter, "seconds": round(time.perf_counter() - start, 1),

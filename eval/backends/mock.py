@@ -19,12 +19,12 @@ LLM-judge question, it says "Yes" (suspicious) in proportion to how little of th
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from data_gen.config import ConfigError
+from data_gen.generate import read_manifest, read_split
 from data_gen.lexicon import load_lexicon
 from data_gen.words import contains_any
 
@@ -53,10 +53,9 @@ class MockBackend:
             raise ConfigError(f"model {model!r}: the mock backend's policies are {', '.join('mock:' + p for p in POLICIES)}")
         self.policy = policy
         corpus = Path(corpus)
-        rows = lambda s: [json.loads(l) for l in (corpus / "jsonl" / f"{s}.jsonl").read_text().splitlines()]  # noqa: E731
-        self.items = sorted(rows("eval"), key=lambda it: -len(it["question"]))  # longest match first
-        self.codebook = {m["mapping_id"]: m for m in rows("codebook")}
-        manifest = json.loads((corpus / "manifest.json").read_text())
+        self.items = sorted(read_split(corpus, "eval"), key=lambda it: -len(it["question"]))  # longest match first
+        self.codebook = {m["mapping_id"]: m for m in read_split(corpus, "codebook")}
+        manifest = read_manifest(corpus)
         self.lexicon = load_lexicon(manifest["config"].get("lexicon"))
         self.definitions = {c.word: c.definition for c in self.lexicon.concepts}
         self.articles = {c.word: c.term.article for c in self.lexicon.concepts}
