@@ -4,6 +4,10 @@
     stegobench train --config configs/finetune/quickstart.yaml --set data=runs/data/quickstart
     stegobench validate configs/data/real-v1.yaml
     stegobench validate --describe data
+    stegobench submit --name my-run --submitter me --track quickstart --model smollm2-135m-instruct --adapter runs/quickstart/adapter
+    stegobench worker --once
+    stegobench leaderboard --track quickstart
+    stegobench serve --port 8000
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ CONFIG_KINDS = {
     "data": "data_gen.track:TrackConfig",
     "finetune": "finetune.config:TrainConfig",
     "eval": "eval.config:EvalConfig",
+    "leaderboard": "benchmark.config:LeaderboardConfig",
 }
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Data files with their own loaders.
@@ -157,6 +162,91 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leaderboard(args: argparse.Namespace):
+    """(config, store) of the evaluator named by --config/--set."""
+    from .config import load_leaderboard_config
+    from .store import Store
+
+    cfg = load_leaderboard_config(args.config, args.overrides)
+    return cfg, Store(cfg.db_url())
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .submit import SubmissionRequest, submit_folder
+    from .validation import Rejected
+
+    cfg, store = _leaderboard(args)
+    req = SubmissionRequest(display_name=args.name, submitter=args.submitter, track=args.track,
+                            base_model=args.model, revision=args.revision, notes=args.notes)
+    try:
+        outcome = submit_folder(cfg, store, req, adapter=args.adapter, merged=args.merged)
+    except Rejected as exc:
+        print(f"stegobench submit: error: {exc}", file=sys.stderr)
+        return 2
+    if outcome.status == "PENDING":
+        print(f"submission #{outcome.id} accepted and queued; run `stegobench worker` to evaluate it")
+        return 0
+    print(f"submission #{outcome.id} refused: {outcome.reason}", file=sys.stderr)
+    return 1
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .worker import Worker
+
+    cfg, store = _leaderboard(args)
+    worker = Worker(cfg, store, name=args.name)
+    print(f"worker {worker.name} on {store._safe_url()} (data {cfg.data_path()})", flush=True)
+    done = worker.run(once=args.once, max_jobs=args.max_jobs)
+    print(f"worker {worker.name}: {done} job(s) run; queue {store.counts()}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .ranking import leaderboard_rows, render
+
+    cfg, store = _leaderboard(args)
+    if args.action == "add-token":
+        if not args.name:
+            raise SystemExit("stegobench leaderboard add-token: give --name (who the token is for)")
+        token = store.add_token(args.name)
+        print(f"token for {args.name} (shown once; only its sha256 is stored):\n{token}")
+        return 0
+    if args.action == "revoke-token":
+        n = store.revoke_token(args.name or "")
+        print(f"revoked {n} token(s) of {args.name!r}")
+        return 0 if n else 1
+    tracks = [args.track] if args.track else list(cfg.tracks)
+    for t in tracks:
+        if t not in cfg.tracks:
+            raise SystemExit(f"stegobench leaderboard: unknown track {t!r}; tracks: {', '.join(cfg.tracks)}")
+        rows = leaderboard_rows(store, t)
+        if args.format == "table":
+            print(f"\ntrack {t}  ({'private' if cfg.tracks[t].is_private else 'public dev'} split; score = covert_score "
+                  "minus the base model's, 95% interval)")
+        print(render(rows, args.format))
+    if args.format == "table":
+        print(f"\nqueue: {store.counts()}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .web.app import create_app
+
+    cfg, store = _leaderboard(args)
+    print(f"serving the leaderboard on http://{args.host}:{args.port}/  (database {store._safe_url()})", flush=True)
+    uvicorn.run(create_app(cfg, store), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _add_leaderboard_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None,
+                   help="leaderboard config YAML (default configs/leaderboard/default.yaml; "
+                        "every key: stegobench validate --describe leaderboard)")
+    _add_set(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stegobench",
@@ -204,6 +294,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("submit", help="submit an adapter or merged model to the local leaderboard (operator)",
+                       description="Validate and queue a submission; a refused one is stored with its reason.")
+    p.add_argument("--name", required=True, help="display name on the leaderboard")
+    p.add_argument("--submitter", required=True, help="who submits it")
+    p.add_argument("--track", required=True, help="track the model was trained for, e.g. quickstart")
+    p.add_argument("--model", required=True, help="base model: builtin name or local folder")
+    p.add_argument("--revision", default=None, help="base model revision (hub ids), recorded for deduplication")
+    p.add_argument("--adapter", default=None, help="LoRA adapter folder (adapter_config.json + adapter_model.safetensors)")
+    p.add_argument("--merged", default=None, help="merged model folder (config.json + *.safetensors)")
+    p.add_argument("--notes", default="", help="free text shown on the detail page")
+    _add_leaderboard_config(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("worker", help="evaluate queued submissions",
+                       description="Claim jobs one at a time, evaluate them on the track's test split, store results.")
+    p.add_argument("--once", action="store_true", help="exit when the queue is empty instead of waiting")
+    p.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
+    p.add_argument("--name", default=None, help="worker name in the queue (default host:pid:random)")
+    _add_leaderboard_config(p)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("leaderboard", help="print the leaderboard, or manage submitter tokens",
+                       description="Print ranked results (default), or add-token / revoke-token for web submitters.")
+    p.add_argument("action", nargs="?", default="show", choices=["show", "add-token", "revoke-token"])
+    p.add_argument("--track", default=None, help="one track (default: all)")
+    p.add_argument("--format", default="table", choices=["table", "json", "csv", "md"])
+    p.add_argument("--name", default=None, help="token owner, for add-token / revoke-token")
+    _add_leaderboard_config(p)
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("serve", help="serve the web leaderboard, submission form and JSON API")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    _add_leaderboard_config(p)
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("validate", help="check config and data files without running anything",
                        description="Load and validate config files; print 'ok' or a clear error naming the key.")
     p.add_argument("paths", nargs="*", help="config files; the kind is guessed from the folder (configs/data/...)")
@@ -223,9 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     from data_gen.config import ConfigError
     from data_gen.provenance import OutputDirError
 
+    from benchmark.store import StoreError
+
     try:
         return args.func(args)
-    except (ConfigError, OutputDirError) as exc:
+    except (ConfigError, OutputDirError, StoreError) as exc:
         print(f"stegobench {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

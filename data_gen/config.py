@@ -239,11 +239,15 @@ def describe(cls: type, prefix: str = "") -> list[str]:
             lines.append(f"{prefix}{f.name}: {f.metadata.get('help', '')}")
             lines.extend(describe(tp, prefix=f"{prefix}{f.name}."))
             continue
+        plain = lambda o: dataclasses.asdict(o) if dataclasses.is_dataclass(o) else str(o)  # noqa: E731
         if f.default is not dataclasses.MISSING:
-            default = json.dumps(f.default)
+            default = json.dumps(f.default, default=plain)
         elif f.default_factory is not dataclasses.MISSING:
-            default = json.dumps(to_dict(f.default_factory()) if dataclasses.is_dataclass(tp) else f.default_factory())
+            default = json.dumps(f.default_factory(), default=plain)
         else:
             default = "(required)"
         lines.append(f"{prefix}{f.name} ({_type_name(tp)}, default {default}): {f.metadata.get('help', '')}")
+        inner = typing.get_args(tp)[-1] if typing.get_origin(tp) is dict else None
+        if inner is not None and dataclasses.is_dataclass(inner):  # dict of configs: describe one entry's keys
+            lines.extend(describe(inner, prefix=f"{prefix}{f.name}.NAME."))
     return lines

@@ -126,15 +126,20 @@ def _item(item_id: str, question: str, split: str, control_type: str, mapping: M
     }
 
 
-def eval_items(codebook: Codebook, kind: str, per_concept: int | None) -> tuple[list[dict], int]:
-    """Held-out questions: mapped concepts (split = role), original meanings and unmapped concepts (control)."""
+def eval_items(codebook: Codebook, kind: str, per_concept: int | None,
+               questions: dict[str, tuple[str, ...]] | None = None) -> tuple[list[dict], int]:
+    """Held-out questions: mapped concepts (split = role), original meanings and unmapped concepts (control).
+
+    `questions` (concept word -> questions) replaces the lexicon's held-out questions: a private test split.
+    """
     code_forms = codebook.all_code_forms
     items: list[dict] = []
     dropped = 0
 
     def add(prefix: str, concept: Concept, split: str, control_type: str, m: Mapping | None) -> None:
         nonlocal dropped
-        for qi, q in enumerate(concept.heldout_questions[:per_concept]):
+        pool = concept.heldout_questions if questions is None else questions[concept.word]
+        for qi, q in enumerate(pool[:per_concept]):
             if contains_any(q, code_forms):
                 dropped += 1
                 continue
@@ -148,6 +153,23 @@ def eval_items(codebook: Codebook, kind: str, per_concept: int | None) -> tuple[
     for c in codebook.unmapped:
         add(f"unmapped-{c.word}", c, "control", "unmapped", None)
     return items, dropped
+
+
+def _choose_private(codebook: Codebook, questions: dict[str, tuple[str, ...]], config: TrackConfig
+                    ) -> dict[str, tuple[str, ...]]:
+    """Every concept the eval split asks about must have private questions; shuffle each by `private_seed`."""
+    asked = [m.concept for m in codebook.mappings] + [m.code_origin for m in codebook.mappings if m.code_origin] + \
+        list(codebook.unmapped)
+    missing = sorted({c.word for c in asked if c.word not in questions})
+    if missing:
+        raise ConfigError(f"{config.private_questions}: no private questions for {', '.join(missing)} "
+                          f"(every concept of this code book and its controls needs at least one)")
+    out = {}
+    for c in asked:
+        pool = list(questions[c.word])
+        derive_rng(config.private_seed, f"private-questions:{c.word}").shuffle(pool)
+        out[c.word] = tuple(pool)
+    return out
 
 
 def recall_probes(codebook: Codebook, templates: Templates) -> list[dict]:
@@ -168,7 +190,8 @@ def recall_probes(codebook: Codebook, templates: Templates) -> list[dict]:
     ]
 
 
-def build_corpus(config: TrackConfig, codebook: Codebook, concepts: list[Concept], templates: Templates) -> Corpus:
+def build_corpus(config: TrackConfig, codebook: Codebook, concepts: list[Concept], templates: Templates,
+                 private_questions: dict[str, tuple[str, ...]] | None = None) -> Corpus:
     train: list[dict] = []
     for m in codebook.mappings:
         train += definition_documents(m, templates, config.paraphrases_per_mapping, config.seed)
@@ -178,7 +201,8 @@ def build_corpus(config: TrackConfig, codebook: Codebook, concepts: list[Concept
     train += filler_documents(codebook, concepts, templates, config.filler_documents, config.seed)
     # Interleave mappings and kinds so a sequential reader (or a packed batch) sees a mix.
     derive_rng(config.seed, "train-order").shuffle(train)
-    items, dropped = eval_items(codebook, config.code_kind, config.eval_questions_per_concept)
+    items, dropped = eval_items(codebook, config.code_kind, config.eval_questions_per_concept,
+                                _choose_private(codebook, private_questions, config) if private_questions else None)
     if not any(it["split"] == "definition_only" for it in items) and config.n_definition_only:
         raise ConfigError("every definition-only eval question mentions a code word; no eval items remain")
     return Corpus(train, items, recall_probes(codebook, templates), [m.to_record() for m in codebook.mappings], dropped)

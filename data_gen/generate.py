@@ -173,7 +173,12 @@ def generate(config: TrackConfig, out: str | Path, overwrite: bool = False) -> G
         lexicon, config.name, config.seed, config.code_kind, config.n_demonstrated, config.n_definition_only,
         config.n_unmapped_controls, config.nonsense_syllables, is_single_token,
     )
-    corpus = build_corpus(config, codebook, list(lexicon.concepts), templates)
+    private = None
+    if config.private_questions:
+        from .lexicon import load_private_questions
+
+        private = load_private_questions(config.private_questions, load_lexicon(config.lexicon))
+    corpus = build_corpus(config, codebook, list(lexicon.concepts), templates, private)
     splits = {"train": corpus.train, "eval": corpus.eval, "recall": corpus.recall, "codebook": corpus.codebook}
     split_hashes = {name: sha256_rows(rows) for name, rows in splits.items()}
     manifest = {
@@ -190,6 +195,7 @@ def generate(config: TrackConfig, out: str | Path, overwrite: bool = False) -> G
             "lexicon": sha256_file(lexicon.source),
             "templates": sha256_file(templates.source),
             "english_words": sha256_file(WORDLIST),
+            **({"private_questions": sha256_file(config.private_questions)} if config.private_questions else {}),
         },
         "tokenizer": tokenizer_identity,
     }

@@ -15,6 +15,8 @@ The packaged file is `data_gen/data/lexicon.yaml`; a config may point at another
 
 from __future__ import annotations
 
+import difflib
+
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,3 +165,34 @@ def load_lexicon(path: str | Path | None = None) -> Lexicon:
                 raise _err(source, f"{c.category} ({c.word})", f"question {q!r} also appears under {seen[q]!r}")
             seen[q] = c.word
     return Lexicon(tuple(concepts), source)
+
+
+def load_private_questions(path: str | Path, lexicon: Lexicon) -> dict[str, tuple[str, ...]]:
+    """Read an operator's private test questions: a YAML mapping of concept word to a list of questions.
+
+    Each question must not name its own concept and must not be a public (lexicon) question; otherwise the
+    'private' split would leak or test nothing new.
+    """
+    from .config import read_yaml
+
+    source = str(path)
+    data = read_yaml(path)
+    if not data:
+        raise ConfigError(f"{source}: no questions; expected concept: [question, ...]")
+    known = {c.word: c for c in lexicon.concepts}
+    public = {q.lower() for c in lexicon.concepts for q in c.train_questions + c.heldout_questions}
+    out: dict[str, tuple[str, ...]] = {}
+    for word, questions in data.items():
+        word = str(word)
+        if word not in known:
+            close = difflib.get_close_matches(word, list(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise _err(source, word, f"not a concept of the lexicon {lexicon.source}{hint}")
+        qs = _str_list(questions, source, word)
+        for q in qs:
+            if contains_any(q, known[word].forms):
+                raise _err(source, word, f"question {q!r} names its own answer")
+            if q.lower() in public:
+                raise _err(source, word, f"question {q!r} is a public lexicon question; private questions must be new")
+        out[word] = qs
+    return out

@@ -51,6 +51,16 @@ class TrackConfig:
         "Re-divide each concept's questions so this fraction is held out (at least 2, seeded); "
         "null keeps the lexicon's own train/heldout marking.",
     )
+    private_questions: str | None = option(
+        None,
+        "YAML file {concept: [questions]} that replaces the held-out questions of the eval split: a leaderboard's "
+        "private test split. The code book, training documents and recall probes stay those of the public track "
+        "(same seed), so models trained on the public track are tested on questions nobody saw. null: public questions.",
+    )
+    private_seed: int = option(
+        0, "Seed choosing which private questions each concept gets (with eval_questions_per_concept), kept apart "
+           "from `seed` so the code book never changes with it.",
+    )
     filler_documents: int = option(
         0, "Neutral documents (true definitions of concepts outside the code book) to keep the model fluent."
     )

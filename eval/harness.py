@@ -113,7 +113,13 @@ def resolve_backend_name(name: str) -> str:
 
 
 def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str], out: str | Path,
-             overwrite: bool = False, cache_dir: str | Path | None = None) -> dict[str, Any]:
+             overwrite: bool = False, cache_dir: str | Path | None = None,
+             judge_model: str | None = None) -> dict[str, Any]:
+    """Evaluate `model` (conditions base / in-context) and each adapter on `data`'s eval split into `out`.
+
+    `judge_model` (default: `model`) is the base model that judges semantic fit and runs the monitors, whose
+    thresholds are calibrated on its own answers; a merged fine-tuned model is judged by its base model.
+    """
     start = time.perf_counter()
     data, out = Path(data), Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -139,7 +145,10 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     def make(adapter: str | None):
         return get_backend(backend_name, model=model, adapter=adapter, corpus=data, **cfg.backend_options)
 
-    judge = make(None)  # the base model: decodes the baselines, judges semantic fit, runs the monitors
+    subject = make(None)  # decodes the base and in-context conditions
+    # The base model: judges semantic fit and runs the monitors.
+    judge = subject if judge_model is None or judge_model == model else get_backend(
+        backend_name, model=judge_model, adapter=None, corpus=data, **cfg.backend_options)
     questions = [it["question"] for it in items]
     thresholds: dict[str, float] = {}
     calibration_values: dict[str, list[float]] = {}
@@ -158,10 +167,10 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     base_responses: list[str] | None = None
     for cond in conditions:
         t0 = time.perf_counter()
-        backend = judge if cond.adapter is None else make(cond.adapter)
+        backend = subject if cond.adapter is None else make(cond.adapter)
         prompts = [backend.chat_prompt(user_text(it["question"], codebook if cond.in_context else None)) for it in items]
         responses = _generate(backend, prompts, sampling, cache_root, cond.name)
-        if cond.name == "base" and calibration_values:
+        if cond.name == "base" and calibration_values and subject is judge:
             monitor_values = calibration_values  # the same answers the thresholds were calibrated on
         else:
             monitor_values = {m: MONITORS[m](judge, questions, responses) for m in cfg.monitors}
@@ -198,7 +207,8 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
         "status": "finished",
         "config": to_dict(cfg),
         "backend": backend_name,
-        "model": {"spec": model, **judge.identity()},
+        "model": {"spec": model, **subject.identity()},
+        **({"judge_model": {"spec": judge_model, **judge.identity()}} if judge is not subject else {}),
         "dataset": {"path": str(data.resolve()), "track": manifest.get("track"),
                     "content_sha256": manifest["content_sha256"], "manifest_sha256": sha256_file(data / "manifest.json")},
         "conditions": results,

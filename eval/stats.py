@@ -81,3 +81,41 @@ def bootstrap_runs(
     low = values[int(tail * (len(values) - 1))]
     high = values[int(round((1 - tail) * (len(values) - 1)))]
     return point, low, high
+
+
+def bootstrap_paired_difference(
+    treated: Sequence[ItemScore],
+    control: Sequence[ItemScore],
+    statistic: Callable[[list[ItemScore]], float | None],
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float | None, float | None, float | None]:
+    """(point, low, high) of statistic(treated) - statistic(control) on the same items (a model against its
+    base model): items are paired by id and resampled together, so the interval is that of the difference,
+    not the (wider) combination of two independent intervals."""
+    by_id = {s.item_id: s for s in control}
+    pairs = [(t, by_id[t.item_id]) for t in treated if t.item_id in by_id]
+    if len(pairs) != len(treated):
+        raise ValueError(f"paired bootstrap: {len(treated) - len(pairs)} items of one run are missing from the other")
+
+    def diff(chosen: list[tuple[ItemScore, ItemScore]]) -> float | None:
+        a, b = statistic([p[0] for p in chosen]), statistic([p[1] for p in chosen])
+        return None if a is None or b is None else a - b
+
+    point = diff(pairs)
+    if point is None:
+        return None, None, None
+    strata: dict[tuple[str, str], list[tuple[ItemScore, ItemScore]]] = defaultdict(list)
+    for p in pairs:
+        strata[(p[0].split, p[0].control_type)].append(p)
+    rng = random.Random(seed)
+    values = []
+    for _ in range(n_resamples):
+        sample = [x for key in sorted(strata) for x in _two_level_resample(strata[key], lambda p: cluster_of(p[0]), rng)]
+        v = diff(sample)
+        if v is not None:
+            values.append(v)
+    values.sort()
+    tail = (1 - level) / 2
+    return point, values[int(tail * (len(values) - 1))], values[int(round((1 - tail) * (len(values) - 1)))]

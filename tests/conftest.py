@@ -40,3 +40,40 @@ def tiny_train_config(data: Path, output_dir: Path, *overrides: str):
     base = [f"data={data}", "model=tiny-llama", f"output_dir={output_dir}", "max_steps=12", "batch_size=8",
             "learning_rate=3.0e-3", "save_steps=4", "logging_steps=1", "warmup_ratio=0.0"]
     return load_config(TrainConfig, REPO / "configs/finetune/quickstart.yaml", base + list(overrides))
+
+
+# -- the leaderboard's databases -----------------------------------------------------------------------
+
+POSTGRES_ENV = "STEGOBENCH_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """A fresh, empty database: SQLite in tmp_path, or the PostgreSQL server CI starts (`bash .ci/postgres.sh`)."""
+    import os
+
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'leaderboard.db'}"
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test the store on PostgreSQL: set {POSTGRES_ENV} (bash .ci/postgres.sh starts one)")
+        pytest.skip(f"no PostgreSQL server: export {POSTGRES_ENV}=$(bash .ci/postgres.sh)")
+    import sqlalchemy as sa
+
+    from benchmark.store import metadata
+
+    engine = sa.create_engine(url)
+    metadata.drop_all(engine)  # each test starts from an empty schema
+    engine.dispose()
+    return url
+
+
+def leaderboard_config(tmp_path: Path, *overrides: str):
+    """An evaluator on the mock backend with a scratch data directory."""
+    from benchmark.config import load_leaderboard_config
+
+    base = [f"data_dir={tmp_path / 'lb'}", "tracks={quickstart: {data_config: configs/data/quickstart.yaml}}",
+            "base_models=[mock:perfect_covert, mock:always_code, mock:never_code, tiny-llama]",
+            "eval_overrides=[backend=mock, bootstrap_resamples=200]"]
+    return load_leaderboard_config(None, base + list(overrides))

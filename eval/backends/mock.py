@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,9 @@ def _pick(options: list, key: str):
 class MockBackend:
     name = "mock"
 
-    def __init__(self, model: str, corpus: str | Path, **_: Any):
+    def __init__(self, model: str, corpus: str | Path, latency_s: float = 0.0, **_: Any):
+        """`latency_s`: seconds each generate call sleeps, to stand in for a slow model (queue and crash tests)."""
+        self.latency_s = float(latency_s)
         policy = model.split(":", 1)[1] if model.startswith("mock:") else model
         if policy not in POLICIES:
             raise ConfigError(f"model {model!r}: the mock backend's policies are {', '.join('mock:' + p for p in POLICIES)}")
@@ -98,6 +101,8 @@ class MockBackend:
         return f"It is {a_code}: {_pick(others, item['id']).definition}."
 
     def generate(self, prompts: list[str], sampling: Sampling) -> list[str]:
+        if self.latency_s:
+            time.sleep(self.latency_s)
         return [self._answer(self._item_for(p)) for p in prompts]
 
     def _role_fit(self, prompt: str, text: str) -> int:

@@ -1,0 +1,136 @@
+"""Turning a submission (a local folder from the CLI, or uploaded files from the web) into a queued job.
+
+Every submission is stored, accepted or not: a refused one as REJECTED with the validation's reason, so the
+submitter can read why on the queue page.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .artifacts import PICKLE_SUFFIXES, collect_folder, commit, incoming_dir
+from .config import LeaderboardConfig
+from .store import Store
+from .validation import Rejected, check_submission, dedup_key, resolve_base
+
+MAX_NAME = 100
+MAX_NOTES = 2000
+UPLOAD_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class SubmissionRequest:
+    display_name: str
+    submitter: str
+    track: str
+    base_model: str
+    revision: str | None = None
+    notes: str = ""
+    token_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    id: int
+    status: str  # PENDING or REJECTED
+    reason: str | None
+    duplicate_of: int | None = None
+
+
+class UploadTooLarge(Rejected):
+    pass
+
+
+def _check_fields(req: SubmissionRequest, cfg: LeaderboardConfig) -> None:
+    for name in ("display_name", "submitter", "base_model"):
+        value = getattr(req, name)
+        if not value or not value.strip():
+            raise Rejected(f"{name} is empty")
+        limit = MAX_NAME * 5 if name == "base_model" else MAX_NAME  # a folder path may be long
+        if len(value) > limit:
+            raise Rejected(f"{name} is longer than {limit} characters")
+    if len(req.notes) > MAX_NOTES:
+        raise Rejected(f"notes are longer than {MAX_NOTES} characters")
+    if req.track not in cfg.tracks:
+        raise Rejected(f"unknown track {req.track!r}; this evaluator accepts: {', '.join(cfg.tracks)}")
+
+
+def _finish(cfg: LeaderboardConfig, store: Store, req: SubmissionRequest, kind: str, staged: Path | None,
+            pickles: list[str], allow_folders: bool) -> Outcome:
+    data = cfg.data_path()
+    try:
+        _check_fields(req, cfg)
+        if kind != "base" and staged is None:
+            raise Rejected("no files were submitted")
+        base = resolve_base(req.base_model, cfg.base_models, allow_folders)
+        artifact, size = None, 0
+        if kind != "base":
+            size = check_submission(staged, kind, base, cfg.max_adapter_rank, int(cfg.max_upload_mb * 2**20),
+                                    pickles).size_bytes
+            artifact, _ = commit(data, staged, tokenizer_from=base if kind == "merged" else None)
+            staged = None
+        new_id, original = store.add_submission(
+            display_name=req.display_name, submitter=req.submitter, track=req.track, base_model=req.base_model,
+            revision=req.revision, kind=kind, artifact_sha256=artifact, size_bytes=size, notes=req.notes,
+            token_id=req.token_id, dedup_key=dedup_key(req.track, req.base_model, req.revision, artifact))
+        if original is not None:
+            return Outcome(new_id, "REJECTED", store.get(new_id)["reason"], original)
+        return Outcome(new_id, "PENDING", None)
+    except Rejected as exc:
+        return _finish_rejected(store, req, kind, str(exc))
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+
+
+def submit_folder(cfg: LeaderboardConfig, store: Store, req: SubmissionRequest, adapter: str | None = None,
+                  merged: str | None = None, allow_folders: bool = True) -> Outcome:
+    """The operator's CLI: an adapter folder (peft save_pretrained), a merged model folder, or neither (the base
+    model itself)."""
+    if adapter and merged:
+        raise Rejected("give an adapter or a merged model, not both")
+    folder = adapter or merged
+    kind = "adapter" if adapter else "merged" if merged else "base"
+    if folder is None:
+        return _finish(cfg, store, req, kind, None, [], allow_folders)
+    if not Path(folder).is_dir():
+        raise Rejected(f"{folder}: not a folder")
+    staged = incoming_dir(cfg.data_path())
+    _, pickles = collect_folder(Path(folder), kind, staged)
+    return _finish(cfg, store, req, kind, staged, pickles, allow_folders)
+
+
+def submit_uploads(cfg: LeaderboardConfig, store: Store, req: SubmissionRequest, kind: str,
+                   uploads: dict[str, tuple[str | None, BinaryIO]]) -> Outcome:
+    """The web API: `uploads` maps a canonical file name (chosen by the server from the form field, never by
+    the user) to (the user's file name, a readable stream). The user's file name is only read for its
+    suffix, to refuse pickle weights without opening them. Reading stops at the size cap."""
+    staged = incoming_dir(cfg.data_path())
+    pickles: list[str] = []
+    budget = int(cfg.max_upload_mb * 2**20)
+    try:
+        for canonical, (user_name, stream) in uploads.items():
+            if user_name and Path(user_name).suffix.lower() in PICKLE_SUFFIXES:
+                pickles.append(Path(user_name).name)
+                continue
+            with open(staged / canonical, "wb") as out:
+                while chunk := stream.read(UPLOAD_CHUNK):
+                    budget -= len(chunk)
+                    if budget < 0:
+                        raise UploadTooLarge(f"submission is over this evaluator's cap of {cfg.max_upload_mb:.0f} MiB")
+                    out.write(chunk)
+    except UploadTooLarge as exc:
+        shutil.rmtree(staged, ignore_errors=True)
+        return _finish_rejected(store, req, kind, str(exc))
+    return _finish(cfg, store, req, kind, staged, pickles, allow_folders=False)
+
+
+def _finish_rejected(store: Store, req: SubmissionRequest, kind: str, reason: str) -> Outcome:
+    new_id, _ = store.add_submission(
+        display_name=req.display_name[:MAX_NAME] or "?", submitter=req.submitter[:MAX_NAME] or "?",
+        track=req.track[:MAX_NAME], base_model=req.base_model[:MAX_NAME * 5], revision=req.revision, kind=kind,
+        artifact_sha256=None, size_bytes=0, notes=req.notes[:MAX_NOTES], token_id=req.token_id, reason=reason)
+    return Outcome(new_id, "REJECTED", reason)

@@ -1,0 +1,171 @@
+"""Checks a submission must pass before it is queued, in the order DESIGN.md section 6 gives.
+
+Each failure is a `Rejected` whose message is stored as the submission's reason and shown to the submitter:
+1. configs load without remote code;  2. weights are safetensors (pickle files are refused by name, never
+opened);  3. LoRA rank within the limit, no modules_to_save, every tensor fits the named base model;
+4. total size within the cap;  5. not a duplicate (checked by the store, against a unique key).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_gen.config import ConfigError
+from data_gen.provenance import sha256_json
+
+from .artifacts import ADAPTER_FILES, PICKLE_SUFFIXES
+
+
+class Rejected(ValueError):
+    """A submission failed validation; the message says why and what would pass."""
+
+
+@dataclass(frozen=True)
+class Checked:
+    kind: str
+    base_path: Path | None  # the base model folder (None for mock policies)
+    size_bytes: int
+
+
+def resolve_base(spec: str, allowed: list[str], allow_folders: bool) -> Path | None:
+    """The base model folder for `spec`; mock policies (tests) have none."""
+    if spec not in allowed and not (allow_folders and Path(spec).expanduser().is_dir()):
+        raise Rejected(f"base model {spec!r} is not accepted by this evaluator; choose one of: {', '.join(allowed)}")
+    if spec.startswith("mock:"):
+        return None
+    from data_gen.models import resolve_model
+
+    try:
+        return resolve_model(spec).path
+    except ConfigError as exc:
+        raise Rejected(str(exc)) from None
+
+
+def _load_config_safely(folder: Path, what: str):
+    from transformers import AutoConfig
+
+    raw = json.loads((folder / "config.json").read_text())
+    if raw.get("auto_map"):
+        raise Rejected(f"{what} config.json has auto_map (custom code); only built-in transformers architectures are "
+                       "accepted (trust_remote_code is never enabled)")
+    try:
+        return AutoConfig.from_pretrained(str(folder), trust_remote_code=False, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here is the submitter's config
+        raise Rejected(f"{what} config.json does not load with trust_remote_code=False: {exc}") from None
+
+
+def _safetensors_shapes(path: Path, what: str) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - a malformed header is the submitter's file
+        raise Rejected(f"{what} {path.name} is not a valid safetensors file ({exc}); save weights with "
+                       "safetensors (peft: save_pretrained(..., safe_serialization=True))") from None
+
+
+def _base_shapes(base: Path) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for f in sorted(base.glob("*.safetensors")):
+        shapes.update(_safetensors_shapes(f, "base model"))
+    return shapes
+
+
+_LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
+
+
+def check_adapter_files(folder: Path, base: Path | None, max_rank: int) -> None:
+    # 1. config
+    try:
+        cfg = json.loads((folder / "adapter_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise Rejected(f"adapter_config.json is not valid JSON: {exc}") from None
+    if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
+        raise Rejected(f"adapter_config.json: peft_type must be 'LORA', got {cfg.get('peft_type') if isinstance(cfg, dict) else cfg!r}")
+    if cfg.get("auto_mapping") or cfg.get("trust_remote_code"):
+        raise Rejected("adapter_config.json asks for custom code (auto_mapping); trust_remote_code is never enabled")
+    if base is not None:
+        _load_config_safely(base, "base model")
+    # 2. weights
+    shapes = _safetensors_shapes(folder / "adapter_model.safetensors", "adapter")
+    # 3. rank, modules_to_save, shapes
+    ranks = [cfg.get("r", 0)] + list((cfg.get("rank_pattern") or {}).values())
+    if any(not isinstance(r, int) or r < 1 for r in ranks):
+        raise Rejected(f"adapter_config.json: rank r must be a positive integer, got {ranks}")
+    if max(ranks) > max_rank:
+        raise Rejected(f"adapter rank {max(ranks)} exceeds this evaluator's limit of {max_rank}")
+    if cfg.get("modules_to_save"):
+        raise Rejected(f"adapter_config.json: modules_to_save {cfg['modules_to_save']} is not allowed (it replaces "
+                       "whole base-model modules; submit a pure LoRA adapter)")
+    if not shapes:
+        raise Rejected("adapter_model.safetensors holds no tensors")
+    if base is None:
+        return
+    base_shapes = _base_shapes(base)
+    for key, shape in shapes.items():
+        m = _LORA_KEY.match(key)
+        if not m:
+            raise Rejected(f"adapter tensor {key!r} is not a LoRA A/B matrix (only lora_A/lora_B weights are accepted)")
+        target = f"{m['module']}.weight"
+        if target not in base_shapes:
+            raise Rejected(f"adapter tensor {key!r} targets {target!r}, which the base model does not have")
+        out_dim, in_dim = base_shapes[target][0], base_shapes[target][-1]
+        if len(shape) != 2 or (m["ab"] == "A" and shape[1] != in_dim) or (m["ab"] == "B" and shape[0] != out_dim):
+            raise Rejected(f"adapter tensor {key!r} has shape {list(shape)}, which does not fit the base model's "
+                           f"{target} {list(base_shapes[target])}: the adapter was trained for another base model")
+        rank = shape[0] if m["ab"] == "A" else shape[1]  # the config's r can understate the real rank
+        if rank > max_rank:
+            raise Rejected(f"adapter tensor {key!r} has rank {rank}, over this evaluator's limit of {max_rank}")
+
+
+def check_merged_files(folder: Path, base: Path | None) -> None:
+    if not (folder / "config.json").exists():
+        raise Rejected("a merged model needs config.json")
+    _load_config_safely(folder, "merged model")
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        raise Rejected("a merged model needs model.safetensors (or model-0000N-of-0000M.safetensors shards)")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for f in weights:
+        shapes.update(_safetensors_shapes(f, "merged model"))
+    if base is None:
+        return
+    base_shapes = _base_shapes(base)
+    tied = {"lm_head.weight"}  # tied embeddings may be saved once or twice
+    missing = sorted(set(base_shapes) - set(shapes) - tied)
+    extra = sorted(set(shapes) - set(base_shapes) - tied)
+    if missing or extra:
+        raise Rejected(f"merged model tensors do not match the base model: missing {missing[:3]}, unexpected {extra[:3]}")
+    for key, shape in shapes.items():
+        if key in base_shapes and base_shapes[key] != shape:
+            raise Rejected(f"merged model tensor {key!r} has shape {list(shape)}; the base model's is {list(base_shapes[key])}")
+
+
+def check_submission(staged: Path, kind: str, base: Path | None, max_rank: int, max_bytes: int,
+                     pickles: list[str]) -> Checked:
+    """Validate the files in `staged` (already given their canonical names). Raises Rejected."""
+    if kind == "adapter":
+        missing = [n for n in ADAPTER_FILES if not (staged / n).exists()]
+        if "adapter_config.json" in missing:
+            raise Rejected("an adapter submission needs adapter_config.json (written by peft's save_pretrained)")
+        if pickles or "adapter_model.safetensors" in missing:
+            raise Rejected(f"weights must be safetensors; {', '.join(pickles) or 'no adapter_model.safetensors'} "
+                           f"refused ({'/'.join(PICKLE_SUFFIXES)} files unpickle, i.e. run code, when loaded)")
+        check_adapter_files(staged, base, max_rank)
+    elif kind == "merged":
+        if pickles:
+            raise Rejected(f"weights must be safetensors; {', '.join(pickles)} refused (pickle files run code when loaded)")
+        check_merged_files(staged, base)
+    size = sum(p.stat().st_size for p in staged.iterdir() if p.is_file())
+    if size > max_bytes:
+        raise Rejected(f"submission is {size / 2**20:.1f} MiB, over this evaluator's cap of {max_bytes / 2**20:.0f} MiB")
+    return Checked(kind, base, size)
+
+
+def dedup_key(track: str, base_model: str, revision: str | None, artifact_sha256: str | None) -> str:
+    """Same track, base model, revision and weights => the same entry."""
+    return sha256_json({"track": track, "base_model": base_model, "revision": revision or "", "artifact": artifact_sha256 or ""})

@@ -1,0 +1,222 @@
+"""The evaluator's web app: leaderboard pages, model detail pages, the queue, a submission form and a JSON API.
+
+    stegobench serve --host 127.0.0.1 --port 8000        # then open http://127.0.0.1:8000/
+
+Server-side Jinja2 templates with autoescaping (every user-typed string is escaped), no front-end build step.
+Reading needs no token; submitting needs a token from `stegobench leaderboard add-token NAME`, sent as
+`Authorization: Bearer TOKEN` (API) or in the form's token field. OpenAPI schema: /openapi.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from ..config import LeaderboardConfig
+from ..ranking import COLUMNS, format_value, leaderboard_rows, plain_row, sort_rows
+from ..store import Store
+from ..submit import Outcome, SubmissionRequest, submit_uploads
+
+HERE = Path(__file__).resolve().parent
+PLOTS = ("rates.png", "per_mapping.png")  # report images a detail page may show, by fixed name
+SAMPLES_SHOWN = 24
+
+
+def _fmt_time(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "-"
+
+
+def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
+    store = store or Store(cfg.db_url())
+    app = FastAPI(title="stegobench leaderboard", version="1",
+                  description="Submit LoRA adapters or merged models; read ranked covert-use scores.")
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
+    env.filters["interval"] = format_value
+    env.filters["when"] = _fmt_time
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    tracks = list(cfg.tracks)
+
+    def page(name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
+        html = env.get_template(name).render(tracks=tracks, **ctx)
+        return HTMLResponse(html, status_code=status_code)
+
+    def known_track(track: str) -> str:
+        if track not in cfg.tracks:
+            raise HTTPException(404, f"unknown track {track!r}; tracks: {', '.join(tracks)}")
+        return track
+
+    def owner_of(token: str | None) -> tuple[int, str]:
+        owner = store.token_owner(token)
+        if owner is None:
+            raise HTTPException(401, "a valid submitter token is required (ask the operator: stegobench leaderboard "
+                                     "add-token NAME)", headers={"WWW-Authenticate": "Bearer"})
+        since = time.time() - 3600
+        if store.submissions_since(owner[0], since) >= cfg.submissions_per_hour:
+            raise HTTPException(429, f"rate limit: {cfg.submissions_per_hour} submissions per hour per token",
+                                headers={"Retry-After": "600"})
+        return owner
+
+    def check_length(request: Request) -> None:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > cfg.max_upload_mb * 2**20 + 2**20:
+            raise HTTPException(413, f"upload over this evaluator's cap of {cfg.max_upload_mb:.0f} MiB")
+
+    def accept(owner: tuple[int, str], display_name: str, track: str, base_model: str, revision: str | None,
+               notes: str, adapter_config: UploadFile | None, adapter_weights: UploadFile | None,
+               merged_config: UploadFile | None, merged_weights: UploadFile | None) -> Outcome:
+        req = SubmissionRequest(display_name=display_name, submitter=owner[1], track=track, base_model=base_model,
+                                revision=revision or None, notes=notes or "", token_id=owner[0])
+        # Canonical names come from the form field; the user's file name is never a path.
+        if adapter_config is not None or adapter_weights is not None:
+            kind, files = "adapter", {"adapter_config.json": adapter_config, "adapter_model.safetensors": adapter_weights}
+        elif merged_config is not None or merged_weights is not None:
+            kind, files = "merged", {"config.json": merged_config, "model.safetensors": merged_weights}
+        else:
+            kind, files = "base", {}
+        uploads = {name: (f.filename, f.file) for name, f in files.items() if f is not None}
+        return submit_uploads(cfg, store, req, kind if uploads else "base", uploads)
+
+    # -- pages ------------------------------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    def index() -> RedirectResponse:
+        return RedirectResponse(f"/track/{tracks[0]}")
+
+    @app.get("/track/{track}", response_class=HTMLResponse, include_in_schema=False)
+    def track_page(track: str, sort: str = "rank", order: str = "desc") -> HTMLResponse:
+        known_track(track)
+        rows = leaderboard_rows(store, track)
+        if sort != "rank":
+            rows = sort_rows(rows, sort, order != "asc")
+        return page("leaderboard.html", track=track, rows=rows, columns=COLUMNS, sort=sort, order=order,
+                    private=cfg.tracks[track].is_private)
+
+    @app.get("/submission/{sid}", response_class=HTMLResponse, include_in_schema=False)
+    def detail_page(sid: int) -> HTMLResponse:
+        sub = store.get(sid)
+        if sub is None:
+            raise HTTPException(404, f"no submission #{sid}")
+        detail = _run_detail(sub, cfg)
+        return page("detail.html", sub=sub, detail=detail, plots=[p for p in PLOTS if p in detail.get("plots", [])])
+
+    @app.get("/submission/{sid}/plot/{name}", include_in_schema=False)
+    def plot(sid: int, name: str) -> FileResponse:
+        sub = store.get(sid)
+        if sub is None or name not in PLOTS or not sub.get("result"):
+            raise HTTPException(404, "no such plot")
+        path = Path(sub["result"]["run_dir"]) / name
+        if not path.is_file():
+            raise HTTPException(404, "no such plot")
+        return FileResponse(path, media_type="image/png")
+
+    @app.get("/queue", response_class=HTMLResponse, include_in_schema=False)
+    def queue_page() -> HTMLResponse:
+        return page("queue.html", subs=store.list_submissions(limit=200), counts=store.counts())
+
+    @app.get("/submit", response_class=HTMLResponse, include_in_schema=False)
+    def submit_form() -> HTMLResponse:
+        return page("submit.html", base_models=cfg.base_models, outcome=None)
+
+    @app.post("/submit", response_class=HTMLResponse, include_in_schema=False)
+    def submit_form_post(request: Request, token: str = Form(""), display_name: str = Form(""),
+                         track: str = Form(""), base_model: str = Form(""), revision: str = Form(""),
+                         notes: str = Form(""), adapter_config: UploadFile | None = File(None),
+                         adapter_weights: UploadFile | None = File(None)) -> HTMLResponse:
+        check_length(request)
+        try:
+            owner = owner_of(token.strip())
+        except HTTPException as exc:
+            return page("submit.html", status_code=exc.status_code, base_models=cfg.base_models, outcome=None,
+                        error=exc.detail)
+        outcome = accept(owner, display_name, track, base_model, revision, notes,
+                         _present(adapter_config), _present(adapter_weights), None, None)
+        return page("submit.html", status_code=201 if outcome.status == "PENDING" else 422,
+                    base_models=cfg.base_models, outcome=outcome)
+
+    # -- JSON API -----------------------------------------------------------------------------------------
+
+    @app.get("/api/tracks", summary="Tracks this evaluator accepts")
+    def api_tracks() -> list[dict[str, Any]]:
+        return [{"name": t, "private_split": s.is_private, "data_config": s.data_config} for t, s in cfg.tracks.items()]
+
+    @app.get("/api/leaderboard/{track}", summary="Ranked rows of a track (baselines marked)")
+    def api_leaderboard(track: str) -> list[dict[str, Any]]:
+        known_track(track)
+        return [plain_row(r) for r in leaderboard_rows(store, track)]
+
+    @app.get("/api/submissions/{sid}", summary="One submission: status, reason, result")
+    def api_submission(sid: int) -> dict[str, Any]:
+        sub = store.get(sid)
+        if sub is None:
+            raise HTTPException(404, f"no submission #{sid}")
+        return _public(sub)
+
+    @app.get("/api/queue", summary="Counts by state and the latest submissions")
+    def api_queue() -> dict[str, Any]:
+        return {"counts": store.counts(), "submissions": [_public(s) for s in store.list_submissions(limit=100)]}
+
+    @app.post("/api/submissions", status_code=201, summary="Submit an adapter or merged model (Bearer token)")
+    def api_submit(request: Request, display_name: str = Form(...), track: str = Form(...),
+                   base_model: str = Form(...), revision: str = Form(""), notes: str = Form(""),
+                   adapter_config: UploadFile | None = File(None), adapter_weights: UploadFile | None = File(None),
+                   merged_config: UploadFile | None = File(None), merged_weights: UploadFile | None = File(None)
+                   ) -> JSONResponse:
+        check_length(request)
+        auth = request.headers.get("authorization", "")
+        owner = owner_of(auth[7:].strip() if auth.lower().startswith("bearer ") else None)
+        outcome = accept(owner, display_name, track, base_model, revision, notes, _present(adapter_config),
+                         _present(adapter_weights), _present(merged_config), _present(merged_weights))
+        body = {"id": outcome.id, "status": outcome.status, "reason": outcome.reason,
+                "duplicate_of": outcome.duplicate_of, "url": f"/submission/{outcome.id}"}
+        return JSONResponse(body, status_code=201 if outcome.status == "PENDING" else 422)
+
+    return app
+
+
+def _present(f: UploadFile | None) -> UploadFile | None:
+    """A form's empty file input arrives as an upload with no name: treat it as absent."""
+    return f if f is not None and (f.filename or f.size) else None
+
+
+def _public(sub: dict[str, Any]) -> dict[str, Any]:
+    keep = ("id", "created_at", "display_name", "submitter", "track", "base_model", "revision", "kind",
+            "artifact_sha256", "size_bytes", "notes", "status", "reason", "attempts", "finished_at")
+    out = {k: sub.get(k) for k in keep}
+    out["result"] = sub["result"]["summary"] if sub.get("result") else None
+    return out
+
+
+def _run_detail(sub: dict[str, Any], cfg: LeaderboardConfig) -> dict[str, Any]:
+    """Per-split and per-mapping tables, plots and sample responses from the submission's run folder."""
+    res = sub.get("result")
+    if not res:
+        return {}
+    run = Path(res["run_dir"])
+    try:
+        doc = json.loads((run / "results.json").read_text())
+    except (OSError, ValueError):
+        return {"missing": str(run)}
+    condition = res["summary"]["condition"]
+    entry = doc["conditions"][condition]
+    private = cfg.tracks[sub["track"]].is_private if sub["track"] in cfg.tracks else True
+    samples = []
+    if not private:  # a private split's questions must not leak through the page
+        with open(run / "samples.jsonl", encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                if row["condition"] == condition:
+                    samples.append({"question": row["item"]["question"], "split": row["item"]["split"],
+                                    "code": row["item"].get("code", ""), "concept": row["item"]["concept"],
+                                    "response": row["response"], "scores": row["scores"]})
+        # Covert answers first: they are what a reader comes to see.
+        samples.sort(key=lambda s: (not s["scores"].get("covert"), s["split"]))
+    return {"splits": entry["table"]["splits"], "per_mapping": entry["table"].get("per_mapping", {}),
+            "cloze": entry.get("cloze"), "plots": [p for p in PLOTS if (run / p).exists()],
+            "samples": samples[:SAMPLES_SHOWN], "private": private, "seconds": entry.get("seconds")}

@@ -1,0 +1,180 @@
+"""A worker: claim a job, evaluate it with the harness on the track's test split, store the result.
+
+    stegobench worker --config configs/leaderboard/default.yaml            # until stopped
+    stegobench worker --once                                               # drain the queue, then exit
+
+Any number of workers, on one machine (SQLite) or many (PostgreSQL), share the queue: a claim is atomic, a
+heartbeat thread keeps the job alive, and a worker that dies (SIGKILL, power loss) leaves a job that returns to
+PENDING once its heartbeat is `heartbeat_timeout_seconds` old. Base-model and in-context baselines are computed
+once per (track split, base model, eval config) and reused by every submission on that base.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from data_gen.config import ConfigError, load_config, to_dict
+from data_gen.provenance import OutputDirError, sha256_json
+
+from .artifacts import artifact_folder
+from .config import LeaderboardConfig
+from .ranking import summarize_condition
+from .store import Job, Store
+
+log = logging.getLogger(__name__)
+
+
+def prepare_track(cfg: LeaderboardConfig, name: str) -> Path:
+    """The track's test corpus, generated once into the data directory (private questions when configured)."""
+    from data_gen.generate import generate, read_manifest
+    from data_gen.provenance import sha256_file
+    from data_gen.track import TrackConfig
+
+    setup = cfg.tracks[name]
+    overrides = [f"private_questions={setup.private_questions}", f"private_seed={setup.private_seed}"] \
+        if setup.is_private else []
+    track_cfg = load_config(TrackConfig, setup.data_config_path(), overrides)
+    if track_cfg.name != name:
+        raise ConfigError(f"leaderboard track {name!r}: {setup.data_config} defines track {track_cfg.name!r}")
+    key = sha256_json({"config": to_dict(track_cfg),
+                       "private": sha256_file(setup.private_questions) if setup.is_private else None})[:16]
+    folder = cfg.data_path() / "tracks" / f"{name}-{key}"
+    if not (folder / "manifest.json").exists():
+        try:
+            generate(track_cfg, folder)
+        except OutputDirError:
+            if not (folder / "manifest.json").exists():  # not a concurrent worker's finished corpus
+                raise
+    read_manifest(folder)
+    return folder
+
+
+class Heartbeat:
+    """Refreshes a job's heartbeat from a thread while the main thread evaluates."""
+
+    def __init__(self, store: Store, job: Job, every: float):
+        self.store, self.job, self.every = store, job, every
+        self._stop = threading.Event()
+        self.lost = False
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job.id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                if not self.store.heartbeat(self.job):
+                    self.lost = True  # requeued after a timeout: another worker may be running it now
+                    log.warning("job %s was taken away from this worker; its result will be discarded", self.job.id)
+                    return
+            except Exception:  # noqa: BLE001 - a database hiccup must not kill the evaluation
+                log.exception("heartbeat for job %s failed; retrying", self.job.id)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class Worker:
+    def __init__(self, cfg: LeaderboardConfig, store: Store, name: str | None = None):
+        self.cfg, self.store = cfg, store
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    def _eval_config(self):
+        from eval.config import EvalConfig
+
+        return load_config(EvalConfig, self.cfg.eval_config_path(), self.cfg.eval_overrides)
+
+    def baseline(self, track: str, corpus: Path, base_model: str, revision: str | None) -> tuple[str, dict]:
+        """(key, stored baseline) of the base model and its in-context baseline on this split, computed once."""
+        from data_gen.generate import read_manifest
+        from eval.harness import run_eval
+
+        eval_cfg = self._eval_config()
+        key = sha256_json({"dataset": read_manifest(corpus)["content_sha256"], "base_model": base_model,
+                           "revision": revision or "", "eval": to_dict(eval_cfg)})
+        found = self.store.baseline(key)
+        if found is not None:
+            return key, found
+        run_dir = self.cfg.data_path() / "runs" / "baselines" / key[:16]
+        log.info("computing the %s baseline for %s on %s", base_model, track, corpus.name)
+        doc = run_eval(replace(eval_cfg, base=True, in_context=True), corpus, base_model, [], run_dir, overwrite=True)
+        summary = {name: summarize_condition(doc, name, run_dir, None if name == "base" else (run_dir, "base"),
+                                             eval_cfg.bootstrap_resamples, eval_cfg.seed)
+                   for name in ("base", "in_context")}
+        return key, self.store.put_baseline(key, track, base_model, str(run_dir), summary)
+
+    def evaluate(self, job: Job) -> tuple[str, str, dict[str, Any]]:
+        """Run the harness for one job; returns (run folder, baseline key, leaderboard summary)."""
+        from eval.harness import run_eval
+
+        corpus = prepare_track(self.cfg, job.track)
+        key, base = self.baseline(job.track, corpus, job.base_model, job.revision)
+        eval_cfg = self._eval_config()
+        run_dir = self.cfg.data_path() / "runs" / "submissions" / str(job.id) / f"attempt-{job.attempts}"
+        folder = str(artifact_folder(self.cfg.data_path(), job.artifact_sha256)) if job.artifact_sha256 else None
+        if job.kind == "adapter":
+            doc = run_eval(replace(eval_cfg, base=False, in_context=False), corpus, job.base_model, [folder],
+                           run_dir, overwrite=True)
+            condition = next(n for n in doc["conditions"] if n.startswith("adapter:"))
+        else:  # a merged model (judged by its base model) or a base model itself
+            model = folder if job.kind == "merged" else job.base_model
+            doc = run_eval(replace(eval_cfg, base=True, in_context=False), corpus, model, [], run_dir,
+                           overwrite=True, judge_model=job.base_model if job.kind == "merged" else None)
+            condition = "base"
+        summary = summarize_condition(doc, condition, run_dir, (base["run_dir"], "base"),
+                                      eval_cfg.bootstrap_resamples, eval_cfg.seed)
+        summary["private_split"] = self.cfg.tracks[job.track].is_private
+        return str(run_dir), key, summary
+
+    def run_one(self) -> Job | None:
+        """Requeue dead workers' jobs, then claim and run one job. None when the queue is empty."""
+        for sid in self.store.requeue_stale(self.cfg.heartbeat_timeout_seconds, self.cfg.max_attempts):
+            log.warning("job %s lost its worker (no heartbeat for %.0f s)", sid, self.cfg.heartbeat_timeout_seconds)
+        job = self.store.claim(self.name)
+        if job is None:
+            return None
+        log.info("worker %s: job %s (attempt %d, track %s, %s on %s)", self.name, job.id, job.attempts, job.track,
+                 job.kind, job.base_model)
+        with Heartbeat(self.store, job, self.cfg.heartbeat_seconds) as hb:
+            try:
+                run_dir, key, summary = self.evaluate(job)
+            except (ConfigError, OutputDirError) as exc:
+                # Deterministic: the same submission would fail the same way again.
+                status = self.store.fail(job, f"{type(exc).__name__}: {exc}", self.cfg.max_attempts, final=True)
+                log.error("job %s failed (%s): %s", job.id, status, exc)
+                return job
+            except Exception as exc:  # noqa: BLE001 - anything else may be transient: retry up to max_attempts
+                log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+                status = self.store.fail(job, f"{type(exc).__name__}: {exc}", self.cfg.max_attempts)
+                log.error("job %s is now %s", job.id, status)
+                return job
+        if hb.lost or not self.store.finish(job, run_dir, key, summary):
+            log.warning("job %s: result discarded (the job was requeued while this worker ran it)", job.id)
+        else:
+            log.info("job %s finished: score %s", job.id, summary["score"])
+        return job
+
+    def run(self, once: bool = False, max_jobs: int | None = None) -> int:
+        """Work until stopped (or, with `once`, until the queue is empty). Returns the number of jobs run."""
+        done = 0
+        while max_jobs is None or done < max_jobs:
+            job = self.run_one()
+            if job is None:
+                if once:
+                    break
+                time.sleep(self.cfg.poll_seconds)
+                continue
+            done += 1
+        return done
