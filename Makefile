@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # The stamp records that setup finished for this pyproject.toml; editing it reinstalls.
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup test quickstart bench clean-venv
+.PHONY: setup system-deps test quickstart bench clean-venv
 
 setup: $(STAMP)
 
@@ -24,8 +24,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "from data_gen.models import prepare_smollm2; print('default model ready:', prepare_smollm2())"
 	touch $(STAMP)
 
-test: setup
-	$(PY) -m pytest -q
+# Debian's chromium for the browser test and PostgreSQL for the store tests (both skipped outside CI when absent).
+system-deps:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+		|| echo "could not install chromium (needs root + apt); the browser test will be skipped"
+
+test: setup system-deps
+	STEGOBENCH_TEST_POSTGRES_URL=$${STEGOBENCH_TEST_POSTGRES_URL:-$$(bash .ci/postgres.sh || true)} $(PY) -m pytest -q
 
 quickstart: setup
 	@echo "make quickstart: the end-to-end run arrives with the quickstart issue; for now: $(VENV)/bin/stegobench gen --config configs/data/quickstart.yaml --out runs/quickstart/data --overwrite"

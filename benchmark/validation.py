@@ -86,8 +86,11 @@ def check_adapter_files(folder: Path, base: Path | None, max_rank: int) -> None:
         raise Rejected(f"adapter_config.json is not valid JSON: {exc}") from None
     if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
         raise Rejected(f"adapter_config.json: peft_type must be 'LORA', got {cfg.get('peft_type') if isinstance(cfg, dict) else cfg!r}")
-    if cfg.get("auto_mapping") or cfg.get("trust_remote_code"):
-        raise Rejected("adapter_config.json asks for custom code (auto_mapping); trust_remote_code is never enabled")
+    # peft records auto_mapping for AutoPeftModel; a parent_library outside transformers would import custom code.
+    library = str((cfg.get("auto_mapping") or {}).get("parent_library", "transformers."))
+    if cfg.get("trust_remote_code") or not library.startswith("transformers."):
+        raise Rejected(f"adapter_config.json asks for custom code (auto_mapping.parent_library {library!r}); "
+                       "trust_remote_code is never enabled")
     if base is not None:
         _load_config_safely(base, "base model")
     # 2. weights

@@ -77,3 +77,21 @@ def leaderboard_config(tmp_path: Path, *overrides: str):
             "base_models=[mock:perfect_covert, mock:always_code, mock:never_code, tiny-llama]",
             "eval_overrides=[backend=mock, bootstrap_resamples=200]"]
     return load_leaderboard_config(None, base + list(overrides))
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tmp_path_factory) -> Path:
+    """A rank-4 LoRA adapter for tiny-llama with random (non-zero) B matrices, so it changes outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from data_gen.models import resolve_model
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(resolve_model("tiny-llama").path))
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                  init_lora_weights=False))
+    out = tmp_path_factory.mktemp("adapter") / "tiny-adapter"
+    peft_model.save_pretrained(str(out))
+    return out

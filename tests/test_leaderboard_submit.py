@@ -1,0 +1,138 @@
+"""Submission validation: each bad case is refused with its reason (in DESIGN order); a good adapter is queued;
+user-typed names never become paths."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import leaderboard_config
+
+from benchmark.store import Store
+from benchmark.submit import SubmissionRequest, submit_folder, submit_uploads
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _edit_config(folder: Path, **changes) -> None:
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    cfg.update(changes)
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+
+
+def _req(**kw) -> SubmissionRequest:
+    return SubmissionRequest(**{"display_name": "run", "submitter": "tester", "track": "quickstart",
+                                "base_model": "tiny-llama", **kw})
+
+
+@pytest.fixture
+def evaluator(tmp_path):
+    cfg = leaderboard_config(tmp_path, "max_adapter_rank=8")
+    return cfg, Store(cfg.db_url())
+
+
+def test_good_adapter_is_queued_and_stored_content_addressed(evaluator, tiny_adapter):
+    cfg, store = evaluator
+    out = submit_folder(cfg, store, _req(), adapter=str(tiny_adapter))
+    assert out.status == "PENDING", out.reason
+    sub = store.get(out.id)
+    folder = cfg.data_path() / "artifacts" / sub["artifact_sha256"]
+    assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "listing.json"]
+    blob = json.loads((folder / "listing.json").read_text())["adapter_model.safetensors"]
+    assert (cfg.data_path() / "blobs" / blob[:2] / blob).exists()
+    again = submit_folder(cfg, store, _req(display_name="same weights"), adapter=str(tiny_adapter))
+    assert again.status == "REJECTED" and again.duplicate_of == out.id and f"#{out.id}" in again.reason
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("remote_code", "custom code"),
+    ("pickle", "weights must be safetensors"),
+    ("not_safetensors", "not a valid safetensors file"),
+    ("rank", "exceeds this evaluator's limit of 2"),
+    ("modules_to_save", "modules_to_save"),
+    ("wrong_base", "does not fit the base model"),
+    ("size", "over this evaluator's cap"),
+    ("track", "unknown track '../../x'"),
+    ("base", "base model 'gpt2-xl' is not accepted"),
+])
+def test_bad_submissions_are_refused_with_their_reason(evaluator, tiny_adapter, tmp_path, case, expected):
+    cfg, store = evaluator
+    folder = _copy(tiny_adapter, tmp_path / "a")
+    req = _req()
+    if case == "remote_code":
+        _edit_config(folder, auto_mapping={"base_model_class": "Evil", "parent_library": "evil"})
+    elif case == "pickle":
+        (folder / "adapter_model.safetensors").rename(folder / "adapter_model.bin")
+    elif case == "not_safetensors":
+        (folder / "adapter_model.safetensors").write_bytes(b"\x80\x04\x95 a pickle, not a safetensors file")
+    elif case == "rank":
+        cfg.max_adapter_rank = 2
+    elif case == "modules_to_save":
+        _edit_config(folder, modules_to_save=["lm_head"])
+    elif case == "wrong_base":
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(str(folder / "adapter_model.safetensors"))
+        save_file({k: torch.zeros(v.shape[0], v.shape[1] * 2) if "lora_A" in k else v for k, v in tensors.items()},
+                  str(folder / "adapter_model.safetensors"))
+    elif case == "size":
+        cfg.max_upload_mb = 0.001
+    elif case == "track":
+        req = _req(track="../../x")
+    elif case == "base":
+        req = _req(base_model="gpt2-xl")
+    out = submit_folder(cfg, store, req, adapter=str(folder))
+    assert out.status == "REJECTED" and expected in out.reason, out.reason
+    assert store.get(out.id)["reason"] == out.reason  # stored, for the submitter to read
+    assert not any((cfg.data_path() / "incoming").glob("*"))  # the upload's scratch folder is gone
+    assert not (cfg.data_path() / "artifacts").exists()  # nothing refused is kept
+
+
+def test_pickle_is_refused_without_being_opened(evaluator, tiny_adapter, tmp_path, monkeypatch):
+    import torch
+
+    cfg, store = evaluator
+    folder = _copy(tiny_adapter, tmp_path / "a")
+    (folder / "adapter_model.safetensors").rename(folder / "adapter_model.bin")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a pickle was loaded"))
+    assert submit_folder(cfg, store, _req(), adapter=str(folder)).status == "REJECTED"
+
+
+def test_uploaded_names_never_become_paths(evaluator, tiny_adapter, tmp_path):
+    """Upload file names and form fields full of ../ leave nothing outside the data directory."""
+    cfg, store = evaluator
+    before = set(tmp_path.parent.iterdir())
+    with open(tiny_adapter / "adapter_config.json", "rb") as c, open(tiny_adapter / "adapter_model.safetensors", "rb") as w:
+        out = submit_uploads(cfg, store, _req(display_name="../../x", submitter="../../x"), "adapter",
+                             {"adapter_config.json": ("../../x", c), "adapter_model.safetensors": ("../../../etc/x", w)})
+    assert out.status == "PENDING", out.reason
+    assert set(tmp_path.parent.iterdir()) == before
+    written = [p for p in cfg.data_path().rglob("*") if p.is_file()]
+    assert all(".." not in p.relative_to(cfg.data_path()).parts and p.name != "x" for p in written)
+    assert store.get(out.id)["display_name"] == "../../x"  # kept as text, shown escaped
+
+
+def test_merged_model_needs_safe_config_and_matching_tensors(evaluator, tmp_path):
+    from data_gen.models import resolve_model
+
+    cfg, store = evaluator
+    base = resolve_model("tiny-llama").path
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(base / name, merged / name)
+    ok = submit_folder(cfg, store, _req(), merged=str(merged))
+    assert ok.status == "PENDING", ok.reason
+    assert (cfg.data_path() / "artifacts" / store.get(ok.id)["artifact_sha256"] / "tokenizer.json").exists()
+    evil = _copy(merged, tmp_path / "evil")
+    conf = json.loads((evil / "config.json").read_text())
+    conf["auto_map"] = {"AutoModelForCausalLM": "evil.Model"}
+    (evil / "config.json").write_text(json.dumps(conf))
+    out = submit_folder(cfg, store, _req(display_name="evil"), merged=str(evil))
+    assert out.status == "REJECTED" and "trust_remote_code" in out.reason

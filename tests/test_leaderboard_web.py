@@ -1,0 +1,114 @@
+"""The web app and the ranking: tokens, rate limits, escaping, ordering and intervals on stored results."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import leaderboard_config
+from fastapi.testclient import TestClient
+
+from benchmark.ranking import leaderboard_rows, rank_rows, render
+from benchmark.store import Store
+from benchmark.web.app import create_app
+from eval.scoring import ItemScore, covert_score
+from eval.stats import bootstrap_paired_difference
+
+
+@pytest.fixture
+def app(tmp_path, tiny_adapter):
+    cfg = leaderboard_config(tmp_path, "submissions_per_hour=2")
+    store = Store(cfg.db_url())
+    return TestClient(create_app(cfg, store)), store, cfg
+
+
+def _files(adapter):
+    return {"adapter_config": ("whatever.json", (adapter / "adapter_config.json").read_bytes()),
+            "adapter_weights": ("../../x", (adapter / "adapter_model.safetensors").read_bytes())}
+
+
+FORM = {"display_name": "<script>alert('x')</script>", "track": "quickstart", "base_model": "tiny-llama"}
+
+
+def test_api_refuses_missing_and_wrong_tokens(app, tiny_adapter):
+    client, store, _ = app
+    assert client.post("/api/submissions", data=FORM, files=_files(tiny_adapter)).status_code == 401
+    r = client.post("/api/submissions", data=FORM, files=_files(tiny_adapter), headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401 and "token" in r.json()["detail"]
+    assert store.counts()["PENDING"] == store.counts()["REJECTED"] == 0  # nothing stored
+
+
+def test_api_accepts_a_good_adapter_then_rate_limits(app, tiny_adapter):
+    client, store, _ = app
+    auth = {"Authorization": f"Bearer {store.add_token('alice')}"}
+    r = client.post("/api/submissions", data=FORM, files=_files(tiny_adapter), headers=auth)
+    assert r.status_code == 201 and r.json()["status"] == "PENDING", r.json()
+    assert store.get(r.json()["id"])["submitter"] == "alice"  # the token names the submitter
+    r = client.post("/api/submissions", data={**FORM, "track": "nope"}, files=_files(tiny_adapter), headers=auth)
+    assert r.status_code == 422 and "unknown track" in r.json()["reason"]
+    r = client.post("/api/submissions", data=FORM, files=_files(tiny_adapter), headers=auth)
+    assert r.status_code == 429 and r.headers["Retry-After"]
+
+
+def test_pages_escape_user_text(app, tiny_adapter):
+    client, store, _ = app
+    auth = {"Authorization": f"Bearer {store.add_token('<b>bob</b>')}"}
+    sid = client.post("/api/submissions", data=FORM, files=_files(tiny_adapter), headers=auth).json()["id"]
+    for url in ("/queue", f"/submission/{sid}"):
+        html = client.get(url).text
+        assert "<script>alert" not in html and "&lt;script&gt;alert" in html
+        assert "<b>bob</b>" not in html
+    assert client.get("/openapi.json").json()["paths"]["/api/submissions"]
+
+
+def test_plot_route_serves_only_named_report_images(app):
+    client, _, _ = app
+    assert client.get("/submission/1/plot/..%2F..%2Fleaderboard.db").status_code == 404
+    assert client.get("/track/..%2F..%2Fx").status_code == 404
+
+
+def _score(item: str, mapping: str, split: str, covert: bool = False, false_use: bool = False) -> ItemScore:
+    control = "unmapped" if split == "control" else ""
+    return ItemScore(item, split, control, mapping, "car", covert, False, False, covert, false_use)
+
+
+def test_paired_difference_matches_hand_computed_values():
+    # 4 definition-only mappings x 2 items and 4 unmapped controls. The model hits mapping m0 and m1 on every
+    # item (hits 0.5) and false-alarms on 1 control (0.25): covert_score 0.25. The base does nothing: 0.
+    treated = [_score(f"m{m}-q{q}", f"m{m}", "definition_only", covert=m < 2) for m in range(4) for q in range(2)]
+    treated += [_score(f"c{c}", "", "control", false_use=c == 0) for c in range(4)]
+    base = [_score(s.item_id, s.mapping_id, s.split) for s in treated]
+    point, low, high = bootstrap_paired_difference(treated, base, covert_score, 500, 0)
+    assert point == pytest.approx(0.25) and covert_score(treated) == pytest.approx(0.25)
+    assert -1.0 <= low < point < high <= 1.0
+    # The base equal to the model: the difference is exactly 0 in every replicate.
+    assert bootstrap_paired_difference(treated, treated, covert_score, 200, 0) == (0.0, 0.0, 0.0)
+
+
+def test_ranking_orders_by_score_then_interval_then_time(tmp_path):
+    rows = [
+        {"id": 1, "score": {"value": 0.2, "low": 0.0, "high": 0.4}, "created_at": 3.0},
+        {"id": 2, "score": {"value": 0.2, "low": 0.1, "high": 0.3}, "created_at": 5.0},  # tie: narrower, higher low
+        {"id": 3, "score": {"value": 0.2, "low": 0.1, "high": 0.3}, "created_at": 4.0},  # same, earlier
+        {"id": 4, "score": {"value": 0.5, "low": -0.1, "high": 0.9}, "created_at": 9.0},
+        {"id": 5, "score": {"value": None, "low": None, "high": None}, "created_at": 1.0},
+    ]
+    assert [r["id"] for r in rank_rows(rows)] == [4, 3, 2, 1, 5]
+    assert [r["rank"] for r in rank_rows(rows)] == [1, 2, 3, 4, 5]
+
+
+def test_leaderboard_rows_from_stored_results(db_url):
+    store = Store(db_url)
+    summaries = {"a": 0.1, "b": 0.3}
+    for name, value in summaries.items():
+        sid, _ = store.add_submission(display_name=name, submitter="s", track="quickstart", base_model="m",
+                                      revision=None, kind="base", artifact_sha256=None, size_bytes=0, dedup_key=name)
+        job = store.claim("w")
+        assert store.finish(job, "/r", "base-key", {"score": {"value": value, "low": value - 0.1, "high": value + 0.1},
+                                                     "hits": {"value": value, "low": 0.0, "high": 1.0}})
+    store.put_baseline("base-key", "quickstart", "m", "/b", {"base": {"score": {"value": 0.0, "low": 0.0, "high": 0.0}}})
+    rows = leaderboard_rows(store, "quickstart")
+    assert [(r["display_name"], r["rank"]) for r in rows] == [("b", 1), ("a", 2), ("m · base model", 3)]
+    assert rows[2]["baseline"] and not rows[0]["baseline"]
+    table = render(rows, "table")
+    assert "+0.300 [+0.200, +0.400]" in table and "0.300 [0.000, 1.000]" in table
+    assert render(rows, "csv").splitlines()[1].startswith("1,")
+    assert "| 1 | b |" in render(rows, "md")

@@ -1,0 +1,150 @@
+"""Workers: evaluate jobs end to end on the mock backend, reuse baselines, retry, and survive SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from conftest import REPO, leaderboard_config
+
+from benchmark.store import Store
+from benchmark.submit import SubmissionRequest, submit_folder
+from benchmark.worker import Worker
+from data_gen.config import to_dict
+
+
+def _submit(cfg, store, model: str, name: str = "run", adapter: str | None = None):
+    out = submit_folder(cfg, store, SubmissionRequest(display_name=name, submitter="t", track="quickstart",
+                                                      base_model=model), adapter=adapter)
+    assert out.status == "PENDING", out.reason
+    return out.id
+
+
+def _config_file(cfg, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(to_dict(cfg)))
+    return path
+
+
+def _worker_proc(config: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "benchmark.cli", "worker", "--config", str(config), *args],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_worker_scores_against_the_base_model_and_reuses_the_baseline(tmp_path):
+    cfg = leaderboard_config(tmp_path)
+    store = Store(cfg.db_url())
+    covert = _submit(cfg, store, "mock:perfect_covert", "covert")
+    always = _submit(cfg, store, "mock:always_code", "always")
+    assert Worker(cfg, store).run(once=True) == 2
+    a, b = store.get(covert), store.get(always)
+    assert a["status"] == b["status"] == "FINISHED"
+    # A model that *is* its base scores 0 against it; its parts are the policy's known answers.
+    sa, sb = a["result"]["summary"], b["result"]["summary"]
+    assert sa["score"]["value"] == 0 and sa["hits"]["value"] == 1 and sa["false_alarms"]["value"] == 0
+    assert sb["hits"]["value"] == 1 and sb["false_alarms"]["value"] == 1 and sb["covert_score"]["value"] == 0
+    assert (Path(a["result"]["run_dir"]) / "results.json").exists()
+    with store.engine.connect() as conn:
+        import sqlalchemy as sa_
+
+        from benchmark.store import baselines
+        assert conn.execute(sa_.select(sa_.func.count()).select_from(baselines)).scalar_one() == 2
+
+
+def test_adapter_is_scored_against_its_base_with_the_baseline_computed_once(tmp_path, monkeypatch):
+    """Two adapters on one base: the base/in-context baseline runs once, the second job reuses it."""
+    cfg = leaderboard_config(tmp_path)
+    store = Store(cfg.db_url())
+    calls = []
+    import eval.harness
+
+    real = eval.harness.run_eval
+    monkeypatch.setattr(eval.harness, "run_eval", lambda c, *a, **k: calls.append((c.base, c.in_context)) or real(c, *a, **k))
+    adapter_dir = _make_adapter_like(tmp_path / "a1", 1)
+    other_dir = _make_adapter_like(tmp_path / "a2", 2)
+    _submit(cfg, store, "mock:never_code", "one", str(adapter_dir))
+    _submit(cfg, store, "mock:never_code", "two", str(other_dir))
+    assert Worker(cfg, store).run(once=True) == 2
+    assert calls == [(True, True), (False, False), (False, False)]
+    rows = store.finished("quickstart")
+    assert len(rows) == 2 and rows[0]["baseline_key"] == rows[1]["baseline_key"]
+
+
+def _make_adapter_like(folder: Path, seed: int) -> Path:
+    """A minimal valid LoRA adapter (the mock backend ignores its weights; validation does not)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    torch.manual_seed(seed)
+    save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.randn(4, 128),
+               "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.randn(128, 4)},
+              str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                            "target_modules": ["q_proj"]}))
+    return folder
+
+
+def test_transient_failures_retry_then_fail_with_the_reason(tmp_path, monkeypatch):
+    cfg = leaderboard_config(tmp_path)
+    store = Store(cfg.db_url())
+    sid = _submit(cfg, store, "mock:never_code")
+    worker = Worker(cfg, store)
+
+    def boom(job):
+        raise RuntimeError("CUDA out of memory")
+    monkeypatch.setattr(worker, "evaluate", boom)
+    for _ in range(3):
+        assert worker.run_one() is not None
+    sub = store.get(sid)
+    assert sub["status"] == "FAILED" and "3 the same way" in sub["reason"] and "CUDA out of memory" in sub["reason"]
+    assert worker.run_one() is None
+
+
+def test_several_worker_processes_run_each_job_exactly_once(tmp_path):
+    cfg = leaderboard_config(tmp_path)
+    store = Store(cfg.db_url())
+    ids = [_submit(cfg, store, m, f"{m}") for m in ("mock:perfect_covert", "mock:always_code", "mock:never_code")]
+    config = _config_file(cfg, tmp_path / "lb.yaml")
+    procs = [_worker_proc(config, "--once", "--name", f"w{i}") for i in range(3)]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out
+    subs = [store.get(i) for i in ids]
+    assert all(s["status"] == "FINISHED" and s["attempts"] == 1 for s in subs)
+    assert len(store.finished("quickstart")) == 3
+
+
+def test_a_job_whose_worker_is_killed_is_finished_by_another_with_one_result(tmp_path):
+    cfg = leaderboard_config(tmp_path, "heartbeat_seconds=0.5", "heartbeat_timeout_seconds=3", "poll_seconds=0.5",
+                             "eval_overrides=[backend=mock, bootstrap_resamples=200, 'backend_options={latency_s: 1.0}']")
+    store = Store(cfg.db_url())
+    sid = _submit(cfg, store, "mock:perfect_covert")
+    config = _config_file(cfg, tmp_path / "lb.yaml")
+    first = _worker_proc(config, "--once", "--name", "doomed")
+    deadline = time.time() + 120
+    while store.get(sid)["status"] != "RUNNING":
+        assert time.time() < deadline and first.poll() is None, "the first worker never claimed the job"
+        time.sleep(0.2)
+    time.sleep(2)  # mid-evaluation (each mock decode call takes a second)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert store.get(sid)["status"] == "RUNNING"  # nobody has noticed yet
+    second = _worker_proc(config, "--max-jobs", "1", "--name", "rescuer")
+    out, _ = second.communicate(timeout=240)
+    assert second.returncode == 0, out
+    sub = store.get(sid)
+    assert sub["status"] == "FINISHED" and sub["attempts"] == 2 and sub["worker"] == "rescuer"
+    assert "heartbeat" in sub["errors"][0]["error"] and sub["errors"][0]["worker"] == "doomed"
+    import sqlalchemy as sa
+
+    from benchmark.store import results
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(results)).scalar_one() == 1
