@@ -25,7 +25,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 STATES = ("REJECTED", "PENDING", "RUNNING", "FINISHED", "FAILED")
-SCHEMA_VERSION = 1
 
 metadata = sa.MetaData()
 
