@@ -3,6 +3,7 @@
 #   export STEGOBENCH_TEST_POSTGRES_URL=$(bash .ci/postgres.sh)
 # Installs the server if missing; runs it as the `postgres` user (the server refuses root) on 127.0.0.1:5433.
 set -euo pipefail
+cd /  # the postgres user may not be allowed into the caller's directory
 PORT=${PGPORT_TEST:-5433}
 DIR=${PGDATA_TEST:-/tmp/stegobench-pg}
 BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
