@@ -56,10 +56,6 @@ def listing(folder: Path) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def size_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
-
-
 def commit(data_dir: Path, staged: Path, tokenizer_from: Path | None = None) -> tuple[str, Path]:
     """Move a validated upload into the blob store and build its artifact folder; returns (sha256, folder).
 

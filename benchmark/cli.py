@@ -195,7 +195,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     cfg, store = _leaderboard(args)
     worker = Worker(cfg, store, name=args.name)
-    print(f"worker {worker.name} on {store._safe_url()} (data {cfg.data_path()})", flush=True)
+    print(f"worker {worker.name} on {store.safe_url()} (data {cfg.data_path()})", flush=True)
     done = worker.run(once=args.once, max_jobs=args.max_jobs)
     print(f"worker {worker.name}: {done} job(s) run; queue {store.counts()}")
     return 0
@@ -235,7 +235,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .web.app import create_app
 
     cfg, store = _leaderboard(args)
-    print(f"serving the leaderboard on http://{args.host}:{args.port}/  (database {store._safe_url()})", flush=True)
+    print(f"serving the leaderboard on http://{args.host}:{args.port}/  (database {store.safe_url()})", flush=True)
     uvicorn.run(create_app(cfg, store), host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -132,9 +132,9 @@ class Store:
         try:
             metadata.create_all(self.engine)
         except sa.exc.OperationalError as exc:
-            raise StoreError(f"cannot open the leaderboard database {self._safe_url()}: {exc.orig}") from None
+            raise StoreError(f"cannot open the leaderboard database {self.safe_url()}: {exc.orig}") from None
 
-    def _safe_url(self) -> str:
+    def safe_url(self) -> str:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
 
     def dispose(self) -> None:

@@ -96,12 +96,11 @@ class Worker:
 
         return load_config(EvalConfig, self.cfg.eval_config_path(), self.cfg.eval_overrides)
 
-    def baseline(self, track: str, corpus: Path, base_model: str, revision: str | None) -> tuple[str, dict]:
+    def baseline(self, track: str, corpus: Path, base_model: str, revision: str | None, eval_cfg) -> tuple[str, dict]:
         """(key, stored baseline) of the base model and its in-context baseline on this split, computed once."""
         from data_gen.generate import read_manifest
         from eval.harness import run_eval
 
-        eval_cfg = self._eval_config()
         key = sha256_json({"dataset": read_manifest(corpus)["content_sha256"], "base_model": base_model,
                            "revision": revision or "", "eval": to_dict(eval_cfg)})
         found = self.store.baseline(key)
@@ -120,8 +119,8 @@ class Worker:
         from eval.harness import run_eval
 
         corpus = prepare_track(self.cfg, job.track)
-        key, base = self.baseline(job.track, corpus, job.base_model, job.revision)
         eval_cfg = self._eval_config()
+        key, base = self.baseline(job.track, corpus, job.base_model, job.revision, eval_cfg)
         run_dir = self.cfg.data_path() / "runs" / "submissions" / str(job.id) / f"attempt-{job.attempts}"
         folder = str(artifact_folder(self.cfg.data_path(), job.artifact_sha256)) if job.artifact_sha256 else None
         if job.kind == "adapter":

@@ -229,6 +229,11 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
+def _plain(obj: Any) -> Any:
+    """JSON fallback for defaults that are configs themselves (e.g. a dict of TrackSetup)."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else str(obj)
+
+
 def describe(cls: type, prefix: str = "") -> list[str]:
     """One line per option: key, type, default and help; nested configs are expanded."""
     hints = typing.get_type_hints(cls)
@@ -239,11 +244,10 @@ def describe(cls: type, prefix: str = "") -> list[str]:
             lines.append(f"{prefix}{f.name}: {f.metadata.get('help', '')}")
             lines.extend(describe(tp, prefix=f"{prefix}{f.name}."))
             continue
-        plain = lambda o: dataclasses.asdict(o) if dataclasses.is_dataclass(o) else str(o)  # noqa: E731
         if f.default is not dataclasses.MISSING:
-            default = json.dumps(f.default, default=plain)
+            default = json.dumps(f.default, default=_plain)
         elif f.default_factory is not dataclasses.MISSING:
-            default = json.dumps(f.default_factory(), default=plain)
+            default = json.dumps(f.default_factory(), default=_plain)
         else:
             default = "(required)"
         lines.append(f"{prefix}{f.name} ({_type_name(tp)}, default {default}): {f.metadata.get('help', '')}")

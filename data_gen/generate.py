@@ -152,7 +152,8 @@ def generate(config: TrackConfig, out: str | Path, overwrite: bool = False) -> G
         from .provenance import OutputDirError
 
         raise OutputDirError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
-    lexicon = load_lexicon(config.lexicon).restricted(config.categories)
+    full_lexicon = load_lexicon(config.lexicon)
+    lexicon = full_lexicon.restricted(config.categories)
     templates = load_templates(config.templates)
     tokenizer, tokenizer_identity = _load_tokenizer(config.tokenizer)
 
@@ -177,7 +178,7 @@ def generate(config: TrackConfig, out: str | Path, overwrite: bool = False) -> G
     if config.private_questions:
         from .lexicon import load_private_questions
 
-        private = load_private_questions(config.private_questions, load_lexicon(config.lexicon))
+        private = load_private_questions(config.private_questions, full_lexicon)
     corpus = build_corpus(config, codebook, list(lexicon.concepts), templates, private)
     splits = {"train": corpus.train, "eval": corpus.eval, "recall": corpus.recall, "codebook": corpus.codebook}
     split_hashes = {name: sha256_rows(rows) for name, rows in splits.items()}

@@ -76,11 +76,13 @@ def bootstrap_runs(
         v = statistic(sample)
         if v is not None:
             values.append(v)
-    values.sort()
+    return (point, *_percentile_interval(values, level))
+
+
+def _percentile_interval(values: list[float], level: float) -> tuple[float, float]:
+    values = sorted(values)
     tail = (1 - level) / 2
-    low = values[int(tail * (len(values) - 1))]
-    high = values[int(round((1 - tail) * (len(values) - 1)))]
-    return point, low, high
+    return values[int(tail * (len(values) - 1))], values[int(round((1 - tail) * (len(values) - 1)))]
 
 
 def bootstrap_paired_difference(
@@ -116,6 +118,4 @@ def bootstrap_paired_difference(
         v = diff(sample)
         if v is not None:
             values.append(v)
-    values.sort()
-    tail = (1 - level) / 2
-    return point, values[int(tail * (len(values) - 1))], values[int(round((1 - tail) * (len(values) - 1)))]
+    return (point, *_percentile_interval(values, level))
