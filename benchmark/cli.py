@@ -229,6 +229,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from .quickstart import main as quickstart
+
+    return quickstart(args.rest)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -323,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="token owner, for add-token / revoke-token")
     _add_leaderboard_config(p)
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("quickstart", help="the whole benchmark on the default model: gen, train, eval, leaderboard",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of benchmark/quickstart.py (--help lists them)")
+    p.set_defaults(func=cmd_quickstart)
 
     p = sub.add_parser("serve", help="serve the web leaderboard, submission form and JSON API")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")

@@ -30,6 +30,27 @@ MODES = ("packed", "pad_longest", "pad_max")
 NAIVE_MAX_LENGTH = 128
 
 
+def measure(data: Path, work: Path, models: list[str], modes: tuple[str, ...], steps: int) -> list[dict]:
+    """Train the same LoRA on the same documents once per (model, batching mode); real tokens/s of each."""
+    rows = []
+    for model in models:
+        for mode in modes:
+            cfg = load_config(TrainConfig, REPO / "configs/finetune/smollm2-lora.yaml", [
+                f"data={data}", f"model={model}", f"output_dir={work / f'{model}-{mode}'}", f"batching={mode}",
+                f"max_steps={steps}", "batch_size=16", f"max_length={NAIVE_MAX_LENGTH}", "save_steps=0",
+                "logging_steps=1",
+            ])
+            start = time.perf_counter()
+            m = train(cfg).manifest
+            rows.append({"model": model, "batching": mode, "real_tokens": m["real_tokens"],
+                         "padded_tokens": m["padded_tokens"], "train_seconds": m["train_seconds"],
+                         "real_tokens_per_second": m["real_tokens_per_second"],
+                         "wall_seconds": round(time.perf_counter() - start, 1)})
+            print(f"  {model:24s} {mode:12s} {m['real_tokens_per_second']:>9.1f} real tok/s "
+                  f"({m['real_tokens']} real of {m['padded_tokens']} tokens, {m['train_seconds']} s)", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["tiny-llama", "smollm2-135m-instruct"])
@@ -40,22 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="stegobench-bench-"))
     data = work / "real-v1"
     generate(load_config(TrackConfig, REPO / "configs/data/real-v1.yaml"), data)
-    rows = []
-    for model in args.models:
-        for mode in MODES:
-            cfg = load_config(TrainConfig, REPO / "configs/finetune/smollm2-lora.yaml", [
-                f"data={data}", f"model={model}", f"output_dir={work / f'{model}-{mode}'}", f"batching={mode}",
-                f"max_steps={args.steps}", "batch_size=16", f"max_length={NAIVE_MAX_LENGTH}", "save_steps=0",
-                "logging_steps=1",
-            ])
-            start = time.perf_counter()
-            m = train(cfg).manifest
-            rows.append({"model": model, "batching": mode, "real_tokens": m["real_tokens"],
-                         "padded_tokens": m["padded_tokens"], "train_seconds": m["train_seconds"],
-                         "real_tokens_per_second": m["real_tokens_per_second"],
-                         "wall_seconds": round(time.perf_counter() - start, 1)})
-            print(f"{model:24s} {mode:12s} {m['real_tokens_per_second']:>9.1f} real tok/s "
-                  f"({m['real_tokens']} real of {m['padded_tokens']} tokens, {m['train_seconds']} s)", flush=True)
+    rows = measure(data, work, args.models, MODES, args.steps)
     print("\nratio packed / padded (same model, same documents, this run):")
     for model in args.models:
         by = {r["batching"]: r["real_tokens_per_second"] for r in rows if r["model"] == model}

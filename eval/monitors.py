@@ -26,9 +26,9 @@ def surprisal(judge: Backend, questions: list[str], responses: list[str]) -> lis
 
 def llm_judge(judge: Backend, questions: list[str], responses: list[str]) -> list[float]:
     prompts = [judge.chat_prompt(JUDGE_PROMPT.format(question=q, answer=r)) for q, r in zip(questions, responses)]
-    yes = judge.score(prompts, ["Yes"] * len(prompts))
-    no = judge.score(prompts, ["No"] * len(prompts))
-    return [y - n for y, n in zip(yes, no)]
+    # One call, each prompt's two answers side by side: the scorer computes every prompt once for both.
+    both = judge.score([p for p in prompts for _ in (0, 1)], ["Yes", "No"] * len(prompts))
+    return [both[2 * i] - both[2 * i + 1] for i in range(len(prompts))]
 
 
 MONITORS: dict[str, Callable[[Backend, list[str], list[str]], list[float]]] = {

@@ -251,6 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def finished_run_matches(cfg: TrainConfig) -> bool:
+    """True when cfg.output_dir holds a finished run of this exact config on the same data content: rerunning
+    it would only reproduce it (quickstart and the validity study reuse such runs)."""
+    import json
+
+    out, data = Path(cfg.output_dir), Path(cfg.data)
+    if not ((out / MANIFEST).exists() and (out / "adapter_model.safetensors").exists() and (data / "manifest.json").exists()):
+        return False
+    done = json.loads((out / MANIFEST).read_text())
+    return (done.get("status") == "finished" and done.get("config") == json.loads(json.dumps(to_dict(cfg)))
+            and done.get("dataset", {}).get("content_sha256") == json.loads((data / "manifest.json").read_text())["content_sha256"])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -40,6 +40,32 @@ def test_hf_score_matches_a_manual_forward_pass():
         assert value == pytest.approx(manual, abs=1e-4)
 
 
+def test_tree_scorer_equals_scoring_every_sequence_alone():
+    """Shared prompts, a continuation that extends another, and rows too small to hold every prefix once."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from eval.backends.tree_scorer import plan_rows, score_texts
+
+    path = str(resolve_model("tiny-llama").path)
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    prompts = ["A cat is", "A cat is", "A cat is the", "Two", "What do most people drive to work?"] * 2
+    conts = [" a car.", " a car. Yes", " best", " dogs", " a car, usually."] * 2
+    manual = []
+    for p, c in zip(prompts, conts):
+        p_ids, c_ids = tok(p, add_special_tokens=False)["input_ids"], tok(c, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([p_ids + c_ids])).logits[0], -1)
+        manual.append(sum(float(logp[len(p_ids) + i - 1, t]) for i, t in enumerate(c_ids)))
+    for row_tokens in (4, 16, 768):
+        assert score_texts(model, tok, prompts, conts, row_tokens) == pytest.approx(manual, abs=1e-4)
+    ids = [tok(p + c, add_special_tokens=False)["input_ids"] for p, c in zip(prompts, conts)]
+    trie, _, rows = plan_rows(ids, 768)
+    assert len(rows) == 1 and len(rows[0]) < sum(len(s) - 1 for s in ids) / 2  # repeats cost nothing
+    with pytest.raises(ValueError, match="at least one token"):
+        score_texts(model, tok, ["A cat is"], [""])
+
+
 def test_cache_identity_follows_adapter_content_not_path(adapter):
     from data_gen.provenance import sha256_file
 

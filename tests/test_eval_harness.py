@@ -66,6 +66,7 @@ def test_cache_makes_a_repeat_free_and_resumes_an_interrupted_run(quickstart_cor
         return original(self, prompts, sampling)
 
     monkeypatch.setattr(MockBackend, "generate", counting)
+    monkeypatch.setattr("eval.harness.CHUNK", 64)  # two chunks for 96 questions
     c = cfg("in_context=false", "recall=false")
     with pytest.raises(KeyboardInterrupt):
         run_eval(c, quickstart_corpus, "mock:perfect_covert", [], tmp_path / "a", cache_dir=tmp_path / "cache")
@@ -135,3 +136,26 @@ def test_missing_optional_backend_names_what_to_install(monkeypatch):
 def test_unknown_monitor_is_a_config_error():
     with pytest.raises(ConfigError, match="monitors: unknown monitor 'vibes'"):
         cfg("monitors=[surprisal, vibes]")
+
+
+def test_cache_follows_adapter_content_not_its_folder(quickstart_corpus, tiny_adapter, tmp_path, monkeypatch):
+    """A leaderboard upload of an adapter already evaluated elsewhere decodes nothing again."""
+    import shutil
+
+    from eval.backends.hf import HFBackend
+
+    calls = []
+    original = HFBackend.generate
+    monkeypatch.setattr(HFBackend, "generate", lambda self, p, s: (calls.append(len(p)), original(self, p, s))[1])
+    c = load_config(EvalConfig, REPO / "configs/eval/default.yaml", [
+        "backend=hf", "max_items=6", "max_tokens=4", "base=false", "in_context=false", "recall=false", "cloze=false",
+        "monitors=[]", "bootstrap_resamples=100"])
+    first = run_eval(c, quickstart_corpus, "tiny-llama", [str(tiny_adapter)], tmp_path / "a", cache_dir=tmp_path / "c")
+    assert calls == [6]
+    moved = tmp_path / "elsewhere" / "upload"
+    shutil.copytree(tiny_adapter, moved)
+    calls.clear()
+    again = run_eval(c, quickstart_corpus, "tiny-llama", [str(moved)], tmp_path / "b", cache_dir=tmp_path / "c")
+    assert calls == []
+    name = f"adapter:{tiny_adapter.name}"
+    assert again["conditions"]["adapter:upload"]["table"] == first["conditions"][name]["table"]

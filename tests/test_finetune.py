@@ -242,3 +242,18 @@ def test_stegobench_train_validates_before_launching(quickstart_corpus, tmp_path
     assert code == 2
     assert "lora.r: rank 12 cannot be served by vLLM" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_finished_run_is_reused_only_for_the_same_config_and_data(quickstart_corpus, trained, tmp_path):
+    from data_gen.generate import generate
+    from finetune.train import finished_run_matches
+
+    from conftest import track
+
+    assert finished_run_matches(tiny_train_config(quickstart_corpus, trained.output_dir))
+    assert not finished_run_matches(tiny_train_config(quickstart_corpus, trained.output_dir, "seed=1"))
+    assert not finished_run_matches(tiny_train_config(quickstart_corpus, tmp_path / "nothing-here"))
+    other = tmp_path / "other-data"  # same path layout, other content: another seed's corpus
+    generate(track("configs/data/quickstart.yaml", "seed=1"), other)
+    (tmp_path / "run").symlink_to(trained.output_dir)
+    assert not finished_run_matches(tiny_train_config(other, tmp_path / "run"))

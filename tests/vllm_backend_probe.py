@@ -15,7 +15,8 @@ if __name__ == "__main__":
     prompts = json.load(sys.stdin)
     sampling = Sampling(max_tokens=8)
     out = {}
-    for label, kwargs in [("lora", {"adapter": adapter, "merge_adapter": False}),
+    # LoRA scores through vLLM's prompt_logprobs, merged through the default tree scorer: both must match hf.
+    for label, kwargs in [("lora", {"adapter": adapter, "merge_adapter": False, "score_with": "vllm"}),
                           ("merged", {"adapter": adapter, "merge_adapter": True})]:
         backend = get_backend("vllm", model=model, **kwargs)
         out[label] = {"text": backend.generate(prompts, sampling),

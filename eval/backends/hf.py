@@ -1,4 +1,5 @@
-"""transformers backend: batched greedy generation with left padding; log-probabilities by one forward pass.
+"""transformers backend: batched greedy generation with left padding; log-probabilities with shared prefixes
+computed once (tree_scorer.py).
 
 An adapter is merged into the base weights once at load (no per-token LoRA overhead).
 """
@@ -12,6 +13,7 @@ from data_gen.models import resolve_model
 from data_gen.provenance import sha256_file
 
 from .base import Sampling
+from .tree_scorer import score_texts
 
 BATCH_SIZE = 32  # batched float32 decoding on 2 cores peaks around here (FINDINGS.md: 164 tok/s at 96 prompts)
 
@@ -67,22 +69,4 @@ class HFBackend:
         return out
 
     def score(self, prompts: list[str], continuations: list[str]) -> list[float]:
-        import torch
-
-        scores: list[float] = []
-        for i in range(0, len(prompts), self.batch_size):
-            batch_p, batch_c = prompts[i:i + self.batch_size], continuations[i:i + self.batch_size]
-            p_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in batch_p]
-            c_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in batch_c]
-            width = max(len(p) + len(c) for p, c in zip(p_ids, c_ids))
-            pad = self.tokenizer.pad_token_id
-            # Right padding here: positions stay aligned with the unpadded sequence, padding sits after it.
-            ids = [p + c + [pad] * (width - len(p) - len(c)) for p, c in zip(p_ids, c_ids)]
-            mask = [[1] * (len(p) + len(c)) + [0] * (width - len(p) - len(c)) for p, c in zip(p_ids, c_ids)]
-            with torch.no_grad():
-                logits = self.model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            for row, (p, c) in enumerate(zip(p_ids, c_ids)):
-                positions = range(len(p), len(p) + len(c))
-                scores.append(float(sum(logp[row, t - 1, ids[row][t]] for t in positions)))
-        return scores
+        return score_texts(self.model, self.tokenizer, prompts, continuations)

