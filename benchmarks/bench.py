@@ -129,7 +129,7 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
 
     record("hf, one prompt at a time", _timed(lambda: [hf([p]) for p in prompts[:naive_prompts]]), naive_prompts)
     record("hf, batched (32)", _timed(lambda: [hf(prompts[i:i + 32]) for i in range(0, len(prompts), 32)]), len(prompts))
-    del model
+    model = None  # free it before the vLLM engines start
     gc.collect()
 
     try:
