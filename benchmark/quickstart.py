@@ -75,7 +75,7 @@ class Steps:
         return result
 
 
-def submit_adapter(adapter: Path) -> str:
+def submit_adapter(adapter: Path, model: str = MODEL) -> str:
     """Queue the adapter; an identical earlier submission is reported, not an error (quickstart reruns)."""
     from .config import load_leaderboard_config
     from .store import Store
@@ -83,9 +83,10 @@ def submit_adapter(adapter: Path) -> str:
 
     cfg = load_leaderboard_config()
     store = Store(cfg.db_url())
-    manifest = json.loads((adapter / "train_manifest.json").read_text())
-    req = SubmissionRequest(display_name=f"quickstart lora seed {manifest['seed']}", submitter=getpass.getuser(),
-                            track="quickstart", base_model=MODEL, notes="made by `make quickstart`")
+    manifest = adapter / "train_manifest.json"
+    seed = json.loads(manifest.read_text()).get("seed") if manifest.exists() else None
+    req = SubmissionRequest(display_name=f"quickstart lora seed {seed}", submitter=getpass.getuser(),
+                            track="quickstart", base_model=model, notes="made by `make quickstart`")
     outcome = submit_folder(cfg, store, req, adapter=str(adapter))
     if outcome.status == "PENDING":
         message = f"submission #{outcome.id} accepted and queued"

@@ -53,6 +53,38 @@ def matmul_gflops(seconds: float = 3.0) -> float:
     return 2 * 1024 ** 3 * n / (time.perf_counter() - start) / 1e9
 
 
+def gemm_bound_rate(model, batch: int, repeats: int = 3) -> float:
+    """Tokens/s if a decode step at this batch were only the model's own matrix products (every Linear and the LM
+    head on `batch` rows, float32): the ceiling at the shapes the model really has, not at 1024^3."""
+    import torch
+
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    xs = {w.shape[1]: torch.randn(batch, w.shape[1]) for w in weights}
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for w in weights:
+                torch.nn.functional.linear(xs[w.shape[1]], w)
+            best = min(best, time.perf_counter() - start)
+    return batch / best
+
+
+def forward_step_rate(model, batch: int, context: int = 48, steps: int = 6) -> float:
+    """Tokens/s of transformers' own decode step (KV cache, batch rows, `context` tokens already cached)."""
+    import torch
+
+    ids = torch.randint(100, 1000, (batch, context))
+    with torch.no_grad():
+        out = model(input_ids=ids, use_cache=True)
+        past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = model(input_ids=nxt, past_key_values=past, use_cache=True)
+            past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    return batch * steps / (time.perf_counter() - start)
+
+
 def random_adapter(model_path: Path, out: Path) -> Path:
     """A rank-16 LoRA on all projections with random B (decode speed does not depend on its values)."""
     import torch
@@ -129,6 +161,11 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
 
     record("hf, one prompt at a time", _timed(lambda: [hf([p]) for p in prompts[:naive_prompts]]), naive_prompts)
     record("hf, batched (32)", _timed(lambda: [hf(prompts[i:i + 32]) for i in range(0, len(prompts), 32)]), len(prompts))
+    # Where a decode step's time goes (no engine): the model's matrix products alone, then a whole hf step.
+    for label, fn in (("profile: GEMMs only", gemm_bound_rate), ("profile: hf decode step", forward_step_rate)):
+        rate = fn(model, n_prompts)
+        _row(rows, "profile", label, batch=n_prompts, tokens_per_second=round(rate, 1))
+        print(f"  {label + f' (batch {n_prompts})':32s} {rate:>8.1f} tok/s", flush=True)
     model = None  # free it before the vLLM engines start
     gc.collect()
 
@@ -276,6 +313,9 @@ def summarize(rows: list, gflops: float, params: int) -> dict:
         out["adapter_vs_base"] = out.get("adapter merged vs base")  # eval's default: merge, then serve
         if "hf, one prompt at a time" in decode:
             out["hf batched vs one at a time"] = round(decode["hf, batched (32)"] / decode["hf, one prompt at a time"], 2)
+    for r in rows:
+        if r["section"] == "profile":
+            out[r["path"]] = r["tokens_per_second"]
     tree = by.get(("cloze", "tree scorer (eval's path)"))
     if tree:
         out["cloze_seconds"] = tree["seconds"]
@@ -306,6 +346,8 @@ def print_table(summary: dict) -> None:
         ("best decode path", summary.get("best_decode_path"), summary.get("best_decode_tokens_per_second"), "tok/s",
          verdict("best_decode_tokens_per_second", True)),
         ("  of the ceiling", "", summary.get("best_vs_ceiling"), "x", ""),
+        ("  GEMMs-only rate, same batch", "profile", summary.get("profile: GEMMs only"), "tok/s", ""),
+        ("  hf decode step, same batch", "profile", summary.get("profile: hf decode step"), "tok/s", ""),
         ("adapter eval vs base (merged)", "", summary.get("adapter_vs_base"), "x", verdict("adapter_vs_base", True)),
         ("adapter as LoRA vs base", "", summary.get("adapter as LoRA vs base"), "x", ""),
         ("hf batched vs one at a time", "", summary.get("hf batched vs one at a time"), "x", ""),

@@ -1,0 +1,33 @@
+"""The quickstart's own logic (its steps are the CLI commands, tested elsewhere): a rerun submits the same
+adapter again and is told where it already is, instead of failing."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.quickstart import submit_adapter
+
+
+@pytest.fixture
+def fresh_home(tmp_path, monkeypatch):
+    """An empty $STEGOBENCH_HOME (so an empty default leaderboard) with the converted models linked in."""
+    from data_gen.models import stegobench_home
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "models").symlink_to(stegobench_home() / "models")
+    monkeypatch.setenv("STEGOBENCH_HOME", str(home))
+    monkeypatch.delenv("STEGOBENCH_DATABASE_URL", raising=False)
+    return home
+
+
+def test_resubmitting_the_same_adapter_points_to_the_first_entry(tiny_adapter, fresh_home):
+    assert submit_adapter(tiny_adapter, model="tiny-llama") == "submission #1 accepted and queued"
+    assert submit_adapter(tiny_adapter, model="tiny-llama").startswith(
+        "this adapter is already on the leaderboard as submission #1")
+    assert (fresh_home / "leaderboard" / "leaderboard.db").exists()  # the default data directory
+
+
+def test_a_refused_adapter_stops_the_quickstart_with_the_reason(tiny_adapter, fresh_home):
+    with pytest.raises(SystemExit, match="refused the adapter: .*trained for another base model"):
+        submit_adapter(tiny_adapter, model="smollm2-135m-instruct")  # tiny-llama widths do not fit SmolLM2
