@@ -229,12 +229,6 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_quickstart(args: argparse.Namespace) -> int:
-    from .quickstart import main as quickstart
-
-    return quickstart(args.rest)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -330,10 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_leaderboard_config(p)
     p.set_defaults(func=cmd_leaderboard)
 
-    p = sub.add_parser("quickstart", help="the whole benchmark on the default model: gen, train, eval, leaderboard",
-                       add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of benchmark/quickstart.py (--help lists them)")
-    p.set_defaults(func=cmd_quickstart)
+    # Dispatched in main() before parsing; listed here for --help.
+    sub.add_parser("quickstart", help="the whole benchmark on the default model: gen, train, eval, leaderboard "
+                                      "(`stegobench quickstart --help`)", add_help=False)
 
     p = sub.add_parser("serve", help="serve the web leaderboard, submission form and JSON API")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
@@ -353,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["quickstart"]:  # its own options, --help included, belong to benchmark/quickstart.py
+        from .quickstart import main as quickstart
+
+        return quickstart(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

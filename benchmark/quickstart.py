@@ -143,7 +143,8 @@ def print_summary(eval_dir: Path, steps: Steps, setup_seconds: float | None, out
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="stegobench quickstart", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fresh", action="store_true", help="retrain the adapter even if a current one exists")
     p.add_argument("--backend", default=None, help="eval backend (default: vllm where installed, else hf)")
     p.add_argument("--run-dir", default=str(RUN), help="folder for data, adapter, eval and summary.json")
