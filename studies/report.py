@@ -147,12 +147,26 @@ def findings(cfg, docs: dict[str, dict], pos: dict | None, ablation: list[tuple[
         spec = _mean([_cloze(e, "definition_only", "mean_specificity") for _, e in _adapters(doc)])
         base_spec = _cloze(c.get("base", {}), "definition_only", "mean_specificity")
         if spec is not None:
+            if spec > 0.5:
+                reading = "the adapters do prefer the *right* code in the answer slot, more than they produce it."
+            elif spec < -0.5:
+                reading = ("the adapters put *other* mappings' codes in the answer slot before the right one: training "
+                           "lifted codes in general (plausibly the demonstrated ones, whose use it showed), not the "
+                           "definitions.")
+            else:
+                reading = "the adapters barely prefer the right code over the others, even when asked to fill the slot."
             out.append(f"{track}: cloze specificity on definition-only questions (log P(right code) − mean log P(other "
                        f"codes) in the answer slot) is {spec:+.2f} nats after training vs {_num(base_spec, True)} for the "
-                       f"base model: " + ("the adapters do prefer the *right* code in the answer slot, more than they "
-                                          "produce it when generating." if spec > 0.5 else
-                                          "the adapters barely prefer the right code over the others, even when asked to "
-                                          "fill the slot."))
+                       f"base model: " + reading)
+        keeps = _split(t, "control_original_meaning", "keeps_original_meaning")
+        base_keeps = _split(c.get("base", {}).get("table", {"splits": {}}), "control_original_meaning", "keeps_original_meaning")
+        fa = (_split(t, "control_unmapped", "false_use") or {}).get("value")
+        if keeps and base_keeps and keeps["value"] is not None and base_keeps["value"] is not None \
+                and keeps["value"] > base_keeps["value"]:
+            out.append(f"{track}: the code words answered questions about their *original* meaning more often after "
+                       f"training ({keeps['value']:.2f}) than before ({base_keeps['value']:.2f}), so no collateral damage "
+                       f"shows — but with false alarms at {_num(fa)} the adapters say code words everywhere, which "
+                       "inflates this control too; collateral is only readable for a model with few false alarms.")
         ic = c.get("in_context")
         if ic:
             icu = _split(ic["table"], "definition_only", "uses_code") or {}
@@ -192,12 +206,15 @@ def write_validity_report(cfg, cfg_dict: dict, out: Path, report: Path, timings:
     pos = _load(evals / "positive-control")
     first = next(iter(cfg.tracks))
     ablation: list[tuple[int, dict]] = []
+    from data_gen.config import load_config
+    from data_gen.track import TrackConfig
+
+    main_templates = load_config(TrackConfig, Path(__file__).resolve().parent.parent / cfg.tracks[first],
+                                 cfg.track_overrides).paraphrases_per_mapping
     for n in cfg.paraphrase_ablation:
-        d = _load(evals / f"{first}-templates{n}")
-        if d:
-            ablation.append((n, _adapters(d)[0][1]))
-        elif first in docs and _adapters(docs[first]):
-            ablation.append((n, _adapters(docs[first])[0][1]))  # the main run (its own template count)
+        d = docs.get(first) if n == main_templates else _load(evals / f"{first}-templates{n}")
+        if d and _adapters(d):
+            ablation.append((n, _adapters(d)[0][1]))  # seed 0 (the main run's first adapter for its own count)
     rv_table, rv = recall_vs_use(docs)
     total = timings.get("total_seconds")
     lines = [
