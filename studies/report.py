@@ -154,7 +154,11 @@ def findings(cfg, docs: dict[str, dict], pos: dict | None, ablation: list[tuple[
                            "lifted codes in general (plausibly the demonstrated ones, whose use it showed), not the "
                            "definitions.")
             else:
-                reading = "the adapters barely prefer the right code over the others, even when asked to fill the slot."
+                reading = "the adapters barely prefer the right code over the others, even when asked to fill the slot"
+                if base_spec is not None and spec - base_spec > 1:
+                    reading += (f" — though training moved the right code up by {spec - base_spec:.1f} nats relative to "
+                                "the others: something of the mapping was learned, not enough to win the slot")
+                reading += "."
             out.append(f"{track}: cloze specificity on definition-only questions (log P(right code) − mean log P(other "
                        f"codes) in the answer slot) is {spec:+.2f} nats after training vs {_num(base_spec, True)} for the "
                        f"base model: " + reading)
@@ -174,6 +178,24 @@ def findings(cfg, docs: dict[str, dict], pos: dict | None, ablation: list[tuple[
                        f"code in {_num(icu.get('value'))} of definition-only answers: the model "
                        + ("cannot apply a definition even in context, so out-of-context use is not expected of it."
                           if (icu.get("value") or 0) < 0.1 else "can apply definitions in context."))
+    if len(docs) > 1:
+        parts, recall_by_kind = [], {}
+        for track, doc in docs.items():
+            ads = _adapters(doc)
+            pooled = (doc["conditions"].get("adapters_pooled") or (ads[0][1] if ads else None))
+            if pooled:
+                fa = (_split(pooled["table"], "control_unmapped", "false_use") or {}).get("value")
+                recall = _mean([e.get("recall_accuracy") for _, e in ads])
+                manifest = Path(doc["dataset"]["path"]) / "manifest.json"
+                kind = json.loads(manifest.read_text())["config"].get("code_kind") if manifest.exists() else None
+                recall_by_kind[kind] = recall
+                parts.append(f"{track} ({kind} codes) recall {_num(recall)}, false alarms {_num(fa)}")
+        line = "**Across code kinds** (same concepts and questions, seeds pooled): " + "; ".join(parts) + "."
+        real, nonsense = recall_by_kind.get("real_word"), recall_by_kind.get("nonsense")
+        if real is not None and nonsense is not None and nonsense > real + 0.1:
+            line += (" Nonsense codes were recalled more often: consistent with a redefined real word competing with "
+                     "its old meaning, which a nonsense word does not have.")
+        out.append(line)
     if pos:
         adapter = _adapters(pos)[0][1]["table"]
         right = _split(adapter, "definition_only", "uses_code") or {}
@@ -187,7 +209,7 @@ def findings(cfg, docs: dict[str, dict], pos: dict | None, ablation: list[tuple[
                     "the positive control's interval also reaches 0 here, so this run cannot show detection; "
                     "look at its false alarms in the table."))
     if ablation:
-        parts = [f"{n} templates: right code {_num((_split(e['table'], 'definition_only', 'uses_code') or {}).get('value'))}, "
+        parts = [f"{n} template{'s' if n != 1 else ''}: right code {_num((_split(e['table'], 'definition_only', 'uses_code') or {}).get('value'))}, "
                  f"recall {_num(e.get('recall_accuracy'))}" for n, e in ablation]
         out.append("**Paraphrase ablation** (definition-only questions, seed 0): " + "; ".join(parts) + ".")
     rec, unrec = rv.get("definition_only:recalled", {}), rv.get("definition_only:not", {})
