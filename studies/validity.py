@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn in steps:
             progress.step(name, fn)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(timings_path, {"steps_seconds": progress.seconds,
+        atomic_write_json(timings_path, {"steps": list(progress.seconds.items()),  # a list: keeps the run's order
                                          "total_seconds": round(time.perf_counter() - progress.start, 1)})
     from .report import write_validity_report
 
