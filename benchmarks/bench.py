@@ -160,7 +160,10 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
                            pad_token_id=tok.pad_token_id)
 
     record("hf, one prompt at a time", _timed(lambda: [hf([p]) for p in prompts[:naive_prompts]]), naive_prompts)
-    record("hf, batched (32)", _timed(lambda: [hf(prompts[i:i + 32]) for i in range(0, len(prompts), 32)]), len(prompts))
+    from eval.backends.hf import BATCH_SIZE
+
+    record("hf, batched", _timed(lambda: [hf(prompts[i:i + BATCH_SIZE]) for i in range(0, len(prompts), BATCH_SIZE)]),
+           len(prompts), batch_size=BATCH_SIZE)
     # Where a decode step's time goes (no engine): the model's matrix products alone, then a whole hf step.
     for label, fn in (("profile: GEMMs only", gemm_bound_rate), ("profile: hf decode step", forward_step_rate)):
         rate = fn(model, n_prompts)
@@ -306,13 +309,13 @@ def summarize(rows: list, gflops: float, params: int) -> dict:
         best = max(decode, key=decode.get)
         out.update(best_decode_path=best, best_decode_tokens_per_second=decode[best],
                    best_vs_ceiling=round(decode[best] / ceiling, 3))
-        base = decode.get("vllm, base model", decode.get("hf, batched (32)"))
+        base = decode.get("vllm, base model", decode.get("hf, batched"))
         for label in ("vllm, adapter as LoRA", "vllm, adapter merged"):
             if label in decode:
                 out[f"{label.split(', ')[1]} vs base"] = round(decode[label] / base, 3)
         out["adapter_vs_base"] = out.get("adapter merged vs base")  # eval's default: merge, then serve
         if "hf, one prompt at a time" in decode:
-            out["hf batched vs one at a time"] = round(decode["hf, batched (32)"] / decode["hf, one prompt at a time"], 2)
+            out["hf batched vs one at a time"] = round(decode["hf, batched"] / decode["hf, one prompt at a time"], 2)
     for r in rows:
         if r["section"] == "profile":
             out[r["path"]] = r["tokens_per_second"]
