@@ -179,6 +179,8 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
         return
     sp = SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True)  # exactly `tokens` per prompt
     for label, kwargs in [("vllm, base model", {}),
+                          # eval's CPU default is eager: compiling costs ~40 s per engine start.
+                          ("vllm, base model, compiled", {"enforce_eager": False}),
                           ("vllm, adapter as LoRA", {"adapter": str(adapter), "merge_adapter": False}),
                           ("vllm, adapter merged", {"adapter": str(adapter)})]:
         start = time.perf_counter()
@@ -293,9 +295,9 @@ def bench_quickstart(work: Path, rows: list) -> None:
         _row(rows, "quickstart", "end to end", seconds=None, failed=True, log=str(work / "quickstart.log"))
         return
     summary = json.loads((run_dir / "summary.json").read_text())
-    _row(rows, "quickstart", "end to end", seconds=round(seconds, 1), steps_seconds=summary["steps_seconds"])
+    _row(rows, "quickstart", "end to end", seconds=round(seconds, 1), steps=summary["steps"])
     print(f"  {'quickstart, end to end':32s} {seconds:>8.1f} s  (" +
-          ", ".join(f"{k} {v:.0f} s" for k, v in summary["steps_seconds"].items()) + ")", flush=True)
+          ", ".join(f"{k} {v:.0f} s" for k, v in summary["steps"]) + ")", flush=True)
 
 
 # --- summary --------------------------------------------------------------------------------------------------
@@ -314,6 +316,8 @@ def summarize(rows: list, gflops: float, params: int) -> dict:
             if label in decode:
                 out[f"{label.split(', ')[1]} vs base"] = round(decode[label] / base, 3)
         out["adapter_vs_base"] = out.get("adapter merged vs base")  # eval's default: merge, then serve
+        if "vllm, base model, compiled" in decode:
+            out["compiled vs eager"] = round(decode["vllm, base model, compiled"] / base, 3)
         if "hf, one prompt at a time" in decode:
             out["hf batched vs one at a time"] = round(decode["hf, batched"] / decode["hf, one prompt at a time"], 2)
     for r in rows:
@@ -353,6 +357,7 @@ def print_table(summary: dict) -> None:
         ("  hf decode step, same batch", "profile", summary.get("profile: hf decode step"), "tok/s", ""),
         ("adapter eval vs base (merged)", "", summary.get("adapter_vs_base"), "x", verdict("adapter_vs_base", True)),
         ("adapter as LoRA vs base", "", summary.get("adapter as LoRA vs base"), "x", ""),
+        ("compiled vs eager (base)", "", summary.get("compiled vs eager"), "x", ""),
         ("hf batched vs one at a time", "", summary.get("hf batched vs one at a time"), "x", ""),
         ("cloze, full real-v1", "tree scorer", summary.get("cloze_seconds"), "s", verdict("cloze_seconds", False)),
         ("  naive / tree", "", summary.get("cloze naive / tree"), "x", ""),
