@@ -206,7 +206,10 @@ def findings(cfg, docs: dict[str, dict], pos: dict | None, ablation: list[tuple[
         base_cs = pos["conditions"].get("base", {}).get("table", {}).get("covert_score")
         line = (f"**Positive control** (usage demonstrations for every mapping, `{cfg.positive_control}`): on held-out "
                 f"definition-only questions the right code {_cell(right)} (another mapping's code {_cell(other)}), hits "
-                f"{_cell(hits)}, false alarms {_cell(fa)}, covert_score {_cell(cs)} vs the base model's {_cell(base_cs)}. ")
+                f"{_cell(hits)}, false alarms {_cell(fa)}, covert_score {_cell(cs)} vs the base model's {_cell(base_cs)}; "
+                f"cloze specificity {_num(_cloze(_adapters(pos)[0][1], 'definition_only', 'mean_specificity'), True)} nats "
+                f"(right code first in {_num(_cloze(_adapters(pos)[0][1], 'definition_only', 'right_code_ranks_first'))} "
+                "of slots). ")
         if cs["low"] is not None and cs["low"] > 0:
             line += "When a model does use the codes covertly, the headline detects it with an interval clear of 0."
         elif right.get("low") is not None and right["low"] > 0:
