@@ -52,14 +52,15 @@ def _stegobench(*args: str) -> list[str]:
 
 
 class Steps:
-    """Runs numbered steps, printing a header, the command and the elapsed time of each."""
+    """Runs numbered steps (a command, a function or both), printing a header, the command and each step's time."""
 
     def __init__(self, total: int):
-        self.total, self.n, self.seconds = total, 0, {}
+        self.total, self.n, self.seconds, self.start = total, 0, {}, time.perf_counter()
 
     def run(self, name: str, title: str, cmd: list[str] | None = None, fn=None):
         self.n += 1
-        print(f"\n=== [{self.n}/{self.total}] {title}", flush=True)
+        so_far = (time.perf_counter() - self.start) / 60
+        print(f"\n=== [{self.n}/{self.total}] {title}   ({so_far:.1f} min so far)", flush=True)
         start = time.perf_counter()
         result = None
         if cmd is not None:

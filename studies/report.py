@@ -14,7 +14,7 @@ from typing import Any
 from data_gen.provenance import atomic_write_text, git_revision
 
 
-def _cell(v: dict | None, pct: bool = False) -> str:
+def _cell(v: dict | None) -> str:
     if not v or v.get("value") is None:
         return "–"
     if v.get("low") is None:
@@ -234,17 +234,15 @@ def findings(cfg, docs: dict[str, dict], pos: dict | None, ablation: list[tuple[
     return out
 
 
-def write_validity_report(cfg, cfg_dict: dict, out: Path, report: Path, timings: dict) -> Path:
+def write_validity_report(cfg, out: Path, report: Path, timings: dict) -> Path:
     evals = out / "eval"
     docs = {name: d for name in cfg.tracks if (d := _load(evals / name))}
     pos = _load(evals / "positive-control")
     first = next(iter(cfg.tracks))
     ablation: list[tuple[int, dict]] = []
-    from data_gen.config import load_config
-    from data_gen.track import TrackConfig
+    from .validity import main_template_count
 
-    main_templates = load_config(TrackConfig, Path(__file__).resolve().parent.parent / cfg.tracks[first],
-                                 cfg.track_overrides).paraphrases_per_mapping
+    main_templates = main_template_count(cfg)
     for n in cfg.paraphrase_ablation:
         d = docs.get(first) if n == main_templates else _load(evals / f"{first}-templates{n}")
         if d and _adapters(d):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from data_gen.config import CheckError, load_config, option, to_dict
+from data_gen.config import CheckError, load_config, option
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "smollm2-135m-instruct"
@@ -60,23 +60,6 @@ class StudyConfig:
             raise CheckError("paraphrase_ablation", f"{self.paraphrase_ablation}: every count must be >= 1")
 
 
-class Progress:
-    """Numbered steps with elapsed time, so a long study shows where it is."""
-
-    def __init__(self, total: int):
-        self.total, self.n, self.start, self.seconds = total, 0, time.perf_counter(), {}
-
-    def step(self, name: str, fn):
-        self.n += 1
-        elapsed = (time.perf_counter() - self.start) / 60
-        print(f"\n### [{self.n}/{self.total}] {name}   (study time so far {elapsed:.1f} min)", flush=True)
-        t0 = time.perf_counter()
-        result = fn()
-        self.seconds[name] = round(time.perf_counter() - t0, 1)
-        print(f"### {name}: {self.seconds[name]:.0f} s", flush=True)
-        return result
-
-
 def gen(track_config: str, overrides: list[str], out: Path) -> Path:
     from data_gen.generate import generate
     from data_gen.track import TrackConfig
@@ -108,6 +91,13 @@ def evaluate(cfg: StudyConfig, data: Path, adapters: list[Path], out: Path, base
     return run_eval(ecfg, data, MODEL, [str(a) for a in adapters], out, overwrite=True)
 
 
+def main_template_count(cfg: StudyConfig) -> int:
+    """Definition templates per mapping of the first track as scaled: its main run is that ablation point."""
+    from data_gen.track import TrackConfig
+
+    return load_config(TrackConfig, REPO / cfg.tracks[next(iter(cfg.tracks))], cfg.track_overrides).paraphrases_per_mapping
+
+
 def plan(cfg: StudyConfig) -> list[tuple[str, Any]]:
     """Every step of the study, in order, as (name, thunk)."""
     out = REPO / cfg.out
@@ -122,9 +112,7 @@ def plan(cfg: StudyConfig) -> list[tuple[str, Any]]:
         adapters = [out / "adapters" / f"{name}-seed{s}" for s in cfg.train_seeds]
         steps.append((f"evaluate {name}: base, in-context, {len(adapters)} adapters",
                        lambda d=data, a=adapters, n=name: evaluate(cfg, d, a, out / "eval" / n, True, True)))
-    from data_gen.track import TrackConfig
-
-    main_templates = load_config(TrackConfig, REPO / cfg.tracks[first], cfg.track_overrides).paraphrases_per_mapping
+    main_templates = main_template_count(cfg)
     for n in cfg.paraphrase_ablation:
         if n == main_templates:
             continue  # the main run of the first track, seed 0
@@ -163,17 +151,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         from data_gen.provenance import atomic_write_json
 
+        from benchmark.quickstart import Steps
+
         steps = plan(cfg)
-        progress = Progress(len(steps))
+        runner = Steps(len(steps))
         for name, fn in steps:
-            progress.step(name, fn)
+            runner.run(name, name, fn=fn)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(timings_path, {"steps": list(progress.seconds.items()),  # a list: keeps the run's order
-                                         "total_seconds": round(time.perf_counter() - progress.start, 1)})
+        atomic_write_json(timings_path, {"steps": list(runner.seconds.items()),  # a list: keeps the run's order
+                                         "total_seconds": round(time.perf_counter() - runner.start, 1)})
     from .report import write_validity_report
 
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-    path = write_validity_report(cfg, to_dict(cfg), out, REPO / cfg.report, timings)
+    path = write_validity_report(cfg, out, REPO / cfg.report, timings)
     print(f"\nwrote {path}")
     return 0
 
