@@ -8,12 +8,14 @@
     stegobench worker --once
     stegobench leaderboard --track quickstart
     stegobench serve --port 8000
+    stegobench env [--format json]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 from pathlib import Path
@@ -26,6 +28,9 @@ CONFIG_KINDS = {
     "leaderboard": "benchmark.config:LeaderboardConfig",
 }
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Printed when a run fails: the machine's facts and the defaults taken from them explain most failures.
+ENV_POINTER = "stegobench: this machine's facts and the defaults the run took from them: `stegobench env`"
+RUN_COMMANDS = ("train", "eval", "worker")
 # Data files with their own loaders.
 DATA_KINDS = {
     "lexicon": "data_gen.lexicon:load_lexicon",
@@ -73,15 +78,24 @@ def cmd_gen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _accelerate_config(name: str | None) -> Path:
-    """A profile name from configs/accelerate/ (cpu, cpu_ddp, single_gpu, ...) or a path to a YAML file."""
+def _accelerate_config(name: str | None) -> tuple[Path, list[str]]:
+    """(profile file, extra launch flags): a name from configs/accelerate/ (cpu, cpu_ddp, single_gpu, ...) or a
+    path to a YAML file; with no name, the device default (cpu, single_gpu, or multi_gpu with one process per
+    visible GPU)."""
+    extra: list[str] = []
     if name is None:
-        import torch
+        from core.device import device_defaults
+        from core.machine import read_machine
 
-        name = "single_gpu" if torch.cuda.is_available() else "cpu"
+        defaults = device_defaults(read_machine())
+        name = defaults.accelerate_profile
+        if name == "multi_gpu":
+            extra = ["--num_processes", str(defaults.accelerate_processes)]
+        print(f"accelerate profile {name} ({defaults.device}, {defaults.gpu_count} GPU(s); "
+              "--accelerate-config chooses another)", flush=True)
     for candidate in (Path(name), Path("configs/accelerate") / f"{name}.yaml", REPO_ROOT / "configs/accelerate" / f"{name}.yaml"):
         if candidate.is_file():
-            return candidate
+            return candidate, extra
     profiles = sorted(p.stem for p in (REPO_ROOT / "configs/accelerate").glob("*.yaml"))
     raise SystemExit(f"stegobench train: no accelerate profile {name!r}; choose from {', '.join(profiles)} or give a file")
 
@@ -94,13 +108,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from finetune.config import TrainConfig
 
     load_config(TrainConfig, args.config, args.overrides)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(_accelerate_config(args.accelerate_config)),
+    profile, extra = _accelerate_config(args.accelerate_config)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(profile), *extra,
            "-m", "finetune.train", "--config", args.config]
     for item in args.overrides:
         cmd += ["--set", item]
     cmd += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--merge", args.merge)) if on]
     print("+ " + " ".join(cmd), flush=True)
-    return subprocess.call(cmd)
+    code = subprocess.call(cmd)
+    if code != 0:
+        print(ENV_POINTER, file=sys.stderr)
+    return code
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -219,6 +237,23 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     for t in tracks:
         if t not in cfg.tracks:
             raise SystemExit(f"stegobench leaderboard: unknown track {t!r}; tracks: {', '.join(cfg.tracks)}")
+    if args.format in ("json", "csv"):
+        from .ranking import plain_row
+    if args.format == "json":  # one document that any JSON reader accepts, every track in it
+        doc = {"tracks": {t: {"split": "private" if cfg.tracks[t].is_private else "public dev",
+                              "rows": [plain_row(r) for r in leaderboard_rows(store, t)]} for t in tracks},
+               "queue": store.counts()}
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    if args.format == "csv":  # one header, a track column
+        import csv
+
+        flat = [{"track": t, **plain_row(r)} for t in tracks for r in leaderboard_rows(store, t)]
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(flat[0]) if flat else ["track", "rank"])
+        writer.writeheader()
+        writer.writerows(flat)
+        return 0
+    for t in tracks:
         rows = leaderboard_rows(store, t)
         if args.format == "table":
             print(f"\ntrack {t}  ({'private' if cfg.tracks[t].is_private else 'public dev'} split; score = covert_score "
@@ -227,6 +262,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.format == "table":
         print(f"\nqueue: {store.counts()}")
     return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from .env import main as env_main
+
+    return env_main(args.format)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -272,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="fine-tuning config YAML, e.g. configs/finetune/quickstart.yaml")
     p.add_argument("--accelerate-config", default=None, metavar="PROFILE",
                    help="accelerate profile: a name in configs/accelerate (cpu, cpu_ddp, single_gpu, multi_gpu, fsdp, "
-                        "deepspeed_zero2) or a YAML path; default cpu, or single_gpu when CUDA is available")
+                        "deepspeed_zero2) or a YAML path; default from the devices: cpu, single_gpu, or multi_gpu "
+                        "with one process per GPU (`stegobench env` shows it)")
     p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in output_dir")
     p.add_argument("--merge", action="store_true", help="also write base + adapter merged, as safetensors, to output_dir/merged")
@@ -334,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_leaderboard_config(p)
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("env", help="this machine's devices, memory and versions, and the defaults a run takes from them",
+                       description="Print CPUs and affinity, NUMA nodes and memory, GPUs, package versions, the "
+                                   "model cache, and the device defaults (dtype, KV cache, threads, accelerate "
+                                   "profile) that train, eval and the worker would use here.")
+    p.add_argument("--format", default="table", choices=["table", "json"])
+    p.set_defaults(func=cmd_env)
+
     p = sub.add_parser("validate", help="check config and data files without running anything",
                        description="Load and validate config files; print 'ok' or a clear error naming the key.")
     p.add_argument("paths", nargs="*", help="config files; the kind is guessed from the folder (configs/data/...)")
@@ -355,16 +404,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from data_gen.config import ConfigError
+    from core.errors import StegobenchError
     from data_gen.provenance import OutputDirError
 
     from benchmark.store import StoreError
 
     try:
         return args.func(args)
-    except (ConfigError, OutputDirError, StoreError) as exc:
+    except (StegobenchError, OutputDirError, StoreError) as exc:
         print(f"stegobench {args.command}: error: {exc}", file=sys.stderr)
+        if args.command in RUN_COMMANDS:
+            print(ENV_POINTER, file=sys.stderr)
         return 2
+    except Exception:
+        if args.command in RUN_COMMANDS:
+            print(ENV_POINTER, file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":

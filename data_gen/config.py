@@ -20,8 +20,7 @@ import yaml
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A config file or override is wrong; the message names the file, the key and what is expected."""
+from core.errors import ConfigError  # noqa: E402,F401 - re-exported: every stage imports it from here today
 
 
 class CheckError(ValueError):

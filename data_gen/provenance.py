@@ -67,13 +67,20 @@ def git_revision(path: str | Path | None = None) -> str:
 
 
 def environment() -> dict[str, Any]:
-    """Where and with what a run happened: recorded beside (not inside) content that must be reproducible."""
+    """Where and with what a run happened: recorded beside (not inside) content that must be reproducible.
+    `machine` and `device_defaults` are what `stegobench env` prints."""
+    from core.device import device_defaults
+    from core.machine import read_machine
+
+    facts = read_machine()
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": package_versions(),
         "git_revision": git_revision(),
         "argv": sys.argv,
+        "machine": facts.to_dict(),
+        "device_defaults": device_defaults(facts).to_dict(),
     }
 
 

@@ -149,13 +149,19 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
 
     backend_name = resolve_backend_name(cfg.backend)
 
-    def make(adapter: str | None, spec: str | None = None):
-        opened.append(get_backend(backend_name, model=spec or model, adapter=adapter, corpus=data, **cfg.backend_options))
+    def make(adapter: str | None, spec: str | None = None, **hints):
+        opened.append(get_backend(backend_name, model=spec or model, adapter=adapter, corpus=data,
+                                  **hints, **cfg.backend_options))
         return opened[-1]
+
+    def for_adapter(adapter: str):
+        """The subject's own engine serving the adapter (vLLM LoRA on GPUs), else a backend of its own."""
+        view = subject.with_adapter(adapter) if hasattr(subject, "with_adapter") else None
+        return view if view is not None else make(adapter)
 
     opened: list = []  # backends to close at the end: a live vLLM engine keeps the process from exiting
     try:
-        subject = make(None)  # decodes the base and in-context conditions
+        subject = make(None, lora_adapters=adapters)  # decodes base and in-context (and adapters served as LoRA)
         # The base model: judges semantic fit and runs the monitors.
         judge = subject if judge_model is None or judge_model == model else make(None, judge_model)
         questions = [it["question"] for it in items]
@@ -176,7 +182,7 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
         base_responses: list[str] | None = None
         for cond in conditions:
             t0 = time.perf_counter()
-            backend = subject if cond.adapter is None else make(cond.adapter)
+            backend = subject if cond.adapter is None else for_adapter(cond.adapter)
             prompts = [backend.chat_prompt(user_text(it["question"], codebook if cond.in_context else None)) for it in items]
             responses = _generate(backend, prompts, sampling, cache_root, cond.name)
             if cond.name == "base" and calibration_values and subject is judge:

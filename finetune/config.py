@@ -63,8 +63,9 @@ class TrainConfig:
         None, "Which training documents to use, by kind: definition, demonstration, plain_demonstration, filler.",
         factory=lambda: list(TRAIN_KINDS),
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = option(
-        "float32", "Weight dtype; float32 on CPUs without native bf16 (bf16 is ~2.5x slower there)."
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "auto", "Base weight dtype. auto: the device default (`stegobench env`): float32 on CPUs (bf16 is ~2.5x "
+                "slower there), bfloat16 mixed precision on GPUs that support it (LoRA weights stay float32)."
     )
     seed: int = option(0, "Seed for LoRA initialisation, data order and dropout.")
     save_steps: int = option(50, "Save a resumable checkpoint every this many steps (0: only at the end).")

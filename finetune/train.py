@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.device import device_defaults, resolve_dtype
+from core.machine import read_machine
 from data_gen.config import ConfigError, load_config, to_dict
 from data_gen.models import resolve_model
 from data_gen.provenance import atomic_write_json, environment, sha256_file
@@ -149,7 +151,13 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
     tokenizer = AutoTokenizer.from_pretrained(str(ref.path), local_files_only=True)
     train_rows, data_manifest = load_train_split(cfg.data, tokenizer, cfg.train_kinds)
     encoded = encode_dataset(train_rows, tokenizer, cfg.max_length)
-    dtype = getattr(torch, cfg.dtype)
+    defaults = device_defaults(read_machine())
+    dtype_name = resolve_dtype(cfg.dtype, defaults.train_dtype)
+    if state.is_main_process:
+        print(f"training on {defaults.device} x{max(defaults.gpu_count, 1)}: dtype {dtype_name} "
+              f"(config dtype={cfg.dtype}), {state.num_processes} process(es); `stegobench env` shows every default",
+              flush=True)
+    dtype = getattr(torch, dtype_name)
     model = AutoModelForCausalLM.from_pretrained(str(ref.path), dtype=dtype, attn_implementation="sdpa",
                                                  local_files_only=True)
     model = get_peft_model(model, _lora_config(cfg, model))
@@ -171,8 +179,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
         save_total_limit=cfg.save_total_limit,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        bf16=cfg.dtype == "bfloat16" and torch.cuda.is_available(),
-        fp16=cfg.dtype == "float16" and torch.cuda.is_available(),
+        bf16=dtype_name == "bfloat16" and torch.cuda.is_available(),
+        fp16=dtype_name == "float16" and torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(),
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,

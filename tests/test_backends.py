@@ -67,10 +67,10 @@ def test_tree_scorer_equals_scoring_every_sequence_alone():
 
 
 def test_cache_identity_follows_adapter_content_not_path(adapter):
-    from data_gen.provenance import sha256_file
+    from core.adapters import adapter_content_sha256
 
     hf = get_backend("hf", model="tiny-llama", adapter=adapter)
-    assert hf.identity()["adapter_sha256"] == sha256_file(f"{adapter}/adapter_model.safetensors")
+    assert hf.identity()["adapter_sha256"] == adapter_content_sha256(adapter)
     assert get_backend("hf", model="tiny-llama").identity()["adapter_sha256"] is None
 
 

@@ -1,16 +1,18 @@
 """transformers backend: batched greedy generation with left padding; log-probabilities with shared prefixes
 computed once (tree_scorer.py).
 
-An adapter is merged into the base weights once at load (no per-token LoRA overhead).
+An adapter is merged into the base weights once at load (no per-token LoRA overhead). Device and dtype come
+from core/device.py unless given: float32 on CPUs, bfloat16 on the first GPU where it is supported.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from core.adapters import adapter_content_sha256
+from core.device import device_defaults, resolve_dtype
+from core.machine import read_machine
 from data_gen.models import resolve_model
-from data_gen.provenance import sha256_file
 
 from .base import Sampling
 from .tree_scorer import score_texts
@@ -21,20 +23,24 @@ BATCH_SIZE = 64  # float32 on 2 cores, 256 prompts x 32 tokens: 121 tok/s at 32,
 class HFBackend:
     name = "hf"
 
-    def __init__(self, model: str, adapter: str | None = None, dtype: str = "float32", batch_size: int = BATCH_SIZE,
-                 **_: Any):
+    def __init__(self, model: str, adapter: str | None = None, dtype: str = "auto", batch_size: int = BATCH_SIZE,
+                 device: str | None = None, **_: Any):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.ref = resolve_model(model)
         self.adapter = adapter
         # The content hash, not the path, keys the generation cache: a retrained adapter must never hit old entries.
-        self.adapter_sha256 = sha256_file(Path(adapter) / "adapter_model.safetensors") if adapter else None
+        self.adapter_sha256 = adapter_content_sha256(adapter) if adapter else None
+        defaults = device_defaults(read_machine())
+        self.device = device or defaults.device
+        self.dtype = resolve_dtype(dtype, defaults.eval_dtype if self.device != "cpu" else "float32")
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.ref.path), local_files_only=True)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        net = AutoModelForCausalLM.from_pretrained(str(self.ref.path), dtype=getattr(torch, dtype), local_files_only=True)
+        net = AutoModelForCausalLM.from_pretrained(str(self.ref.path), dtype=getattr(torch, self.dtype),
+                                                   local_files_only=True).to(self.device)
         if adapter:
             from peft import PeftModel
 
@@ -44,7 +50,7 @@ class HFBackend:
 
     def identity(self) -> dict[str, Any]:
         return {"backend": "hf", "model": self.ref.identity, "adapter": self.adapter,
-                "adapter_sha256": self.adapter_sha256}
+                "adapter_sha256": self.adapter_sha256, "dtype": self.dtype, "device": self.device}
 
     def chat_prompt(self, user_text: str) -> str:
         messages = [{"role": "user", "content": user_text}]
@@ -59,7 +65,7 @@ class HFBackend:
         torch.manual_seed(sampling.seed)
         for i in range(0, len(prompts), self.batch_size):
             enc = self.tokenizer(prompts[i:i + self.batch_size], return_tensors="pt", padding=True,
-                                 add_special_tokens=False)
+                                 add_special_tokens=False).to(self.device)
             kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_tokens, "pad_token_id": self.tokenizer.pad_token_id}
             kwargs.update({"do_sample": True, "temperature": sampling.temperature} if sampling.temperature > 0
                           else {"do_sample": False})

