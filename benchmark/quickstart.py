@@ -137,7 +137,8 @@ def print_summary(eval_dir: Path, steps: Steps, setup_seconds: float | None, out
     print(f"\nreport:  {eval_dir / 'report.md'}  (plots: rates.png, per_mapping.png; every answer: samples.jsonl)")
     print("time:    " + ", ".join(f"{k} {v:.0f} s" for k, v in steps.seconds.items())
           + f"; total {total / 60:.1f} min" + (f" (setup before it: {setup_seconds:.0f} s)" if setup_seconds is not None else ""))
-    summary = {"steps": list(steps.seconds.items()),  # a list keeps the steps' order in the JSON "total_seconds": round(total, 1), "setup_seconds": setup_seconds,
+    # "steps" is a list: it keeps the steps' order in the JSON.
+    summary = {"steps": list(steps.seconds.items()), "total_seconds": round(total, 1), "setup_seconds": setup_seconds,
                "report": str(eval_dir / "report.md"), "leaderboard": rows}
     atomic_write_json(out, summary)
     print(f"summary: {out}")

@@ -31,3 +31,25 @@ def test_resubmitting_the_same_adapter_points_to_the_first_entry(tiny_adapter, f
 def test_a_refused_adapter_stops_the_quickstart_with_the_reason(tiny_adapter, fresh_home):
     with pytest.raises(SystemExit, match="refused the adapter: .*trained for another base model"):
         submit_adapter(tiny_adapter, model="smollm2-135m-instruct")  # tiny-llama widths do not fit SmolLM2
+
+
+def test_summary_json_holds_every_timing_in_step_order(quickstart_corpus, fresh_home, tmp_path, capsys):
+    import json
+
+    from benchmark.quickstart import Steps, print_summary
+    from data_gen.config import load_config
+    from eval.config import EvalConfig
+    from eval.harness import run_eval
+
+    from conftest import REPO
+
+    cfg = load_config(EvalConfig, REPO / "configs/eval/default.yaml", ["backend=mock", "bootstrap_resamples=200"])
+    run_eval(cfg, quickstart_corpus, "mock:perfect_covert", [], tmp_path / "eval")
+    steps = Steps(3)
+    steps.seconds = {"gen": 2.0, "train": 100.5, "eval": 50.25}
+    out = tmp_path / "summary.json"
+    print_summary(tmp_path / "eval", steps, 61.0, out)
+    summary = json.loads(out.read_text())
+    assert summary["steps"] == [["gen", 2.0], ["train", 100.5], ["eval", 50.25]]
+    assert summary["total_seconds"] == 152.8 and summary["setup_seconds"] == 61.0
+    assert "total 2.5 min (setup before it: 61 s)" in capsys.readouterr().out
