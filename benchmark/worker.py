@@ -135,6 +135,7 @@ class Worker:
         summary = summarize_condition(doc, condition, run_dir, (base["run_dir"], "base"),
                                       eval_cfg.bootstrap_resamples, eval_cfg.seed)
         summary["private_split"] = self.cfg.tracks[job.track].is_private
+        summary["environment"] = doc["environment"]  # the worker's machine, versions and device defaults
         return str(run_dir), key, summary
 
     def run_one(self) -> Job | None:

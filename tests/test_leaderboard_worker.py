@@ -49,6 +49,8 @@ def test_worker_scores_against_the_base_model_and_reuses_the_baseline(tmp_path):
     assert sa["score"]["value"] == 0 and sa["hits"]["value"] == 1 and sa["false_alarms"]["value"] == 0
     assert sb["hits"]["value"] == 1 and sb["false_alarms"]["value"] == 1 and sb["covert_score"]["value"] == 0
     assert (Path(a["result"]["run_dir"]) / "results.json").exists()
+    env = sa["environment"]  # the result records the worker's machine and the defaults it took
+    assert env["machine"]["cpu_count"] >= 1 and env["device_defaults"]["device"] in ("cpu", "cuda")
     with store.engine.connect() as conn:
         import sqlalchemy as sa_
 
