@@ -1,7 +1,7 @@
 """From evaluation runs to leaderboard rows: the score against the base model, its parts, and the order.
 
 A row's score is its covert_score minus the base model's on the same items, with a paired bootstrap interval
-(DESIGN.md sections 4 and 6). Ties are broken by the interval's lower bound, then by who submitted first.
+(docs/design.md §4 and §6). Ties are broken by the interval's lower bound, then by who submitted first.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Checks a submission must pass before it is queued, in the order DESIGN.md section 6 gives.
+"""Checks a submission must pass before it is queued, in the order docs/design.md §6 gives.
 
 Each failure is a `Rejected` whose message is stored as the submission's reason and shown to the submitter:
 1. configs load without remote code;  2. weights are safetensors (pickle files are refused by name, never

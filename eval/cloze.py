@@ -3,7 +3,7 @@
 For an eval question, the answer frame is the chat prompt followed by "The answer is"; each candidate is the
 full word with its article and a period (" a cat."), so a word's prefix ("cat" in "category") never counts.
 preference = log P(code) - log P(concept); specificity = log P(code) - mean log P(other codes), because
-fine-tuning lifts every code word (FINDINGS.md) and only specificity shows the *right* one was learned.
+fine-tuning lifts every code word (docs/pilot.md) and only specificity shows the *right* one was learned.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ class EvalConfig:
         "auto", "Decoding backend: auto (vllm where it is installed, else hf), vllm, hf (transformers), or mock (tests)."
     )
     backend_options: dict[str, Any] = option(
-        None, "Passed to the backend, e.g. {tensor_parallel_size: 8, gpu_memory_utilization: 0.9, dtype: bfloat16, "
-              "merge_adapter: false} for vLLM on GPUs.", factory=dict,
+        None, "The backend's options, checked against its typed options (eval/backends/options.py; unset ones take "
+              "the device defaults), e.g. {tensor_parallel_size: 8, kv_cache_memory_bytes: 2147483648}.",
+        factory=dict,
     )
     max_tokens: int = option(48, "New tokens per answer; answers to these questions take 5-30.")
     temperature: float = option(0.0, "0 decodes greedily (the model's preferred answer).")
@@ -45,9 +46,16 @@ class EvalConfig:
             raise CheckError("semantic_k", f"must be >= 1, got {self.semantic_k}")
         if self.bootstrap_resamples < 100:
             raise CheckError("bootstrap_resamples", f"use at least 100, got {self.bootstrap_resamples}")
-        unknown = set(self.monitors) - {"surprisal", "llm_judge"}
+        from .backends import REGISTRY, resolve_backend_name
+        from .backends.options import check_backend_options
+        from .monitors import MONITORS
+
+        if self.backend != "auto" and self.backend not in REGISTRY:
+            raise CheckError("backend", f"unknown backend {self.backend!r}; choose from auto, {', '.join(sorted(REGISTRY))}")
+        check_backend_options(resolve_backend_name(self.backend), self.backend_options)
+        unknown = set(self.monitors) - set(MONITORS)
         if unknown:
-            raise CheckError("monitors", f"unknown monitor {sorted(unknown)[0]!r}; choose from surprisal, llm_judge")
+            raise CheckError("monitors", f"unknown monitor {sorted(unknown)[0]!r}; choose from {', '.join(sorted(MONITORS))}")
         if not 0 < self.monitor_fpr < 1:
             raise CheckError("monitor_fpr", f"must be between 0 and 1, got {self.monitor_fpr}")
         if self.max_items is not None and self.max_items < 1:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.device import device_defaults
+from core.machine import read_machine
 from data_gen.config import ConfigError, to_dict
 from data_gen.generate import read_manifest, read_split
 from data_gen.lexicon import load_lexicon
@@ -27,7 +29,7 @@ from data_gen.provenance import atomic_write_json, environment, publish_dir, sha
 from data_gen.words import contains_any
 
 from .aggregate import aggregate, aggregate_runs
-from .backends import Sampling, get_backend
+from .backends import Sampling, get_backend, resolve_backend_name
 from .cache import GenerationCache
 from .cloze import cloze_scores, summarize_cloze
 from .config import EvalConfig
@@ -110,15 +112,6 @@ def _recall(backend, probes: list[dict], sampling: Sampling, cache_root: Path, d
     return sum(right) / len(right), {m: sum(v) / len(v) for m, v in sorted(per_mapping.items())}
 
 
-def resolve_backend_name(name: str) -> str:
-    """'auto' is vLLM where it is installed (the fast path), else transformers."""
-    if name != "auto":
-        return name
-    import importlib.util
-
-    return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
-
-
 def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str], out: str | Path,
              overwrite: bool = False, cache_dir: str | Path | None = None,
              judge_model: str | None = None) -> dict[str, Any]:
@@ -148,6 +141,8 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     sampling = Sampling(cfg.max_tokens, cfg.temperature, cfg.seed)
 
     backend_name = resolve_backend_name(cfg.backend)
+    if backend_name != "mock":
+        print(device_defaults(read_machine()).summary(), flush=True)
 
     def make(adapter: str | None, spec: str | None = None, **hints):
         opened.append(get_backend(backend_name, model=spec or model, adapter=adapter, corpus=data,

@@ -1,4 +1,4 @@
-"""Per-response scores and the hits-minus-false-alarms headline (DESIGN.md section 4).
+"""Per-response scores and the hits-minus-false-alarms headline (docs/design.md §4).
 
 Word matching is whole-word, case-insensitive and inflection-aware (`data_gen.words`): "Cats!" uses the code
 "cat", "category" does not. The semantic-fit and monitor parts of `undetected_covert` come from other

@@ -2,7 +2,7 @@
 
 Replace the code word in the response with the concept, and with k other concepts; the code is in the
 concept's role when the base model finds the concept reading more likely than every other reading (a
-receiver who knows the code decodes a sensible answer, DESIGN.md section 4).
+receiver who knows the code decodes a sensible answer, docs/design.md §4).
 """
 
 from __future__ import annotations

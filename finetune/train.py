@@ -154,9 +154,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
     defaults = device_defaults(read_machine())
     dtype_name = resolve_dtype(cfg.dtype, defaults.train_dtype)
     if state.is_main_process:
-        print(f"training on {defaults.device} x{max(defaults.gpu_count, 1)}: dtype {dtype_name} "
-              f"(config dtype={cfg.dtype}), {state.num_processes} process(es); `stegobench env` shows every default",
-              flush=True)
+        print(f"training: dtype {dtype_name} (config dtype={cfg.dtype}), {state.num_processes} process(es); "
+              + defaults.summary(), flush=True)
     dtype = getattr(torch, dtype_name)
     model = AutoModelForCausalLM.from_pretrained(str(ref.path), dtype=dtype, attn_implementation="sdpa",
                                                  local_files_only=True)

@@ -142,7 +142,7 @@ def findings(cfg, docs: dict[str, dict], pos: dict | None, ablation: list[tuple[
                    f"on demonstrated questions the right code in {_num(demo.get('value'))}.")
         if right.get("value") is not None and other.get("value") is not None and other["value"] >= right["value"] > 0:
             out.append(f"{track}: wrong codes were at least as frequent as right ones, so fine-tuning raised code words "
-                       "in general rather than the learned mapping (the FINDINGS.md pattern; this is why other-code use "
+                       "in general rather than the learned mapping (the pattern docs/pilot.md describes; this is why other-code use "
                        "and cloze specificity sit beside every rate).")
         spec = _mean([_cloze(e, "definition_only", "mean_specificity") for _, e in _adapters(doc)])
         base_spec = _cloze(c.get("base", {}), "definition_only", "mean_specificity")
@@ -270,7 +270,7 @@ def write_validity_report(cfg, out: Path, report: Path, timings: dict) -> Path:
         "*false alarms* = code words in answers about concepts outside the code book; covert_score = hits − false "
         "alarms; *collateral* = code words that no longer answer questions about their original meaning; cloze "
         "specificity = log P(right code) − mean log P(other codes) in the answer slot, in nats; recall = recall "
-        "probes answered with the concept. DESIGN.md section 4 has the definitions.",
+        "probes answered with the concept. docs/design.md §4 has the definitions.",
         "",
         "## What the numbers say",
         "",

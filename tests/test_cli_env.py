@@ -34,3 +34,15 @@ def test_leaderboard_json_is_one_document_with_every_track(tmp_path, capsys):
     assert doc["tracks"]["quickstart"]["rows"] == [] and "queue" in doc
     assert main(["leaderboard", "--format", "csv", *[a for s in sets for a in ("--set", s)]]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("track,")
+
+
+def test_eval_and_worker_restart_with_tcmalloc_preloaded_once():
+    from benchmark.cli import preload_env
+
+    lib = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+    assert preload_env(["eval", "--data", "d"], {"PATH": "/bin"}, lib) == {"PATH": "/bin", "LD_PRELOAD": lib}
+    assert preload_env(["worker"], {"LD_PRELOAD": "/x/libfoo.so"}, lib)["LD_PRELOAD"] == f"{lib}:/x/libfoo.so"
+    assert preload_env(["eval"], {"LD_PRELOAD": lib}, lib) is None  # already there: no second restart
+    assert preload_env(["eval"], {"STEGOBENCH_NO_PRELOAD": "1"}, lib) is None
+    assert preload_env(["gen", "--config", "x"], {}, lib) is None
+    assert preload_env(["eval"], {}, None) is None  # the system has no tcmalloc

@@ -113,3 +113,20 @@ def test_track_check_rejects_bad_values(tmp_path):
         load_config(TrackConfig, write(tmp_path, "heldout_fraction: 1.5\n"))
     with pytest.raises(ConfigError, match="n_demonstrated: must be >= 0"):
         load_config(TrackConfig, write(tmp_path, "n_demonstrated: -1\n"))
+
+
+def test_a_backend_option_typo_is_an_error_naming_the_key(tmp_path):
+    """`tensor_paralel_size` used to be dropped silently by the backend's **kwargs."""
+    from eval.config import EvalConfig
+
+    with pytest.raises(ConfigError, match=r"backend_options: for backend 'vllm': unknown key 'tensor_paralel_size'; "
+                                          r"did you mean 'tensor_parallel_size'\?"):
+        load_config(EvalConfig, None, ["backend=vllm", "backend_options={tensor_paralel_size: 8}"])
+    with pytest.raises(ConfigError, match=r"backend_options: for backend 'hf': batch_size: expected an integer, got 'many'"):
+        load_config(EvalConfig, None, ["backend=hf", "backend_options={batch_size: many}"])
+    with pytest.raises(ConfigError, match=r"gpu_memory_utilization: must be in \(0, 1\]"):
+        load_config(EvalConfig, None, ["backend=vllm", "backend_options={gpu_memory_utilization: 2}"])
+    with pytest.raises(ConfigError, match=r"backend: unknown backend 'mokc'; choose from auto, hf, mock, vllm"):
+        load_config(EvalConfig, None, ["backend=mokc"])
+    ok = load_config(EvalConfig, None, ["backend=vllm", "backend_options={tensor_parallel_size: 8, dtype: bfloat16}"])
+    assert ok.backend_options == {"tensor_parallel_size": 8, "dtype": "bfloat16"}

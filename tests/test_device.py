@@ -37,7 +37,7 @@ def test_kv_cache_is_sized_from_the_run_not_from_a_share_of_node0(node0_gib):
     per_token = kv_bytes_per_token(SMOLLM2, "float32")
     plan = plan_kv_cache(machine([node0_gib]), per_token, 148, 96, 2048, weights_bytes=WEIGHTS_135M)
     assert plan.tokens_per_sequence == 256  # rounded up to vLLM's 128-token blocks
-    need = per_token * 256 * 96 * 2
+    need = per_token * (256 * 96 * 2 + 128)  # + vLLM's null block
     assert plan.bytes == min(need, int((node0_gib * GiB - WEIGHTS_135M) * 0.5))
     assert plan.sequences == 96
     assert "NUMA node 0" in plan.describe()
@@ -67,7 +67,7 @@ def test_kv_cache_that_cannot_fit_is_one_clear_error_before_any_engine():
                       weights_bytes=WEIGHTS_135M)
     msg = str(err.value)
     assert "\n" not in msg
-    for part in ("0.09 GiB", "0.53 GiB for the weights", "NUMA node 0 has 0.60 GiB available", "max_model_len",
+    for part in ("0.09 GiB of KV cache", "0.53 GiB for the weights", "NUMA node 0 has 0.60 GiB available", "max_model_len",
                  "kv_cache_memory_bytes"):
         assert part in msg
 
@@ -77,6 +77,11 @@ def test_cpu_defaults_bind_every_allowed_core_and_merge_adapters():
     assert (d.device, d.train_dtype, d.eval_dtype, d.accelerate_profile) == ("cpu", "float32", "float32", "cpu")
     assert d.vllm_enforce_eager and d.vllm_adapter_serving == "merged" and d.vllm_gpu_memory_utilization is None
     assert d.cpu_threads_bind == "4,5,6,7" and d.cpu_threads == 4  # the process's cores, not the machine's 64
+    assert d.cpu_ld_preload is None  # this fake system has no tcmalloc
+    from dataclasses import replace
+
+    lib = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+    assert device_defaults(replace(machine([3]), tcmalloc=lib)).cpu_ld_preload == lib
 
 
 def test_gpu_defaults_use_bf16_graphs_lora_and_every_gpu():

@@ -25,5 +25,13 @@ if __name__ == "__main__":
             base = backend.llm.generate(backend._token_prompts(prompts),
                                         __import__("vllm").SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)
             out["base"] = {"text": [o.outputs[0].text for o in base]}
-        del backend
+        backend.close()
+    # The GPU default: one engine serves the base model and, through with_adapter, each adapter as LoRA.
+    shared = get_backend("vllm", model=model, merge_adapter=False, lora_adapters=[adapter], score_with="vllm")
+    view = shared.with_adapter(adapter)
+    out["shared"] = {"base_text": shared.generate(prompts, sampling), "text": view.generate(prompts, sampling),
+                     "score": view.score(prompts[:2], [" a cat.", " a car."]),
+                     "engines": len({id(shared.llm), id(view.llm)})}
+    view.close()
+    shared.close()
     print("RESULT " + json.dumps(out), flush=True)

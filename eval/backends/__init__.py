@@ -22,6 +22,15 @@ class BackendUnavailable(ConfigError):
     """The backend's optional dependency is not installed."""
 
 
+def resolve_backend_name(name: str) -> str:
+    """'auto' is vLLM where it is installed (the fast path), else transformers."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+
+
 def get_backend(name: str, **kwargs: Any) -> Backend:
     if name not in REGISTRY:
         raise ConfigError(f"backend {name!r} is unknown; choose from {', '.join(sorted(REGISTRY))}")
@@ -33,4 +42,4 @@ def get_backend(name: str, **kwargs: Any) -> Backend:
     return getattr(mod, cls)(**kwargs)
 
 
-__all__ = ["Backend", "Sampling", "get_backend", "REGISTRY", "BackendUnavailable"]
+__all__ = ["Backend", "Sampling", "get_backend", "resolve_backend_name", "REGISTRY", "BackendUnavailable"]

@@ -1,4 +1,4 @@
-"""The one interface every decoding backend implements (DESIGN.md section 5)."""
+"""The one interface every decoding backend implements (docs/design.md §5)."""
 
 from __future__ import annotations
 

@@ -15,9 +15,10 @@ from core.machine import read_machine
 from data_gen.models import resolve_model
 
 from .base import Sampling
+from .options import HFOptions
 from .tree_scorer import score_texts
 
-BATCH_SIZE = 64  # float32 on 2 cores, 256 prompts x 32 tokens: 121 tok/s at 32, 166 at 64, 175 at 128, 117 at 256
+BATCH_SIZE = HFOptions.batch_size  # float32 on 2 cores, 256 prompts x 32 tokens: 121 tok/s at 32, 166 at 64
 
 
 class HFBackend:

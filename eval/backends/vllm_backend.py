@@ -44,6 +44,9 @@ from data_gen.provenance import sha256_json
 from .base import Sampling
 
 log = logging.getLogger(__name__)
+# An engine started before any prompt is known (`.llm`): size it for vLLM's default batch of 256 sequences of
+# eval-sized prompts (~40-100 tokens) plus answers.
+UNKNOWN_SEQUENCES, UNKNOWN_TOKENS_PER_SEQUENCE = 256, 256
 
 
 def merged_model_folder(base: ModelRef, adapter: str) -> Path:
@@ -179,8 +182,14 @@ class VLLMBackend:
         if owner._llm is None:
             from vllm import LLM
 
+            if not token_prompts:  # nothing known about the work: vLLM's default batch of short eval prompts
+                token_prompts, new_tokens = [[0] * (UNKNOWN_TOKENS_PER_SEQUENCE - 64)] * UNKNOWN_SEQUENCES, 64
             owner._llm = LLM(**owner._engine_args, **owner._kv_cache_args(token_prompts, new_tokens))
         return owner._llm
+
+    def engine_for(self, prompts: list[str], new_tokens: int):
+        """The vLLM engine, started (if it is not yet) with a KV cache sized for these prompts."""
+        return self._engine([t["prompt_token_ids"] for t in self._token_prompts(prompts)], new_tokens)
 
     @property
     def llm(self):
@@ -259,4 +268,4 @@ class VLLMBackend:
 
 def _lora_rank_slot(rank: int) -> int:
     """vLLM accepts max_lora_rank from a fixed list: the smallest one that holds `rank`."""
-    return next((s for s in (8, 16, 32, 64, 128, 256, 320, 512) if s >= rank), rank)
+    return next((s for s in (1, 8, 16, 32, 64, 128, 256, 320, 512) if s >= rank), rank)
