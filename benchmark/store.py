@@ -189,7 +189,7 @@ class Store:
                 with self.engine.connect() as conn:
                     original = conn.execute(sa.select(submissions.c.id).where(submissions.c.dedup_key == dedup_key)
                                             ).scalar_one()
-                reason = f"duplicate of submission #{original} (same base model, revision and weights sha256)"
+                reason = f"duplicate of submission #{original} (same track, base model and adapter content)"
                 with self.engine.begin() as conn:
                     new_id = conn.execute(submissions.insert().values(**row, status="REJECTED", reason=reason)
                                           ).inserted_primary_key[0]
@@ -302,9 +302,11 @@ class Store:
             errors = json.loads(row.errors or "[]") + [{"attempt": job.attempts, "worker": job.worker, "error": error}]
             status = "FAILED" if final or job.attempts >= max_attempts else "PENDING"
             reason = _failure_reason(errors) if status == "FAILED" else None
+            # A FAILED entry gives up its dedup key: the same adapter may be submitted again.
+            freed = {"dedup_key": None} if status == "FAILED" else {}
             done = conn.execute(submissions.update().where(self._held(job)).values(
                 status=status, reason=reason, errors=json.dumps(errors), worker=None,
-                finished_at=time.time() if status == "FAILED" else None)).rowcount
+                finished_at=time.time() if status == "FAILED" else None, **freed)).rowcount
         return status if done == 1 else None
 
     def requeue_stale(self, timeout: float, max_attempts: int) -> list[int]:
@@ -324,7 +326,8 @@ class Store:
                     submissions.c.id == row.id, submissions.c.status == "RUNNING",
                     submissions.c.attempts == row.attempts, submissions.c.heartbeat_at < cutoff,
                 ).values(status=status, worker=None, errors=json.dumps(errors),
-                         reason=_failure_reason(errors) if status == "FAILED" else None)).rowcount
+                         reason=_failure_reason(errors) if status == "FAILED" else None,
+                         **({"dedup_key": None} if status == "FAILED" else {}))).rowcount
                 if done:
                     changed.append(row.id)
         return changed

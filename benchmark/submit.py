@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from core.adapters import adapter_content_sha256
+
 from .artifacts import PICKLE_SUFFIXES, collect_folder, commit, incoming_dir
 from .config import LeaderboardConfig
 from .store import Store
@@ -66,16 +68,17 @@ def _finish(cfg: LeaderboardConfig, store: Store, req: SubmissionRequest, kind: 
         if kind != "base" and staged is None:
             raise Rejected("no files were submitted")
         base = resolve_base(req.base_model, cfg.base_models, allow_folders)
-        artifact, size = None, 0
+        artifact, size, content = None, 0, None
         if kind != "base":
             size = check_submission(staged, kind, base, cfg.max_adapter_rank, int(cfg.max_upload_mb * 2**20),
                                     pickles).size_bytes
+            content = adapter_content_sha256(staged) if kind == "adapter" else None
             artifact, _ = commit(data, staged, tokenizer_from=base if kind == "merged" else None)
             staged = None
         new_id, original = store.add_submission(
             display_name=req.display_name, submitter=req.submitter, track=req.track, base_model=req.base_model,
             revision=req.revision, kind=kind, artifact_sha256=artifact, size_bytes=size, notes=req.notes,
-            token_id=req.token_id, dedup_key=dedup_key(req.track, req.base_model, req.revision, artifact))
+            token_id=req.token_id, dedup_key=dedup_key(req.track, req.base_model, content or artifact))
         if original is not None:
             return Outcome(new_id, "REJECTED", store.get(new_id)["reason"], original)
         return Outcome(new_id, "PENDING", None)

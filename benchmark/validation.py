@@ -169,6 +169,9 @@ def check_submission(staged: Path, kind: str, base: Path | None, max_rank: int, 
     return Checked(kind, base, size)
 
 
-def dedup_key(track: str, base_model: str, revision: str | None, artifact_sha256: str | None) -> str:
-    """Same track, base model, revision and weights => the same entry."""
-    return sha256_json({"track": track, "base_model": base_model, "revision": revision or "", "artifact": artifact_sha256 or ""})
+def dedup_key(track: str, base_model: str, content_sha256: str | None) -> str:
+    """Same track, base model and content => the same entry. Content is canonical (core/adapters.py for an
+    adapter: re-indenting its config or naming another training path is the same adapter). A revision is not
+    part of it: bases are the evaluator's own builtins or folders, never fetched by revision, so `--revision`
+    cannot make the same weights a new entry."""
+    return sha256_json({"track": track, "base_model": base_model, "content": content_sha256 or ""})

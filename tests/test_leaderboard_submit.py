@@ -49,6 +49,29 @@ def test_good_adapter_is_queued_and_stored_content_addressed(evaluator, tiny_ada
     assert again.status == "REJECTED" and again.duplicate_of == out.id and f"#{out.id}" in again.reason
 
 
+def test_duplicates_are_found_on_canonical_content_and_a_failed_entry_frees_its_slot(evaluator, tiny_adapter, tmp_path):
+    """Re-indenting the config or passing --revision listed the same adapter again; a FAILED entry blocked a retry."""
+    cfg, store = evaluator
+    first = submit_folder(cfg, store, _req(), adapter=str(tiny_adapter))
+    assert first.status == "PENDING", first.reason
+    indented = _copy(tiny_adapter, tmp_path / "indented")
+    (indented / "adapter_config.json").write_text(
+        json.dumps(json.loads((tiny_adapter / "adapter_config.json").read_text()), indent=7))
+    for label, kwargs, folder in (("indent", {}, indented), ("revision", {"revision": "v2"}, tiny_adapter)):
+        again = submit_folder(cfg, store, _req(display_name=label, **kwargs), adapter=str(folder))
+        assert again.duplicate_of == first.id, (label, again)
+    other = _copy(tiny_adapter, tmp_path / "alpha")
+    _edit_config(other, lora_alpha=16)  # same weights, another adapter: not a duplicate
+    assert submit_folder(cfg, store, _req(display_name="alpha"), adapter=str(other)).status == "PENDING"
+    job = store.claim("w")
+    while job is not None and job.id != first.id:
+        job = store.claim("w")
+    store.fail(job, "evaluation crashed", max_attempts=1)
+    assert store.get(first.id)["status"] == "FAILED"
+    retry = submit_folder(cfg, store, _req(display_name="retry"), adapter=str(tiny_adapter))
+    assert retry.status == "PENDING", retry.reason
+
+
 @pytest.mark.parametrize("case, expected", [
     ("remote_code", "custom code"),
     ("pickle", "weights must be safetensors"),
