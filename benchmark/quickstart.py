@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from core.paths import REPO_ROOT as REPO  # noqa: E402
 RUN = Path("runs/quickstart")
 DATA_CONFIG = "configs/data/quickstart.yaml"
 TRAIN_CONFIG = "configs/finetune/quickstart.yaml"
@@ -102,7 +102,7 @@ def submit_adapter(adapter: Path, model: str = MODEL) -> str:
 
 
 def print_summary(eval_dir: Path, steps: Steps, setup_seconds: float | None, out: Path) -> dict:
-    from data_gen.provenance import atomic_write_json
+    from core.provenance import atomic_write_json
 
     from .config import load_leaderboard_config
     from .ranking import leaderboard_rows, render
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = Steps(5)
     steps.run("gen", "generate the quickstart track (8 mappings: 4 demonstrated, 4 definition-only)",
               _stegobench("gen", "--config", DATA_CONFIG, "--out", str(data), "--overwrite"))
-    from data_gen.config import load_config
+    from core.config import load_config
     from finetune.config import TrainConfig
     from finetune.train import finished_run_matches
 

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_gen.config import ConfigError
-from data_gen.provenance import sha256_json
+from core.config import ConfigError
+from core.provenance import sha256_json
 
 from .artifacts import ADAPTER_FILES, PICKLE_SUFFIXES
 
@@ -36,7 +36,7 @@ def resolve_base(spec: str, allowed: list[str], allow_folders: bool) -> Path | N
         raise Rejected(f"base model {spec!r} is not accepted by this evaluator; choose one of: {', '.join(allowed)}")
     if spec.startswith("mock:"):
         return None
-    from data_gen.models import resolve_model
+    from core.models import resolve_model
 
     try:
         return resolve_model(spec).path

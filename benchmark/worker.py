@@ -22,8 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from data_gen.config import ConfigError, load_config, to_dict
-from data_gen.provenance import OutputDirError, sha256_json
+from core.config import ConfigError, load_config, to_dict
+from core.provenance import OutputDirError, sha256_json
 
 from .artifacts import artifact_folder
 from .config import LeaderboardConfig
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 def prepare_track(cfg: LeaderboardConfig, name: str) -> Path:
     """The track's test corpus, generated once into the data directory (private questions when configured)."""
     from data_gen.generate import generate, read_manifest
-    from data_gen.provenance import sha256_file
+    from core.provenance import sha256_file
     from data_gen.track import TrackConfig
 
     setup = cfg.tracks[name]

@@ -108,7 +108,7 @@ def random_adapter(model_path: Path, out: Path) -> Path:
 
 
 def real_v1(work: Path) -> Path:
-    from data_gen.config import load_config
+    from core.config import load_config
     from data_gen.generate import generate
     from data_gen.track import TrackConfig
 
@@ -136,7 +136,7 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from data_gen.generate import read_split
-    from data_gen.models import resolve_model
+    from core.models import resolve_model
     from eval.backends import get_backend
 
     ref = resolve_model(MODEL)
@@ -308,7 +308,7 @@ def bench_train(work: Path, rows: list, steps: int) -> None:
 # --- quickstart -----------------------------------------------------------------------------------------------
 
 def bench_quickstart(work: Path, rows: list) -> None:
-    from data_gen.models import stegobench_home
+    from core.models import stegobench_home
 
     home = work / "home"
     home.mkdir(parents=True, exist_ok=True)
@@ -428,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import AutoModelForCausalLM
 
-    from data_gen.models import resolve_model
-    from data_gen.provenance import atomic_write_json, environment
+    from core.models import resolve_model
+    from core.provenance import atomic_write_json, environment
 
     work = Path(tempfile.mkdtemp(prefix="stegobench-bench-"))
     rows: list[dict] = []

@@ -18,9 +18,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from data_gen.config import load_config  # noqa: E402
+from core.config import load_config  # noqa: E402
 from data_gen.generate import generate  # noqa: E402
-from data_gen.provenance import atomic_write_json, environment  # noqa: E402
+from core.provenance import atomic_write_json, environment  # noqa: E402
 from data_gen.track import TrackConfig  # noqa: E402
 from finetune.config import TrainConfig  # noqa: E402
 from finetune.train import train  # noqa: E402

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from data_gen.provenance import sha256_json
+from core.provenance import sha256_json
 
 
 class GenerationCache:

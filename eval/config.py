@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from data_gen.config import CheckError, option
+from core.config import CheckError, option
 
 
 @dataclass

@@ -21,11 +21,11 @@ from typing import Any
 
 from core.device import device_defaults
 from core.machine import read_machine
-from data_gen.config import ConfigError, to_dict
+from core.config import ConfigError, to_dict
 from data_gen.generate import read_manifest, read_split
 from data_gen.lexicon import load_lexicon
-from data_gen.models import stegobench_home
-from data_gen.provenance import atomic_write_json, environment, publish_dir, sha256_file, staging_dir
+from core.models import stegobench_home
+from core.provenance import atomic_write_json, environment, publish_dir, sha256_file, staging_dir
 from data_gen.words import contains_any
 
 from .aggregate import aggregate, aggregate_runs
@@ -133,7 +133,7 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     articles = {c.word: c.term.article for c in lexicon.concepts}
     adapters = [check_adapter(a) for a in adapters]
     if adapters and not model.startswith("mock:"):
-        from data_gen.models import resolve_model
+        from core.models import resolve_model
 
         for a in adapters:
             check_adapter_matches(a, resolve_model(model).path)

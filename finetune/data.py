@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_gen.config import ConfigError
+from core.config import ConfigError
 from data_gen.generate import read_manifest
-from data_gen.models import tokenizer_fingerprint
+from core.models import tokenizer_fingerprint
 
 IGNORE = -100
 

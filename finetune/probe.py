@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from data_gen.generate import read_split
-from data_gen.models import resolve_model
+from core.models import resolve_model
 from data_gen.words import contains_any
 
 

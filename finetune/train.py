@@ -24,9 +24,9 @@ from typing import Any
 
 from core.device import device_defaults, resolve_dtype
 from core.machine import read_machine
-from data_gen.config import ConfigError, load_config, to_dict
-from data_gen.models import resolve_model
-from data_gen.provenance import atomic_write_json, environment, sha256_file
+from core.config import ConfigError, load_config, to_dict
+from core.models import resolve_model
+from core.provenance import atomic_write_json, environment, sha256_file
 from finetune.config import TrainConfig
 from finetune.data import TokenCountingCollator, encode_dataset, load_train_split
 

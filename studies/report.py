@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from data_gen.provenance import atomic_write_text, git_revision
+from core.provenance import atomic_write_text, git_revision
 
 
 def _cell(v: dict | None) -> str:

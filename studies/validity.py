@@ -24,9 +24,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from data_gen.config import CheckError, load_config, option
+from core.config import CheckError, load_config, option
 
-REPO = Path(__file__).resolve().parent.parent
+from core.paths import REPO_ROOT as REPO  # noqa: E402
 MODEL = "smollm2-135m-instruct"
 
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--describe", action="store_true", help="list every config key and exit")
     args = p.parse_args(argv)
     if args.describe:
-        from data_gen.config import describe
+        from core.config import describe
 
         print("\n".join(describe(StudyConfig)))
         return 0
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     out = REPO / cfg.out
     timings_path = out / "timings.json"
     if not args.report_only:
-        from data_gen.provenance import atomic_write_json
+        from core.provenance import atomic_write_json
 
         from benchmark.quickstart import Steps
 

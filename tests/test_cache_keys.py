@@ -46,7 +46,7 @@ def test_generation_cache_never_serves_one_adapters_answers_to_another(tiny_adap
 
 def test_merged_model_folder_is_keyed_by_adapter_content(tiny_adapter, tmp_path, monkeypatch):
     pytest.importorskip("vllm")
-    from data_gen.models import resolve_model
+    from core.models import resolve_model
     from eval.backends import vllm_backend
 
     monkeypatch.setattr(vllm_backend, "stegobench_home", lambda: tmp_path / "home")

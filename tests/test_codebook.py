@@ -8,7 +8,7 @@ import re
 import pytest
 
 from data_gen.codebook import english_words, nonsense_codes, sample_codebook
-from data_gen.config import ConfigError
+from core.config import ConfigError
 from data_gen.lexicon import load_lexicon
 from data_gen.words import contains_any
 

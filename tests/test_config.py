@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from data_gen.config import CheckError, ConfigError, apply_overrides, describe, from_dict, load_config, option
+from core.config import CheckError, ConfigError, apply_overrides, describe, from_dict, load_config, option
 from data_gen.track import TrackConfig
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from benchmark.cli import main
-from data_gen.config import ConfigError, load_config
+from core.config import ConfigError, load_config
 from eval.config import EvalConfig
 from eval.harness import rescore, run_eval
 
@@ -86,8 +86,8 @@ def test_cache_makes_a_repeat_free_and_resumes_an_interrupted_run(quickstart_cor
 def test_bad_input(quickstart_corpus, tmp_path, capsys):
     with pytest.raises(ConfigError, match="no manifest.json"):
         run_eval(cfg(), tmp_path, "mock:never_code", [], tmp_path / "o")
-    with pytest.raises(ConfigError, match="backend 'tpu' is unknown"):
-        run_eval(cfg("backend=tpu"), quickstart_corpus, "x", [], tmp_path / "o")
+    with pytest.raises(ConfigError, match="unknown backend 'tpu'; choose from auto, hf, mock, vllm"):
+        cfg("backend=tpu")  # refused when the config loads, before any data is read
     (tmp_path / "bad_adapter").mkdir()
     with pytest.raises(ConfigError, match="no adapter_config.json"):
         run_eval(cfg(), quickstart_corpus, "mock:never_code", [str(tmp_path / "bad_adapter")], tmp_path / "o")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from data_gen.config import ConfigError
-from data_gen.models import resolve_model
+from core.config import ConfigError
+from core.models import resolve_model
 from finetune.data import IGNORE, TokenCountingCollator, encode_row
 from finetune.train import RunDirError, train
 

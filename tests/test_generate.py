@@ -9,7 +9,7 @@ import pytest
 
 from benchmark.cli import main
 from data_gen.generate import generate
-from data_gen.provenance import OutputDirError
+from core.provenance import OutputDirError
 from data_gen.templates import load_templates
 from data_gen.lexicon import load_lexicon
 from data_gen.words import contains_any
@@ -168,7 +168,7 @@ def test_bad_config_gives_a_clear_cli_error(tmp_path, capsys):
 
 
 def test_too_many_paraphrases_names_the_pool(tmp_path):
-    from data_gen.config import ConfigError
+    from core.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"paraphrases_per_mapping: 99 asked, .* has 36"):
         generate(track("configs/data/quickstart.yaml", "paraphrases_per_mapping=99"), tmp_path / "p")

@@ -17,7 +17,7 @@ import yaml
 from conftest import REPO, leaderboard_config
 
 from benchmark.store import Store
-from data_gen.config import to_dict
+from core.config import to_dict
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -142,7 +142,7 @@ def test_uploaded_names_never_become_paths(evaluator, tiny_adapter, tmp_path):
 
 
 def test_merged_model_needs_safe_config_and_matching_tensors(evaluator, tmp_path):
-    from data_gen.models import resolve_model
+    from core.models import resolve_model
 
     cfg, store = evaluator
     base = resolve_model("tiny-llama").path

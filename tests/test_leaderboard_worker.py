@@ -15,7 +15,7 @@ from conftest import REPO, leaderboard_config
 from benchmark.store import Store
 from benchmark.submit import SubmissionRequest, submit_folder
 from benchmark.worker import Worker
-from data_gen.config import to_dict
+from core.config import to_dict
 
 
 def _submit(cfg, store, model: str, name: str = "run", adapter: str | None = None):

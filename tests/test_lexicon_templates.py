@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from data_gen.config import ConfigError
+from core.config import ConfigError
 from data_gen.lexicon import DEFAULT_LEXICON, load_lexicon
 from data_gen.templates import DEFAULT_TEMPLATES, load_templates
 from data_gen.words import contains_any

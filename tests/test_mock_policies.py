@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from data_gen.config import ConfigError
+from core.config import ConfigError
 from data_gen.lexicon import load_lexicon
 from eval.backends import Sampling, get_backend
 from eval.run import score_all

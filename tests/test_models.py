@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from data_gen.config import ConfigError
-from data_gen.models import resolve_model
+from core.config import ConfigError
+from core.models import resolve_model
 
 from conftest import REPO, tiny_train_config
 
@@ -35,7 +35,7 @@ def test_tiny_llama_is_deterministic_and_small():
     ref = resolve_model("tiny-llama")
     assert ref.identity["seed"] == 0 and ref.identity["shape"]["num_hidden_layers"] == 2
     # The recorded hash matches the file: the cache is what it claims to be.
-    from data_gen.provenance import sha256_file
+    from core.provenance import sha256_file
 
     assert sha256_file(ref.path / "model.safetensors") == ref.identity["weights_sha256"]["model.safetensors"]
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from conftest import track
 
-from data_gen.config import ConfigError
+from core.config import ConfigError
 from data_gen.generate import generate, read_manifest, read_split
 
 

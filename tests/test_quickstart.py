@@ -11,7 +11,7 @@ from benchmark.quickstart import submit_adapter
 @pytest.fixture
 def fresh_home(tmp_path, monkeypatch):
     """An empty $STEGOBENCH_HOME (so an empty default leaderboard) with the converted models linked in."""
-    from data_gen.models import stegobench_home
+    from core.models import stegobench_home
 
     home = tmp_path / "home"
     home.mkdir()
@@ -37,7 +37,7 @@ def test_summary_json_holds_every_timing_in_step_order(quickstart_corpus, fresh_
     import json
 
     from benchmark.quickstart import Steps, print_summary
-    from data_gen.config import load_config
+    from core.config import load_config
     from eval.config import EvalConfig
     from eval.harness import run_eval
 

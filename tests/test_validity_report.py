@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from data_gen.config import load_config
+from core.config import load_config
 from eval.config import EvalConfig
 from eval.harness import run_eval
 from studies.report import write_validity_report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from data_gen.config import ConfigError
+from core.config import ConfigError
 
 from .base import Backend, Sampling
 

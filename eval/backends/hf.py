@@ -12,7 +12,7 @@ from typing import Any
 from core.adapters import adapter_content_sha256
 from core.device import device_defaults, resolve_dtype
 from core.machine import read_machine
-from data_gen.models import resolve_model
+from core.models import resolve_model
 
 from .base import Sampling
 from .options import HFOptions

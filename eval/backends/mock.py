@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from data_gen.config import ConfigError
+from core.config import ConfigError
 from data_gen.generate import read_manifest, read_split
 from data_gen.lexicon import load_lexicon
 from data_gen.words import contains_any

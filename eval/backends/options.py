@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from core.errors import ConfigError
-from data_gen.config import CheckError, from_dict, option
+from core.config import CheckError, from_dict, option
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 

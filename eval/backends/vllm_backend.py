@@ -38,8 +38,8 @@ from core.device import device_defaults, kv_bytes_per_token, plan_kv_cache, reso
 from core.device import tensor_parallel_size as tensor_parallel_for
 from core.errors import ConfigError
 from core.machine import read_machine
-from data_gen.models import ModelRef, resolve_model, stegobench_home
-from data_gen.provenance import sha256_json
+from core.models import ModelRef, resolve_model, stegobench_home
+from core.provenance import sha256_json
 
 from .base import Sampling
 

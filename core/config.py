@@ -20,7 +20,7 @@ import yaml
 T = TypeVar("T")
 
 
-from core.errors import ConfigError  # noqa: E402,F401 - re-exported: every stage imports it from here today
+from .errors import ConfigError  # noqa: E402,F401 - re-exported: configs raise it
 
 
 class CheckError(ValueError):

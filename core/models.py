@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+from .errors import ConfigError
 from .provenance import atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)

@@ -55,7 +55,9 @@ def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:
 
 def git_revision(path: str | Path | None = None) -> str:
     """The source checkout's commit (with '-dirty' when it has uncommitted changes), or 'unknown'."""
-    where = Path(path) if path is not None else Path(__file__).resolve().parent.parent
+    from .paths import REPO_ROOT
+
+    where = Path(path) if path is not None else REPO_ROOT
     try:
         rev = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()
