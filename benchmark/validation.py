@@ -9,10 +9,10 @@ opened);  3. LoRA rank within the limit, no modules_to_save, every tensor fits t
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.adapters import LORA_KEY, base_shapes, check_adapter_tensors
 from core.config import ConfigError
 from core.provenance import sha256_json
 
@@ -68,16 +68,6 @@ def _safetensors_shapes(path: Path, what: str) -> dict[str, tuple[int, ...]]:
                        "safetensors (peft: save_pretrained(..., safe_serialization=True))") from None
 
 
-def _base_shapes(base: Path) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {}
-    for f in sorted(base.glob("*.safetensors")):
-        shapes.update(_safetensors_shapes(f, "base model"))
-    return shapes
-
-
-_LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
-
-
 def check_adapter_files(folder: Path, base: Path | None, max_rank: int) -> None:
     # 1. config
     try:
@@ -106,23 +96,15 @@ def check_adapter_files(folder: Path, base: Path | None, max_rank: int) -> None:
                        "whole base-model modules; submit a pure LoRA adapter)")
     if not shapes:
         raise Rejected("adapter_model.safetensors holds no tensors")
-    if base is None:
-        return
-    base_shapes = _base_shapes(base)
     for key, shape in shapes.items():
-        m = _LORA_KEY.match(key)
-        if not m:
-            raise Rejected(f"adapter tensor {key!r} is not a LoRA A/B matrix (only lora_A/lora_B weights are accepted)")
-        target = f"{m['module']}.weight"
-        if target not in base_shapes:
-            raise Rejected(f"adapter tensor {key!r} targets {target!r}, which the base model does not have")
-        out_dim, in_dim = base_shapes[target][0], base_shapes[target][-1]
-        if len(shape) != 2 or (m["ab"] == "A" and shape[1] != in_dim) or (m["ab"] == "B" and shape[0] != out_dim):
-            raise Rejected(f"adapter tensor {key!r} has shape {list(shape)}, which does not fit the base model's "
-                           f"{target} {list(base_shapes[target])}: the adapter was trained for another base model")
-        rank = shape[0] if m["ab"] == "A" else shape[1]  # the config's r can understate the real rank
+        m = LORA_KEY.match(key)
+        rank = (shape[0] if m["ab"] == "A" else shape[-1]) if m and shape else 0  # the config's r can understate it
         if rank > max_rank:
             raise Rejected(f"adapter tensor {key!r} has rank {rank}, over this evaluator's limit of {max_rank}")
+    try:
+        check_adapter_tensors(folder, base)  # the one fit check eval uses too
+    except ConfigError as exc:
+        raise Rejected(str(exc)) from None
 
 
 def check_merged_files(folder: Path, base: Path | None) -> None:
@@ -137,15 +119,15 @@ def check_merged_files(folder: Path, base: Path | None) -> None:
         shapes.update(_safetensors_shapes(f, "merged model"))
     if base is None:
         return
-    base_shapes = _base_shapes(base)
+    known = base_shapes(base)
     tied = {"lm_head.weight"}  # tied embeddings may be saved once or twice
-    missing = sorted(set(base_shapes) - set(shapes) - tied)
-    extra = sorted(set(shapes) - set(base_shapes) - tied)
+    missing = sorted(set(known) - set(shapes) - tied)
+    extra = sorted(set(shapes) - set(known) - tied)
     if missing or extra:
         raise Rejected(f"merged model tensors do not match the base model: missing {missing[:3]}, unexpected {extra[:3]}")
     for key, shape in shapes.items():
-        if key in base_shapes and base_shapes[key] != shape:
-            raise Rejected(f"merged model tensor {key!r} has shape {list(shape)}; the base model's is {list(base_shapes[key])}")
+        if key in known and known[key] != shape:
+            raise Rejected(f"merged model tensor {key!r} has shape {list(shape)}; the base model's is {list(known[key])}")
 
 
 def check_submission(staged: Path, kind: str, base: Path | None, max_rank: int, max_bytes: int,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.adapters import check_adapter_tensors
 from core.device import device_defaults
 from core.machine import read_machine
 from core.config import ConfigError, to_dict
@@ -53,24 +54,10 @@ class Condition:
     in_context: bool
 
 
-_HIDDEN_INPUT = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")  # modules whose input width is hidden_size
-
-
 def check_adapter_matches(adapter: str, model_path: Path) -> None:
-    """Refuse an adapter trained for another base model: its LoRA A matrices must fit this model's width."""
-    from safetensors import safe_open
-
-    hidden = json.loads((model_path / "config.json").read_text()).get("hidden_size")
-    with safe_open(str(Path(adapter) / "adapter_model.safetensors"), "pt") as f:
-        for key in f.keys():
-            if "lora_A" in key and any(f".{m}." in key for m in _HIDDEN_INPUT):
-                width = f.get_slice(key).get_shape()[1]
-                if hidden is not None and width != hidden:
-                    base = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("base_model_name_or_path")
-                    raise ConfigError(
-                        f"adapter {adapter} was trained for another base model ({base}): {key} expects width {width}, "
-                        f"the model at {model_path} has hidden_size {hidden}"
-                    )
+    """Refuse an adapter whose config and tensors disagree or that was trained for another base model, before
+    any decoding (core/adapters.py: the same check the leaderboard makes on submissions)."""
+    check_adapter_tensors(adapter, model_path)
 
 
 def check_adapter(adapter: str) -> str:

@@ -82,6 +82,16 @@ def test_duplicates_are_found_on_canonical_content_and_a_failed_entry_frees_its_
     ("size", "over this evaluator's cap"),
     ("track", "unknown track '../../x'"),
     ("base", "base model 'gpt2-xl' is not accepted"),
+    # Hostile configs and tensors that used to reach a worker (or the leaderboard):
+    ("layer_replication", "layer_replication (layer replication) is not supported"),
+    ("dora", "use_dora (DoRA) is not supported"),
+    ("alpha_huge", "lora_alpha / r = 1024 is over 64"),
+    ("alpha_nan", "lora_alpha must be a positive finite number"),
+    ("not_targeted", "which target_modules ['q_proj'] does not list"),
+    ("layer_outside", "outside layers_to_transform [1]"),
+    ("missing_b", "has no lora_B matrix"),
+    ("rank_mismatch", "lora_A rank 4 and lora_B rank 3 differ"),
+    ("nan", "holds NaN or infinite values"),
 ])
 def test_bad_submissions_are_refused_with_their_reason(evaluator, tiny_adapter, tmp_path, case, expected):
     cfg, store = evaluator
@@ -104,6 +114,32 @@ def test_bad_submissions_are_refused_with_their_reason(evaluator, tiny_adapter, 
         tensors = load_file(str(folder / "adapter_model.safetensors"))
         save_file({k: torch.zeros(v.shape[0], v.shape[1] * 2) if "lora_A" in k else v for k, v in tensors.items()},
                   str(folder / "adapter_model.safetensors"))
+    elif case == "layer_replication":
+        _edit_config(folder, layer_replication=[[0, 2]] * 100)
+    elif case == "dora":
+        _edit_config(folder, use_dora=True)
+    elif case == "alpha_huge":
+        _edit_config(folder, lora_alpha=4096)
+    elif case == "alpha_nan":
+        (folder / "adapter_config.json").write_text(
+            (folder / "adapter_config.json").read_text().replace('"lora_alpha": 8', '"lora_alpha": NaN'))
+    elif case == "not_targeted":
+        _edit_config(folder, target_modules=["q_proj"])  # the tensors also adapt v_proj
+    elif case == "layer_outside":
+        _edit_config(folder, layers_to_transform=[1])  # the tensors also adapt layer 0
+    elif case in ("missing_b", "rank_mismatch", "nan"):
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(str(folder / "adapter_model.safetensors"))
+        key = next(k for k in sorted(tensors) if "lora_B" in k)
+        if case == "missing_b":
+            del tensors[key]
+        elif case == "rank_mismatch":
+            tensors[key] = tensors[key][:, :3].contiguous()
+        else:
+            tensors[key][0, 0] = float("nan")
+        save_file(tensors, str(folder / "adapter_model.safetensors"))
     elif case == "size":
         cfg.max_upload_mb = 0.001
     elif case == "track":
