@@ -6,14 +6,16 @@ submitter can read why on the queue page.
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from core.adapters import adapter_content_sha256
 
-from .artifacts import PICKLE_SUFFIXES, collect_folder, commit, incoming_dir
+from .artifacts import ADAPTER_FILES, PICKLE_SUFFIXES, collect_folder, commit, incoming_dir
 from .config import LeaderboardConfig
 from .store import Store
 from .validation import Rejected, check_submission, dedup_key, resolve_base
@@ -101,9 +103,33 @@ def submit_folder(cfg: LeaderboardConfig, store: Store, req: SubmissionRequest, 
         return _finish(cfg, store, req, kind, None, [], allow_folders)
     if not Path(folder).is_dir():
         raise Rejected(f"{folder}: not a folder")
+    problem = special_entry(Path(folder))
+    if problem is not None:
+        return _finish_rejected(store, req, kind, problem)
     staged = incoming_dir(cfg.data_path())
     _, pickles = collect_folder(Path(folder), kind, staged)
     return _finish(cfg, store, req, kind, staged, pickles, allow_folders)
+
+
+def special_entry(folder: Path) -> str | None:
+    """Why a submitted folder cannot be read as plain files, or None. Links are refused, never followed (a
+    linked config would copy another file's content into a public reason); a FIFO, socket or a folder where a
+    file belongs gets its own accurate reason."""
+    if folder.is_symlink():
+        return "the submitted folder is a symbolic link; submit a real folder (links are never followed)"
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        for name in sorted(dirs + files):
+            path = Path(root) / name
+            shown = ascii(str(path.relative_to(folder)))
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                return f"{shown} is a symbolic link; submit regular files (links are never followed)"
+            if stat.S_ISDIR(mode) and Path(root) == folder and (name in ADAPTER_FILES or Path(name).suffix
+                                                                  in (".json", ".safetensors", *PICKLE_SUFFIXES)):
+                return f"{shown} is a folder where a file belongs; submit the file itself"
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                return f"{shown} is not a regular file (a FIFO, socket or device); submit regular files"
+    return None
 
 
 def submit_uploads(cfg: LeaderboardConfig, store: Store, req: SubmissionRequest, kind: str,

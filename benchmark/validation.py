@@ -78,7 +78,10 @@ def check_adapter_files(folder: Path, base: Path | None, max_rank: int) -> None:
         raise Rejected(f"adapter_config.json: peft_type must be 'LORA', got {cfg.get('peft_type') if isinstance(cfg, dict) else cfg!r}")
     # peft records auto_mapping for AutoPeftModel; a parent_library outside transformers would import custom code.
     library = str((cfg.get("auto_mapping") or {}).get("parent_library", "transformers."))
-    if cfg.get("trust_remote_code") or not library.startswith("transformers."):
+    if cfg.get("trust_remote_code"):
+        raise Rejected("adapter_config.json sets trust_remote_code: this evaluator never runs a submission's code; "
+                       "remove the key")
+    if not library.startswith("transformers."):
         raise Rejected(f"adapter_config.json asks for custom code (auto_mapping.parent_library {library!r}); "
                        "trust_remote_code is never enabled")
     if base is not None:

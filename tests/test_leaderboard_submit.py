@@ -195,3 +195,38 @@ def test_merged_model_needs_safe_config_and_matching_tensors(evaluator, tmp_path
     (evil / "config.json").write_text(json.dumps(conf))
     out = submit_folder(cfg, store, _req(display_name="evil"), merged=str(evil))
     assert out.status == "REJECTED" and "trust_remote_code" in out.reason
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("linked_config", "'adapter_config.json' is a symbolic link"),
+    ("linked_deep", "'sub/x.txt' is a symbolic link"),
+    ("fifo", "'adapter_model.safetensors' is not a regular file"),
+    ("folder_as_weights", "'adapter_model.bin' is a folder where a file belongs"),
+    ("trust_remote_code", "sets trust_remote_code: this evaluator never runs a submission's code"),
+])
+def test_special_files_are_refused_by_name_with_an_accurate_reason(evaluator, tiny_adapter, tmp_path, case, expected):
+    """A linked config used to be followed and its target's content copied into a public reason; a FIFO or a
+    folder named like weights got a message about pickles."""
+    import os
+
+    cfg, store = evaluator
+    folder = _copy(tiny_adapter, tmp_path / "a")
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"password": "hunter2"}')
+    if case == "linked_config":
+        (folder / "adapter_config.json").unlink()
+        (folder / "adapter_config.json").symlink_to(secret)
+    elif case == "linked_deep":
+        (folder / "sub").mkdir()
+        (folder / "sub" / "x.txt").symlink_to(secret)
+    elif case == "fifo":
+        (folder / "adapter_model.safetensors").unlink()
+        os.mkfifo(folder / "adapter_model.safetensors")
+    elif case == "folder_as_weights":
+        (folder / "adapter_model.bin").mkdir()
+    elif case == "trust_remote_code":
+        _edit_config(folder, trust_remote_code=True)
+    out = submit_folder(cfg, store, _req(), adapter=str(folder))
+    assert out.status == "REJECTED" and expected in out.reason, out.reason
+    assert "hunter2" not in out.reason and str(tmp_path) not in out.reason
+    assert not (cfg.data_path() / "artifacts").exists()
