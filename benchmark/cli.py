@@ -229,6 +229,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         token = store.add_token(args.name)
         print(f"token for {args.name} (shown once; only its sha256 is stored):\n{token}")
         return 0
+    if args.action == "requeue":
+        ids = store.requeue(args.id or None)
+        print(f"requeued {len(ids)} FAILED submission(s): {', '.join(f'#{i}' for i in ids) or 'none'}")
+        return 0
     if args.action == "revoke-token":
         n = store.revoke_token(args.name or "")
         print(f"revoked {n} token(s) of {args.name!r}")
@@ -357,9 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_leaderboard_config(p)
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("leaderboard", help="print the leaderboard, or manage submitter tokens",
-                       description="Print ranked results (default), or add-token / revoke-token for web submitters.")
-    p.add_argument("action", nargs="?", default="show", choices=["show", "add-token", "revoke-token"])
+    p = sub.add_parser("leaderboard", help="print the leaderboard, manage submitter tokens, requeue failed jobs",
+                       description="Print ranked results (default), add-token / revoke-token for web submitters, or "
+                                   "requeue FAILED submissions.")
+    p.add_argument("action", nargs="?", default="show", choices=["show", "add-token", "revoke-token", "requeue"],
+                   help="show the board; add-token / revoke-token for web submitters; requeue FAILED submissions "
+                        "(all, or --id N) after fixing an evaluator fault")
+    p.add_argument("--id", type=int, action="append", default=[], help="a submission id, for requeue; repeatable")
     p.add_argument("--track", default=None, help="one track (default: all)")
     p.add_argument("--format", default="table", choices=["table", "json", "csv", "md"])
     p.add_argument("--name", default=None, help="token owner, for add-token / revoke-token")

@@ -334,6 +334,17 @@ class Store:
 
     # -- baselines ------------------------------------------------------------------------------------
 
+    def requeue(self, ids: list[int] | None = None) -> list[int]:
+        """FAILED submissions (all, or those in `ids`) back to PENDING with their attempts reset: for an
+        operator who fixed the evaluator's fault. Their error history is kept."""
+        with self.engine.begin() as conn:
+            where = [submissions.c.status == "FAILED"] + ([submissions.c.id.in_(ids)] if ids else [])
+            found = [r.id for r in conn.execute(sa.select(submissions.c.id).where(*where)).all()]
+            if found:
+                conn.execute(submissions.update().where(submissions.c.id.in_(found), submissions.c.status == "FAILED")
+                             .values(status="PENDING", attempts=0, reason=None, worker=None, finished_at=None))
+        return found
+
     def baseline(self, key: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(baselines).where(baselines.c.key == key)).mappings().first()

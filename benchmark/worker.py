@@ -90,6 +90,9 @@ class Worker:
     def __init__(self, cfg: LeaderboardConfig, store: Store, name: str | None = None):
         self.cfg, self.store = cfg, store
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # The evaluator's own config is checked before any job is claimed: a typo in it (backend=mokc) is the
+        # operator's to fix, never a reason to mark submissions FAILED.
+        self._eval_config()
 
     def _eval_config(self):
         from eval.config import EvalConfig

@@ -150,3 +150,36 @@ def test_a_job_whose_worker_is_killed_is_finished_by_another_with_one_result(tmp
     from benchmark.store import results
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(results)).scalar_one() == 1
+
+
+def test_a_typo_in_the_workers_config_fails_the_worker_not_the_queue(tmp_path):
+    """`eval_overrides=[backend=mokc]` used to mark every queued job FAILED, for good, in 0.3 s."""
+    import pytest
+
+    from core.config import ConfigError
+
+    cfg = leaderboard_config(tmp_path)
+    store = Store(cfg.db_url())
+    sid = _submit(cfg, store, "mock:perfect_covert")
+    bad = leaderboard_config(tmp_path, "eval_overrides=[backend=mokc]")
+    with pytest.raises(ConfigError, match="unknown backend 'mokc'"):
+        Worker(bad, store)
+    assert store.get(sid)["status"] == "PENDING" and store.get(sid)["attempts"] == 0
+
+
+def test_an_operator_requeues_failed_jobs_and_they_finish(tmp_path, monkeypatch, capsys):
+    from benchmark.cli import main
+
+    cfg = leaderboard_config(tmp_path)
+    store = Store(cfg.db_url())
+    sid = _submit(cfg, store, "mock:perfect_covert")
+    worker = Worker(cfg, store)
+    monkeypatch.setattr(worker, "evaluate", lambda job: (_ for _ in ()).throw(RuntimeError("disk full")))
+    while store.get(sid)["status"] != "FAILED":
+        worker.run_one()
+    config = _config_file(cfg, tmp_path / "lb.yaml")
+    assert main(["leaderboard", "requeue", "--config", str(config)]) == 0
+    assert f"requeued 1 FAILED submission(s): #{sid}" in capsys.readouterr().out
+    sub = store.get(sid)
+    assert sub["status"] == "PENDING" and sub["attempts"] == 0 and "disk full" in sub["errors"][0]["error"]
+    assert Worker(cfg, store).run(once=True) == 1 and store.get(sid)["status"] == "FINISHED"
