@@ -200,6 +200,8 @@ class Store:
         return new_id, None
 
     def get(self, submission_id: int) -> dict[str, Any] | None:
+        if not 0 < submission_id < 2**63:  # beyond the column's range: no such submission (not a database error)
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(submissions).where(submissions.c.id == submission_id)).mappings().first()
             if row is None:

@@ -112,3 +112,32 @@ def test_leaderboard_rows_from_stored_results(db_url):
     assert "+0.300 [+0.200, +0.400]" in table and "0.300 [0.000, 1.000]" in table
     assert render(rows, "csv").splitlines()[1].startswith("1,")
     assert "| 1 | b |" in render(rows, "md")
+
+
+def test_public_pages_hide_server_paths_and_sql_and_odd_ids_are_404(app, tiny_adapter):
+    """Ids past 64 bits were a 500; a worker's error with a server path or SQL was shown to anyone."""
+    client, store, cfg = app
+    auth = {"Authorization": f"Bearer {store.add_token('alice')}"}
+    sid = client.post("/api/submissions", data=FORM, files=_files(tiny_adapter), headers=auth).json()["id"]
+    job = store.claim("w")
+    store.fail(job, "FileNotFoundError: [Errno 2] No such file: '/srv/stegobench/leaderboard/runs/7/results.json' "
+                    "(sqlite3.OperationalError) database is locked [SQL: UPDATE submissions SET x=1]", max_attempts=1)
+    for url in (f"/submission/{sid}", "/queue", f"/api/submissions/{sid}"):
+        text = client.get(url).text
+        assert "/srv/stegobench" not in text and "UPDATE submissions" not in text, url
+        assert "&lt;server path&gt;" in text or "<server path>" in text, url
+    for url in (f"/submission/{2**64}", f"/api/submissions/{2**70}", "/submission/0"):
+        assert client.get(url).status_code == 404, url
+    assert store.get(sid)["errors"][0]["error"].startswith("FileNotFoundError")  # the operator keeps the detail
+
+
+def test_detail_page_survives_a_run_folder_without_samples(app, tmp_path):
+    from benchmark.web.app import _run_detail
+
+    _, _, cfg = app
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text('{"conditions": {"base": {"table": {"splits": {}}}}}')
+    sub = {"track": "quickstart", "result": {"run_dir": str(run), "summary": {"condition": "base"}}}
+    assert _run_detail(sub, cfg)["samples"] == []
+    assert _run_detail({**sub, "result": {"run_dir": str(tmp_path / "gone"), "summary": {}}}, cfg) == {"missing": True}

@@ -10,6 +10,7 @@ Reading needs no token; submitting needs a token from `stegobench leaderboard ad
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,8 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
         if sub is None:
             raise HTTPException(404, f"no submission #{sid}")
         detail = _run_detail(sub, cfg)
-        return page("detail.html", sub=sub, detail=detail, plots=[p for p in PLOTS if p in detail.get("plots", [])])
+        return page("detail.html", sub=_shown(sub), detail=detail,
+                    plots=[p for p in PLOTS if p in detail.get("plots", [])])
 
     @app.get("/submission/{sid}/plot/{name}", include_in_schema=False)
     def plot(sid: int, name: str) -> FileResponse:
@@ -127,7 +129,7 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
 
     @app.get("/queue", response_class=HTMLResponse, include_in_schema=False)
     def queue_page() -> HTMLResponse:
-        return page("queue.html", subs=store.list_submissions(limit=200), counts=store.counts())
+        return page("queue.html", subs=[_shown(x) for x in store.list_submissions(limit=200)], counts=store.counts())
 
     @app.get("/submit", response_class=HTMLResponse, include_in_schema=False)
     def submit_form() -> HTMLResponse:
@@ -194,11 +196,33 @@ def _present(f: UploadFile | None) -> UploadFile | None:
     return f if f is not None and (f.filename or f.size) else None
 
 
+# Reasons and worker errors are shown to anyone: server paths and SQL stay in the operator's database only.
+_SERVER_PATH = re.compile(r"(?<![\w.])/(?:[\w.@+-]+/)*[\w.@+-]+")
+_SQL = re.compile(r"\((?:sqlite3|psycopg|sqlalchemy)[^)]*\).*|\[SQL:.*", re.DOTALL)
+
+
+def public_text(text: str | None) -> str | None:
+    if not text:
+        return text
+    return _SQL.sub("(database error: details are in the evaluator's log)", _SERVER_PATH.sub("<server path>", text))
+
+
+def _shown(sub: dict[str, Any]) -> dict[str, Any]:
+    """A submission as pages and the API show it: reasons and errors without server paths or SQL."""
+    errors = sub.get("errors") or []
+    errors = json.loads(errors) if isinstance(errors, str) else errors  # list rows keep the stored JSON text
+    return {**sub, "reason": public_text(sub.get("reason")),
+            "errors": [{**e, "error": public_text(e.get("error"))} for e in errors]}
+
+
 def _public(sub: dict[str, Any]) -> dict[str, Any]:
     keep = ("id", "created_at", "display_name", "submitter", "track", "base_model", "revision", "kind",
             "artifact_sha256", "size_bytes", "notes", "status", "reason", "attempts", "finished_at")
     out = {k: sub.get(k) for k in keep}
-    out["result"] = sub["result"]["summary"] if sub.get("result") else None
+    out["reason"] = public_text(out["reason"])
+    # The worker's machine record (argv, paths) stays with the operator.
+    out["result"] = ({k: v for k, v in sub["result"]["summary"].items() if k != "environment"}
+                     if sub.get("result") else None)
     return out
 
 
@@ -211,12 +235,12 @@ def _run_detail(sub: dict[str, Any], cfg: LeaderboardConfig) -> dict[str, Any]:
     try:
         doc = json.loads((run / "results.json").read_text())
     except (OSError, ValueError):
-        return {"missing": str(run)}
+        return {"missing": True}  # the run folder is the operator's; its path is not shown
     condition = res["summary"]["condition"]
     entry = doc["conditions"][condition]
     private = cfg.tracks[sub["track"]].is_private if sub["track"] in cfg.tracks else True
     samples = []
-    if not private:  # a private split's questions must not leak through the page
+    if not private and (run / "samples.jsonl").is_file():  # a private split's questions must not leak
         with open(run / "samples.jsonl", encoding="utf-8") as f:
             for line in f:
                 row = json.loads(line)
