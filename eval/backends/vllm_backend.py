@@ -38,7 +38,7 @@ from core.device import device_defaults, kv_bytes_per_token, plan_kv_cache, reso
 from core.device import tensor_parallel_size as tensor_parallel_for
 from core.errors import ConfigError
 from core.machine import read_machine
-from core.models import ModelRef, resolve_model, stegobench_home
+from core.models import ModelRef, resolve_model, stegobench_home, weights_bytes
 from core.provenance import sha256_json
 
 from .base import Sampling
@@ -84,8 +84,7 @@ class VLLMBackend:
         from transformers import AutoTokenizer
 
         self.ref = resolve_model(model)
-        self.facts = read_machine()
-        self.defaults = device_defaults(self.facts)
+        self.defaults = device_defaults(read_machine())
         self.adapter = adapter
         # Content (config + weights), not the path, keys the generation cache: a retrained or re-configured
         # adapter must never hit another's entries.
@@ -167,7 +166,7 @@ class VLLMBackend:
             log.info("gpu_memory_utilization=%s is a GPU setting; on this CPU the KV cache is sized from the run",
                      self._ignored_gpu_memory_utilization)
         longest = max((len(t) for t in token_prompts), default=0) + new_tokens
-        weights = sum(f.stat().st_size for f in self.served.glob("*.safetensors"))
+        weights = weights_bytes(self.served)
         plan = plan_kv_cache(read_machine(probe_gpus=False),  # memory read now: it changes while these VMs run
                              kv_bytes_per_token(self.model_config, self.dtype), min(longest, self.max_model_len),
                              len(token_prompts), self.max_model_len, weights_bytes=weights)
