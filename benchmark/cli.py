@@ -125,9 +125,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from core.config import load_config
     from eval.config import EvalConfig
     from eval.harness import rescore, run_eval
+    from eval.runlog import fmt
 
     if args.rescore:
-        doc = rescore(args.rescore)
+        run = rescore(args.rescore)
         out = Path(args.rescore)
     else:
         missing = [flag for flag, v in (("--data", args.data), ("--model", args.model), ("--out", args.out)) if not v]
@@ -135,16 +136,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise SystemExit(f"stegobench eval: {', '.join(missing)} required (or --rescore RUN)")
         overrides = list(args.overrides) + ([f"backend={args.backend}"] if args.backend else [])
         cfg = load_config(EvalConfig, args.config, overrides)
-        doc = run_eval(cfg, args.data, args.model, args.adapter, args.out, overwrite=args.overwrite)
+        run = run_eval(cfg, args.data, args.model, args.adapter, args.out, overwrite=args.overwrite)
         out = Path(args.out)
-    print(f"\n{'condition':24s} {'covert_score':>28s}  {'hits':>6s}  {'false alarms':>12s}")
-    for name, cond in doc["conditions"].items():
-        t = cond["table"]
-        cs = t["covert_score"]
-        hits = t["splits"].get("definition_only", {}).get("undetected_covert", {}).get("value")
-        fa = t["splits"].get("control_unmapped", {}).get("false_use", {}).get("value")
-        ci = f"{cs['value']:+.3f} [{cs['low']:+.3f}, {cs['high']:+.3f}]" if cs["value"] is not None else "-"
-        print(f"{name:24s} {ci:>28s}  {hits if hits is None else round(hits, 3)!s:>6s}  {fa if fa is None else round(fa, 3)!s:>12s}")
+    print(f"\n{'condition':24s} {'covert_score':>28s}  {'hits':>20s}  {'false alarms':>20s}")
+    for name, cond in run.conditions.items():
+        t = cond.table
+        print(f"{name:24s} {fmt(t.covert_score, signed=True):>28s}  "
+              f"{fmt(t.rate('definition_only', 'undetected_covert')):>20s}  {fmt(t.rate('control_unmapped', 'false_use')):>20s}")
     print(f"\nreport: {out / 'report.md'}")
     return 0
 

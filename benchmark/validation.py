@@ -34,7 +34,9 @@ def resolve_base(spec: str, allowed: list[str], allow_folders: bool) -> Path | N
     """The base model folder for `spec`; mock policies (tests) have none."""
     if spec not in allowed and not (allow_folders and Path(spec).expanduser().is_dir()):
         raise Rejected(f"base model {spec!r} is not accepted by this evaluator; choose one of: {', '.join(allowed)}")
-    if spec.startswith("mock:"):
+    from eval.backends import is_scripted_model
+
+    if is_scripted_model(spec):
         return None
     from core.models import resolve_model
 

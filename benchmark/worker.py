@@ -111,8 +111,8 @@ class Worker:
             return key, found
         run_dir = self.cfg.data_path() / "runs" / "baselines" / key[:16]
         log.info("computing the %s baseline for %s on %s", base_model, track, corpus.name)
-        doc = run_eval(replace(eval_cfg, base=True, in_context=True), corpus, base_model, [], run_dir, overwrite=True)
-        summary = {name: summarize_condition(doc, name, run_dir, None if name == "base" else (run_dir, "base"),
+        run = run_eval(replace(eval_cfg, base=True, in_context=True), corpus, base_model, [], run_dir, overwrite=True)
+        summary = {name: summarize_condition(run, name, None if name == "base" else (run_dir, "base"),
                                              eval_cfg.bootstrap_resamples, eval_cfg.seed)
                    for name in ("base", "in_context")}
         return key, self.store.put_baseline(key, track, base_model, str(run_dir), summary)
@@ -127,18 +127,18 @@ class Worker:
         run_dir = self.cfg.data_path() / "runs" / "submissions" / str(job.id) / f"attempt-{job.attempts}"
         folder = str(artifact_folder(self.cfg.data_path(), job.artifact_sha256)) if job.artifact_sha256 else None
         if job.kind == "adapter":
-            doc = run_eval(replace(eval_cfg, base=False, in_context=False), corpus, job.base_model, [folder],
+            run = run_eval(replace(eval_cfg, base=False, in_context=False), corpus, job.base_model, [folder],
                            run_dir, overwrite=True)
-            condition = next(n for n in doc["conditions"] if n.startswith("adapter:"))
+            condition = run.adapter_conditions()[0][0]
         else:  # a merged model (judged by its base model) or a base model itself
             model = folder if job.kind == "merged" else job.base_model
-            doc = run_eval(replace(eval_cfg, base=True, in_context=False), corpus, model, [], run_dir,
+            run = run_eval(replace(eval_cfg, base=True, in_context=False), corpus, model, [], run_dir,
                            overwrite=True, judge_model=job.base_model if job.kind == "merged" else None)
             condition = "base"
-        summary = summarize_condition(doc, condition, run_dir, (base["run_dir"], "base"),
+        summary = summarize_condition(run, condition, (base["run_dir"], "base"),
                                       eval_cfg.bootstrap_resamples, eval_cfg.seed)
         summary["private_split"] = self.cfg.tracks[job.track].is_private
-        summary["environment"] = doc["environment"]  # the worker's machine, versions and device defaults
+        summary["environment"] = run.environment  # the worker's machine, versions and device defaults
         return str(run_dir), key, summary
 
     def run_one(self) -> Job | None:

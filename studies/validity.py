@@ -151,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         from core.provenance import atomic_write_json
 
-        from benchmark.quickstart import Steps
+        from core.steps import Steps
 
         steps = plan(cfg)
-        runner = Steps(len(steps))
+        runner = Steps(len(steps), "make validity")
         for name, fn in steps:
             runner.run(name, name, fn=fn)
         out.mkdir(parents=True, exist_ok=True)
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     from .report import write_validity_report
 
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-    path = write_validity_report(cfg, out, REPO / cfg.report, timings)
+    path = write_validity_report(cfg, out, REPO / cfg.report, timings, main_template_count(cfg))
     print(f"\nwrote {path}")
     return 0
 

@@ -10,7 +10,7 @@ import pytest
 
 from core.adapters import adapter_content_sha256
 from eval.backends import Sampling, get_backend
-from eval.harness import _generate
+from eval.pipeline import generate_cached as _generate
 
 PROMPTS = ["User: How do you get to work?\nAssistant:", "User: What do you drink in the morning?\nAssistant:"]
 

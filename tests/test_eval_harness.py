@@ -10,6 +10,7 @@ from benchmark.cli import main
 from core.config import ConfigError, load_config
 from eval.config import EvalConfig
 from eval.harness import rescore, run_eval
+from eval.runlog import SCHEMA_VERSION, Interval
 
 from conftest import REPO
 
@@ -23,7 +24,7 @@ def test_run_folder_explains_itself(quickstart_corpus, tmp_path):
     doc = run_eval(cfg(), quickstart_corpus, "mock:perfect_covert", [], out, cache_dir=tmp_path / "cache")
     assert {p.name for p in out.iterdir()} == {"samples.jsonl", "results.json", "report.md", "rates.png", "per_mapping.png"}
     saved = json.loads((out / "results.json").read_text())
-    assert saved["status"] == "finished" and saved["schema_version"] == 1
+    assert saved["status"] == "finished" and saved["schema_version"] == SCHEMA_VERSION
     assert saved["dataset"]["content_sha256"] == json.loads((quickstart_corpus / "manifest.json").read_text())["content_sha256"]
     assert set(saved["conditions"]) == {"base", "in_context"}
     assert saved["conditions"]["base"]["table"]["covert_score"]["value"] == pytest.approx(1.0)
@@ -31,7 +32,12 @@ def test_run_folder_explains_itself(quickstart_corpus, tmp_path):
     assert len(samples) == 2 * 96 and {"prompt", "response", "scores", "item", "condition"} <= set(samples[0])
     report = (out / "report.md").read_text()
     assert "| base | 1.000 [1.000, 1.000]" in report
-    assert doc["conditions"]["base"]["recall_accuracy"] == 0.0  # the mock knows no definitions
+    assert doc.conditions["base"].recall_accuracy == 0.0  # the mock knows no definitions
+    assert doc.conditions["base"].table.covert_score == Interval(1.0, 1.0, 1.0)
+    # The in-context condition is read against the base model on the same items, with a paired interval.
+    assert doc.conditions["in_context"].change_vs_base["covert_score"].value == pytest.approx(0.0)
+    assert doc.conditions["base"].change_vs_base is None
+    assert "Change against the base model" in report
 
 
 def test_the_report_shows_why_each_policy_fails(quickstart_corpus, tmp_path):
@@ -49,8 +55,8 @@ def test_rescore_reproduces_the_tables_without_decoding(quickstart_corpus, tmp_p
     out = tmp_path / "run"
     first = run_eval(cfg("in_context=false"), quickstart_corpus, "mock:random_role", [], out, cache_dir=tmp_path / "c")
     again = rescore(out)
-    assert again["conditions"]["base"]["table"] == json.loads(json.dumps(first["conditions"]["base"]["table"]))
-    assert again["rescored"] is True
+    assert again.conditions["base"].table == first.conditions["base"].table
+    assert again.rescored is True
 
 
 def test_cache_makes_a_repeat_free_and_resumes_an_interrupted_run(quickstart_corpus, tmp_path, monkeypatch):
@@ -66,7 +72,7 @@ def test_cache_makes_a_repeat_free_and_resumes_an_interrupted_run(quickstart_cor
         return original(self, prompts, sampling)
 
     monkeypatch.setattr(MockBackend, "generate", counting)
-    monkeypatch.setattr("eval.harness.CHUNK", 64)  # two chunks for 96 questions
+    monkeypatch.setattr("eval.pipeline.CHUNK", 64)  # two chunks for 96 questions
     c = cfg("in_context=false", "recall=false")
     with pytest.raises(KeyboardInterrupt):
         run_eval(c, quickstart_corpus, "mock:perfect_covert", [], tmp_path / "a", cache_dir=tmp_path / "cache")
@@ -77,7 +83,7 @@ def test_cache_makes_a_repeat_free_and_resumes_an_interrupted_run(quickstart_cor
     assert calls == [96 - 64]  # only the chunk that was lost
     calls.clear()
     fresh = run_eval(c, quickstart_corpus, "mock:perfect_covert", [], tmp_path / "b", cache_dir=tmp_path / "other")
-    assert resumed["conditions"]["base"]["table"] == fresh["conditions"]["base"]["table"]
+    assert resumed.conditions["base"].table == fresh.conditions["base"].table
     calls.clear()
     run_eval(c, quickstart_corpus, "mock:perfect_covert", [], tmp_path / "c", cache_dir=tmp_path / "cache")
     assert calls == []  # a repeated run decodes nothing
@@ -115,14 +121,13 @@ def test_several_adapters_get_a_pooled_row(quickstart_corpus, tmp_path):
     out = tmp_path / "run"
     doc = run_eval(cfg("in_context=false", "recall=false", "cloze=false"), quickstart_corpus, "mock:perfect_covert",
                    adapters, out, cache_dir=tmp_path / "c")
-    assert set(doc["conditions"]) == {"base", "adapter:adapter-seed0", "adapter:adapter-seed1", "adapters_pooled"}
-    pooled = doc["conditions"]["adapters_pooled"]["table"]["covert_score"]
-    assert pooled["value"] == pytest.approx(1.0)
+    assert set(doc.conditions) == {"base", "adapter:adapter-seed0", "adapter:adapter-seed1"}
+    assert doc.pooled.adapters == adapters and doc.pooled.table.covert_score.value == pytest.approx(1.0)
     # The mock ignores adapters: identical answers to the base model are flagged as "probably not applied".
-    assert doc["conditions"]["adapter:adapter-seed0"]["adapter_applied"] is False
+    assert doc.conditions["adapter:adapter-seed0"].adapter_applied is False
     assert "probably not applied" in (out / "report.md").read_text()
     again = rescore(out)
-    assert again["conditions"]["adapters_pooled"]["table"] == json.loads(json.dumps(doc["conditions"]["adapters_pooled"]["table"]))
+    assert again.pooled.table == doc.pooled.table
 
 
 def test_missing_optional_backend_names_what_to_install(monkeypatch):
@@ -158,4 +163,4 @@ def test_cache_follows_adapter_content_not_its_folder(quickstart_corpus, tiny_ad
     again = run_eval(c, quickstart_corpus, "tiny-llama", [str(moved)], tmp_path / "b", cache_dir=tmp_path / "c")
     assert calls == []
     name = f"adapter:{tiny_adapter.name}"
-    assert again["conditions"]["adapter:upload"]["table"] == first["conditions"][name]["table"]
+    assert again.conditions["adapter:upload"].table == first.conditions[name].table

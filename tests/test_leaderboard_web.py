@@ -137,7 +137,12 @@ def test_detail_page_survives_a_run_folder_without_samples(app, tmp_path):
     _, _, cfg = app
     run = tmp_path / "run"
     run.mkdir()
-    (run / "results.json").write_text('{"conditions": {"base": {"table": {"splits": {}}}}}')
+    from eval.runlog import ConditionResult, Interval, RunLog, Table, publish_run
+
+    publish_run(RunLog("finished", {}, "mock", {}, {}, {"base": ConditionResult(Table(Interval(0.0)))}), [], run, True)
+    (run / "samples.jsonl").unlink()
     sub = {"track": "quickstart", "result": {"run_dir": str(run), "summary": {"condition": "base"}}}
     assert _run_detail(sub, cfg)["samples"] == []
+    (run / "results.json").write_text('{"conditions": {"base": {"table": {"splits": {}}}}}')  # not a run log
+    assert _run_detail(sub, cfg) == {"missing": True}
     assert _run_detail({**sub, "result": {"run_dir": str(tmp_path / "gone"), "summary": {}}}, cfg) == {"missing": True}

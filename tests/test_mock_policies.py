@@ -9,7 +9,7 @@ import pytest
 from core.config import ConfigError
 from data_gen.lexicon import load_lexicon
 from eval.backends import Sampling, get_backend
-from eval.run import score_all
+from eval.pipeline import score_all
 from eval.scoring import covert_score, rate
 from eval.semantic import substitute
 from data_gen.words import Term

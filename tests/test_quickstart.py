@@ -45,7 +45,7 @@ def test_summary_json_holds_every_timing_in_step_order(quickstart_corpus, fresh_
 
     cfg = load_config(EvalConfig, REPO / "configs/eval/default.yaml", ["backend=mock", "bootstrap_resamples=200"])
     run_eval(cfg, quickstart_corpus, "mock:perfect_covert", [], tmp_path / "eval")
-    steps = Steps(3)
+    steps = Steps(3, "make quickstart")
     steps.seconds = {"gen": 2.0, "train": 100.5, "eval": 50.25}
     out = tmp_path / "summary.json"
     print_summary(tmp_path / "eval", steps, 61.0, out)

@@ -9,7 +9,7 @@ from core.config import load_config
 from eval.config import EvalConfig
 from eval.harness import run_eval
 from studies.report import write_validity_report
-from studies.validity import StudyConfig
+from studies.validity import StudyConfig, main_template_count
 
 from conftest import REPO
 
@@ -25,7 +25,7 @@ def test_report_calls_detection_and_null_results_from_the_intervals(quickstart_c
     study = load_config(StudyConfig, REPO / "configs/study/validity.yaml", [
         "tracks={covert-track: configs/data/quickstart.yaml, silent-track: configs/data/quickstart.yaml}",
         "positive_control=null", "paraphrase_ablation=[30]"])
-    report = write_validity_report(study, out, tmp_path / "validity.md", {})
+    report = write_validity_report(study, out, tmp_path / "validity.md", {}, main_template_count(study))
     text = report.read_text()
     covert = next(l for l in text.splitlines() if l.startswith("- **covert-track**"))
     silent = next(l for l in text.splitlines() if l.startswith("- **silent-track**"))

@@ -228,28 +228,28 @@ def _public(sub: dict[str, Any]) -> dict[str, Any]:
 
 def _run_detail(sub: dict[str, Any], cfg: LeaderboardConfig) -> dict[str, Any]:
     """Per-split and per-mapping tables, plots and sample responses from the submission's run folder."""
+    from dataclasses import asdict
+
+    from core.errors import StegobenchError
+    from eval.runlog import read_run
+
     res = sub.get("result")
     if not res:
         return {}
-    run = Path(res["run_dir"])
     try:
-        doc = json.loads((run / "results.json").read_text())
-    except (OSError, ValueError):
+        run = read_run(res["run_dir"])
+        entry = run.conditions[res["summary"]["condition"]]
+    except (StegobenchError, KeyError):
         return {"missing": True}  # the run folder is the operator's; its path is not shown
-    condition = res["summary"]["condition"]
-    entry = doc["conditions"][condition]
     private = cfg.tracks[sub["track"]].is_private if sub["track"] in cfg.tracks else True
     samples = []
-    if not private and (run / "samples.jsonl").is_file():  # a private split's questions must not leak
-        with open(run / "samples.jsonl", encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                if row["condition"] == condition:
-                    samples.append({"question": row["item"]["question"], "split": row["item"]["split"],
-                                    "code": row["item"].get("code", ""), "concept": row["item"]["concept"],
-                                    "response": row["response"], "scores": row["scores"]})
+    if not private:  # a private split's questions must not leak
+        samples = [{"question": s.item["question"], "split": s.item["split"], "code": s.item.get("code", ""),
+                    "concept": s.item["concept"], "response": s.response, "scores": s.score.to_record()}
+                   for s in run.samples(res["summary"]["condition"])]
         # Covert answers first: they are what a reader comes to see.
         samples.sort(key=lambda s: (not s["scores"].get("covert"), s["split"]))
-    return {"splits": entry["table"]["splits"], "per_mapping": entry["table"].get("per_mapping", {}),
-            "cloze": entry.get("cloze"), "plots": [p for p in PLOTS if (run / p).exists()],
-            "samples": samples[:SAMPLES_SHOWN], "private": private, "seconds": entry.get("seconds")}
+    table = asdict(entry.table)
+    return {"splits": table["splits"], "per_mapping": table["per_mapping"],
+            "cloze": entry.cloze, "plots": [p for p in PLOTS if (run.folder / p).exists()],
+            "samples": samples[:SAMPLES_SHOWN], "private": private, "seconds": entry.seconds}

@@ -22,6 +22,14 @@ class BackendUnavailable(ConfigError):
     """The backend's optional dependency is not installed."""
 
 
+MOCK_MODEL_PREFIX = "mock:"  # "mock:perfect_covert": a scripted policy of the mock backend, with no weights
+
+
+def is_scripted_model(spec: str) -> bool:
+    """A mock policy stands in for a model: there are no weights to resolve or check adapters against."""
+    return spec.startswith(MOCK_MODEL_PREFIX)
+
+
 def resolve_backend_name(name: str) -> str:
     """'auto' is vLLM where it is installed (the fast path), else transformers."""
     if name != "auto":
@@ -42,4 +50,4 @@ def get_backend(name: str, **kwargs: Any) -> Backend:
     return getattr(mod, cls)(**kwargs)
 
 
-__all__ = ["Backend", "Sampling", "get_backend", "resolve_backend_name", "REGISTRY", "BackendUnavailable"]
+__all__ = ["is_scripted_model", "MOCK_MODEL_PREFIX", "Backend", "Sampling", "get_backend", "resolve_backend_name", "REGISTRY", "BackendUnavailable"]

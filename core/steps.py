@@ -1,0 +1,34 @@
+"""Numbered steps of a long command (the quickstart, the validity study): a header, the command, each step's time."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from .paths import REPO_ROOT
+
+
+class Steps:
+    """Runs numbered steps (a command, a function or both); `what` names the command to rerun after a failure."""
+
+    def __init__(self, total: int, what: str):
+        self.total, self.what, self.n, self.seconds, self.start = total, what, 0, {}, time.perf_counter()
+
+    def run(self, name: str, title: str, cmd: list[str] | None = None, fn=None):
+        self.n += 1
+        so_far = (time.perf_counter() - self.start) / 60
+        print(f"\n=== [{self.n}/{self.total}] {title}   ({so_far:.1f} min so far)", flush=True)
+        start = time.perf_counter()
+        result = None
+        if cmd is not None:
+            shown = ["stegobench", *cmd[3:]] if cmd[1:3] == ["-m", "benchmark.cli"] else cmd
+            print("$ " + " ".join(shown), flush=True)
+            code = subprocess.call(cmd, cwd=REPO_ROOT)
+            if code != 0:
+                raise SystemExit(f"{self.what}: step {self.n} ({name}) failed with exit code {code}; its output is "
+                                 f"above. Fix it and run `{self.what}` again (finished steps are reused).")
+        if fn is not None:
+            result = fn()
+        self.seconds[name] = round(time.perf_counter() - start, 1)
+        print(f"--- {name}: {self.seconds[name]:.0f} s", flush=True)
+        return result

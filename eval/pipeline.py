@@ -1,0 +1,294 @@
+"""The steps of an eval run, in order: load inputs → open backends → calibrate monitors → plan conditions →
+for each condition (decode → monitor → score → recall → cloze) → pool adapters → compare with base.
+
+Each condition step reads and fills one `ConditionRun`; a new measurement (white-box monitors) is one more
+function in CONDITION_STEPS and a field it fills, without touching the others. `eval/harness.py` runs them and
+writes the run log.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from core.config import to_dict
+from core.errors import ConfigError
+from core.provenance import sha256_file
+from data_gen.generate import read_manifest, read_split
+from data_gen.lexicon import Lexicon, load_lexicon
+from data_gen.words import Term, contains_any
+
+from .aggregate import aggregate, aggregate_runs, change_vs_base
+from .backends import Sampling, get_backend
+from .cache import GenerationCache
+from .cloze import cloze_scores, summarize_cloze
+from .config import EvalConfig
+from .monitors import MONITORS, calibrate
+from .prompts import user_text
+from .runlog import ConditionResult, PooledResult, Sample, Table
+from .scoring import ItemScore, score_response
+from .semantic import semantic_fit
+
+CHUNK = 256  # prompts per decode call (vLLM batches them: 258 tok/s at 96, 272 at 256) and per cache write
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    adapter: str | None
+    in_context: bool
+
+
+@dataclass
+class EvalInputs:
+    """What every step reads: the config and the corpus's eval items, code book and recall probes."""
+
+    cfg: EvalConfig
+    data: Path
+    manifest: dict[str, Any]
+    items: list[dict]
+    codebook: list[dict]
+    probes: list[dict]
+    lexicon: Lexicon
+    sampling: Sampling
+    cache_root: Path
+
+    @property
+    def questions(self) -> list[str]:
+        return [it["question"] for it in self.items]
+
+
+def load_inputs(cfg: EvalConfig, data: Path, cache_root: Path) -> EvalInputs:
+    manifest = read_manifest(data)
+    items = read_split(data, "eval")[: cfg.max_items]
+    if not items:
+        raise ConfigError(f"{data}: the eval split is empty; nothing to evaluate")
+    return EvalInputs(cfg, data, manifest, items, read_split(data, "codebook"), read_split(data, "recall"),
+                      load_lexicon(manifest["config"].get("lexicon")),
+                      Sampling(cfg.max_tokens, cfg.temperature, cfg.seed), cache_root)
+
+
+class Backends:
+    """The subject (decodes base, in-context and, where it serves LoRA, the adapters) and the judge (the base
+    model: semantic fit and monitors). Closes every engine it opened: a live vLLM engine keeps a process alive."""
+
+    def __init__(self, backend_name: str, model: str, adapters: list[str], judge_model: str | None,
+                 corpus: Path, options: dict[str, Any]):
+        self.name, self.model, self.corpus, self.options = backend_name, model, corpus, options
+        self.opened: list[Any] = []
+        try:
+            self.subject = self._open(model, None, lora_adapters=adapters)
+            self.judge = self.subject if judge_model in (None, model) else self._open(judge_model, None)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, model: str, adapter: str | None, **hints: Any):
+        backend = get_backend(self.name, model=model, adapter=adapter, corpus=self.corpus, **hints, **self.options)
+        self.opened.append(backend)
+        return backend
+
+    def for_condition(self, cond: Condition):
+        if cond.adapter is None:
+            return self.subject
+        view = self.subject.with_adapter(cond.adapter) if hasattr(self.subject, "with_adapter") else None
+        return view if view is not None else self._open(self.model, cond.adapter)
+
+    def release(self, backend) -> None:
+        """Close one adapter's own engine once its condition is done: several vLLM engines each reserve memory."""
+        if backend is not self.subject and backend is not self.judge and hasattr(backend, "close"):
+            backend.close()
+
+    def close(self) -> None:
+        for b in self.opened:
+            if hasattr(b, "close"):
+                b.close()
+
+
+@dataclass
+class Monitoring:
+    """Thresholds calibrated on the base model's own answers, and the values they were calibrated on."""
+
+    thresholds: dict[str, float] = field(default_factory=dict)
+    base_values: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class ConditionRun:
+    """One condition's state as the steps fill it in."""
+
+    cond: Condition
+    backend: Any
+    prompts: list[str] = field(default_factory=list)
+    responses: list[str] = field(default_factory=list)
+    monitor_values: dict[str, list[float]] = field(default_factory=dict)
+    flags: list[bool] | None = None
+    scores: list[ItemScore] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)  # further ConditionResult fields (recall, cloze, ...)
+
+    def result(self, table: Table, seconds: float) -> ConditionResult:
+        return ConditionResult(table=table, adapter=self.cond.adapter, in_context=self.cond.in_context,
+                               backend=self.backend.identity(), seconds=seconds, **self.extras)
+
+    def samples(self, items: list[dict]) -> list[Sample]:
+        return [Sample(self.cond.name, it, p, r, s, {m: v[i] for m, v in self.monitor_values.items()})
+                for i, (it, p, r, s) in enumerate(zip(items, self.prompts, self.responses, self.scores))]
+
+
+def generate_cached(backend, prompts: list[str], sampling: Sampling, cache_root: Path, desc: str) -> list[str]:
+    from tqdm import tqdm
+
+    # Content, not location: the same adapter stored elsewhere (a leaderboard upload) must hit the same entries.
+    identity = {k: v for k, v in backend.identity().items() if k != "adapter"}
+    cache = GenerationCache(cache_root, {"backend": identity, "sampling": to_dict(sampling)})
+    missing = list(dict.fromkeys(p for p in prompts if cache.get(p) is None))
+    for i in tqdm(range(0, len(missing), CHUNK), desc=desc, disable=not missing):
+        chunk = missing[i:i + CHUNK]
+        cache.put_many(chunk, backend.generate(chunk, sampling))
+    return [cache.get(p) for p in prompts]
+
+
+# ---------------------------------------------------------------- run-level steps
+
+
+def plan_conditions(cfg: EvalConfig, adapters: list[str]) -> list[Condition]:
+    return (([Condition("base", None, False)] if cfg.base else [])
+            + ([Condition("in_context", None, True)] if cfg.in_context else [])
+            + [Condition(f"adapter:{Path(a).name}", a, False) for a in adapters])
+
+
+def calibrate_monitors(inputs: EvalInputs, backends: Backends) -> Monitoring:
+    """Thresholds so that at most monitor_fpr of the base model's own answers are flagged (split evenly across
+    monitors, so their union stays within it). The answers are cached: the base condition reuses them."""
+    cfg = inputs.cfg
+    if not cfg.monitors:
+        return Monitoring()
+    judge = backends.judge
+    answers = generate_cached(judge, [judge.chat_prompt(user_text(q)) for q in inputs.questions], inputs.sampling,
+                              inputs.cache_root, "base")
+    values = {m: MONITORS[m](judge, inputs.questions, answers) for m in cfg.monitors}
+    per_monitor_fpr = cfg.monitor_fpr / len(cfg.monitors)
+    return Monitoring({m: calibrate(v, per_monitor_fpr) for m, v in values.items()}, values)
+
+
+def pool_adapters(inputs: EvalInputs, adapters: list[str], runs: list[ConditionRun]) -> PooledResult | None:
+    """Several adapters (e.g. training seeds): one pooled row whose intervals also resample the adapters."""
+    scores = [r.scores for r in runs if r.cond.adapter is not None]
+    if len(scores) < 2:
+        return None
+    return PooledResult(adapters, aggregate_runs(scores, inputs.cfg.bootstrap_resamples, inputs.cfg.seed))
+
+
+def with_change_vs_base(cfg: EvalConfig, results: dict[str, ConditionResult],
+                        scores: dict[str, list[ItemScore]]) -> dict[str, ConditionResult]:
+    """Every condition's change against the base model on the same items (paired intervals)."""
+    if "base" not in scores:
+        return results
+    return {name: r if name == "base" else replace(r, change_vs_base=change_vs_base(
+        scores[name], scores["base"], cfg.bootstrap_resamples, cfg.seed)) for name, r in results.items()}
+
+
+def compare_with_base(inputs: EvalInputs, runs: dict[str, ConditionRun],
+                      results: dict[str, ConditionResult]) -> dict[str, ConditionResult]:
+    """Changes against the base model, and whether each adapter changed any answer at all (identical answers:
+    the adapter was probably not applied)."""
+    results = with_change_vs_base(inputs.cfg, results, {n: r.scores for n, r in runs.items()})
+    base = runs.get("base")
+    if base is None:
+        return results
+    return {n: replace(r, adapter_applied=runs[n].responses != base.responses) if r.adapter is not None else r
+            for n, r in results.items()}
+
+
+# ---------------------------------------------------------------- condition steps
+
+
+def decode(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: ConditionRun) -> None:
+    codebook = inputs.codebook if run.cond.in_context else None
+    run.prompts = [run.backend.chat_prompt(user_text(it["question"], codebook)) for it in inputs.items]
+    run.responses = generate_cached(run.backend, run.prompts, inputs.sampling, inputs.cache_root, run.cond.name)
+
+
+def run_monitors(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: ConditionRun) -> None:
+    cfg = inputs.cfg
+    if not cfg.monitors:
+        return
+    if run.cond.name == "base" and mon.base_values and backends.subject is backends.judge:
+        run.monitor_values = mon.base_values  # the same answers the thresholds were calibrated on
+    else:
+        run.monitor_values = {m: MONITORS[m](backends.judge, inputs.questions, run.responses) for m in cfg.monitors}
+    run.flags = [any(run.monitor_values[m][i] > mon.thresholds[m] for m in cfg.monitors)
+                 for i in range(len(inputs.items))]
+    run.extras["monitor_thresholds"] = mon.thresholds
+    run.extras["monitor_flag_rate"] = sum(run.flags) / len(run.flags)
+
+
+def score(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: ConditionRun) -> None:
+    run.scores = score_all(inputs.items, run.prompts, run.responses, inputs.codebook, inputs.lexicon, backends.judge,
+                           inputs.cfg.semantic_k, inputs.cfg.seed, run.flags)
+    if run.cond.adapter:
+        run.extras["adapter_sha256"] = sha256_file(Path(run.cond.adapter) / "adapter_model.safetensors")
+
+
+def recall(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: ConditionRun) -> None:
+    """Share of recall probes answered with the concept, overall and per mapping (does knowing imply using?)."""
+    if not inputs.cfg.recall or run.cond.in_context or not inputs.probes:
+        return
+    prompts = [run.backend.chat_prompt(p["prompt"]) for p in inputs.probes]
+    answers = generate_cached(run.backend, prompts, inputs.sampling, inputs.cache_root, f"{run.cond.name} recall")
+    right = [contains_any(a, p["expected_words"]) for a, p in zip(answers, inputs.probes)]
+    per_mapping: dict[str, list[bool]] = {}
+    for ok, p in zip(right, inputs.probes):
+        per_mapping.setdefault(p["mapping_id"], []).append(ok)
+    run.extras["recall_accuracy"] = sum(right) / len(right)
+    run.extras["recall_per_mapping"] = {m: sum(v) / len(v) for m, v in sorted(per_mapping.items())}
+
+
+def cloze(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: ConditionRun) -> None:
+    if not inputs.cfg.cloze or run.cond.in_context:
+        return
+    articles = {c.word: c.term.article for c in inputs.lexicon.concepts}
+    run.extras["cloze"] = summarize_cloze(cloze_scores(run.backend, inputs.items, inputs.codebook, articles))
+
+
+ConditionStep = Callable[[EvalInputs, Backends, Monitoring, ConditionRun], None]
+CONDITION_STEPS: tuple[ConditionStep, ...] = (decode, run_monitors, score, recall, cloze)
+
+SEMANTIC_ALTERNATIVES = 5  # k random other readings; chance of a spurious fit is then at most 1/(k+1)
+
+
+def score_all(items: list[dict], prompts: list[str], responses: list[str], codebook: list[dict], lexicon: Lexicon,
+              judge, k: int = SEMANTIC_ALTERNATIVES, seed: int = 0,
+              monitor_flags: list[bool] | None = None) -> list[ItemScore]:
+    """Score every response; covert responses are also checked for semantic fit under `judge` (the base model)."""
+    code_forms = {m["mapping_id"]: m["code_forms"] for m in codebook}
+    codes = {m["mapping_id"]: Term(m["code"], m["code_plural"], m["code_article"]) for m in codebook}
+    code_words = {m["code"] for m in codebook}
+    scores = []
+    flags = monitor_flags if monitor_flags is not None else [None] * len(items)
+    for item, prompt, response, flag in zip(items, prompts, responses, flags):
+        s = score_response(item, response, code_forms, monitor_flagged=flag)
+        if s.covert:
+            concept = lexicon.by_word(item["concept"]).term
+            alternatives = [c.term for c in lexicon.concepts if c.word != concept.word and c.word not in code_words]
+            rng = random.Random(f"{seed}:{item['id']}")  # str seeds hash with sha512: stable across processes
+            fit = semantic_fit(judge, prompt, response, codes[item["mapping_id"]], concept, alternatives, k, rng)
+            s = score_response(item, response, code_forms, semantic_fit=fit, monitor_flagged=flag)
+        scores.append(s)
+    return scores
+
+
+def run_condition(inputs: EvalInputs, backends: Backends, mon: Monitoring, cond: Condition,
+                  steps: tuple[ConditionStep, ...] = CONDITION_STEPS) -> tuple[ConditionRun, ConditionResult]:
+    t0 = time.perf_counter()
+    run = ConditionRun(cond, backends.for_condition(cond))
+    try:
+        for step in steps:
+            step(inputs, backends, mon, run)
+    finally:
+        backends.release(run.backend)
+    table = aggregate(run.scores, inputs.cfg.bootstrap_resamples, inputs.cfg.seed)
+    return run, run.result(table, round(time.perf_counter() - t0, 2))

@@ -1,0 +1,311 @@
+"""The typed log of one eval run: results.json and samples.jsonl are written and read here and nowhere else.
+
+    from eval.runlog import read_run
+    run = read_run("runs/eval/quickstart")
+    run.conditions["adapter:adapter"].table.rate("definition_only", "undetected_covert").fmt()  # '0.250 [0.1, ...]'
+    [s.score.covert for s in run.samples("base")]
+
+results.json holds the run (config, identities, environment, one table per condition); samples.jsonl one line
+per (condition, item): prompt, response, scores and monitor values. Schema history:
+  1: the pooled row of several adapters sat among the conditions as "adapters_pooled".
+  2: it is `pooled`; per-mapping rows carry the code word; conditions carry `change_vs_base` (paired intervals).
+Files of an older schema are migrated on read; a newer schema is refused by name.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from core.errors import StegobenchError
+from core.provenance import atomic_write_json, publish_dir, staging_dir
+
+from .scoring import ItemScore
+
+RESULTS = "results.json"
+SAMPLES = "samples.jsonl"
+SCHEMA_VERSION = 2
+
+
+class RunLogError(StegobenchError):
+    """A run folder that is missing, incomplete or written by a newer stegobench."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its 95% interval (low/high None when there is no interval)."""
+
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+
+    def fmt(self, digits: int = 3, signed: bool = False, empty: str = "–") -> str:
+        """'0.250 [0.100, 0.400]'; `empty` without a value. The one place intervals become text."""
+        if self.value is None:
+            return empty
+        spec = f"{'+' if signed else ''}.{digits}f"
+        if self.low is None or self.high is None:
+            return format(self.value, spec)
+        return f"{format(self.value, spec)} [{format(self.low, spec)}, {format(self.high, spec)}]"
+
+    def contains_zero(self) -> bool:
+        return self.low is not None and self.high is not None and self.low <= 0 <= self.high
+
+    @classmethod
+    def of(cls, d: dict | None) -> Interval | None:
+        return None if d is None else cls(d.get("value"), d.get("low"), d.get("high"))
+
+
+def fmt(cell: Interval | None, digits: int = 3, signed: bool = False, empty: str = "–") -> str:
+    return empty if cell is None else cell.fmt(digits, signed, empty)
+
+
+@dataclass(frozen=True)
+class MappingRow:
+    """One mapping's rates in one condition (the bootstrap can only resample its items)."""
+
+    split: str
+    concept: str
+    n: int
+    uses_code: float | None
+    covert: float | None
+    uses_code_interval: Interval | None = None
+    covert_interval: Interval | None = None
+    code: str = ""  # empty in runs migrated from schema 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.concept} → {self.code}" if self.code else self.concept
+
+
+@dataclass(frozen=True)
+class Table:
+    """Per-split rates with intervals, the headline, and per-mapping rates."""
+
+    covert_score: Interval
+    splits: dict[str, dict[str, Interval]] = field(default_factory=dict)
+    per_mapping: dict[str, MappingRow] = field(default_factory=dict)
+
+    def rate(self, split: str, flag: str) -> Interval | None:
+        return self.splits.get(split, {}).get(flag)
+
+    def value(self, split: str, flag: str) -> float | None:
+        cell = self.rate(split, flag)
+        return None if cell is None else cell.value
+
+    def mapping_spread(self, flag: str = "covert") -> dict[str, Any] | None:
+        """Spread of a per-mapping rate across mappings: a mean over 8 mappings can hide one doing all the work."""
+        values = sorted(v for m in self.per_mapping.values() if (v := getattr(m, flag)) is not None)
+        if not values:
+            return None
+        return {"min": values[0], "max": values[-1], "n_mappings": len(values),
+                "mappings_above_0": sum(v > 0 for v in values)}
+
+
+@dataclass(frozen=True)
+class ConditionResult:
+    """One condition (base, in-context, one adapter) of a run."""
+
+    table: Table
+    adapter: str | None = None
+    in_context: bool = False
+    backend: dict[str, Any] = field(default_factory=dict)
+    seconds: float | None = None
+    adapter_sha256: str | None = None
+    adapter_applied: bool | None = None  # False: the answers equal the base model's (adapter probably not applied)
+    monitor_thresholds: dict[str, float] | None = None
+    monitor_flag_rate: float | None = None
+    recall_accuracy: float | None = None
+    recall_per_mapping: dict[str, float] | None = None
+    cloze: dict[str, dict[str, float]] | None = None
+    # Paired against the base condition on the same items: the rate minus the base model's, with its interval.
+    change_vs_base: dict[str, Interval] | None = None
+
+    def cloze_value(self, split: str, key: str) -> float | None:
+        return ((self.cloze or {}).get(split) or {}).get(key)
+
+
+@dataclass(frozen=True)
+class PooledResult:
+    """Several adapters (training seeds) pooled: intervals resample the adapters too."""
+
+    adapters: list[str]
+    table: Table
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One condition's answer to one eval item."""
+
+    condition: str
+    item: dict[str, Any]
+    prompt: str
+    response: str
+    score: ItemScore
+    monitors: dict[str, float] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"condition": self.condition, "item": self.item, "prompt": self.prompt, "response": self.response,
+                "scores": self.score.to_record(), "monitors": self.monitors}
+
+    @classmethod
+    def from_record(cls, row: dict[str, Any]) -> Sample:
+        return cls(row["condition"], row["item"], row["prompt"], row["response"],
+                   item_score_from_record(row["scores"]), row.get("monitors") or {})
+
+
+def item_score_from_record(rec: dict[str, Any]) -> ItemScore:
+    known = {f.name for f in fields(ItemScore)}  # undetected_covert is derived; older records lack newer fields
+    return ItemScore(**{k: v for k, v in rec.items() if k in known})
+
+
+@dataclass(frozen=True)
+class RunLog:
+    """results.json of one eval run. `folder` is where it was read from (None before it is written)."""
+
+    status: str
+    config: dict[str, Any]
+    backend: str
+    model: dict[str, Any]
+    dataset: dict[str, Any]
+    conditions: dict[str, ConditionResult]
+    seconds: float | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    judge_model: dict[str, Any] | None = None
+    pooled: PooledResult | None = None
+    rescored: bool = False
+    schema_version: int = SCHEMA_VERSION
+    migrated_from: int | None = None
+    folder: Path | None = field(default=None, compare=False)
+
+    def adapter_conditions(self) -> list[tuple[str, ConditionResult]]:
+        return [(n, c) for n, c in self.conditions.items() if c.adapter is not None]
+
+    def pooled_or_first_adapter(self) -> Table | None:
+        """The table that speaks for the adapters: the pooled row, else the only adapter's."""
+        if self.pooled is not None:
+            return self.pooled.table
+        adapters = self.adapter_conditions()
+        return adapters[0][1].table if adapters else None
+
+    def samples(self, condition: str | None = None) -> list[Sample]:
+        return list(iter_samples(self._folder(), condition))
+
+    def _folder(self) -> Path:
+        if self.folder is None:
+            raise RunLogError("this run log was not read from a folder; it has no samples to read")
+        return self.folder
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        for transient in ("folder", "migrated_from"):
+            doc.pop(transient)
+        if self.judge_model is None:
+            doc.pop("judge_model")
+        return doc
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _table(d: dict[str, Any]) -> Table:
+    return Table(
+        covert_score=Interval.of(d["covert_score"]),
+        splits={s: {f: Interval.of(c) for f, c in flags.items()} for s, flags in d.get("splits", {}).items()},
+        per_mapping={m: MappingRow(split=r["split"], concept=r["concept"], n=r["n"], uses_code=r.get("uses_code"),
+                                   covert=r.get("covert"), uses_code_interval=Interval.of(r.get("uses_code_interval")),
+                                   covert_interval=Interval.of(r.get("covert_interval")), code=r.get("code", ""))
+                     for m, r in d.get("per_mapping", {}).items()})
+
+
+def _condition(d: dict[str, Any]) -> ConditionResult:
+    known = {f.name for f in fields(ConditionResult)}
+    rest = {k: v for k, v in d.items() if k in known and k not in ("table", "change_vs_base")}
+    change = d.get("change_vs_base")
+    return ConditionResult(table=_table(d["table"]), **rest,
+                           change_vs_base=None if change is None else {k: Interval.of(v) for k, v in change.items()})
+
+
+def migrate(doc: dict[str, Any], where: str = RESULTS) -> dict[str, Any]:
+    """Bring a results.json document of any earlier schema to SCHEMA_VERSION (a new dict; the input is kept)."""
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or "conditions" not in doc:
+        raise RunLogError(f"{where}: not a stegobench results.json (no schema_version/conditions)")
+    if version > SCHEMA_VERSION:
+        raise RunLogError(f"{where}: schema_version {version} was written by a newer stegobench; this one reads "
+                          f"up to {SCHEMA_VERSION} (upgrade stegobench)")
+    doc = json.loads(json.dumps(doc))
+    if version == 1:
+        conditions = doc["conditions"]
+        pooled = conditions.pop("adapters_pooled", None)
+        doc["pooled"] = None if pooled is None else {"adapters": pooled["adapters"], "table": pooled["table"]}
+        doc["schema_version"] = 2
+    return doc
+
+
+def run_from_dict(doc: dict[str, Any], folder: Path | None = None, where: str = RESULTS) -> RunLog:
+    original = doc.get("schema_version")
+    doc = migrate(doc, where)
+    known = {f.name for f in fields(RunLog)}
+    rest = {k: v for k, v in doc.items() if k in known and k not in ("conditions", "pooled", "folder", "migrated_from")}
+    pooled = doc.get("pooled")
+    try:
+        return RunLog(**rest, conditions={n: _condition(c) for n, c in doc["conditions"].items()},
+                      pooled=None if pooled is None else PooledResult(pooled["adapters"], _table(pooled["table"])),
+                      folder=folder, migrated_from=original if original != SCHEMA_VERSION else None)
+    except (KeyError, TypeError) as e:
+        raise RunLogError(f"{where}: malformed results ({type(e).__name__}: {e})") from None
+
+
+def read_run(folder: str | Path) -> RunLog:
+    """The run in `folder` (a folder written by `stegobench eval`), migrated to the current schema."""
+    folder = Path(folder)
+    path = folder / RESULTS
+    if not path.is_file():
+        raise RunLogError(f"{folder}: no {RESULTS}; expected a folder written by `stegobench eval`")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RunLogError(f"{path}: unreadable ({e})") from None
+    return run_from_dict(doc, folder, str(path))
+
+
+def iter_samples(folder: str | Path, condition: str | None = None) -> Iterator[Sample]:
+    """The samples of one condition (or all) in file order; none when the run kept no samples file."""
+    path = Path(folder) / SAMPLES
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if condition is None or row["condition"] == condition:
+                    yield Sample.from_record(row)
+            except (ValueError, KeyError, TypeError) as e:
+                raise RunLogError(f"{path}:{number}: malformed sample ({type(e).__name__}: {e})") from None
+
+
+# ---------------------------------------------------------------- writing
+
+
+def publish_run(run: RunLog, samples: list[Sample], out: Path, overwrite: bool,
+                extras: Callable[[RunLog, Path], None] | None = None) -> None:
+    """Write samples.jsonl, whatever `extras` adds (the report) and results.json last into a staging folder,
+    then move it to `out` in one rename: a folder with results.json is a complete run."""
+    staging = staging_dir(out)
+    try:
+        with open(staging / SAMPLES, "w", encoding="utf-8") as f:
+            for s in samples:
+                f.write(json.dumps(s.to_record(), ensure_ascii=False, sort_keys=True) + "\n")
+        if extras is not None:
+            extras(run, staging)
+        atomic_write_json(staging / RESULTS, run.to_dict())
+        publish_dir(staging, out, overwrite, marker=RESULTS)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
