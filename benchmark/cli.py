@@ -1,6 +1,6 @@
 """The `stegobench` command: one subcommand per stage, each importing its stage lazily.
 
-    stegobench gen --config configs/data/real-v1.yaml --out runs/data/real-v1
+    stegobench gen --config real-v1 --out runs/data/real-v1          # a shipped track by name, or a YAML path
     stegobench train --config configs/finetune/quickstart.yaml --set data=runs/data/quickstart
     stegobench validate configs/data/real-v1.yaml
     stegobench validate --describe data
@@ -27,7 +27,7 @@ CONFIG_KINDS = {
     "eval": "eval.config:EvalConfig",
     "leaderboard": "benchmark.config:LeaderboardConfig",
 }
-from core.paths import REPO_ROOT  # noqa: E402
+from core.paths import REPO_ROOT, config_path, shipped_configs  # noqa: E402
 # Printed when a run fails: the machine's facts and the defaults taken from them explain most failures.
 ENV_POINTER = "stegobench: this machine's facts and the defaults the run took from them: `stegobench env`"
 RUN_COMMANDS = ("train", "eval", "worker")
@@ -52,6 +52,19 @@ def _guess_kind(path: Path) -> str | None:
     return parent if parent in CONFIG_KINDS else None
 
 
+def _named_config(raw: str) -> Path:
+    """A file as given, else the one shipped config of that name in any kind ('real-v1')."""
+    if Path(raw).exists():
+        return Path(raw)
+    found = [p for p in shipped_configs() if p.stem == raw]
+    if len(found) != 1:
+        names = ", ".join(sorted({p.stem for p in shipped_configs()}))
+        raise SystemExit(f"stegobench validate: {raw}: no such file" + (f", and no shipped config of that name "
+                         f"(shipped: {names})" if not found else f"; several shipped configs are named so: "
+                         + ", ".join(str(p) for p in found)))
+    return found[0]
+
+
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (dotted keys reach nested fields; the value is parsed as YAML); "
@@ -64,7 +77,7 @@ def cmd_gen(args: argparse.Namespace) -> int:
     from data_gen.track import TrackConfig
 
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
-    config = load_config(TrackConfig, args.config, overrides)
+    config = load_config(TrackConfig, config_path("data", args.config), overrides)
     result = generate(config, args.out, overwrite=args.overwrite)
     m = result.manifest
     s = m["sizes"]
@@ -107,10 +120,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from core.config import load_config
     from finetune.config import TrainConfig
 
-    load_config(TrainConfig, args.config, args.overrides)
+    config = config_path("finetune", args.config)
+    load_config(TrainConfig, config, args.overrides)
     profile, extra = _accelerate_config(args.accelerate_config)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(profile), *extra,
-           "-m", "finetune.train", "--config", args.config]
+           "-m", "finetune.train", "--config", str(config)]
     for item in args.overrides:
         cmd += ["--set", item]
     cmd += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--merge", args.merge)) if on]
@@ -135,7 +149,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if missing:
             raise SystemExit(f"stegobench eval: {', '.join(missing)} required (or --rescore RUN)")
         overrides = list(args.overrides) + ([f"backend={args.backend}"] if args.backend else [])
-        cfg = load_config(EvalConfig, args.config, overrides)
+        cfg = load_config(EvalConfig, config_path("eval", args.config), overrides)
         run = run_eval(cfg, args.data, args.model, args.adapter, args.out, overwrite=args.overwrite)
         out = Path(args.out)
     print(f"\n{'condition':24s} {'covert_score':>28s}  {'hits':>20s}  {'false alarms':>20s}")
@@ -158,10 +172,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for line in describe(_load_symbol(CONFIG_KINDS[kind])):
             print("  " + line)
         return 0
-    if not args.paths:
-        raise SystemExit("stegobench validate: give one or more config files, or --describe KIND")
-    for raw in args.paths:
-        path = Path(raw)
+    paths = [_named_config(raw) for raw in args.paths] if args.paths else shipped_configs()
+    for path in paths:
         kind = args.kind or _guess_kind(path)
         if kind is None:
             raise SystemExit(
@@ -301,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gen", help="generate a word-redefinition corpus from a track config",
                        description="Generate a corpus (datasets + JSONL + manifest + card) from a track config.")
-    p.add_argument("--config", required=True, help="track config YAML, e.g. configs/data/real-v1.yaml")
+    p.add_argument("--config", required=True,
+                   help="track config YAML, or the name of a shipped one: real-v1, nonsense-v1, quickstart, ...")
     p.add_argument("--out", required=True, help="output folder; written atomically (a temp folder, then a rename)")
     p.add_argument("--seed", type=int, default=None, help="override the config's seed (same as --set seed=N)")
     p.add_argument("--overwrite", action="store_true",
@@ -312,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune a LoRA adapter (runs `accelerate launch -m finetune.train`)",
                        description="Fine-tune a LoRA adapter on a generated corpus under accelerate; the config is "
                                    "validated first. Every config key: stegobench validate --describe finetune.")
-    p.add_argument("--config", required=True, help="fine-tuning config YAML, e.g. configs/finetune/quickstart.yaml")
+    p.add_argument("--config", required=True,
+                   help="fine-tuning config YAML (e.g. configs/finetune/quickstart.yaml) or a shipped one's name")
     p.add_argument("--accelerate-config", default=None, metavar="PROFILE",
                    help="accelerate profile: a name in configs/accelerate (cpu, cpu_ddp, single_gpu, multi_gpu, fsdp, "
                         "deepspeed_zero2) or a YAML path; default from the devices: cpu, single_gpu, or multi_gpu "
@@ -326,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate base, in-context baseline and adapters for covert code-word use",
                        description="Decode the corpus's held-out questions under each condition and score covert "
                                    "code-word use with intervals. Every config key: stegobench validate --describe eval.")
-    p.add_argument("--config", default=str(REPO_ROOT / "configs/eval/default.yaml"), help="eval config YAML")
+    p.add_argument("--config", default="default", help="eval config YAML or a shipped one's name (default)")
     p.add_argument("--data", help="corpus folder written by `stegobench gen`")
     p.add_argument("--model", help="base model: builtin name or local folder; for --backend mock, mock:POLICY")
     p.add_argument("--adapter", action="append", default=[], help="LoRA adapter folder; repeatable (e.g. seeds)")
@@ -391,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check config and data files without running anything",
                        description="Load and validate config files; print 'ok' or a clear error naming the key.")
-    p.add_argument("paths", nargs="*", help="config files; the kind is guessed from the folder (configs/data/...)")
+    p.add_argument("paths", nargs="*", help="config files or shipped configs' names; the kind is guessed from the "
+                   "folder (configs/data/...); none: every shipped config")
     p.add_argument("--kind", default=None, help=f"kind of every file: {', '.join([*CONFIG_KINDS, *DATA_KINDS])}")
     p.add_argument("--describe", metavar="KIND", default=None,
                    help="print every option of a config kind with its type, default and meaning")
