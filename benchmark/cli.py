@@ -22,19 +22,19 @@ from pathlib import Path
 
 # Config kinds `validate` knows, as "module:Class" so that checking one never imports another stage.
 CONFIG_KINDS = {
-    "data": "data_gen.track:TrackConfig",
-    "finetune": "finetune.config:TrainConfig",
-    "eval": "eval.config:EvalConfig",
-    "leaderboard": "benchmark.config:LeaderboardConfig",
+    "data": "stegobench.data_gen.track:TrackConfig",
+    "finetune": "stegobench.finetune.config:TrainConfig",
+    "eval": "stegobench.eval.config:EvalConfig",
+    "leaderboard": "stegobench.benchmark.config:LeaderboardConfig",
 }
-from core.paths import REPO_ROOT, config_path, shipped_configs  # noqa: E402
+from stegobench.core.paths import REPO_ROOT, config_path, shipped_configs  # noqa: E402
 # Printed when a run fails: the machine's facts and the defaults taken from them explain most failures.
 ENV_POINTER = "stegobench: this machine's facts and the defaults the run took from them: `stegobench env`"
 RUN_COMMANDS = ("train", "eval", "worker")
 # Data files with their own loaders.
 DATA_KINDS = {
-    "lexicon": "data_gen.lexicon:load_lexicon",
-    "templates": "data_gen.templates:load_templates",
+    "lexicon": "stegobench.data_gen.lexicon:load_lexicon",
+    "templates": "stegobench.data_gen.templates:load_templates",
 }
 
 
@@ -72,9 +72,9 @@ def _add_set(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_gen(args: argparse.Namespace) -> int:
-    from core.config import load_config
-    from data_gen.generate import generate
-    from data_gen.track import TrackConfig
+    from stegobench.core.config import load_config
+    from stegobench.data_gen.generate import generate
+    from stegobench.data_gen.track import TrackConfig
 
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
     config = load_config(TrackConfig, config_path("data", args.config), overrides)
@@ -97,8 +97,8 @@ def _accelerate_config(name: str | None) -> tuple[Path, list[str]]:
     visible GPU)."""
     extra: list[str] = []
     if name is None:
-        from core.device import device_defaults
-        from core.machine import read_machine
+        from stegobench.core.device import device_defaults
+        from stegobench.core.machine import read_machine
 
         defaults = device_defaults(read_machine())
         name = defaults.accelerate_profile
@@ -117,14 +117,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Validate the config here (clear errors, no subprocess traceback), then run it under `accelerate launch`."""
     import subprocess
 
-    from core.config import load_config
-    from finetune.config import TrainConfig
+    from stegobench.core.config import load_config
+    from stegobench.finetune.config import TrainConfig
 
     config = config_path("finetune", args.config)
     load_config(TrainConfig, config, args.overrides)
     profile, extra = _accelerate_config(args.accelerate_config)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(profile), *extra,
-           "-m", "finetune.train", "--config", str(config)]
+           "-m", "stegobench.finetune.train", "--config", str(config)]
     for item in args.overrides:
         cmd += ["--set", item]
     cmd += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--merge", args.merge)) if on]
@@ -136,10 +136,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from core.config import load_config
-    from eval.config import EvalConfig
-    from eval.harness import rescore, run_eval
-    from eval.runlog import fmt
+    from stegobench.core.config import load_config
+    from stegobench.eval.config import EvalConfig
+    from stegobench.eval.harness import rescore, run_eval
+    from stegobench.eval.runlog import fmt
 
     if args.rescore:
         run = rescore(args.rescore)
@@ -162,7 +162,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from core.config import describe, load_config
+    from stegobench.core.config import describe, load_config
 
     if args.describe:
         kind = args.describe
@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.set_defaults(func=cmd_gen)
 
-    p = sub.add_parser("train", help="fine-tune a LoRA adapter (runs `accelerate launch -m finetune.train`)",
+    p = sub.add_parser("train", help="fine-tune a LoRA adapter (runs `accelerate launch -m stegobench.finetune.train`)",
                        description="Fine-tune a LoRA adapter on a generated corpus under accelerate; the config is "
                                    "validated first. Every config key: stegobench validate --describe finetune.")
     p.add_argument("--config", required=True,
@@ -438,11 +438,11 @@ def main(argv: list[str] | None = None) -> int:
     if from_command_line:
         import os
 
-        from core.machine import find_tcmalloc
+        from stegobench.core.machine import find_tcmalloc
 
         env = preload_env(argv, dict(os.environ), find_tcmalloc())
         if env is not None:
-            os.execve(sys.executable, [sys.executable, "-m", "benchmark.cli", *argv], env)
+            os.execve(sys.executable, [sys.executable, "-m", "stegobench.benchmark.cli", *argv], env)
     if argv[:1] == ["quickstart"]:  # its own options, --help included, belong to benchmark/quickstart.py
         from .quickstart import main as quickstart
 
@@ -451,10 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from core.errors import StegobenchError
-    from core.provenance import OutputDirError
+    from stegobench.core.errors import StegobenchError
+    from stegobench.core.provenance import OutputDirError
 
-    from benchmark.store import StoreError
+    from stegobench.benchmark.store import StoreError
 
     try:
         return args.func(args)

@@ -9,9 +9,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import CheckError, option
+from stegobench.core.config import CheckError, option
 
-from core.paths import REPO_ROOT  # noqa: E402
+from stegobench.core.paths import REPO_ROOT  # noqa: E402
 
 
 @dataclass
@@ -92,7 +92,7 @@ class LeaderboardConfig:
     def data_path(self) -> Path:
         if self.data_dir:
             return Path(self.data_dir).expanduser()
-        from core.models import stegobench_home
+        from stegobench.core.models import stegobench_home
 
         return stegobench_home() / "leaderboard"
 
@@ -109,6 +109,6 @@ DEFAULT_CONFIG = REPO_ROOT / "configs/leaderboard/default.yaml"
 
 
 def load_leaderboard_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> LeaderboardConfig:
-    from core.config import load_config
+    from stegobench.core.config import load_config
 
     return load_config(LeaderboardConfig, path if path is not None else DEFAULT_CONFIG, overrides)

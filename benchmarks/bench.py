@@ -94,7 +94,7 @@ def random_adapter(model_path: Path, out: Path) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from finetune.config import ALL_PROJECTIONS
+    from stegobench.finetune.config import ALL_PROJECTIONS
 
     model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
     peft = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=list(ALL_PROJECTIONS), task_type="CAUSAL_LM"))
@@ -108,9 +108,9 @@ def random_adapter(model_path: Path, out: Path) -> Path:
 
 
 def real_v1(work: Path) -> Path:
-    from core.config import load_config
-    from data_gen.generate import generate
-    from data_gen.track import TrackConfig
+    from stegobench.core.config import load_config
+    from stegobench.data_gen.generate import generate
+    from stegobench.data_gen.track import TrackConfig
 
     data = work / "real-v1"
     if not data.exists():
@@ -135,9 +135,9 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from data_gen.generate import read_split
-    from core.models import resolve_model
-    from eval.backends import get_backend
+    from stegobench.data_gen.generate import read_split
+    from stegobench.core.models import resolve_model
+    from stegobench.eval.backends import get_backend
 
     ref = resolve_model(MODEL)
     questions = [it["question"] for it in read_split(real_v1(work), "eval")]
@@ -163,7 +163,7 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
                            pad_token_id=tok.pad_token_id)
 
     record("hf, one prompt at a time", _timed(lambda: [hf([p]) for p in prompts[:naive_prompts]]), naive_prompts)
-    from eval.backends.hf import BATCH_SIZE
+    from stegobench.eval.backends.hf import BATCH_SIZE
 
     record("hf, batched", _timed(lambda: [hf(prompts[i:i + BATCH_SIZE]) for i in range(0, len(prompts), BATCH_SIZE)]),
            len(prompts), batch_size=BATCH_SIZE)
@@ -204,7 +204,7 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
 
 def bench_preload(rows: list, n_prompts: int, tokens: int, rounds: int) -> None:
     """LD_PRELOAD acts only from a process's start (vLLM forks its engine), so each run is a fresh process."""
-    from core.machine import find_tcmalloc
+    from stegobench.core.machine import find_tcmalloc
 
     tcmalloc = find_tcmalloc()
     iomp = next(iter(sorted(Path(sys.prefix, "lib").glob("libiomp5.so"))), None)
@@ -231,8 +231,8 @@ def bench_preload(rows: list, n_prompts: int, tokens: int, rounds: int) -> None:
 # --- cloze ----------------------------------------------------------------------------------------------------
 
 def _cloze_inputs(work: Path):
-    from data_gen.generate import read_manifest, read_split
-    from data_gen.lexicon import load_lexicon
+    from stegobench.data_gen.generate import read_manifest, read_split
+    from stegobench.data_gen.lexicon import load_lexicon
 
     data = real_v1(work)
     items = [it for it in read_split(data, "eval") if it["split"] in ("definition_only", "demonstrated")]
@@ -241,7 +241,7 @@ def _cloze_inputs(work: Path):
 
 
 def _cloze_row(work: Path, backend, label: str, subset: int | None) -> dict:
-    from eval.cloze import cloze_scores
+    from stegobench.eval.cloze import cloze_scores
 
     items, codebook, articles = _cloze_inputs(work)
     chosen = items if subset is None else items[:subset]
@@ -273,7 +273,7 @@ def naive_score(model, tokenizer, prompts: list[str], continuations: list[str], 
 
 
 def bench_cloze(work: Path, rows: list, subset: int) -> None:
-    from eval.backends import get_backend
+    from stegobench.eval.backends import get_backend
 
     hf = get_backend("hf", model=MODEL)
     tree = _cloze_row(work, hf, "tree scorer (eval's path)", None)
@@ -308,7 +308,7 @@ def bench_train(work: Path, rows: list, steps: int) -> None:
 # --- quickstart -----------------------------------------------------------------------------------------------
 
 def bench_quickstart(work: Path, rows: list) -> None:
-    from core.models import stegobench_home
+    from stegobench.core.models import stegobench_home
 
     home = work / "home"
     home.mkdir(parents=True, exist_ok=True)
@@ -318,7 +318,7 @@ def bench_quickstart(work: Path, rows: list) -> None:
     run_dir = work / "quickstart"
     start = time.perf_counter()
     with open(work / "quickstart.log", "w") as log:
-        code = subprocess.call([sys.executable, "-m", "benchmark.quickstart", "--fresh", "--run-dir", str(run_dir)],
+        code = subprocess.call([sys.executable, "-m", "stegobench.benchmark.quickstart", "--fresh", "--run-dir", str(run_dir)],
                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
     if code != 0:
@@ -428,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import AutoModelForCausalLM
 
-    from core.models import resolve_model
-    from core.provenance import atomic_write_json, environment
+    from stegobench.core.models import resolve_model
+    from stegobench.core.provenance import atomic_write_json, environment
 
     work = Path(tempfile.mkdtemp(prefix="stegobench-bench-"))
     rows: list[dict] = []

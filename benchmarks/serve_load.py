@@ -38,10 +38,10 @@ def _free_port() -> int:
 
 
 def _populate(config: Path, n: int) -> None:
-    from benchmark.config import load_leaderboard_config
-    from benchmark.store import Store
-    from benchmark.submit import SubmissionRequest, submit_folder
-    from benchmark.worker import Worker
+    from stegobench.benchmark.config import load_leaderboard_config
+    from stegobench.benchmark.store import Store
+    from stegobench.benchmark.submit import SubmissionRequest, submit_folder
+    from stegobench.benchmark.worker import Worker
 
     cfg = load_leaderboard_config(config)
     store = Store(cfg.db_url())
@@ -108,7 +108,7 @@ def main() -> None:
     print(f"populating {args.entries} finished entries ...", flush=True)
     _populate(config, args.entries)
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "benchmark.cli", "serve", "--config", str(config), "--port",
+    server = subprocess.Popen([sys.executable, "-m", "stegobench.benchmark.cli", "serve", "--config", str(config), "--port",
                                str(port)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     base = f"http://127.0.0.1:{port}"
     try:

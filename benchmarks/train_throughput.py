@@ -18,12 +18,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core.config import load_config  # noqa: E402
-from data_gen.generate import generate  # noqa: E402
-from core.provenance import atomic_write_json, environment  # noqa: E402
-from data_gen.track import TrackConfig  # noqa: E402
-from finetune.config import TrainConfig  # noqa: E402
-from finetune.train import train  # noqa: E402
+from stegobench.core.config import load_config  # noqa: E402
+from stegobench.data_gen.generate import generate  # noqa: E402
+from stegobench.core.provenance import atomic_write_json, environment  # noqa: E402
+from stegobench.data_gen.track import TrackConfig  # noqa: E402
+from stegobench.finetune.config import TrainConfig  # noqa: E402
+from stegobench.finetune.train import train  # noqa: E402
 
 MODES = ("packed", "pad_longest", "pad_max")
 # 128 is what a naive recipe would pick for ~20-40-token documents (generous, not absurd).

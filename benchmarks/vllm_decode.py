@@ -27,8 +27,8 @@ def main() -> None:
     args = p.parse_args()
     from vllm import SamplingParams
 
-    from data_gen.lexicon import load_lexicon
-    from eval.backends import get_backend
+    from stegobench.data_gen.lexicon import load_lexicon
+    from stegobench.eval.backends import get_backend
 
     # The lexicon's questions: eval-sized prompts, no corpus needed.
     questions = [q for c in load_lexicon().concepts for q in c.train_questions][: args.prompts]

@@ -71,8 +71,8 @@ def git_revision(path: str | Path | None = None) -> str:
 def environment() -> dict[str, Any]:
     """Where and with what a run happened: recorded beside (not inside) content that must be reproducible.
     `machine` and `device_defaults` are what `stegobench env` prints."""
-    from core.device import device_defaults
-    from core.machine import read_machine
+    from stegobench.core.device import device_defaults
+    from stegobench.core.machine import read_machine
 
     facts = read_machine()
     return {

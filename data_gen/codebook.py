@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from core.config import ConfigError
+from stegobench.core.config import ConfigError
 from .lexicon import DATA_DIR, Concept, Lexicon
 from .words import Term, article_for, contains_any, naive_plural
 

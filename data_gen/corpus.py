@@ -10,7 +10,7 @@ import itertools
 from dataclasses import dataclass
 
 from .codebook import Codebook, Mapping, derive_rng
-from core.config import ConfigError
+from stegobench.core.config import ConfigError
 from .lexicon import Concept
 from .templates import Templates
 from .track import TrackConfig

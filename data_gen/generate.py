@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from .codebook import WORDLIST, sample_codebook
-from core.config import to_dict
+from stegobench.core.config import to_dict
 from .corpus import Corpus, build_corpus
 from .lexicon import load_lexicon
-from core.provenance import (atomic_write_json, environment, publish_dir, sha256_file, sha256_json, sha256_rows,
+from stegobench.core.provenance import (atomic_write_json, environment, publish_dir, sha256_file, sha256_json, sha256_rows,
                          staging_dir)
 from .templates import load_templates
 from .track import TrackConfig
@@ -70,7 +70,7 @@ def _features():
 def _load_tokenizer(spec: str | None):
     if spec is None:
         return None, None
-    from core.models import load_tokenizer
+    from stegobench.core.models import load_tokenizer
 
     return load_tokenizer(spec)
 
@@ -149,7 +149,7 @@ def generate(config: TrackConfig, out: str | Path, overwrite: bool = False) -> G
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         # Fail before doing any work; publish_dir checks again (and guards foreign folders) at the end.
-        from core.provenance import OutputDirError
+        from stegobench.core.provenance import OutputDirError
 
         raise OutputDirError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
     full_lexicon = load_lexicon(config.lexicon)
@@ -230,7 +230,7 @@ def read_split(folder: str | Path, split: str) -> list[dict[str, Any]]:
     """The rows of one split of a generated corpus, from its JSONL copy."""
     path = Path(folder) / "jsonl" / f"{split}.jsonl"
     if not path.exists():
-        from core.config import ConfigError
+        from stegobench.core.config import ConfigError
 
         raise ConfigError(f"{folder}: no {split} split (jsonl/{split}.jsonl); expected a `stegobench gen` corpus")
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
@@ -241,7 +241,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     manifest = path / MANIFEST
     if not manifest.exists():
-        from core.config import ConfigError
+        from stegobench.core.config import ConfigError
 
         raise ConfigError(f"{path}: no {MANIFEST}; expected a folder written by `stegobench gen`")
     return json.loads(manifest.read_text(encoding="utf-8"))

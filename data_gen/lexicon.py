@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import ConfigError
+from stegobench.core.config import ConfigError
 from .words import Term, contains_any, naive_plural
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -140,7 +140,7 @@ def _parse_concept(raw: Any, category: str, index: int, source: str) -> Concept:
 
 def load_lexicon(path: str | Path | None = None) -> Lexicon:
     """Load and validate a lexicon file (the packaged one by default)."""
-    from core.config import read_yaml
+    from stegobench.core.config import read_yaml
 
     path = Path(path) if path is not None else DEFAULT_LEXICON
     source = str(path)
@@ -173,7 +173,7 @@ def load_private_questions(path: str | Path, lexicon: Lexicon) -> dict[str, tupl
     Each question must not name its own concept and must not be a public (lexicon) question; otherwise the
     'private' split would leak or test nothing new.
     """
-    from core.config import read_yaml
+    from stegobench.core.config import read_yaml
 
     source = str(path)
     data = read_yaml(path)

@@ -10,7 +10,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import ConfigError, read_yaml
+from stegobench.core.config import ConfigError, read_yaml
 from .lexicon import DATA_DIR, Concept
 from .words import Term
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from core.config import CheckError, option
+from stegobench.core.config import CheckError, option
 
 
 @dataclass

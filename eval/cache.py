@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from core.provenance import sha256_json
+from stegobench.core.provenance import sha256_json
 
 
 class GenerationCache:

@@ -15,13 +15,13 @@ import json
 import time
 from pathlib import Path
 
-from core.adapters import check_adapter_tensors
-from core.config import ConfigError, to_dict
-from core.device import device_defaults
-from core.machine import read_machine
-from core.models import stegobench_home
-from core.provenance import environment, sha256_file
-from data_gen.generate import read_split
+from stegobench.core.adapters import check_adapter_tensors
+from stegobench.core.config import ConfigError, to_dict
+from stegobench.core.device import device_defaults
+from stegobench.core.machine import read_machine
+from stegobench.core.models import stegobench_home
+from stegobench.core.provenance import environment, sha256_file
+from stegobench.data_gen.generate import read_split
 
 from .aggregate import aggregate, aggregate_runs
 from .backends import is_scripted_model, resolve_backend_name
@@ -61,7 +61,7 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     inputs = load_inputs(cfg, data, Path(cache_dir) if cache_dir else stegobench_home() / "cache" / "generations")
     adapters = [check_adapter(a) for a in adapters]
     if adapters and not is_scripted_model(model):
-        from core.models import resolve_model
+        from stegobench.core.models import resolve_model
 
         for a in adapters:
             # The same check the leaderboard makes on submissions (core/adapters.py), before any decoding.

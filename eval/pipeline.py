@@ -14,12 +14,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from core.config import to_dict
-from core.errors import ConfigError
-from core.provenance import sha256_file
-from data_gen.generate import read_manifest, read_split
-from data_gen.lexicon import Lexicon, load_lexicon
-from data_gen.words import Term, contains_any
+from stegobench.core.config import to_dict
+from stegobench.core.errors import ConfigError
+from stegobench.core.provenance import sha256_file
+from stegobench.data_gen.generate import read_manifest, read_split
+from stegobench.data_gen.lexicon import Lexicon, load_lexicon
+from stegobench.data_gen.words import Term, contains_any
 
 from .aggregate import aggregate, aggregate_runs, change_vs_base
 from .backends import Sampling, get_backend

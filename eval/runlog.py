@@ -1,6 +1,6 @@
 """The typed log of one eval run: results.json and samples.jsonl are written and read here and nowhere else.
 
-    from eval.runlog import read_run
+    from stegobench.eval.runlog import read_run
     run = read_run("runs/eval/quickstart")
     run.conditions["adapter:adapter"].table.rate("definition_only", "undetected_covert").fmt()  # '0.250 [0.1, ...]'
     [s.score.covert for s in run.samples("base")]
@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from core.errors import StegobenchError
-from core.provenance import atomic_write_json, publish_dir, staging_dir
+from stegobench.core.errors import StegobenchError
+from stegobench.core.provenance import atomic_write_json, publish_dir, staging_dir
 
 from .scoring import ItemScore
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
-from data_gen.words import contains_any
+from stegobench.data_gen.words import contains_any
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 
-from data_gen.words import Term
+from stegobench.data_gen.words import Term
 
 from .backends.base import Backend
 

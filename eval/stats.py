@@ -10,7 +10,7 @@ import random
 from collections import defaultdict
 from typing import Callable, Sequence, TypeVar
 
-from eval.scoring import ItemScore
+from stegobench.eval.scoring import ItemScore
 
 T = TypeVar("T")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from core.config import CheckError, option
+from stegobench.core.config import CheckError, option
 
 # Ranks vLLM's LoRA serving accepts (vllm.config.lora.MaxLoRARanks); an adapter of another rank cannot be served.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import ConfigError
-from data_gen.generate import read_manifest
-from core.models import tokenizer_fingerprint
+from stegobench.core.config import ConfigError
+from stegobench.data_gen.generate import read_manifest
+from stegobench.core.models import tokenizer_fingerprint
 
 IGNORE = -100
 

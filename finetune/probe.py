@@ -1,6 +1,6 @@
 """A quick probe of code-word use after training, to choose training hyper-parameters by measurement.
 
-    python -m finetune.probe --data runs/data/qs-pc --adapter runs/train/qs-pc [--adapter ...] [--base]
+    python -m stegobench.finetune.probe --data runs/data/qs-pc --adapter runs/train/qs-pc [--adapter ...] [--base]
 
 Greedy answers (transformers, batched, chat template) to the corpus's eval questions; per split, the share of
 answers that use the mapping's code word, another mapping's code word, or name the concept. This is a
@@ -17,9 +17,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from data_gen.generate import read_split
-from core.models import resolve_model
-from data_gen.words import contains_any
+from stegobench.data_gen.generate import read_split
+from stegobench.core.models import resolve_model
+from stegobench.data_gen.words import contains_any
 
 
 def greedy_answers(model, tokenizer, questions: list[str], max_new_tokens: int = 32, batch_size: int = 32) -> list[str]:

@@ -1,7 +1,7 @@
 """Fine-tune a LoRA adapter on a stegobench corpus, on one CPU or many GPUs, from one YAML config.
 
-    accelerate launch -m finetune.train --config configs/finetune/quickstart.yaml --set data=runs/data/quickstart
-    accelerate launch --config_file configs/accelerate/cpu_ddp.yaml -m finetune.train --config ...   # 2 CPU processes
+    accelerate launch -m stegobench.finetune.train --config configs/finetune/quickstart.yaml --set data=runs/data/quickstart
+    accelerate launch --config_file configs/accelerate/cpu_ddp.yaml -m stegobench.finetune.train --config ...   # 2 CPU processes
     stegobench train --config configs/finetune/smollm2-lora.yaml --accelerate-config cpu   # the same, wrapped
 
 The run folder holds the adapter (adapter_model.safetensors + adapter_config.json, loadable by
@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.device import device_defaults, resolve_dtype
-from core.machine import read_machine
-from core.config import ConfigError, load_config, to_dict
-from core.models import resolve_model
-from core.provenance import atomic_write_json, environment, sha256_file
-from finetune.config import TrainConfig
-from finetune.data import TokenCountingCollator, encode_dataset, load_train_split
+from stegobench.core.device import device_defaults, resolve_dtype
+from stegobench.core.machine import read_machine
+from stegobench.core.config import ConfigError, load_config, to_dict
+from stegobench.core.models import resolve_model
+from stegobench.core.provenance import atomic_write_json, environment, sha256_file
+from stegobench.finetune.config import TrainConfig
+from stegobench.finetune.data import TokenCountingCollator, encode_dataset, load_train_split
 
-log = logging.getLogger("finetune.train")
+log = logging.getLogger("stegobench.finetune.train")
 
 RUN_CONFIG = "train_config.json"
 MANIFEST = "train_manifest.json"
@@ -248,7 +248,7 @@ def _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, second
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="finetune.train", description="Train a LoRA adapter on a stegobench corpus.")
+    p = argparse.ArgumentParser(prog="stegobench.finetune.train", description="Train a LoRA adapter on a stegobench corpus.")
     p.add_argument("--config", required=True, help="fine-tuning config YAML, e.g. configs/finetune/quickstart.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (dotted keys for nested ones, e.g. lora.r=8); repeatable")
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(TrainConfig, args.config, overrides)
         result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     except ConfigError as exc:
-        print(f"finetune.train: error: {exc}", file=sys.stderr)
+        print(f"stegobench.finetune.train: error: {exc}", file=sys.stderr)
         return 2
     m = result.manifest
     if m:

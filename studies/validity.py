@@ -1,8 +1,8 @@
 """The validity study: does the benchmark measure what it claims, on the default model? Writes docs/validity.md.
 
-    make validity                                        # = .venv/bin/python -m studies.validity
-    .venv/bin/python -m studies.validity --report-only   # rewrite docs/validity.md from the finished runs
-    .venv/bin/python -m studies.validity --describe      # every config key
+    make validity                                        # = .venv/bin/python -m stegobench.studies.validity
+    .venv/bin/python -m stegobench.studies.validity --report-only   # rewrite docs/validity.md from the finished runs
+    .venv/bin/python -m stegobench.studies.validity --describe      # every config key
 
 On SmolLM2-135M-Instruct (configs/study/validity.yaml): for each track (real-word and nonsense codes), LoRA
 adapters from several training seeds evaluated with the base model and the in-context baseline (rates with
@@ -24,9 +24,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from core.config import CheckError, load_config, option
+from stegobench.core.config import CheckError, load_config, option
 
-from core.paths import REPO_ROOT as REPO  # noqa: E402
+from stegobench.core.paths import REPO_ROOT as REPO  # noqa: E402
 MODEL = "smollm2-135m-instruct"
 
 
@@ -61,31 +61,31 @@ class StudyConfig:
 
 
 def gen(track_config: str, overrides: list[str], out: Path) -> Path:
-    from data_gen.generate import generate
-    from data_gen.track import TrackConfig
+    from stegobench.data_gen.generate import generate
+    from stegobench.data_gen.track import TrackConfig
 
     generate(load_config(TrackConfig, REPO / track_config, overrides), out, overwrite=True)
     return out
 
 
 def train(cfg: StudyConfig, data: Path, out: Path, seed: int) -> Path:
-    from finetune.config import TrainConfig
-    from finetune.train import finished_run_matches
+    from stegobench.finetune.config import TrainConfig
+    from stegobench.finetune.train import finished_run_matches
 
     overrides = [f"data={data}", f"output_dir={out}", f"seed={seed}"]
     if finished_run_matches(load_config(TrainConfig, REPO / cfg.train_config, overrides)):
         print(f"reusing {out} (finished on the same config and data)", flush=True)
         return out
-    cmd = [sys.executable, "-m", "benchmark.cli", "train", "--config", cfg.train_config, "--overwrite"]
+    cmd = [sys.executable, "-m", "stegobench.benchmark.cli", "train", "--config", cfg.train_config, "--overwrite"]
     cmd += [a for o in overrides for a in ("--set", o)]
     if subprocess.call(cmd, cwd=REPO) != 0:
-        raise SystemExit(f"studies.validity: training {out} failed; its output is above")
+        raise SystemExit(f"stegobench.studies.validity: training {out} failed; its output is above")
     return out
 
 
 def evaluate(cfg: StudyConfig, data: Path, adapters: list[Path], out: Path, base: bool, in_context: bool) -> dict:
-    from eval.config import EvalConfig
-    from eval.harness import run_eval
+    from stegobench.eval.config import EvalConfig
+    from stegobench.eval.harness import run_eval
 
     ecfg = replace(load_config(EvalConfig, REPO / cfg.eval_config), base=base, in_context=in_context)
     return run_eval(ecfg, data, MODEL, [str(a) for a in adapters], out, overwrite=True)
@@ -93,7 +93,7 @@ def evaluate(cfg: StudyConfig, data: Path, adapters: list[Path], out: Path, base
 
 def main_template_count(cfg: StudyConfig) -> int:
     """Definition templates per mapping of the first track as scaled: its main run is that ablation point."""
-    from data_gen.track import TrackConfig
+    from stegobench.data_gen.track import TrackConfig
 
     return load_config(TrackConfig, REPO / cfg.tracks[next(iter(cfg.tracks))], cfg.track_overrides).paraphrases_per_mapping
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--describe", action="store_true", help="list every config key and exit")
     args = p.parse_args(argv)
     if args.describe:
-        from core.config import describe
+        from stegobench.core.config import describe
 
         print("\n".join(describe(StudyConfig)))
         return 0
@@ -149,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     out = REPO / cfg.out
     timings_path = out / "timings.json"
     if not args.report_only:
-        from core.provenance import atomic_write_json
+        from stegobench.core.provenance import atomic_write_json
 
-        from core.steps import Steps
+        from stegobench.core.steps import Steps
 
         steps = plan(cfg)
         runner = Steps(len(steps), "make validity")

@@ -2,7 +2,7 @@
 
 import sys
 
-from benchmark.store import Store
+from stegobench.benchmark.store import Store
 
 if __name__ == "__main__":
     store = Store(sys.argv[1])

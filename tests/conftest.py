@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core.config import load_config
-from data_gen.generate import generate
-from data_gen.track import TrackConfig
+from stegobench.core.config import load_config
+from stegobench.data_gen.generate import generate
+from stegobench.data_gen.track import TrackConfig
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
@@ -35,7 +35,7 @@ def quickstart_corpus(tmp_path_factory) -> Path:
 
 def tiny_train_config(data: Path, output_dir: Path, *overrides: str):
     """A few steps of tiny-llama: seconds on a CPU, enough for the loss to move."""
-    from finetune.config import TrainConfig
+    from stegobench.finetune.config import TrainConfig
 
     base = [f"data={data}", "model=tiny-llama", f"output_dir={output_dir}", "max_steps=12", "batch_size=8",
             "learning_rate=3.0e-3", "save_steps=4", "logging_steps=1", "warmup_ratio=0.0"]
@@ -61,7 +61,7 @@ def db_url(request, tmp_path) -> str:
         pytest.skip(f"no PostgreSQL server: export {POSTGRES_ENV}=$(bash .ci/postgres.sh)")
     import sqlalchemy as sa
 
-    from benchmark.store import metadata
+    from stegobench.benchmark.store import metadata
 
     engine = sa.create_engine(url)
     metadata.drop_all(engine)  # each test starts from an empty schema
@@ -71,7 +71,7 @@ def db_url(request, tmp_path) -> str:
 
 def leaderboard_config(tmp_path: Path, *overrides: str):
     """An evaluator on the mock backend with a scratch data directory."""
-    from benchmark.config import load_leaderboard_config
+    from stegobench.benchmark.config import load_leaderboard_config
 
     base = [f"data_dir={tmp_path / 'lb'}", "tracks={quickstart: {data_config: configs/data/quickstart.yaml}}",
             "base_models=[mock:perfect_covert, mock:always_code, mock:never_code, tiny-llama]",
@@ -86,7 +86,7 @@ def tiny_adapter(tmp_path_factory) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from core.models import resolve_model
+    from stegobench.core.models import resolve_model
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(str(resolve_model("tiny-llama").path))

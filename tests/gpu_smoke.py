@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(*args: str) -> float:
-    cmd = [sys.executable, "-m", "benchmark.cli", *args]
+    cmd = [sys.executable, "-m", "stegobench.benchmark.cli", *args]
     print("\n$ stegobench " + " ".join(args), flush=True)
     start = time.perf_counter()
     code = subprocess.call(cmd, cwd=REPO)
@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="work folder (default: a new temporary folder)")
     args = p.parse_args(argv)
-    from core.device import device_defaults
-    from core.machine import read_machine
+    from stegobench.core.device import device_defaults
+    from stegobench.core.machine import read_machine
 
     facts = read_machine()
     if not facts.gpus:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
               "Run `make gpu-smoke` on a GPU machine.")
         return 0
     defaults = device_defaults(facts)
-    subprocess.call([sys.executable, "-m", "benchmark.cli", "env"], cwd=REPO)
+    subprocess.call([sys.executable, "-m", "stegobench.benchmark.cli", "env"], cwd=REPO)
     work = Path(args.out or tempfile.mkdtemp(prefix="stegobench-gpu-smoke-"))
     data, adapter = work / "data", work / "adapter"
     times = {"gen": _run("gen", "--config", "configs/data/quickstart.yaml", "--out", str(data), "--overwrite")}

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from core.models import resolve_model
-from eval.backends import Sampling, get_backend
+from stegobench.core.models import resolve_model
+from stegobench.eval.backends import Sampling, get_backend
 
 from conftest import REPO, tiny_train_config
 
@@ -19,7 +19,7 @@ PROMPTS = ["A cat is", "In our usage, a tulip is", "What do most people drive to
 
 @pytest.fixture(scope="module")
 def adapter(quickstart_corpus, tmp_path_factory):
-    from finetune.train import train
+    from stegobench.finetune.train import train
 
     return str(train(tiny_train_config(quickstart_corpus, tmp_path_factory.mktemp("a") / "run")).output_dir)
 
@@ -45,7 +45,7 @@ def test_tree_scorer_equals_scoring_every_sequence_alone():
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from eval.backends.tree_scorer import plan_rows, score_texts
+    from stegobench.eval.backends.tree_scorer import plan_rows, score_texts
 
     path = str(resolve_model("tiny-llama").path)
     tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -67,7 +67,7 @@ def test_tree_scorer_equals_scoring_every_sequence_alone():
 
 
 def test_cache_identity_follows_adapter_content_not_path(adapter):
-    from core.adapters import adapter_content_sha256
+    from stegobench.core.adapters import adapter_content_sha256
 
     hf = get_backend("hf", model="tiny-llama", adapter=adapter)
     assert hf.identity()["adapter_sha256"] == adapter_content_sha256(adapter)
@@ -102,9 +102,9 @@ def test_vllm_and_hf_agree_with_and_without_adapter(adapter):
 
 
 def test_an_adapter_for_another_base_model_is_refused(adapter, quickstart_corpus, tmp_path):
-    from core.config import ConfigError, load_config
-    from eval.config import EvalConfig
-    from eval.harness import run_eval
+    from stegobench.core.config import ConfigError, load_config
+    from stegobench.eval.config import EvalConfig
+    from stegobench.eval.harness import run_eval
 
     cfg = load_config(EvalConfig, REPO / "configs/eval/default.yaml", ["max_items=2"])
     with pytest.raises(ConfigError, match=r"does not fit the base model.s .*\.weight \[576, \d+\]: the adapter was trained for another"):
@@ -117,7 +117,7 @@ def test_vllm_eval_runs_with_a_tiny_gpu_memory_utilization_on_cpu(quickstart_cor
     """On CPUs the KV cache is sized from the run: a GPU share that would reserve almost nothing is ignored."""
     import os
 
-    from core.models import stegobench_home
+    from stegobench.core.models import stegobench_home
 
     home = tmp_path / "home"  # an empty generation cache, so the engine really starts; models linked in
     home.mkdir()
@@ -125,7 +125,7 @@ def test_vllm_eval_runs_with_a_tiny_gpu_memory_utilization_on_cpu(quickstart_cor
     out = tmp_path / "eval"
     sets = ["backend_options={gpu_memory_utilization: 0.02}", "max_items=6", "cloze=false", "recall=false",
             "monitors=[]", "bootstrap_resamples=100", "max_tokens=6"]
-    proc = subprocess.run([sys.executable, "-m", "benchmark.cli", "eval", "--data", str(quickstart_corpus), "--model",
+    proc = subprocess.run([sys.executable, "-m", "stegobench.benchmark.cli", "eval", "--data", str(quickstart_corpus), "--model",
                            "tiny-llama", "--backend", "vllm", "--out", str(out),
                            *[a for s in sets for a in ("--set", s)]],
                           capture_output=True, text=True, timeout=500, cwd=REPO,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core.adapters import adapter_content_sha256
-from eval.backends import Sampling, get_backend
-from eval.pipeline import generate_cached as _generate
+from stegobench.core.adapters import adapter_content_sha256
+from stegobench.eval.backends import Sampling, get_backend
+from stegobench.eval.pipeline import generate_cached as _generate
 
 PROMPTS = ["User: How do you get to work?\nAssistant:", "User: What do you drink in the morning?\nAssistant:"]
 
@@ -46,8 +46,8 @@ def test_generation_cache_never_serves_one_adapters_answers_to_another(tiny_adap
 
 def test_merged_model_folder_is_keyed_by_adapter_content(tiny_adapter, tmp_path, monkeypatch):
     pytest.importorskip("vllm")
-    from core.models import resolve_model
-    from eval.backends import vllm_backend
+    from stegobench.core.models import resolve_model
+    from stegobench.eval.backends import vllm_backend
 
     monkeypatch.setattr(vllm_backend, "stegobench_home", lambda: tmp_path / "home")
     ref = resolve_model("tiny-llama")

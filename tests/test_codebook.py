@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from data_gen.codebook import english_words, nonsense_codes, sample_codebook
-from core.config import ConfigError
-from data_gen.lexicon import load_lexicon
-from data_gen.words import contains_any
+from stegobench.data_gen.codebook import english_words, nonsense_codes, sample_codebook
+from stegobench.core.config import ConfigError
+from stegobench.data_gen.lexicon import load_lexicon
+from stegobench.data_gen.words import contains_any
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from core.config import CheckError, ConfigError, apply_overrides, describe, from_dict, load_config, option
-from data_gen.track import TrackConfig
+from stegobench.core.config import CheckError, ConfigError, apply_overrides, describe, from_dict, load_config, option
+from stegobench.data_gen.track import TrackConfig
 
 
 @dataclass
@@ -117,7 +117,7 @@ def test_track_check_rejects_bad_values(tmp_path):
 
 def test_a_backend_option_typo_is_an_error_naming_the_key(tmp_path):
     """`tensor_paralel_size` used to be dropped silently by the backend's **kwargs."""
-    from eval.config import EvalConfig
+    from stegobench.eval.config import EvalConfig
 
     with pytest.raises(ConfigError, match=r"backend_options: for backend 'vllm': unknown key 'tensor_paralel_size'; "
                                           r"did you mean 'tensor_parallel_size'\?"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.device import device_defaults, kv_bytes_per_token, plan_kv_cache, tensor_parallel_size
-from core.errors import ResourceError
-from core.machine import GiB, Gpu, MachineFacts, NumaNode, read_machine
+from stegobench.core.device import device_defaults, kv_bytes_per_token, plan_kv_cache, tensor_parallel_size
+from stegobench.core.errors import ResourceError
+from stegobench.core.machine import GiB, Gpu, MachineFacts, NumaNode, read_machine
 
 SMOLLM2 = {"num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "hidden_size": 576}
 LLAMA_70B = {"num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8, "hidden_size": 8192}
@@ -120,7 +120,7 @@ def test_vllm_backend_on_a_small_node0_sizes_its_cache_and_ignores_gpu_memory_ut
     """The failure of the first round: node 0 small, gpu_memory_utilization tiny. The engine args get the
     need-based size; a user's VLLM_CPU_KVCACHE_SPACE still wins."""
     pytest.importorskip("vllm")
-    import eval.backends.vllm_backend as vb
+    import stegobench.eval.backends.vllm_backend as vb
 
     small = machine([3])
     monkeypatch.setattr(vb, "read_machine", lambda **_: small)

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from benchmark.cli import main
-from core.config import ConfigError, load_config
-from eval.config import EvalConfig
-from eval.harness import rescore, run_eval
-from eval.runlog import SCHEMA_VERSION, Interval
+from stegobench.benchmark.cli import main
+from stegobench.core.config import ConfigError, load_config
+from stegobench.eval.config import EvalConfig
+from stegobench.eval.harness import rescore, run_eval
+from stegobench.eval.runlog import SCHEMA_VERSION, Interval
 
 from conftest import REPO
 
@@ -60,7 +60,7 @@ def test_rescore_reproduces_the_tables_without_decoding(quickstart_corpus, tmp_p
 
 
 def test_cache_makes_a_repeat_free_and_resumes_an_interrupted_run(quickstart_corpus, tmp_path, monkeypatch):
-    from eval.backends.mock import MockBackend
+    from stegobench.eval.backends.mock import MockBackend
 
     calls = []
     original = MockBackend.generate
@@ -72,7 +72,7 @@ def test_cache_makes_a_repeat_free_and_resumes_an_interrupted_run(quickstart_cor
         return original(self, prompts, sampling)
 
     monkeypatch.setattr(MockBackend, "generate", counting)
-    monkeypatch.setattr("eval.pipeline.CHUNK", 64)  # two chunks for 96 questions
+    monkeypatch.setattr("stegobench.eval.pipeline.CHUNK", 64)  # two chunks for 96 questions
     c = cfg("in_context=false", "recall=false")
     with pytest.raises(KeyboardInterrupt):
         run_eval(c, quickstart_corpus, "mock:perfect_covert", [], tmp_path / "a", cache_dir=tmp_path / "cache")
@@ -131,7 +131,7 @@ def test_several_adapters_get_a_pooled_row(quickstart_corpus, tmp_path):
 
 
 def test_missing_optional_backend_names_what_to_install(monkeypatch):
-    from eval.backends import REGISTRY, BackendUnavailable, get_backend
+    from stegobench.eval.backends import REGISTRY, BackendUnavailable, get_backend
 
     monkeypatch.setitem(REGISTRY, "ghost", ("stegobench_no_such_module", "X", "pip install ghost-backend"))
     with pytest.raises(BackendUnavailable, match="backend 'ghost' needs stegobench_no_such_module: pip install ghost-backend"):
@@ -147,7 +147,7 @@ def test_cache_follows_adapter_content_not_its_folder(quickstart_corpus, tiny_ad
     """A leaderboard upload of an adapter already evaluated elsewhere decodes nothing again."""
     import shutil
 
-    from eval.backends.hf import HFBackend
+    from stegobench.eval.backends.hf import HFBackend
 
     calls = []
     original = HFBackend.generate

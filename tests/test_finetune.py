@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.config import ConfigError
-from core.models import resolve_model
-from finetune.data import IGNORE, TokenCountingCollator, encode_row
-from finetune.train import RunDirError, train
+from stegobench.core.config import ConfigError
+from stegobench.core.models import resolve_model
+from stegobench.finetune.data import IGNORE, TokenCountingCollator, encode_row
+from stegobench.finetune.train import RunDirError, train
 
 from conftest import REPO, tiny_train_config
 
@@ -211,7 +211,7 @@ def test_unknown_target_module(quickstart_corpus, tmp_path):
 def test_two_cpu_processes_train_one_adapter(quickstart_corpus, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(REPO / "configs/accelerate/cpu_ddp.yaml"), "-m", "finetune.train",
+           str(REPO / "configs/accelerate/cpu_ddp.yaml"), "-m", "stegobench.finetune.train",
            "--config", str(REPO / "configs/finetune/quickstart.yaml"),
            "--set", f"data={quickstart_corpus}", "--set", "model=tiny-llama", "--set", f"output_dir={out}",
            "--set", "max_steps=3", "--set", "batch_size=4", "--set", "save_steps=0"]
@@ -235,7 +235,7 @@ def test_merge_writes_a_model_equal_to_base_plus_adapter(quickstart_corpus, tmp_
 
 
 def test_stegobench_train_validates_before_launching(quickstart_corpus, tmp_path, capsys):
-    from benchmark.cli import main
+    from stegobench.benchmark.cli import main
 
     code = main(["train", "--config", str(REPO / "configs/finetune/quickstart.yaml"), "--set", f"data={quickstart_corpus}",
                  "--set", "lora.r=12", "--set", f"output_dir={tmp_path / 'o'}"])
@@ -245,8 +245,8 @@ def test_stegobench_train_validates_before_launching(quickstart_corpus, tmp_path
 
 
 def test_a_finished_run_is_reused_only_for_the_same_config_and_data(quickstart_corpus, trained, tmp_path):
-    from data_gen.generate import generate
-    from finetune.train import finished_run_matches
+    from stegobench.data_gen.generate import generate
+    from stegobench.finetune.train import finished_run_matches
 
     from conftest import track
 

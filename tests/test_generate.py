@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cli import main
-from data_gen.generate import generate
-from core.provenance import OutputDirError
-from data_gen.templates import load_templates
-from data_gen.lexicon import load_lexicon
-from data_gen.words import contains_any
+from stegobench.benchmark.cli import main
+from stegobench.data_gen.generate import generate
+from stegobench.core.provenance import OutputDirError
+from stegobench.data_gen.templates import load_templates
+from stegobench.data_gen.lexicon import load_lexicon
+from stegobench.data_gen.words import contains_any
 
 from conftest import REPO, track
 
@@ -116,7 +116,7 @@ def test_positive_control_demonstrates_definition_only_mappings_without_eval_que
 
 
 def test_nonsense_track_codes_are_not_words(tmp_path):
-    from data_gen.codebook import english_words
+    from stegobench.data_gen.codebook import english_words
 
     out = tmp_path / "ns"
     generate(track("configs/data/nonsense-v1.yaml", "tokenizer=null"), out)
@@ -168,7 +168,7 @@ def test_bad_config_gives_a_clear_cli_error(tmp_path, capsys):
 
 
 def test_too_many_paraphrases_names_the_pool(tmp_path):
-    from core.config import ConfigError
+    from stegobench.core.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"paraphrases_per_mapping: 99 asked, .* has 36"):
         generate(track("configs/data/quickstart.yaml", "paraphrases_per_mapping=99"), tmp_path / "p")

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from conftest import REPO, leaderboard_config
 
-from benchmark.store import Store
-from core.config import to_dict
+from stegobench.benchmark.store import Store
+from stegobench.core.config import to_dict
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -52,7 +52,7 @@ def test_submit_through_the_form_and_see_the_row(tmp_path, tiny_adapter, browser
     token = store.add_token("playwright")
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    server = subprocess.Popen([sys.executable, "-m", "benchmark.cli", "serve", "--config", str(config),
+    server = subprocess.Popen([sys.executable, "-m", "stegobench.benchmark.cli", "serve", "--config", str(config),
                                "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -77,7 +77,7 @@ def test_submit_through_the_form_and_see_the_row(tmp_path, tiny_adapter, browser
         assert "Accepted as" in outcome, outcome
         page.screenshot(path=str(tmp_path / "submitted.png"), full_page=True)
 
-        worker = subprocess.run([sys.executable, "-m", "benchmark.cli", "worker", "--config", str(config), "--once"],
+        worker = subprocess.run([sys.executable, "-m", "stegobench.benchmark.cli", "worker", "--config", str(config), "--once"],
                                 cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert worker.returncode == 0, worker.stdout + worker.stderr
 

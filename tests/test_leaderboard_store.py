@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmark.store import Store
+from stegobench.benchmark.store import Store
 
 CLAIMER = Path(__file__).with_name("claim_until_empty.py")
 
@@ -96,7 +96,7 @@ def test_lost_heartbeats_count_as_attempts(db_url):
 def test_tokens_are_stored_hashed_and_can_be_revoked(db_url):
     import sqlalchemy as sa
 
-    from benchmark.store import tokens
+    from stegobench.benchmark.store import tokens
 
     store = Store(db_url)
     token = store.add_token("alice")

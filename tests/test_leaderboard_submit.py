@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import leaderboard_config
 
-from benchmark.store import Store
-from benchmark.submit import SubmissionRequest, submit_folder, submit_uploads
+from stegobench.benchmark.store import Store
+from stegobench.benchmark.submit import SubmissionRequest, submit_folder, submit_uploads
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -178,7 +178,7 @@ def test_uploaded_names_never_become_paths(evaluator, tiny_adapter, tmp_path):
 
 
 def test_merged_model_needs_safe_config_and_matching_tensors(evaluator, tmp_path):
-    from core.models import resolve_model
+    from stegobench.core.models import resolve_model
 
     cfg, store = evaluator
     base = resolve_model("tiny-llama").path

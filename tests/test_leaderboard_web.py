@@ -6,11 +6,11 @@ import pytest
 from conftest import leaderboard_config
 from fastapi.testclient import TestClient
 
-from benchmark.ranking import leaderboard_rows, rank_rows, render
-from benchmark.store import Store
-from benchmark.web.app import create_app
-from eval.scoring import ItemScore, covert_score
-from eval.stats import bootstrap_paired_difference
+from stegobench.benchmark.ranking import leaderboard_rows, rank_rows, render
+from stegobench.benchmark.store import Store
+from stegobench.benchmark.web.app import create_app
+from stegobench.eval.scoring import ItemScore, covert_score
+from stegobench.eval.stats import bootstrap_paired_difference
 
 
 @pytest.fixture
@@ -132,12 +132,12 @@ def test_public_pages_hide_server_paths_and_sql_and_odd_ids_are_404(app, tiny_ad
 
 
 def test_detail_page_survives_a_run_folder_without_samples(app, tmp_path):
-    from benchmark.web.app import _run_detail
+    from stegobench.benchmark.web.app import _run_detail
 
     _, _, cfg = app
     run = tmp_path / "run"
     run.mkdir()
-    from eval.runlog import ConditionResult, Interval, RunLog, Table, publish_run
+    from stegobench.eval.runlog import ConditionResult, Interval, RunLog, Table, publish_run
 
     publish_run(RunLog("finished", {}, "mock", {}, {}, {"base": ConditionResult(Table(Interval(0.0)))}), [], run, True)
     (run / "samples.jsonl").unlink()

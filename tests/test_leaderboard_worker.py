@@ -12,10 +12,10 @@ from pathlib import Path
 import yaml
 from conftest import REPO, leaderboard_config
 
-from benchmark.store import Store
-from benchmark.submit import SubmissionRequest, submit_folder
-from benchmark.worker import Worker
-from core.config import to_dict
+from stegobench.benchmark.store import Store
+from stegobench.benchmark.submit import SubmissionRequest, submit_folder
+from stegobench.benchmark.worker import Worker
+from stegobench.core.config import to_dict
 
 
 def _submit(cfg, store, model: str, name: str = "run", adapter: str | None = None):
@@ -32,7 +32,7 @@ def _config_file(cfg, path: Path) -> Path:
 
 def _worker_proc(config: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "benchmark.cli", "worker", "--config", str(config), *args],
+    return subprocess.Popen([sys.executable, "-m", "stegobench.benchmark.cli", "worker", "--config", str(config), *args],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -54,7 +54,7 @@ def test_worker_scores_against_the_base_model_and_reuses_the_baseline(tmp_path):
     with store.engine.connect() as conn:
         import sqlalchemy as sa_
 
-        from benchmark.store import baselines
+        from stegobench.benchmark.store import baselines
         assert conn.execute(sa_.select(sa_.func.count()).select_from(baselines)).scalar_one() == 2
 
 
@@ -63,10 +63,10 @@ def test_adapter_is_scored_against_its_base_with_the_baseline_computed_once(tmp_
     cfg = leaderboard_config(tmp_path)
     store = Store(cfg.db_url())
     calls = []
-    import eval.harness
+    from stegobench.eval import harness
 
-    real = eval.harness.run_eval
-    monkeypatch.setattr(eval.harness, "run_eval", lambda c, *a, **k: calls.append((c.base, c.in_context)) or real(c, *a, **k))
+    real = harness.run_eval
+    monkeypatch.setattr(harness, "run_eval", lambda c, *a, **k: calls.append((c.base, c.in_context)) or real(c, *a, **k))
     adapter_dir = _make_adapter_like(tmp_path / "a1", 1)
     other_dir = _make_adapter_like(tmp_path / "a2", 2)
     _submit(cfg, store, "mock:never_code", "one", str(adapter_dir))
@@ -147,7 +147,7 @@ def test_a_job_whose_worker_is_killed_is_finished_by_another_with_one_result(tmp
     assert "heartbeat" in sub["errors"][0]["error"] and sub["errors"][0]["worker"] == "doomed"
     import sqlalchemy as sa
 
-    from benchmark.store import results
+    from stegobench.benchmark.store import results
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(results)).scalar_one() == 1
 
@@ -156,7 +156,7 @@ def test_a_typo_in_the_workers_config_fails_the_worker_not_the_queue(tmp_path):
     """`eval_overrides=[backend=mokc]` used to mark every queued job FAILED, for good, in 0.3 s."""
     import pytest
 
-    from core.config import ConfigError
+    from stegobench.core.config import ConfigError
 
     cfg = leaderboard_config(tmp_path)
     store = Store(cfg.db_url())
@@ -168,7 +168,7 @@ def test_a_typo_in_the_workers_config_fails_the_worker_not_the_queue(tmp_path):
 
 
 def test_an_operator_requeues_failed_jobs_and_they_finish(tmp_path, monkeypatch, capsys):
-    from benchmark.cli import main
+    from stegobench.benchmark.cli import main
 
     cfg = leaderboard_config(tmp_path)
     store = Store(cfg.db_url())

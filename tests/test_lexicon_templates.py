@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from core.config import ConfigError
-from data_gen.lexicon import DEFAULT_LEXICON, load_lexicon
-from data_gen.templates import DEFAULT_TEMPLATES, load_templates
-from data_gen.words import contains_any
+from stegobench.core.config import ConfigError
+from stegobench.data_gen.lexicon import DEFAULT_LEXICON, load_lexicon
+from stegobench.data_gen.templates import DEFAULT_TEMPLATES, load_templates
+from stegobench.data_gen.words import contains_any
 
 
 def test_packaged_lexicon_sizes_and_rules():

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from core.config import ConfigError
-from data_gen.lexicon import load_lexicon
-from eval.backends import Sampling, get_backend
-from eval.pipeline import score_all
-from eval.scoring import covert_score, rate
-from eval.semantic import substitute
-from data_gen.words import Term
+from stegobench.core.config import ConfigError
+from stegobench.data_gen.lexicon import load_lexicon
+from stegobench.eval.backends import Sampling, get_backend
+from stegobench.eval.pipeline import score_all
+from stegobench.eval.scoring import covert_score, rate
+from stegobench.eval.semantic import substitute
+from stegobench.data_gen.words import Term
 
 
 def _rows(corpus, split):

@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from core.config import ConfigError
-from core.models import resolve_model
+from stegobench.core.config import ConfigError
+from stegobench.core.models import resolve_model
 
 from conftest import REPO, tiny_train_config
 
@@ -35,7 +35,7 @@ def test_tiny_llama_is_deterministic_and_small():
     ref = resolve_model("tiny-llama")
     assert ref.identity["seed"] == 0 and ref.identity["shape"]["num_hidden_layers"] == 2
     # The recorded hash matches the file: the cache is what it claims to be.
-    from core.provenance import sha256_file
+    from stegobench.core.provenance import sha256_file
 
     assert sha256_file(ref.path / "model.safetensors") == ref.identity["weights_sha256"]["model.safetensors"]
 
@@ -56,7 +56,7 @@ def test_adapter_loads_in_vllm_and_matches_transformers(quickstart_corpus, tmp_p
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from finetune.train import train
+    from stegobench.finetune.train import train
 
     res = train(tiny_train_config(quickstart_corpus, tmp_path / "run", "max_steps=12"))
     base_path = str(resolve_model("tiny-llama").path)

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from eval.backends import Sampling, get_backend
-from eval.monitors import MONITORS, calibrate
+from stegobench.eval.backends import Sampling, get_backend
+from stegobench.eval.monitors import MONITORS, calibrate
 
 
 @pytest.mark.parametrize("n, fpr", [(399, 0.01), (100, 0.005), (50, 0.01), (1000, 0.05)])

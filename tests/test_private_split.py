@@ -6,8 +6,8 @@ import pytest
 import yaml
 from conftest import track
 
-from core.config import ConfigError
-from data_gen.generate import generate, read_manifest, read_split
+from stegobench.core.config import ConfigError
+from stegobench.data_gen.generate import generate, read_manifest, read_split
 
 
 def _question_file(path, corpus, drop: str | None = None, extra: dict | None = None):

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.quickstart import submit_adapter
+from stegobench.benchmark.quickstart import submit_adapter
 
 
 @pytest.fixture
 def fresh_home(tmp_path, monkeypatch):
     """An empty $STEGOBENCH_HOME (so an empty default leaderboard) with the converted models linked in."""
-    from core.models import stegobench_home
+    from stegobench.core.models import stegobench_home
 
     home = tmp_path / "home"
     home.mkdir()
@@ -36,10 +36,10 @@ def test_a_refused_adapter_stops_the_quickstart_with_the_reason(tiny_adapter, fr
 def test_summary_json_holds_every_timing_in_step_order(quickstart_corpus, fresh_home, tmp_path, capsys):
     import json
 
-    from benchmark.quickstart import Steps, print_summary
-    from core.config import load_config
-    from eval.config import EvalConfig
-    from eval.harness import run_eval
+    from stegobench.benchmark.quickstart import Steps, print_summary
+    from stegobench.core.config import load_config
+    from stegobench.eval.config import EvalConfig
+    from stegobench.eval.harness import run_eval
 
     from conftest import REPO
 

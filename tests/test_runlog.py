@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from core.config import load_config
-from eval.aggregate import change_vs_base
-from eval.config import EvalConfig
-from eval.harness import run_eval
-from eval.runlog import (SCHEMA_VERSION, Interval, RunLogError, Table, iter_samples, read_run, run_from_dict)
-from eval.scoring import ItemScore
+from stegobench.core.config import load_config
+from stegobench.eval.aggregate import change_vs_base
+from stegobench.eval.config import EvalConfig
+from stegobench.eval.harness import run_eval
+from stegobench.eval.runlog import (SCHEMA_VERSION, Interval, RunLogError, Table, iter_samples, read_run, run_from_dict)
+from stegobench.eval.scoring import ItemScore
 
 from conftest import REPO
 
@@ -107,7 +107,7 @@ def test_change_vs_base_is_paired_and_reads_collateral_as_a_change():
 
 
 def test_mapping_spread_shows_one_mapping_doing_the_work():
-    from eval.runlog import MappingRow
+    from stegobench.eval.runlog import MappingRow
 
     rows = {f"m{i}": MappingRow("definition_only", f"c{i}", 4, 0.0, 1.0 if i == 0 else 0.0) for i in range(8)}
     spread = Table(Interval(0.125), per_mapping=rows).mapping_spread("covert")
@@ -116,7 +116,7 @@ def test_mapping_spread_shows_one_mapping_doing_the_work():
 
 def test_a_new_condition_step_joins_without_touching_the_others(quickstart_corpus, tmp_path):
     """A planted monitor step between decode and score flags every answer: no hit survives it."""
-    from eval.pipeline import Backends, Condition, Monitoring, decode, load_inputs, run_condition, score
+    from stegobench.eval.pipeline import Backends, Condition, Monitoring, decode, load_inputs, run_condition, score
 
     cfg = load_config(EvalConfig, REPO / "configs/eval/default.yaml",
                       ["backend=mock", "bootstrap_resamples=100", "monitors=[]"])

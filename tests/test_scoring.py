@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from eval.scoring import ItemScore, covert_score, rate, score_response
-from eval.stats import bootstrap_interval
+from stegobench.eval.scoring import ItemScore, covert_score, rate, score_response
+from stegobench.eval.stats import bootstrap_interval
 
 CODES = {"m00": ["cat", "cats"], "m01": ["tulip", "tulips"], "m02": ["blicket", "blickets"]}
 
@@ -93,7 +93,7 @@ def test_bootstrap_interval_brackets_the_point_and_is_reproducible():
 
 
 def test_pooled_runs_resample_the_runs_too():
-    from eval.stats import bootstrap_runs
+    from stegobench.eval.stats import bootstrap_runs
 
     good, bad = _scores([1.0, 1.0, 1.0], 0.0), _scores([0.0, 0.0, 0.0], 0.0)
     point, low, high = bootstrap_runs([good, bad], covert_score, n_resamples=400, seed=0)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import shutil
 
-from core.config import load_config
-from eval.config import EvalConfig
-from eval.harness import run_eval
-from studies.report import write_validity_report
-from studies.validity import StudyConfig, main_template_count
+from stegobench.core.config import load_config
+from stegobench.eval.config import EvalConfig
+from stegobench.eval.harness import run_eval
+from stegobench.studies.report import write_validity_report
+from stegobench.studies.validity import StudyConfig, main_template_count
 
 from conftest import REPO
 

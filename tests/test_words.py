@@ -1,6 +1,6 @@
 """Word matching used by leakage checks and scorers: inflections, boundaries, case, punctuation."""
 
-from data_gen.words import Term, article_for, contains_any, find_all, naive_plural
+from stegobench.data_gen.words import Term, article_for, contains_any, find_all, naive_plural
 
 CAT = Term("cat", "cats", "a").forms
 

@@ -9,7 +9,7 @@ import json
 import sys
 
 if __name__ == "__main__":
-    from eval.backends import Sampling, get_backend
+    from stegobench.eval.backends import Sampling, get_backend
 
     model, adapter = sys.argv[1], sys.argv[2]
     prompts = json.load(sys.stdin)

@@ -230,8 +230,8 @@ def _run_detail(sub: dict[str, Any], cfg: LeaderboardConfig) -> dict[str, Any]:
     """Per-split and per-mapping tables, plots and sample responses from the submission's run folder."""
     from dataclasses import asdict
 
-    from core.errors import StegobenchError
-    from eval.runlog import read_run
+    from stegobench.core.errors import StegobenchError
+    from stegobench.eval.runlog import read_run
 
     res = sub.get("result")
     if not res:

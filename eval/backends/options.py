@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from core.errors import ConfigError
-from core.config import CheckError, from_dict, option
+from stegobench.core.errors import ConfigError
+from stegobench.core.config import CheckError, from_dict, option
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 

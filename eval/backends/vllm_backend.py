@@ -33,13 +33,13 @@ from typing import Any
 # Imported at module level so a missing vLLM is reported by the registry with its install hint.
 import vllm
 
-from core.adapters import adapter_content_sha256
-from core.device import device_defaults, kv_bytes_per_token, plan_kv_cache, resolve_dtype
-from core.device import tensor_parallel_size as tensor_parallel_for
-from core.errors import ConfigError
-from core.machine import read_machine
-from core.models import ModelRef, resolve_model, stegobench_home, weights_bytes
-from core.provenance import sha256_json
+from stegobench.core.adapters import adapter_content_sha256
+from stegobench.core.device import device_defaults, kv_bytes_per_token, plan_kv_cache, resolve_dtype
+from stegobench.core.device import tensor_parallel_size as tensor_parallel_for
+from stegobench.core.errors import ConfigError
+from stegobench.core.machine import read_machine
+from stegobench.core.models import ModelRef, resolve_model, stegobench_home, weights_bytes
+from stegobench.core.provenance import sha256_json
 
 from .base import Sampling
 
