@@ -60,7 +60,7 @@ def _named_config(raw: str) -> Path:
     if len(found) != 1:
         names = ", ".join(sorted({p.stem for p in shipped_configs()}))
         raise SystemExit(f"stegobench validate: {raw}: no such file" + (f", and no shipped config of that name "
-                         f"(shipped: {names})" if not found else f"; several shipped configs are named so: "
+                         f"(shipped: {names})" if not found else "; several shipped configs are named so: "
                          + ", ".join(str(p) for p in found)))
     return found[0]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stegobench.core.adapters import LORA_KEY, base_shapes, check_adapter_tensors
-from stegobench.core.config import ConfigError
+from stegobench.core.errors import UserError
 from stegobench.core.provenance import sha256_json
 
 from .artifacts import ADAPTER_FILES, PICKLE_SUFFIXES
@@ -42,7 +42,7 @@ def resolve_base(spec: str, allowed: list[str], allow_folders: bool) -> Path | N
 
     try:
         return resolve_model(spec).path
-    except ConfigError as exc:
+    except UserError as exc:
         raise Rejected(str(exc)) from None
 
 
@@ -108,7 +108,7 @@ def check_adapter_files(folder: Path, base: Path | None, max_rank: int) -> None:
             raise Rejected(f"adapter tensor {key!r} has rank {rank}, over this evaluator's limit of {max_rank}")
     try:
         check_adapter_tensors(folder, base)  # the one fit check eval uses too
-    except ConfigError as exc:
+    except UserError as exc:
         raise Rejected(str(exc)) from None
 
 

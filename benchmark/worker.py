@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stegobench.core.config import ConfigError, load_config, to_dict
+from stegobench.core.errors import UserError
 from stegobench.core.provenance import OutputDirError, sha256_json
 
 from .artifacts import artifact_folder
@@ -153,7 +154,7 @@ class Worker:
         with Heartbeat(self.store, job, self.cfg.heartbeat_seconds) as hb:
             try:
                 run_dir, key, summary = self.evaluate(job)
-            except (ConfigError, OutputDirError) as exc:
+            except (UserError, OutputDirError) as exc:
                 # Deterministic: the same submission would fail the same way again.
                 status = self.store.fail(job, f"{type(exc).__name__}: {exc}", self.cfg.max_attempts, final=True)
                 log.error("job %s failed (%s): %s", job.id, status, exc)

@@ -14,7 +14,7 @@ import math
 import re
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import InputError
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -36,9 +36,9 @@ def adapter_config(folder: str | Path) -> dict:
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not a readable JSON adapter config ({exc})") from None
+        raise InputError(f"{path}: not a readable JSON adapter config ({exc})") from None
     if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
+        raise InputError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
     return cfg
 
 
@@ -50,7 +50,7 @@ def adapter_content_sha256(folder: str | Path) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class AdapterMismatch(ConfigError):
+class AdapterMismatch(InputError):
     """The adapter's config and tensors disagree, or do not fit the base model: outputs would be undefined."""
 
 

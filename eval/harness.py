@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from stegobench.core.adapters import check_adapter_tensors
-from stegobench.core.config import ConfigError, to_dict
+from stegobench.core.config import to_dict
+from stegobench.core.errors import InputError
 from stegobench.core.device import device_defaults
 from stegobench.core.machine import read_machine
 from stegobench.core.models import stegobench_home
@@ -37,12 +38,12 @@ def check_adapter(adapter: str) -> str:
     """An adapter folder must hold safetensors weights and a peft config without modules_to_save."""
     folder = Path(adapter)
     if not (folder / "adapter_config.json").exists():
-        raise ConfigError(f"adapter {adapter}: no adapter_config.json; expected a folder written by `stegobench train`")
+        raise InputError(f"adapter {adapter}: no adapter_config.json; expected a folder written by `stegobench train`")
     if not (folder / "adapter_model.safetensors").exists():
-        raise ConfigError(f"adapter {adapter}: no adapter_model.safetensors (pickled .bin weights are never loaded)")
+        raise InputError(f"adapter {adapter}: no adapter_model.safetensors (pickled .bin weights are never loaded)")
     cfg = json.loads((folder / "adapter_config.json").read_text())
     if cfg.get("modules_to_save"):
-        raise ConfigError(f"adapter {adapter}: modules_to_save {cfg['modules_to_save']} is not a LoRA adapter vLLM can serve")
+        raise InputError(f"adapter {adapter}: modules_to_save {cfg['modules_to_save']} is not a LoRA adapter vLLM can serve")
     return adapter
 
 
@@ -57,7 +58,7 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     start = time.perf_counter()
     data, out = Path(data), Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
+        raise InputError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
     inputs = load_inputs(cfg, data, Path(cache_dir) if cache_dir else stegobench_home() / "cache" / "generations")
     adapters = [check_adapter(a) for a in adapters]
     if adapters and not is_scripted_model(model):

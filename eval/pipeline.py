@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from stegobench.core.config import to_dict
-from stegobench.core.errors import ConfigError
+from stegobench.core.errors import InputError
 from stegobench.core.provenance import sha256_file
 from stegobench.data_gen.generate import read_manifest, read_split
 from stegobench.data_gen.lexicon import Lexicon, load_lexicon
@@ -65,7 +65,7 @@ def load_inputs(cfg: EvalConfig, data: Path, cache_root: Path) -> EvalInputs:
     manifest = read_manifest(data)
     items = read_split(data, "eval")[: cfg.max_items]
     if not items:
-        raise ConfigError(f"{data}: the eval split is empty; nothing to evaluate")
+        raise InputError(f"{data}: the eval split is empty; nothing to evaluate")
     return EvalInputs(cfg, data, manifest, items, read_split(data, "codebook"), read_split(data, "recall"),
                       load_lexicon(manifest["config"].get("lexicon")),
                       Sampling(cfg.max_tokens, cfg.temperature, cfg.seed), cache_root)

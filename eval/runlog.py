@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from stegobench.core.errors import StegobenchError
+from stegobench.core.errors import InputError
 from stegobench.core.provenance import atomic_write_json, publish_dir, staging_dir
 
 from .scoring import ItemScore
@@ -30,7 +30,7 @@ SAMPLES = "samples.jsonl"
 SCHEMA_VERSION = 2
 
 
-class RunLogError(StegobenchError):
+class RunLogError(InputError):
     """A run folder that is missing, incomplete or written by a newer stegobench."""
 
 

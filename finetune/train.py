@@ -25,6 +25,7 @@ from typing import Any
 from stegobench.core.device import device_defaults, resolve_dtype
 from stegobench.core.machine import read_machine
 from stegobench.core.config import ConfigError, load_config, to_dict
+from stegobench.core.errors import InputError, UserError
 from stegobench.core.models import resolve_model
 from stegobench.core.provenance import atomic_write_json, environment, sha256_file
 from stegobench.finetune.config import TrainConfig
@@ -39,7 +40,7 @@ ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 RESUME_MUTABLE = {"merge", "save_steps", "save_total_limit", "logging_steps"}
 
 
-class RunDirError(ConfigError):
+class RunDirError(InputError):
     """The output folder holds something this run may not use or replace."""
 
 
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = list(args.overrides) + (["merge=true"] if args.merge else [])
         cfg = load_config(TrainConfig, args.config, overrides)
         result = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    except ConfigError as exc:
+    except UserError as exc:
         print(f"stegobench.finetune.train: error: {exc}", file=sys.stderr)
         return 2
     m = result.manifest

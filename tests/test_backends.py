@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from stegobench.core.errors import InputError
+
 import importlib.util
 import json
 import subprocess
@@ -102,12 +104,12 @@ def test_vllm_and_hf_agree_with_and_without_adapter(adapter):
 
 
 def test_an_adapter_for_another_base_model_is_refused(adapter, quickstart_corpus, tmp_path):
-    from stegobench.core.config import ConfigError, load_config
+    from stegobench.core.config import load_config
     from stegobench.eval.config import EvalConfig
     from stegobench.eval.harness import run_eval
 
     cfg = load_config(EvalConfig, REPO / "configs/eval/default.yaml", ["max_items=2"])
-    with pytest.raises(ConfigError, match=r"does not fit the base model.s .*\.weight \[576, \d+\]: the adapter was trained for another"):
+    with pytest.raises(InputError, match=r"does not fit the base model.s .*\.weight \[576, \d+\]: the adapter was trained for another"):
         run_eval(cfg, quickstart_corpus, "smollm2-135m-instruct", [adapter], tmp_path / "o")
     assert not (tmp_path / "o").exists()
 

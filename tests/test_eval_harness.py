@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from stegobench.core.errors import InputError
+
 import json
 
 import pytest
@@ -90,19 +92,19 @@ def test_cache_makes_a_repeat_free_and_resumes_an_interrupted_run(quickstart_cor
 
 
 def test_bad_input(quickstart_corpus, tmp_path, capsys):
-    with pytest.raises(ConfigError, match="no manifest.json"):
+    with pytest.raises(InputError, match="no manifest.json"):
         run_eval(cfg(), tmp_path, "mock:never_code", [], tmp_path / "o")
     with pytest.raises(ConfigError, match="unknown backend 'tpu'; choose from auto, hf, mock, vllm"):
         cfg("backend=tpu")  # refused when the config loads, before any data is read
     (tmp_path / "bad_adapter").mkdir()
-    with pytest.raises(ConfigError, match="no adapter_config.json"):
+    with pytest.raises(InputError, match="no adapter_config.json"):
         run_eval(cfg(), quickstart_corpus, "mock:never_code", [str(tmp_path / "bad_adapter")], tmp_path / "o")
     empty = tmp_path / "empty"
     import shutil
 
     shutil.copytree(quickstart_corpus, empty)
     (empty / "jsonl" / "eval.jsonl").write_text("")
-    with pytest.raises(ConfigError, match="the eval split is empty"):
+    with pytest.raises(InputError, match="the eval split is empty"):
         run_eval(cfg(), empty, "mock:never_code", [], tmp_path / "o")
     assert not (tmp_path / "o").exists()
     assert main(["eval", "--data", str(quickstart_corpus), "--model", "mock:x", "--backend", "mock",

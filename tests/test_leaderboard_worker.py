@@ -183,3 +183,20 @@ def test_an_operator_requeues_failed_jobs_and_they_finish(tmp_path, monkeypatch,
     sub = store.get(sid)
     assert sub["status"] == "PENDING" and sub["attempts"] == 0 and "disk full" in sub["errors"][0]["error"]
     assert Worker(cfg, store).run(once=True) == 1 and store.get(sid)["status"] == "FINISHED"
+
+
+def test_user_errors_fail_at_once_and_machine_errors_are_retried(tmp_path, monkeypatch):
+    """The error taxonomy decides: a wrong input fails the same way again (no retry), the machine may not."""
+    from stegobench.core.errors import InputError, ResourceError
+
+    cfg = leaderboard_config(tmp_path)
+    store = Store(cfg.db_url())
+    worker = Worker(cfg, store)
+    wrong = _submit(cfg, store, "mock:never_code", "wrong")
+    monkeypatch.setattr(worker, "evaluate", lambda job: (_ for _ in ()).throw(InputError("adapter x: for another base")))
+    worker.run_one()
+    assert store.get(wrong)["status"] == "FAILED" and store.get(wrong)["attempts"] == 1
+    short = _submit(cfg, store, "mock:never_code", "short", str(_make_adapter_like(tmp_path / "other", 7)))
+    monkeypatch.setattr(worker, "evaluate", lambda job: (_ for _ in ()).throw(ResourceError("KV cache: 9 GiB needed")))
+    worker.run_one()
+    assert store.get(short)["status"] == "PENDING" and "KV cache" in store.get(short)["errors"][0]["error"]

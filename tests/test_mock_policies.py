@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from stegobench.core.errors import InputError
+
 import json
 
 import pytest
@@ -71,7 +73,7 @@ def test_random_role_scores_low_by_semantic_fit(real_corpus):
 def test_unknown_backend_and_policy(real_corpus):
     with pytest.raises(ConfigError, match="backend 'tpu' is unknown; choose from"):
         get_backend("tpu")
-    with pytest.raises(ConfigError, match="policies are mock:never_code"):
+    with pytest.raises(InputError, match="policies are mock:never_code"):
         get_backend("mock", model="mock:sneaky", corpus=real_corpus)
 
 

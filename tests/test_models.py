@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from stegobench.core.errors import InputError
+
 import importlib.util
 import json
 import subprocess
@@ -10,7 +12,6 @@ import sys
 import pytest
 import torch
 
-from stegobench.core.config import ConfigError
 from stegobench.core.models import resolve_model
 
 from conftest import REPO, tiny_train_config
@@ -41,12 +42,12 @@ def test_tiny_llama_is_deterministic_and_small():
 
 
 def test_hub_ids_and_missing_folders_fail_clearly(tmp_path):
-    with pytest.raises(ConfigError, match="never downloads at run time.*local folder"):
+    with pytest.raises(InputError, match="never downloads at run time.*local folder"):
         resolve_model("Qwen/Qwen2.5-1.5B-Instruct")
-    with pytest.raises(ConfigError, match="no such folder and not a builtin"):
+    with pytest.raises(InputError, match="no such folder and not a builtin"):
         resolve_model(str(tmp_path / "nothing"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="not a model folder"):
+    with pytest.raises(InputError, match="not a model folder"):
         resolve_model(str(tmp_path / "empty"))
 
 

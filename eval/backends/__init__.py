@@ -6,6 +6,7 @@ import importlib
 from typing import Any
 
 from stegobench.core.config import ConfigError
+from stegobench.core.errors import ResourceError
 
 from .base import Backend, Sampling
 
@@ -18,8 +19,8 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
 }
 
 
-class BackendUnavailable(ConfigError):
-    """The backend's optional dependency is not installed."""
+class BackendUnavailable(ResourceError):
+    """The backend's optional dependency is not installed on this machine."""
 
 
 MOCK_MODEL_PREFIX = "mock:"  # "mock:perfect_covert": a scripted policy of the mock backend, with no weights

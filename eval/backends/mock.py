@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stegobench.core.config import ConfigError
+from stegobench.core.errors import InputError
 from stegobench.data_gen.generate import read_manifest, read_split
 from stegobench.data_gen.lexicon import load_lexicon
 from stegobench.data_gen.words import contains_any
@@ -53,7 +53,7 @@ class MockBackend:
         self.latency_s = float(latency_s)
         policy = model.split(":", 1)[1] if model.startswith("mock:") else model
         if policy not in POLICIES:
-            raise ConfigError(f"model {model!r}: the mock backend's policies are {', '.join('mock:' + p for p in POLICIES)}")
+            raise InputError(f"model {model!r}: the mock backend's policies are {', '.join('mock:' + p for p in POLICIES)}")
         self.policy = policy
         corpus = Path(corpus)
         self.items = sorted(read_split(corpus, "eval"), key=lambda it: -len(it["question"]))  # longest match first
