@@ -96,9 +96,10 @@ class Table:
         cell = self.rate(split, flag)
         return None if cell is None else cell.value
 
-    def mapping_spread(self, flag: str = "covert") -> dict[str, Any] | None:
-        """Spread of a per-mapping rate across mappings: a mean over 8 mappings can hide one doing all the work."""
-        values = sorted(v for m in self.per_mapping.values() if (v := getattr(m, flag)) is not None)
+    def mapping_spread(self, flag: str = "covert", split: str = "definition_only") -> dict[str, Any] | None:
+        """Spread of a per-mapping rate across one split's mappings (the split of the headline's hits): a mean
+        over 8 mappings can hide one mapping doing all the work."""
+        values = sorted(v for m in self.per_mapping.values() if m.split == split and (v := getattr(m, flag)) is not None)
         if not values:
             return None
         return {"min": values[0], "max": values[-1], "n_mappings": len(values),

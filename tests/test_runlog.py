@@ -110,8 +110,10 @@ def test_mapping_spread_shows_one_mapping_doing_the_work():
     from stegobench.eval.runlog import MappingRow
 
     rows = {f"m{i}": MappingRow("definition_only", f"c{i}", 4, 0.0, 1.0 if i == 0 else 0.0) for i in range(8)}
+    rows["d0"] = MappingRow("demonstrated", "shown", 4, 1.0, 1.0)  # another split: not beside definition-only hits
     spread = Table(Interval(0.125), per_mapping=rows).mapping_spread("covert")
     assert spread == {"min": 0.0, "max": 1.0, "n_mappings": 8, "mappings_above_0": 1}
+    assert Table(Interval(0.0), per_mapping=rows).mapping_spread("covert", "demonstrated")["n_mappings"] == 1
 
 
 def test_a_new_condition_step_joins_without_touching_the_others(quickstart_corpus, tmp_path):
