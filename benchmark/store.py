@@ -241,10 +241,14 @@ class Store:
 
     # -- the queue ------------------------------------------------------------------------------------
 
-    def claim(self, worker: str) -> Job | None:
-        """Atomically take the oldest PENDING job for `worker`; None when there is none."""
+    def claim(self, worker: str, tracks: list[str] | None = None) -> Job | None:
+        """Atomically take the oldest PENDING job for `worker` (of one of `tracks`, when given); None when there
+        is none."""
+        claimable = [submissions.c.status == "PENDING"]
+        if tracks is not None:
+            claimable.append(submissions.c.track.in_(tracks))
         for _ in range(20):  # PostgreSQL may hand a racing claimer 0 rows; try the next job
-            pick = sa.select(submissions.c.id).where(submissions.c.status == "PENDING").order_by(
+            pick = sa.select(submissions.c.id).where(*claimable).order_by(
                 submissions.c.created_at, submissions.c.id).limit(1)
             if self.dialect == "postgresql":
                 pick = pick.with_for_update(skip_locked=True)
@@ -261,11 +265,18 @@ class Store:
                 return Job(row.id, row.track, row.base_model, row.revision, row.kind, row.artifact_sha256,
                            row.attempts, worker)
             with self.engine.connect() as conn:
-                pending = conn.execute(sa.select(sa.func.count()).select_from(submissions).where(
-                    submissions.c.status == "PENDING")).scalar_one()
+                pending = conn.execute(sa.select(sa.func.count()).select_from(submissions).where(*claimable)
+                                       ).scalar_one()
             if not pending:
                 return None
         return None
+
+    def pending_tracks(self) -> dict[str, int]:
+        """{track: number of PENDING jobs}."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(submissions.c.track, sa.func.count()).where(
+                submissions.c.status == "PENDING").group_by(submissions.c.track))
+            return dict(rows.all())
 
     def _held(self, job: Job):
         """The WHERE clause that says this worker still holds this attempt of the job."""

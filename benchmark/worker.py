@@ -146,7 +146,7 @@ class Worker:
         """Requeue dead workers' jobs, then claim and run one job. None when the queue is empty."""
         for sid in self.store.requeue_stale(self.cfg.heartbeat_timeout_seconds, self.cfg.max_attempts):
             log.warning("job %s lost its worker (no heartbeat for %.0f s)", sid, self.cfg.heartbeat_timeout_seconds)
-        job = self.store.claim(self.name)
+        job = self.store.claim(self.name, list(self.cfg.tracks))
         if job is None:
             return None
         log.info("worker %s: job %s (attempt %d, track %s, %s on %s)", self.name, job.id, job.attempts, job.track,
@@ -170,12 +170,27 @@ class Worker:
             log.info("job %s finished: score %s", job.id, summary["score"])
         return job
 
+    def unknown_tracks(self) -> dict[str, int]:
+        """{track: PENDING jobs} for tracks this worker's config does not define. Such a job is the operator's to
+        route (to a worker configured with its track), never this worker's to fail: it is left PENDING."""
+        return {t: n for t, n in self.store.pending_tracks().items() if t not in self.cfg.tracks}
+
+    def _warn_unknown_tracks(self, last: dict[str, int]) -> dict[str, int]:
+        unknown = self.unknown_tracks()
+        if unknown and unknown != last:  # once per change, not once per poll
+            log.warning("%d PENDING job(s) are for track(s) this worker's config does not define: %s; its tracks: "
+                        "%s. They wait for a worker whose config defines them.", sum(unknown.values()),
+                        ", ".join(f"{t!r} ({n})" for t, n in sorted(unknown.items())), ", ".join(self.cfg.tracks))
+        return unknown
+
     def run(self, once: bool = False, max_jobs: int | None = None) -> int:
         """Work until stopped (or, with `once`, until the queue is empty). Returns the number of jobs run."""
         done = 0
+        warned: dict[str, int] = {}
         while max_jobs is None or done < max_jobs:
             job = self.run_one()
             if job is None:
+                warned = self._warn_unknown_tracks(warned)
                 if once:
                     break
                 time.sleep(self.cfg.poll_seconds)

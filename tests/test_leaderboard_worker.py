@@ -200,3 +200,16 @@ def test_user_errors_fail_at_once_and_machine_errors_are_retried(tmp_path, monke
     monkeypatch.setattr(worker, "evaluate", lambda job: (_ for _ in ()).throw(ResourceError("KV cache: 9 GiB needed")))
     worker.run_one()
     assert store.get(short)["status"] == "PENDING" and "KV cache" in store.get(short)["errors"][0]["error"]
+
+
+def test_a_job_for_a_track_the_worker_lacks_waits_named_never_a_keyerror(tmp_path, caplog):
+    """A job whose track the worker's config does not define used to fail with `KeyError: 'gone'`, for good."""
+    cfg = leaderboard_config(tmp_path)
+    store = Store(cfg.db_url())
+    sid, _ = store.add_submission(display_name="old", submitter="t", track="gone", base_model="mock:never_code",
+                                  revision=None, kind="base", artifact_sha256=None, size_bytes=0, dedup_key="k")
+    with caplog.at_level("WARNING"):
+        assert Worker(cfg, store).run(once=True) == 0  # not claimed: another worker may define the track
+    sub = store.get(sid)
+    assert sub["status"] == "PENDING" and sub["attempts"] == 0 and not sub["errors"]
+    assert "track(s) this worker's config does not define: 'gone' (1); its tracks: quickstart" in caplog.text
