@@ -48,7 +48,35 @@ class UploadTooLarge(Rejected):
     pass
 
 
+TEXT_FIELDS = ("display_name", "submitter", "track", "base_model", "revision", "notes")
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored as text (the database takes UTF-8 without NUL), or None. A name that was not
+    UTF-8 reaches Python as lone surrogates (argv, file names)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            shown = repr(value.encode("utf-8", "surrogateescape"))  # the bytes as given: b'run\xff'
+        except UnicodeEncodeError:
+            shown = ascii(value)
+        return f"is not valid UTF-8 ({shown}); use UTF-8 text"
+    if "\x00" in value:
+        return f"contains a NUL character ({ascii(value)}); remove it"
+    return None
+
+
+def storable(value: str) -> str:
+    """`value` with what the database refuses (lone surrogates, NUL) written as escapes, for a refusal's record."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 def _check_fields(req: SubmissionRequest, cfg: LeaderboardConfig) -> None:
+    for name in TEXT_FIELDS:
+        problem = text_problem(getattr(req, name) or "")
+        if problem:
+            raise Rejected(f"{name} {problem}")
     for name in ("display_name", "submitter", "base_model"):
         value = getattr(req, name)
         if not value or not value.strip():
@@ -121,6 +149,9 @@ def special_entry(folder: Path) -> str | None:
         for name in sorted(dirs + files):
             path = Path(root) / name
             shown = ascii(str(path.relative_to(folder)))
+            problem = text_problem(name)
+            if problem:
+                return f"a file name in the submitted folder {problem} (rename the file)"
             mode = path.lstat().st_mode
             if stat.S_ISLNK(mode):
                 return f"{shown} is a symbolic link; submit regular files (links are never followed)"
@@ -158,8 +189,11 @@ def submit_uploads(cfg: LeaderboardConfig, store: Store, req: SubmissionRequest,
 
 
 def _finish_rejected(store: Store, req: SubmissionRequest, kind: str, reason: str) -> Outcome:
+    """Store a refusal. Its text is made storable first: the reason may quote a name that is not UTF-8."""
+    reason = storable(reason)
     new_id, _ = store.add_submission(
-        display_name=req.display_name[:MAX_NAME] or "?", submitter=req.submitter[:MAX_NAME] or "?",
-        track=req.track[:MAX_NAME], base_model=req.base_model[:MAX_NAME * 5], revision=req.revision, kind=kind,
-        artifact_sha256=None, size_bytes=0, notes=req.notes[:MAX_NOTES], token_id=req.token_id, reason=reason)
+        display_name=storable(req.display_name)[:MAX_NAME] or "?", submitter=storable(req.submitter)[:MAX_NAME] or "?",
+        track=storable(req.track)[:MAX_NAME], base_model=storable(req.base_model)[:MAX_NAME * 5],
+        revision=storable(req.revision)[:MAX_NAME] if req.revision else None, kind=kind, artifact_sha256=None,
+        size_bytes=0, notes=storable(req.notes)[:MAX_NOTES], token_id=req.token_id, reason=reason)
     return Outcome(new_id, "REJECTED", reason)

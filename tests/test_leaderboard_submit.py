@@ -230,3 +230,44 @@ def test_special_files_are_refused_by_name_with_an_accurate_reason(evaluator, ti
     assert out.status == "REJECTED" and expected in out.reason, out.reason
     assert "hunter2" not in out.reason and str(tmp_path) not in out.reason
     assert not (cfg.data_path() / "artifacts").exists()
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("display_name", "display_name is not valid UTF-8 (b'run\\xff'); use UTF-8 text"),
+    ("submitter", "submitter is not valid UTF-8 (b'me\\xfe'); use UTF-8 text"),
+    ("nul", "notes contains a NUL character"),
+    ("file_name", "a file name in the submitted folder is not valid UTF-8 (b'\\xff.bin')"),
+])
+def test_names_that_are_not_utf8_are_refused_and_leave_no_orphan(evaluator, tiny_adapter, tmp_path, case, expected):
+    """A name that is not UTF-8 reaches Python as lone surrogates (argv, file names): the adapter was committed
+    to disk, then the database refused the text, leaving an orphan artifact and a traceback."""
+    import os
+
+    cfg, store = evaluator
+    folder = _copy(tiny_adapter, tmp_path / "a")
+    req = {"display_name": _req(display_name="run\udcff"), "submitter": _req(submitter="me\udcfe"),
+           "nul": _req(notes="a\x00b"), "file_name": _req()}[case]
+    if case == "file_name":
+        (folder / os.fsdecode(b"\xff.bin")).write_bytes(b"x")
+    out = submit_folder(cfg, store, req, adapter=str(folder))
+    assert out.status == "REJECTED" and expected in out.reason, out.reason
+    stored = store.get(out.id)  # the refusal is stored, its text escaped
+    assert stored["reason"] == out.reason and "\\x" in stored["display_name"] + stored["submitter"] + \
+        stored["notes"] + stored["reason"]
+    assert not (cfg.data_path() / "artifacts").exists() and not (cfg.data_path() / "blobs").exists()
+    assert not any((cfg.data_path() / "incoming").glob("*"))
+
+
+def test_cli_submit_refuses_a_name_that_is_not_utf8(tmp_path, tiny_adapter, capsys):
+    import yaml
+
+    from stegobench.benchmark.cli import main
+    from stegobench.core.config import to_dict
+
+    cfg = leaderboard_config(tmp_path)
+    config = tmp_path / "lb.yaml"
+    config.write_text(yaml.safe_dump(to_dict(cfg)))
+    code = main(["submit", "--name", "run\udcff", "--submitter", "me", "--track", "quickstart", "--model",
+                 "tiny-llama", "--adapter", str(tiny_adapter), "--config", str(config)])
+    assert code == 1 and "display_name is not valid UTF-8 (b'run\\xff')" in capsys.readouterr().err
+    assert not (cfg.data_path() / "artifacts").exists()
