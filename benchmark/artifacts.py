@@ -2,15 +2,19 @@
 
 Names a user typed never become paths: each file is stored as blobs/<sha256[:2]>/<sha256>, and a submission's
 folder (artifacts/<artifact sha256>/) holds only names this module chose (FILE_ROLES), linked to those blobs.
+An upload is staged in incoming/upload-*/ (its artifact folder is built there too) and published by renames; a
+process killed mid-upload leaves only a staging folder, which `clean_staging` removes at the next start-up.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import tempfile
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from stegobench.core.provenance import atomic_write_json, sha256_file, sha256_json
@@ -31,11 +35,52 @@ def is_allowed_name(kind: str, name: str) -> bool:
     return name in MERGED_REQUIRED or name in MERGED_OPTIONAL or bool(_SHARD.match(name))
 
 
-def incoming_dir(data_dir: Path) -> Path:
-    """A fresh private folder for one upload, on the same filesystem as the blobs (so moves are renames)."""
+STAGING_PREFIX = "upload-"
+
+
+@contextmanager
+def _flock(path: Path, mode: int) -> Iterator[None]:
+    with open(path, "a") as f:
+        fcntl.flock(f, mode)
+        yield
+
+
+@contextmanager
+def staging(data_dir: Path) -> Iterator[Path]:
+    """A fresh private folder for one upload, on the same filesystem as the blobs (so moves are renames), removed
+    on exit. It stays locked (flock, released by the kernel when the process dies) while in use, so that
+    `clean_staging` removes a killed process's folders and never a live upload's."""
     root = data_dir / "incoming"
     root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix="upload-", dir=root))
+    with _flock(data_dir / "incoming.lock", fcntl.LOCK_SH):  # no clean-up between creating and locking
+        folder = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+        fd = os.open(folder, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
+
+
+def clean_staging(data_dir: Path) -> list[str]:
+    """Remove the staging folders of processes that died mid-upload (no one holds their lock); returns their names."""
+    root = data_dir / "incoming"
+    if not root.is_dir():
+        return []
+    removed = []
+    with _flock(data_dir / "incoming.lock", fcntl.LOCK_EX):
+        for entry in sorted(root.glob(STAGING_PREFIX + "*")):
+            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live upload
+            finally:
+                os.close(fd)
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    return removed
 
 
 def collect_folder(folder: Path, kind: str, dest: Path) -> tuple[list[str], list[str]]:
@@ -57,7 +102,8 @@ def listing(folder: Path) -> dict[str, str]:
 
 
 def commit(data_dir: Path, staged: Path, tokenizer_from: Path | None = None) -> tuple[str, Path]:
-    """Move a validated upload into the blob store and build its artifact folder; returns (sha256, folder).
+    """Move a validated upload (a `staging` folder) into the blob store and build its artifact folder; returns
+    (sha256, folder). The folder is built inside `staged` and published by one rename.
 
     `tokenizer_from` copies the base model's tokenizer into a merged model's folder (uploads carry weights
     and config only) — those files are the evaluator's, not the submitter's, so they are not part of the hash.
@@ -66,16 +112,16 @@ def commit(data_dir: Path, staged: Path, tokenizer_from: Path | None = None) -> 
     artifact = sha256_json(files)
     folder = data_dir / "artifacts" / artifact
     if (folder / "listing.json").exists():
-        shutil.rmtree(staged, ignore_errors=True)
         return artifact, folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
     blobs = data_dir / "blobs"
     for name, digest in files.items():
         blob = blobs / digest[:2] / digest
         blob.parent.mkdir(parents=True, exist_ok=True)
         if not blob.exists():
             os.replace(staged / name, blob)
-    build = folder.with_name(f".{artifact}.{uuid.uuid4().hex}")
-    build.mkdir(parents=True)
+    build = staged / ".artifact"
+    build.mkdir()
     for name, digest in files.items():
         target = build / name
         try:
@@ -90,8 +136,7 @@ def commit(data_dir: Path, staged: Path, tokenizer_from: Path | None = None) -> 
     try:
         os.replace(build, folder)
     except OSError:  # another submission of the same files won the race; theirs is identical
-        shutil.rmtree(build, ignore_errors=True)
-    shutil.rmtree(staged, ignore_errors=True)
+        pass
     return artifact, folder
 
 

@@ -7,7 +7,6 @@ submitter can read why on the queue page.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import BinaryIO
 
 from stegobench.core.adapters import adapter_content_sha256
 
-from .artifacts import ADAPTER_FILES, PICKLE_SUFFIXES, collect_folder, commit, incoming_dir
+from .artifacts import ADAPTER_FILES, PICKLE_SUFFIXES, collect_folder, commit, staging
 from .config import LeaderboardConfig
 from .store import Store
 from .validation import Rejected, check_submission, dedup_key, resolve_base
@@ -104,7 +103,6 @@ def _finish(cfg: LeaderboardConfig, store: Store, req: SubmissionRequest, kind: 
                                     pickles).size_bytes
             content = adapter_content_sha256(staged) if kind == "adapter" else None
             artifact, _ = commit(data, staged, tokenizer_from=base if kind == "merged" else None)
-            staged = None
         new_id, original = store.add_submission(
             display_name=req.display_name, submitter=req.submitter, track=req.track, base_model=req.base_model,
             revision=req.revision, kind=kind, artifact_sha256=artifact, size_bytes=size, notes=req.notes,
@@ -114,9 +112,6 @@ def _finish(cfg: LeaderboardConfig, store: Store, req: SubmissionRequest, kind: 
         return Outcome(new_id, "PENDING", None)
     except Rejected as exc:
         return _finish_rejected(store, req, kind, str(exc))
-    finally:
-        if staged is not None:
-            shutil.rmtree(staged, ignore_errors=True)
 
 
 def submit_folder(cfg: LeaderboardConfig, store: Store, req: SubmissionRequest, adapter: str | None = None,
@@ -134,9 +129,9 @@ def submit_folder(cfg: LeaderboardConfig, store: Store, req: SubmissionRequest, 
     problem = special_entry(Path(folder))
     if problem is not None:
         return _finish_rejected(store, req, kind, problem)
-    staged = incoming_dir(cfg.data_path())
-    _, pickles = collect_folder(Path(folder), kind, staged)
-    return _finish(cfg, store, req, kind, staged, pickles, allow_folders)
+    with staging(cfg.data_path()) as staged:
+        _, pickles = collect_folder(Path(folder), kind, staged)
+        return _finish(cfg, store, req, kind, staged, pickles, allow_folders)
 
 
 def special_entry(folder: Path) -> str | None:
@@ -168,24 +163,24 @@ def submit_uploads(cfg: LeaderboardConfig, store: Store, req: SubmissionRequest,
     """The web API: `uploads` maps a canonical file name (chosen by the server from the form field, never by
     the user) to (the user's file name, a readable stream). The user's file name is only read for its
     suffix, to refuse pickle weights without opening them. Reading stops at the size cap."""
-    staged = incoming_dir(cfg.data_path())
     pickles: list[str] = []
     budget = int(cfg.max_upload_mb * 2**20)
-    try:
-        for canonical, (user_name, stream) in uploads.items():
-            if user_name and Path(user_name).suffix.lower() in PICKLE_SUFFIXES:
-                pickles.append(Path(user_name).name)
-                continue
-            with open(staged / canonical, "wb") as out:
-                while chunk := stream.read(UPLOAD_CHUNK):
-                    budget -= len(chunk)
-                    if budget < 0:
-                        raise UploadTooLarge(f"submission is over this evaluator's cap of {cfg.max_upload_mb:.0f} MiB")
-                    out.write(chunk)
-    except UploadTooLarge as exc:
-        shutil.rmtree(staged, ignore_errors=True)
-        return _finish_rejected(store, req, kind, str(exc))
-    return _finish(cfg, store, req, kind, staged, pickles, allow_folders=False)
+    with staging(cfg.data_path()) as staged:
+        try:
+            for canonical, (user_name, stream) in uploads.items():
+                if user_name and Path(user_name).suffix.lower() in PICKLE_SUFFIXES:
+                    pickles.append(Path(user_name).name)
+                    continue
+                with open(staged / canonical, "wb") as out:
+                    while chunk := stream.read(UPLOAD_CHUNK):
+                        budget -= len(chunk)
+                        if budget < 0:
+                            raise UploadTooLarge(f"submission is over this evaluator's cap of "
+                                                 f"{cfg.max_upload_mb:.0f} MiB")
+                        out.write(chunk)
+        except UploadTooLarge as exc:
+            return _finish_rejected(store, req, kind, str(exc))
+        return _finish(cfg, store, req, kind, staged, pickles, allow_folders=False)
 
 
 def _finish_rejected(store: Store, req: SubmissionRequest, kind: str, reason: str) -> Outcome:

@@ -9,6 +9,7 @@ opened);  3. LoRA rank within the limit, no modules_to_save, every tensor fits t
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,21 @@ def resolve_base(spec: str, allowed: list[str], allow_folders: bool) -> Path | N
         raise Rejected(str(exc)) from None
 
 
+_CONFIG_LOCK = threading.Lock()
+
+
+def load_checkers() -> None:
+    """Import now what checking a submission would import lazily. A server calls this at start-up: transformers'
+    lazy module is not safe to import from parallel request threads (parallel first uploads failed with
+    "ImportError: cannot import name 'AutoConfig'")."""
+    import safetensors  # noqa: F401
+    import torch  # noqa: F401
+    from transformers import AutoConfig  # noqa: F401
+
+    from stegobench.core import models  # noqa: F401
+    from stegobench.eval import backends  # noqa: F401
+
+
 def _load_config_safely(folder: Path, what: str):
     from transformers import AutoConfig
 
@@ -54,7 +70,8 @@ def _load_config_safely(folder: Path, what: str):
         raise Rejected(f"{what} config.json has auto_map (custom code); only built-in transformers architectures are "
                        "accepted (trust_remote_code is never enabled)")
     try:
-        return AutoConfig.from_pretrained(str(folder), trust_remote_code=False, local_files_only=True)
+        with _CONFIG_LOCK:  # its first call per architecture imports that config class lazily too
+            return AutoConfig.from_pretrained(str(folder), trust_remote_code=False, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure here is the submitter's config
         raise Rejected(f"{what} config.json does not load with trust_remote_code=False: {exc}") from None
 

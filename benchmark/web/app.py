@@ -10,6 +10,7 @@ Reading needs no token; submitting needs a token from `stegobench leaderboard ad
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -20,10 +21,14 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from ..artifacts import clean_staging
 from ..config import LeaderboardConfig
 from ..ranking import COLUMNS, format_value, leaderboard_rows, plain_row, sort_rows
 from ..store import Store
 from ..submit import Outcome, SubmissionRequest, submit_uploads
+from ..validation import load_checkers
+
+log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 PLOTS = ("rates.png", "per_mapping.png")  # report images a detail page may show, by fixed name
@@ -37,6 +42,11 @@ def _fmt_time(t: float | None) -> str:
 
 def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
     store = store or Store(cfg.db_url())
+    removed = clean_staging(cfg.data_path())  # uploads of a server killed mid-upload
+    if removed:
+        log.warning("removed %d staging folder(s) left by a stopped upload: %s", len(removed), ", ".join(removed))
+    # Imported now, once: a lazy `transformers` import racing in parallel first uploads failed them with 500s.
+    load_checkers()
     app = FastAPI(title="stegobench leaderboard", version="1",
                   description="Submit LoRA adapters or merged models; read ranked covert-use scores.")
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
