@@ -84,6 +84,16 @@ tokens = sa.Table(
     sa.Column("revoked", sa.Boolean, nullable=False, default=False),
 )
 
+# One row per web upload a token started, kept for the rate limit's window: a slot is taken before the body is
+# read, so the limit counts uploads, accepted or not.
+upload_slots = sa.Table(
+    "upload_slots", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("token_id", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_upload_slots_token_created", "token_id", "created_at"),
+)
+
 
 @dataclass(frozen=True)
 class Job:
@@ -163,10 +173,24 @@ class Store:
         with self.engine.begin() as conn:
             return conn.execute(tokens.update().where(tokens.c.name == name).values(revoked=True)).rowcount
 
-    def submissions_since(self, token_id: int, since: float) -> int:
-        with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(submissions).where(
-                submissions.c.token_id == token_id, submissions.c.created_at >= since)).scalar_one()
+    def reserve_upload(self, token_id: int, limit: int, window_seconds: float) -> bool:
+        """Take one of the token's `limit` upload slots per `window_seconds`; False when all are taken.
+
+        Count and insert are one transaction that starts with a write to the token's row: that write takes the
+        row's lock (PostgreSQL) or the database's write lock (SQLite), so two uploads with one token cannot both
+        count the same free slot."""
+        now = time.time()
+        since = now - window_seconds
+        with self.engine.begin() as conn:
+            conn.execute(tokens.update().where(tokens.c.id == token_id).values(revoked=tokens.c.revoked))
+            conn.execute(upload_slots.delete().where(upload_slots.c.token_id == token_id,
+                                                     upload_slots.c.created_at < since))
+            taken = conn.execute(sa.select(sa.func.count()).select_from(upload_slots).where(
+                upload_slots.c.token_id == token_id, upload_slots.c.created_at >= since)).scalar_one()
+            if taken >= limit:
+                return False
+            conn.execute(upload_slots.insert().values(token_id=token_id, created_at=now))
+        return True
 
     # -- submissions ----------------------------------------------------------------------------------
 

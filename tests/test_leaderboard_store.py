@@ -121,3 +121,16 @@ def test_concurrent_claimers_never_share_a_job(db_url):
         claimed += [int(x) for x in out.split()]
     assert sorted(claimed) == ids  # none lost, none twice
     assert all(store.get(i)["status"] == "RUNNING" for i in ids)
+
+
+def test_upload_slots_are_reserved_atomically_under_parallel_uploads(db_url):
+    """40 parallel uploads with one token got 18 accepted against a limit of 10 (count, then insert, raced)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = Store(db_url)
+    alice, bob = (store.token_owner(store.add_token(n))[0] for n in ("alice", "bob"))
+    with ThreadPoolExecutor(40) as pool:
+        taken = list(pool.map(lambda _: store.reserve_upload(alice, 10, 3600), range(40)))
+    assert sum(taken) == 10
+    assert store.reserve_upload(bob, 10, 3600)  # another token has its own slots
+    assert store.reserve_upload(alice, 10, 0.0)  # slots older than the window are free again

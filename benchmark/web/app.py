@@ -4,7 +4,8 @@
 
 Server-side Jinja2 templates with autoescaping (every user-typed string is escaped), no front-end build step.
 Reading needs no token; submitting needs a token from `stegobench leaderboard add-token NAME`, sent as
-`Authorization: Bearer TOKEN` (API) or in the form's token field. OpenAPI schema: /openapi.json.
+`Authorization: Bearer TOKEN` (API) or in the form's token field, which is checked before the body is read
+(web/guard.py). OpenAPI schema: /openapi.json.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -27,6 +28,7 @@ from ..ranking import COLUMNS, format_value, leaderboard_rows, plain_row, sort_r
 from ..store import Store
 from ..submit import Outcome, SubmissionRequest, submit_uploads
 from ..validation import load_checkers
+from .guard import Gate, Refused, UploadGuard
 
 log = logging.getLogger(__name__)
 
@@ -72,21 +74,37 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
             raise HTTPException(404, f"unknown track {track!r}; tracks: {', '.join(tracks)}")
         return track
 
-    def owner_of(token: str | None) -> tuple[int, str]:
-        owner = store.token_owner(token)
+    # -- upload admission (before the body is read: web/guard.py) -------------------------------------
+
+    def authenticate(token: str | None) -> tuple[int, str]:
+        owner = store.token_owner(token.strip() if token else None)
         if owner is None:
-            raise HTTPException(401, "a valid submitter token is required (ask the operator: stegobench leaderboard "
-                                     "add-token NAME)", headers={"WWW-Authenticate": "Bearer"})
-        since = time.time() - 3600
-        if store.submissions_since(owner[0], since) >= cfg.submissions_per_hour:
-            raise HTTPException(429, f"rate limit: {cfg.submissions_per_hour} submissions per hour per token",
-                                headers={"Retry-After": "600"})
+            raise Refused(401, "a valid submitter token is required (ask the operator: stegobench leaderboard "
+                               "add-token NAME)", headers={"WWW-Authenticate": "Bearer"})
         return owner
 
-    def check_length(request: Request) -> None:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > cfg.max_upload_mb * 2**20 + 2**20:
-            raise HTTPException(413, f"upload over this evaluator's cap of {cfg.max_upload_mb:.0f} MiB")
+    def reserve(owner: tuple[int, str]) -> None:
+        if not store.reserve_upload(owner[0], cfg.submissions_per_hour, 3600):
+            raise Refused(429, f"rate limit: {cfg.submissions_per_hour} submissions per hour per token",
+                          headers={"Retry-After": "600"})
+
+    def refusal(path: str, refused: Refused) -> Response:
+        if path == "/submit":
+            return page("submit.html", status_code=refused.status, base_models=cfg.base_models, outcome=None,
+                        error=refused.detail)
+        return JSONResponse({"detail": refused.detail}, status_code=refused.status)
+
+    app.add_middleware(UploadGuard, gate=Gate(
+        routes={"/api/submissions": "header", "/submit": "form"},
+        max_body=int(cfg.max_upload_mb * 2**20) + 2**20,  # the files plus room for the form's text fields
+        too_large=f"upload over this evaluator's cap of {cfg.max_upload_mb:.0f} MiB",
+        authenticate=authenticate, reserve=reserve, respond=refusal))
+
+    def owner_of(request: Request) -> tuple[int, str]:
+        owner = getattr(request.state, "owner", None)  # set by the guard, which admitted this upload
+        if owner is None:
+            raise HTTPException(401, "a valid submitter token is required")
+        return owner
 
     def accept(owner: tuple[int, str], display_name: str, track: str, base_model: str, revision: str | None,
                notes: str, adapter_config: UploadFile | None, adapter_weights: UploadFile | None,
@@ -146,17 +164,11 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
         return page("submit.html", base_models=cfg.base_models, outcome=None)
 
     @app.post("/submit", response_class=HTMLResponse, include_in_schema=False)
-    def submit_form_post(request: Request, token: str = Form(""), display_name: str = Form(""),
+    def submit_form_post(request: Request, display_name: str = Form(""),
                          track: str = Form(""), base_model: str = Form(""), revision: str = Form(""),
                          notes: str = Form(""), adapter_config: UploadFile | None = File(None),
                          adapter_weights: UploadFile | None = File(None)) -> HTMLResponse:
-        check_length(request)
-        try:
-            owner = owner_of(token.strip())
-        except HTTPException as exc:
-            return page("submit.html", status_code=exc.status_code, base_models=cfg.base_models, outcome=None,
-                        error=exc.detail)
-        outcome = accept(owner, display_name, track, base_model, revision, notes,
+        outcome = accept(owner_of(request), display_name, track, base_model, revision, notes,
                          _present(adapter_config), _present(adapter_weights), None, None)
         return page("submit.html", status_code=201 if outcome.status == "PENDING" else 422,
                     base_models=cfg.base_models, outcome=outcome)
@@ -189,10 +201,7 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
                    adapter_config: UploadFile | None = File(None), adapter_weights: UploadFile | None = File(None),
                    merged_config: UploadFile | None = File(None), merged_weights: UploadFile | None = File(None)
                    ) -> JSONResponse:
-        check_length(request)
-        auth = request.headers.get("authorization", "")
-        owner = owner_of(auth[7:].strip() if auth.lower().startswith("bearer ") else None)
-        outcome = accept(owner, display_name, track, base_model, revision, notes, _present(adapter_config),
+        outcome = accept(owner_of(request), display_name, track, base_model, revision, notes, _present(adapter_config),
                          _present(adapter_weights), _present(merged_config), _present(merged_weights))
         body = {"id": outcome.id, "status": outcome.status, "reason": outcome.reason,
                 "duplicate_of": outcome.duplicate_of, "url": f"/submission/{outcome.id}"}
