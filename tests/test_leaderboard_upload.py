@@ -185,6 +185,23 @@ def test_parallel_first_uploads_to_a_fresh_server_never_get_a_500(tmp_path, tiny
     assert len(codes) == 8 and sorted(set(codes)) == [201, 422], codes  # one accepted, 7 duplicates of it
 
 
+def test_queue_is_paged_newest_first(evaluator):
+    app, store, _ = evaluator
+    ids = [store.add_submission(display_name=f"m{i}", submitter="t", track="quickstart", base_model="m",
+                                revision=None, kind="base", artifact_sha256=None, size_bytes=0, reason="r")[0]
+           for i in range(120)]
+    client = TestClient(app)
+    first = client.get("/api/queue", params={"limit": 50}).json()
+    assert [s["id"] for s in first["submissions"]] == ids[::-1][:50]
+    second = client.get(first["next"]).json()
+    assert [s["id"] for s in second["submissions"]] == ids[::-1][50:100]
+    html = client.get("/queue").text
+    assert f'href="/queue?before={ids[-50]}"' in html and f'data-id="{ids[-51]}"' not in html
+    older = client.get(f"/queue?before={ids[-50]}").text
+    assert f'data-id="{ids[-51]}"' in older and 'id="newest"' in older
+    assert client.get("/queue", params={"before": 2**64}).status_code == 422  # past the id column: not a 500
+
+
 def test_start_up_removes_what_a_killed_upload_left_and_spares_live_ones(tmp_path):
     cfg = leaderboard_config(tmp_path)
     code = ("import sys, time\nfrom pathlib import Path\nfrom stegobench.benchmark.artifacts import staging\n"

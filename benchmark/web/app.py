@@ -5,7 +5,8 @@
 Server-side Jinja2 templates with autoescaping (every user-typed string is escaped), no front-end build step.
 Reading needs no token; submitting needs a token from `stegobench leaderboard add-token NAME`, sent as
 `Authorization: Bearer TOKEN` (API) or in the form's token field, which is checked before the body is read
-(web/guard.py). OpenAPI schema: /openapi.json.
+(web/guard.py). Read pages are served from a cache at most CACHE_SECONDS old (web/cache.py); the queue is
+paged. OpenAPI schema: /openapi.json.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -28,6 +29,7 @@ from ..ranking import COLUMNS, format_value, leaderboard_rows, plain_row, sort_r
 from ..store import Store
 from ..submit import Outcome, SubmissionRequest, submit_uploads
 from ..validation import load_checkers
+from .cache import PageCache
 from .guard import Gate, Refused, UploadGuard
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ HERE = Path(__file__).resolve().parent
 PLOTS = ("rates.png", "per_mapping.png")  # report images a detail page may show, by fixed name
 SAMPLES_SHOWN = 24
 CACHE_SECONDS = 1.0  # a finished job shows up within a second; measured: see benchmarks/serve_load.py
+QUEUE_PAGE = 50  # submissions per queue page
+MAX_ID = 2**63 - 1  # the id column's range: a `before` past it is refused (422), not a database error
 
 
 def _fmt_time(t: float | None) -> str:
@@ -57,6 +61,7 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     tracks = list(cfg.tracks)
     cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+    pages = PageCache(CACHE_SECONDS)
 
     def ranked(track: str) -> list[dict[str, Any]]:
         """Leaderboard rows, recomputed at most once per CACHE_SECONDS: readers far outnumber finished jobs."""
@@ -122,28 +127,36 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
         return submit_uploads(cfg, store, req, kind if uploads else "base", uploads)
 
     # -- pages ------------------------------------------------------------------------------------------
+    # Read routes are async and answered from `pages`, rendered at most once per CACHE_SECONDS (web/cache.py).
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:
         return RedirectResponse(f"/track/{tracks[0]}")
 
     @app.get("/track/{track}", response_class=HTMLResponse, include_in_schema=False)
-    def track_page(track: str, sort: str = "rank", order: str = "desc") -> HTMLResponse:
+    async def track_page(track: str, sort: str = "rank", order: str = "desc") -> Response:
         known_track(track)
-        rows = ranked(track)
-        if sort != "rank":
-            rows = sort_rows(rows, sort, order != "asc")
-        return page("leaderboard.html", track=track, rows=rows, columns=COLUMNS, sort=sort, order=order,
-                    private=cfg.tracks[track].is_private)
+
+        def render() -> HTMLResponse:
+            rows = ranked(track)
+            if sort != "rank":
+                rows = sort_rows(rows, sort, order != "asc")
+            return page("leaderboard.html", track=track, rows=rows, columns=COLUMNS, sort=sort, order=order,
+                        private=cfg.tracks[track].is_private)
+
+        return pages.get(f"track {track} {sort} {order}", render)
 
     @app.get("/submission/{sid}", response_class=HTMLResponse, include_in_schema=False)
-    def detail_page(sid: int) -> HTMLResponse:
-        sub = store.get(sid)
-        if sub is None:
-            raise HTTPException(404, f"no submission #{sid}")
-        detail = _run_detail(sub, cfg)
-        return page("detail.html", sub=_shown(sub), detail=detail,
-                    plots=[p for p in PLOTS if p in detail.get("plots", [])])
+    async def detail_page(sid: int) -> Response:
+        def render() -> HTMLResponse:
+            sub = store.get(sid)
+            if sub is None:
+                raise HTTPException(404, f"no submission #{sid}")
+            detail = _run_detail(sub, cfg)
+            return page("detail.html", sub=_shown(sub), detail=detail,
+                        plots=[p for p in PLOTS if p in detail.get("plots", [])])
+
+        return pages.get(f"detail {sid}", render)
 
     @app.get("/submission/{sid}/plot/{name}", include_in_schema=False)
     def plot(sid: int, name: str) -> FileResponse:
@@ -156,8 +169,14 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
         return FileResponse(path, media_type="image/png")
 
     @app.get("/queue", response_class=HTMLResponse, include_in_schema=False)
-    def queue_page() -> HTMLResponse:
-        return page("queue.html", subs=[_shown(x) for x in store.list_submissions(limit=200)], counts=store.counts())
+    async def queue_page(before: int | None = Query(None, ge=1, le=MAX_ID)) -> Response:
+        def render() -> HTMLResponse:
+            subs = store.list_submissions(limit=QUEUE_PAGE, before=before)
+            older = subs[-1]["id"] if len(subs) == QUEUE_PAGE else None
+            return page("queue.html", subs=[_shown(x) for x in subs], counts=store.counts(), older=older,
+                        first_page=before is None)
+
+        return pages.get(f"queue {before}", render)
 
     @app.get("/submit", response_class=HTMLResponse, include_in_schema=False)
     def submit_form() -> HTMLResponse:
@@ -180,20 +199,29 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
         return [{"name": t, "private_split": s.is_private, "data_config": s.data_config} for t, s in cfg.tracks.items()]
 
     @app.get("/api/leaderboard/{track}", summary="Ranked rows of a track (baselines marked)")
-    def api_leaderboard(track: str) -> list[dict[str, Any]]:
+    async def api_leaderboard(track: str) -> Response:
         known_track(track)
-        return [plain_row(r) for r in ranked(track)]
+        return pages.get(f"api leaderboard {track}", lambda: JSONResponse([plain_row(r) for r in ranked(track)]))
 
     @app.get("/api/submissions/{sid}", summary="One submission: status, reason, result")
-    def api_submission(sid: int) -> dict[str, Any]:
-        sub = store.get(sid)
-        if sub is None:
-            raise HTTPException(404, f"no submission #{sid}")
-        return _public(sub)
+    async def api_submission(sid: int) -> Response:
+        def render() -> JSONResponse:
+            sub = store.get(sid)
+            if sub is None:
+                raise HTTPException(404, f"no submission #{sid}")
+            return JSONResponse(_public(sub))
 
-    @app.get("/api/queue", summary="Counts by state and the latest submissions")
-    def api_queue() -> dict[str, Any]:
-        return {"counts": store.counts(), "submissions": [_public(s) for s in store.list_submissions(limit=100)]}
+        return pages.get(f"api submission {sid}", render)
+
+    @app.get("/api/queue", summary="Counts by state and the latest submissions, newest first, a page at a time")
+    async def api_queue(limit: int = Query(100, ge=1, le=200), before: int | None = Query(None, ge=1, le=MAX_ID),
+                        ) -> Response:
+        def render() -> JSONResponse:
+            subs = store.list_submissions(limit=limit, before=before)
+            older = f"/api/queue?limit={limit}&before={subs[-1]['id']}" if len(subs) == limit else None
+            return JSONResponse({"counts": store.counts(), "submissions": [_public(s) for s in subs], "next": older})
+
+        return pages.get(f"api queue {limit} {before}", render)
 
     @app.post("/api/submissions", status_code=201, summary="Submit an adapter or merged model (Bearer token)")
     def api_submit(request: Request, display_name: str = Form(...), track: str = Form(...),
