@@ -71,7 +71,10 @@ def clean_staging(data_dir: Path) -> list[str]:
     removed = []
     with _flock(data_dir / "incoming.lock", fcntl.LOCK_EX):
         for entry in sorted(root.glob(STAGING_PREFIX + "*")):
-            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY)
+            except OSError:
+                continue  # not a folder this module made (a link, a file): left alone
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

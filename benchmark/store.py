@@ -143,9 +143,10 @@ class Store:
         try:
             metadata.create_all(self.engine)
             # create_all makes a missing table with its indexes, never an index added to an existing table.
-            for table in metadata.sorted_tables:
-                for index in table.indexes:
-                    index.create(self.engine, checkfirst=True)
+            with self.engine.begin() as conn:
+                for table in metadata.sorted_tables:
+                    for index in table.indexes:
+                        conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
         except sa.exc.OperationalError as exc:
             raise StoreError(f"cannot open the leaderboard database {self.safe_url()}: {exc.orig}") from None
 

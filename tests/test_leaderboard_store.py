@@ -134,3 +134,15 @@ def test_upload_slots_are_reserved_atomically_under_parallel_uploads(db_url):
     assert sum(taken) == 10
     assert store.reserve_upload(bob, 10, 3600)  # another token has its own slots
     assert store.reserve_upload(alice, 10, 0.0)  # slots older than the window are free again
+
+
+def test_a_database_made_before_an_index_was_added_gets_it_at_open(db_url):
+    """create_all makes a missing table with its indexes, never an index added to an existing table."""
+    import sqlalchemy as sa
+
+    store = Store(db_url)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_submissions_track_status"))
+    store.dispose()
+    store = Store(db_url)
+    assert "ix_submissions_track_status" in {i["name"] for i in sa.inspect(store.engine).get_indexes("submissions")}

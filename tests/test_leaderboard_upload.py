@@ -214,7 +214,10 @@ def test_start_up_removes_what_a_killed_upload_left_and_spares_live_ones(tmp_pat
     proc.kill()  # SIGKILL mid-upload: no finally, no clean-up of its own
     proc.wait()
     assert (left / "adapter_model.safetensors").exists()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (cfg.data_path() / "incoming" / "upload-link").symlink_to(elsewhere)  # not made by a server: left alone
     with staging(cfg.data_path()) as live:  # another process's upload in progress
         create_app(cfg, Store(cfg.db_url()))
-        assert not left.exists() and live.exists()
-    assert not any((cfg.data_path() / "incoming").glob("*"))
+        assert not left.exists() and live.exists() and elsewhere.exists()
+    assert [p.name for p in (cfg.data_path() / "incoming").glob("*")] == ["upload-link"]
