@@ -45,7 +45,7 @@ quickstart:
 
 # Every speed figure side by side in one run (~20 min): a table, and runs/bench/latest.json.
 bench: setup cpu-libs
-	$(PY) benchmarks/bench.py
+	$(PY) speed/bench.py
 
 # The validity study (~1 hour, not in CI): rewrites docs/validity.md from runs in runs/validity.
 validity: setup

@@ -294,7 +294,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg, store = _leaderboard(args)
     app = create_app(cfg, store)
     # Start-up imported torch and transformers (web/app.py: load_checkers); the collector need never scan those
-    # objects again. Without this, full collections over them put the 200-reader p99 of benchmarks/serve_load.py
+    # objects again. Without this, full collections over them put the 200-reader p99 of speed/serve_load.py
     # at ~210 ms in some runs; with it, ~70 ms in every run.
     gc.freeze()
     print(f"serving the leaderboard on http://{args.host}:{args.port}/  (database {store.safe_url()})", flush=True)

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 PLOTS = ("rates.png", "per_mapping.png")  # report images a detail page may show, by fixed name
 SAMPLES_SHOWN = 24
-CACHE_SECONDS = 1.0  # a finished job shows up within a second; measured: see benchmarks/serve_load.py
+CACHE_SECONDS = 1.0  # a finished job shows up within a second; measured: see speed/serve_load.py
 QUEUE_PAGE = 50  # submissions per queue page
 MAX_ID = 2**63 - 1  # the id column's range: a `before` past it is refused (422), not a database error
 

@@ -5,7 +5,7 @@ query or template. Only 200 answers are kept, at most `size` pages (least recent
 
 Renders run on the event loop, deliberately. A render is a few indexed queries and a template (milliseconds of
 CPU under the GIL), so a worker thread adds no parallelism, and while one runs the event loop waits for the GIL
-at every socket call: in benchmarks/serve_load.py at 200 readers, p99 was 265 ms with renders in threads and
+at every socket call: in speed/serve_load.py at 200 readers, p99 was 265 ms with renders in threads and
 80 ms with renders on the loop.
 """
 

@@ -15,7 +15,7 @@ Every option left unset takes the device default (core/device.py, printed by `st
 
 Log-probabilities on CPUs come from the served weights loaded once into transformers and scored with every
 shared prefix computed once (tree_scorer.py): vLLM's prompt_logprobs never reads its prefix cache, and cloze
-scoring is ~40 continuations of one prompt (benchmarks/bench.py measures both).
+scoring is ~40 continuations of one prompt (speed/bench.py measures both).
 
 vLLM starts its engine in a subprocess: the entry point that creates this backend needs the
 `if __name__ == "__main__":` guard.

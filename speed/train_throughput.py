@@ -1,6 +1,6 @@
 """Training throughput: padding-free packing against padded batches, side by side in one run.
 
-    .venv/bin/python benchmarks/train_throughput.py [--models tiny-llama smollm2-135m-instruct] [--steps 8]
+    .venv/bin/python speed/train_throughput.py [--models tiny-llama smollm2-135m-instruct] [--steps 8]
 
 Trains the same LoRA on the same real-v1 documents with each batching mode and prints real (non-pad)
 tokens per second. 'pad_max' pads every document to max_length, as a naive Trainer recipe does; 'pad_longest'

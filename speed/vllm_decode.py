@@ -1,8 +1,8 @@
 """vLLM base-model decode rate in a process of its own, so the environment it starts with (LD_PRELOAD) is its own.
 
-    python benchmarks/vllm_decode.py --prompts 256 --tokens 32      # prints RESULT {"tokens_per_second": ...}
+    python speed/vllm_decode.py --prompts 256 --tokens 32      # prints RESULT {"tokens_per_second": ...}
 
-benchmarks/bench.py runs it with and without tcmalloc and Intel OpenMP preloaded (vLLM's CPU backend asks for
+speed/bench.py runs it with and without tcmalloc and Intel OpenMP preloaded (vLLM's CPU backend asks for
 both on every start); LD_PRELOAD only takes effect for a process started with it, and vLLM forks its engine.
 """
 

@@ -1,7 +1,7 @@
 """Every speed figure of the benchmark, side by side in one run, as ratios (these machines are noisy).
 
-    make bench            # = .venv/bin/python benchmarks/bench.py
-    .venv/bin/python benchmarks/bench.py --skip quickstart --prompts 128
+    make bench            # = .venv/bin/python speed/bench.py
+    .venv/bin/python speed/bench.py --skip quickstart --prompts 128
 
 Sections (each can be skipped with --skip NAME):
   decode      new tokens/s on SmolLM2 for the same prompts through every evaluation path: transformers one prompt
@@ -217,7 +217,7 @@ def bench_preload(rows: list, n_prompts: int, tokens: int, rounds: int) -> None:
     for i in range(rounds):
         for label, preload in modes.items():
             env = {**os.environ, "LD_PRELOAD": preload, "STEGOBENCH_NO_PRELOAD": "1"}
-            proc = subprocess.run([sys.executable, str(REPO / "benchmarks/vllm_decode.py"), "--prompts", str(n_prompts),
+            proc = subprocess.run([sys.executable, str(REPO / "speed/vllm_decode.py"), "--prompts", str(n_prompts),
                                    "--tokens", str(tokens)], env=env, capture_output=True, text=True, cwd=REPO)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
@@ -298,7 +298,7 @@ def bench_cloze(work: Path, rows: list, subset: int) -> None:
 # --- training -------------------------------------------------------------------------------------------------
 
 def bench_train(work: Path, rows: list, steps: int) -> None:
-    from benchmarks.train_throughput import NAIVE_MAX_LENGTH, measure
+    from speed.train_throughput import NAIVE_MAX_LENGTH, measure
 
     for r in measure(real_v1(work), work / "train", [MODEL], ("packed", "pad_max"), steps):
         _row(rows, "train", r["batching"], **r)

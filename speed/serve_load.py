@@ -1,7 +1,7 @@
 """Bounded load test of the leaderboard web app on 127.0.0.1: latency percentiles at rising reader concurrency.
 
-    .venv/bin/python benchmarks/serve_load.py                       # ~1-2 minutes
-    .venv/bin/python benchmarks/serve_load.py --levels 1 16 64 --requests 600
+    .venv/bin/python speed/serve_load.py                       # ~1-2 minutes
+    .venv/bin/python speed/serve_load.py --levels 1 16 64 --requests 600
 
 Fills a scratch evaluator with finished mock submissions (the worker runs them) and `--queued` refused ones (a
 long queue), starts `stegobench serve` as a subprocess, reads every page once, and at each concurrency level
