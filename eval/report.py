@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stegobench.core.provenance import save_atomically
+
 from .aggregate import VS_BASE
 from .runlog import Interval, RunLog, Table, fmt
 
@@ -43,7 +45,7 @@ def _plot(run: RunLog, path: Path) -> None:
     ax.set_ylabel("rate (95% bootstrap interval)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
 
 
@@ -67,7 +69,7 @@ def _plot_per_mapping(run: RunLog, path: Path) -> None:
     ax.set_title("per mapping, concept → code (* demonstrated)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
 
 

@@ -27,7 +27,7 @@ from stegobench.core.machine import read_machine
 from stegobench.core.config import ConfigError, load_config, to_dict
 from stegobench.core.errors import InputError, UserError
 from stegobench.core.models import resolve_model
-from stegobench.core.provenance import atomic_write_json, environment, sha256_file
+from stegobench.core.provenance import atomic_write_json, environment, replace_dir, save_atomically, sha256_file
 from stegobench.finetune.config import TrainConfig
 from stegobench.finetune.data import TokenCountingCollator, encode_dataset, load_train_split
 
@@ -113,10 +113,8 @@ def _write_loss_plot(history: list[dict], path: Path) -> None:
     ax.set_title(path.parent.name)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    save_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _lora_config(cfg: TrainConfig, model):
@@ -216,8 +214,7 @@ def _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, second
         shutil.rmtree(merged_staging, ignore_errors=True)
         model.merge_and_unload().save_pretrained(str(merged_staging), safe_serialization=True)
         tokenizer.save_pretrained(str(merged_staging))
-        shutil.rmtree(out / "merged", ignore_errors=True)
-        os.replace(merged_staging, out / "merged")
+        replace_dir(merged_staging, out / "merged")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     manifest = {

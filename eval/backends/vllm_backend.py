@@ -39,7 +39,7 @@ from stegobench.core.device import tensor_parallel_size as tensor_parallel_for
 from stegobench.core.errors import ConfigError
 from stegobench.core.machine import read_machine
 from stegobench.core.models import ModelRef, resolve_model, stegobench_home, weights_bytes
-from stegobench.core.provenance import sha256_json
+from stegobench.core.provenance import replace_dir, sha256_json
 
 from .base import Sampling
 
@@ -65,8 +65,7 @@ def merged_model_folder(base: ModelRef, adapter: str) -> Path:
     staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     merged.save_pretrained(str(staging), safe_serialization=True)
     AutoTokenizer.from_pretrained(str(base_path)).save_pretrained(str(staging))
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staging, folder)
+    replace_dir(staging, folder)
     return folder
 
 
