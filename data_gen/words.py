@@ -64,6 +64,12 @@ def contains_any(text: str, forms: Iterable[str]) -> bool:
     return bool(forms) and _pattern(forms).search(text) is not None
 
 
+def find_spans(text: str, forms: Iterable[str]) -> list[tuple[int, int]]:
+    """(start, end) of every whole-word occurrence of any form, in order."""
+    forms = tuple(f for f in forms if f)
+    return [m.span() for m in _pattern(forms).finditer(text)] if forms else []
+
+
 def find_all(text: str, forms: Iterable[str]) -> list[str]:
     """Every whole-word occurrence of any form, as written in `text`."""
     forms = tuple(f for f in forms if f)
