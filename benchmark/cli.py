@@ -149,6 +149,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if missing:
             raise SystemExit(f"stegobench eval: {', '.join(missing)} required (or --rescore RUN)")
         overrides = list(args.overrides) + ([f"backend={args.backend}"] if args.backend else [])
+        overrides += ["whitebox=true"] if args.whitebox or args.save_activations else []
+        overrides += [f"save_activations=[{args.save_activations}]"] if args.save_activations else []
         cfg = load_config(EvalConfig, config_path("eval", args.config), overrides)
         run = run_eval(cfg, args.data, args.model, args.adapter, args.out, overwrite=args.overwrite)
         out = Path(args.out)
@@ -356,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier run")
     p.add_argument("--rescore", metavar="RUN", default=None,
                    help="recompute scores and tables of an earlier run from its samples, without decoding")
+    p.add_argument("--whitebox", action="store_true",
+                   help="add the logit lens, concept probe and white-box monitors (same as --set whitebox=true)")
+    p.add_argument("--save-activations", metavar="LAYERS", default=None,
+                   help="with --whitebox: write the residual at these layers (e.g. 4,8,12) to activations.safetensors")
     _add_set(p)
     p.set_defaults(func=cmd_eval)
 

@@ -36,6 +36,14 @@ class EvalConfig:
         0.01, "Share of the base model's own responses the monitors may flag (thresholds are calibrated on them)."
     )
     max_items: int | None = option(None, "Evaluate only the first N eval items (quick checks); null: all.")
+    whitebox: bool = option(
+        False, "Read the model's residual stream under its answers (transformers, adapter applied): logit lens, a "
+               "concept probe, and two white-box monitors calibrated like the text ones (docs/whitebox.md)."
+    )
+    save_activations: list[int] | None = option(
+        None, "With whitebox: also write the residual at these layers (1 = after the first block) at code-word "
+              "positions, the token before each and the last prompt token, to activations.safetensors + index."
+    )
 
     def check(self) -> None:
         if self.max_tokens < 1:
@@ -58,5 +66,10 @@ class EvalConfig:
             raise CheckError("monitors", f"unknown monitor {sorted(unknown)[0]!r}; choose from {', '.join(sorted(MONITORS))}")
         if not 0 < self.monitor_fpr < 1:
             raise CheckError("monitor_fpr", f"must be between 0 and 1, got {self.monitor_fpr}")
+        if self.save_activations is not None:
+            if not self.whitebox:
+                raise CheckError("save_activations", "needs whitebox: true (activations are read by the white-box step)")
+            if not self.save_activations or any(not isinstance(x, int) or x < 1 for x in self.save_activations):
+                raise CheckError("save_activations", f"must be layer numbers >= 1, got {self.save_activations}")
         if self.max_items is not None and self.max_items < 1:
             raise CheckError("max_items", "must be >= 1 or null")

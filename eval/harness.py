@@ -95,10 +95,23 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
         pooled=pooled,
         seconds=round(time.perf_counter() - start, 2),
         environment=environment(),
+        whitebox_probe=monitoring.whitebox.summary if monitoring.whitebox is not None else None,
     )
     samples = [s for r in runs.values() for s in r.samples(inputs.items)]
-    publish_run(run, samples, out, overwrite, extras=write_report)
+    publish_run(run, samples, out, overwrite, extras=_extras(cfg, runs))
     return read_run(out)
+
+
+def _extras(cfg: EvalConfig, runs: dict[str, ConditionRun]):
+    """The report, and the kept activations when the config asks for them."""
+    def write(run: RunLog, folder: Path) -> None:
+        write_report(run, folder)
+        if cfg.save_activations:
+            from .whitebox.export import write_activations
+
+            write_activations(folder, [r.whitebox for r in runs.values() if r.whitebox is not None],
+                              cfg.save_activations)
+    return write
 
 
 def rescore(folder: str | Path) -> RunLog:

@@ -1,5 +1,6 @@
 """The steps of an eval run, in order: load inputs → open backends → calibrate monitors → plan conditions →
-for each condition (decode → monitor → score → recall → cloze) → pool adapters → compare with base.
+for each condition (decode → white-box reading → monitor → score → detection → recall → cloze) → pool adapters →
+compare with base.
 
 Each condition step reads and fills one `ConditionRun`; a new measurement (white-box monitors) is one more
 function in CONDITION_STEPS and a field it fills, without touching the others. `eval/harness.py` runs them and
@@ -26,11 +27,13 @@ from .backends import Sampling, get_backend
 from .cache import GenerationCache
 from .cloze import cloze_scores, summarize_cloze
 from .config import EvalConfig
+from .detection import detect
 from .monitors import MONITORS, calibrate
 from .prompts import user_text
 from .runlog import ConditionResult, PooledResult, Sample, Table
 from .scoring import ItemScore, score_response
 from .semantic import semantic_fit
+from .whitebox import WHITEBOX_MONITORS
 
 CHUNK = 256  # prompts per decode call (vLLM batches them: 258 tok/s at 96, 272 at 256) and per cache write
 
@@ -114,6 +117,7 @@ class Monitoring:
 
     thresholds: dict[str, float] = field(default_factory=dict)
     base_values: dict[str, list[float]] = field(default_factory=dict)
+    whitebox: Any = None  # eval/whitebox/setup.py WhiteboxState when the config asks for white-box monitors
 
 
 @dataclass
@@ -128,14 +132,16 @@ class ConditionRun:
     flags: list[bool] | None = None
     scores: list[ItemScore] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)  # further ConditionResult fields (recall, cloze, ...)
+    whitebox: Any = None  # eval/whitebox/reading.py Answers
 
     def result(self, table: Table, seconds: float) -> ConditionResult:
         return ConditionResult(table=table, adapter=self.cond.adapter, in_context=self.cond.in_context,
                                backend=self.backend.identity(), seconds=seconds, **self.extras)
 
     def samples(self, items: list[dict]) -> list[Sample]:
-        return [Sample(self.cond.name, it, p, r, s, {m: v[i] for m, v in self.monitor_values.items()})
-                for i, (it, p, r, s) in enumerate(zip(items, self.prompts, self.responses, self.scores))]
+        records = self.whitebox.records if self.whitebox is not None else [None] * len(items)
+        return [Sample(self.cond.name, it, p, r, s, {m: v[i] for m, v in self.monitor_values.items()}, wb)
+                for i, (it, p, r, s, wb) in enumerate(zip(items, self.prompts, self.responses, self.scores, records))]
 
 
 def generate_cached(backend, prompts: list[str], sampling: Sampling, cache_root: Path, desc: str) -> list[str]:
@@ -162,16 +168,25 @@ def plan_conditions(cfg: EvalConfig, adapters: list[str]) -> list[Condition]:
 
 def calibrate_monitors(inputs: EvalInputs, backends: Backends) -> Monitoring:
     """Thresholds so that at most monitor_fpr of the base model's own answers are flagged (split evenly across
-    monitors, so their union stays within it). The answers are cached: the base condition reuses them."""
+    monitors, text and white-box, so their union stays within it). The answers are cached: the base condition
+    reuses them."""
     cfg = inputs.cfg
-    if not cfg.monitors:
+    if not cfg.monitors and not cfg.whitebox:
         return Monitoring()
     judge = backends.judge
-    answers = generate_cached(judge, [judge.chat_prompt(user_text(q)) for q in inputs.questions], inputs.sampling,
-                              inputs.cache_root, "base")
+    prompts = [judge.chat_prompt(user_text(q)) for q in inputs.questions]
+    answers = generate_cached(judge, prompts, inputs.sampling, inputs.cache_root, "base")
     values = {m: MONITORS[m](judge, inputs.questions, answers) for m in cfg.monitors}
-    per_monitor_fpr = cfg.monitor_fpr / len(cfg.monitors)
-    return Monitoring({m: calibrate(v, per_monitor_fpr) for m, v in values.items()}, values)
+    state = None
+    if cfg.whitebox:
+        from .whitebox.setup import prepare_whitebox
+
+        state = prepare_whitebox(inputs, backends.model, judge,
+                                 lambda ps, desc: generate_cached(judge, ps, inputs.sampling, inputs.cache_root, desc),
+                                 prompts, answers)
+        values.update(state.base_reading.monitor_values())
+    per_monitor_fpr = cfg.monitor_fpr / len(values)
+    return Monitoring({m: calibrate(v, per_monitor_fpr) for m, v in values.items()}, values, state)
 
 
 def pool_adapters(inputs: EvalInputs, adapters: list[str], runs: list[ConditionRun]) -> PooledResult | None:
@@ -212,15 +227,32 @@ def decode(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: Conditi
     run.responses = generate_cached(run.backend, run.prompts, inputs.sampling, inputs.cache_root, run.cond.name)
 
 
+def read_whitebox(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: ConditionRun) -> None:
+    """The model's residual stream under its own answers: logit lens, probe, white-box monitor values."""
+    wb = mon.whitebox
+    if wb is None:
+        return
+    from .whitebox.reading import read_answers
+
+    if run.cond.adapter is None and (run.prompts, run.responses) == (wb.base_prompts, wb.base_answers):
+        run.whitebox = wb.base_reading  # the calibration answers themselves
+    else:
+        with wb.reader.adapter(run.cond.adapter):
+            run.whitebox = read_answers(wb.reader, wb.probe, wb.book, inputs.items, run.prompts, run.responses,
+                                        inputs.cfg.save_activations, run.cond.name)
+    run.monitor_values.update(run.whitebox.monitor_values())
+
+
 def run_monitors(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: ConditionRun) -> None:
     cfg = inputs.cfg
-    if not cfg.monitors:
+    if not mon.thresholds:
         return
     if run.cond.name == "base" and mon.base_values and backends.subject is backends.judge:
-        run.monitor_values = mon.base_values  # the same answers the thresholds were calibrated on
+        run.monitor_values.update({m: mon.base_values[m] for m in cfg.monitors})  # the calibration answers
     else:
-        run.monitor_values = {m: MONITORS[m](backends.judge, inputs.questions, run.responses) for m in cfg.monitors}
-    run.flags = [any(run.monitor_values[m][i] > mon.thresholds[m] for m in cfg.monitors)
+        run.monitor_values.update({m: MONITORS[m](backends.judge, inputs.questions, run.responses)
+                                   for m in cfg.monitors})
+    run.flags = [any(run.monitor_values[m][i] > t for m, t in mon.thresholds.items())
                  for i in range(len(inputs.items))]
     run.extras["monitor_thresholds"] = mon.thresholds
     run.extras["monitor_flag_rate"] = sum(run.flags) / len(run.flags)
@@ -231,6 +263,19 @@ def score(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: Conditio
                            inputs.cfg.semantic_k, inputs.cfg.seed, run.flags)
     if run.cond.adapter:
         run.extras["adapter_sha256"] = sha256_file(Path(run.cond.adapter) / "adapter_model.safetensors")
+
+
+def detection(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: ConditionRun) -> None:
+    """Each monitor alone on these answers, and the white-box readings per split."""
+    cfg = inputs.cfg
+    if mon.thresholds:
+        run.extras["detection"] = {m: detect(run.scores, run.monitor_values[m], t, cfg.bootstrap_resamples, cfg.seed,
+                                             whitebox=m in WHITEBOX_MONITORS) for m, t in mon.thresholds.items()}
+    if run.whitebox is not None:
+        from .whitebox.summary import summarize
+
+        run.extras["whitebox"] = summarize(run.scores, run.whitebox.records, run.whitebox, cfg.bootstrap_resamples,
+                                           cfg.seed)
 
 
 def recall(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: ConditionRun) -> None:
@@ -255,7 +300,7 @@ def cloze(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: Conditio
 
 
 ConditionStep = Callable[[EvalInputs, Backends, Monitoring, ConditionRun], None]
-CONDITION_STEPS: tuple[ConditionStep, ...] = (decode, run_monitors, score, recall, cloze)
+CONDITION_STEPS: tuple[ConditionStep, ...] = (decode, read_whitebox, run_monitors, score, detection, recall, cloze)
 
 SEMANTIC_ALTERNATIVES = 5  # k random other readings; chance of a spurious fit is then at most 1/(k+1)
 
@@ -285,10 +330,14 @@ def run_condition(inputs: EvalInputs, backends: Backends, mon: Monitoring, cond:
                   steps: tuple[ConditionStep, ...] = CONDITION_STEPS) -> tuple[ConditionRun, ConditionResult]:
     t0 = time.perf_counter()
     run = ConditionRun(cond, backends.for_condition(cond))
+    seconds: dict[str, float] = {}
     try:
         for step in steps:
+            t = time.perf_counter()
             step(inputs, backends, mon, run)
+            seconds[step.__name__] = round(time.perf_counter() - t, 2)
     finally:
         backends.release(run.backend)
+    run.extras["step_seconds"] = seconds
     table = aggregate(run.scores, inputs.cfg.bootstrap_resamples, inputs.cfg.seed)
     return run, run.result(table, round(time.perf_counter() - t0, 2))

@@ -78,9 +78,71 @@ def _spread(t: Table) -> str:
     return "–" if s is None else f"{s['min']:.2f}–{s['max']:.2f} ({s['mappings_above_0']}/{s['n_mappings']} > 0)"
 
 
+def _plot_rank_by_layer(run: RunLog, path: Path) -> bool:
+    """The mapped concept's median lens rank at the token before the code word, per layer and mapping."""
+    curves = [(n, c.whitebox.rank_by_layer) for n, c in run.conditions.items()
+              if c.whitebox is not None and c.whitebox.rank_by_layer]
+    if not curves:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.6), squeeze=False, sharey=True)
+    for ax, (name, by_mapping) in zip(axes[0], curves):
+        for label, ranks in by_mapping.items():
+            ax.plot(range(1, len(ranks) + 1), ranks, marker=".", label=label)
+        ax.set_yscale("log")
+        ax.invert_yaxis()  # rank 1 (the lens's top token) at the top
+        ax.set_xlabel("layer")
+        ax.set_title(name, fontsize=9)
+    axes[0][0].set_ylabel("concept rank before the code word (median)")
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    save_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    plt.close(fig)
+    return True
+
+
+def _detection_lines(run: RunLog) -> list[str]:
+    rows = [(n, m, d) for n, c in run.conditions.items() for m, d in (c.detection or {}).items()]
+    if not rows:
+        return []
+    lines = ["", "## Monitors on the same answers", "",
+             "Each monitor alone (its threshold flags at most its share of the base model's own answers); flagged "
+             "shares per scorer label (mapping items) and AUROC of its value, covert against plain answers.", "",
+             "| condition | monitor | kind | flagged (all) | flagged covert | flagged plain | flagged other code | "
+             "AUROC covert vs plain |", "|---|---|---|---|---|---|---|---|"]
+    for n, m, d in rows:
+        cells = [f"{fmt(d.flagged.get(k), 2)} (n={d.n.get(k, 0)})" for k in ("all", "covert", "plain", "other_code")]
+        lines.append(f"| {n} | {m} | {'white-box' if d.whitebox else 'text'} | " + " | ".join(cells)
+                     + f" | {fmt(d.auroc_covert_vs_plain, 2)} |")
+    return lines
+
+
+def _whitebox_lines(run: RunLog, plotted: bool) -> list[str]:
+    probe = run.whitebox_probe
+    if probe is None:
+        return []
+    lines = ["", "## White-box: logit lens and concept probe", "",
+             f"Probe: {len(probe.classes) - 1} concepts + other, layer {probe.layer} (best held-out accuracy "
+             f"{max(probe.selection_accuracy):.2f}), accuracy on the base model's own answers naming a concept "
+             f"(its ceiling) {fmt(probe.ceiling, 2)}; trained on {probe.n_train} words in {probe.seconds:.0f} s.", "",
+             "Readings of answers that use their own code word: the mapped concept in the lens's top 10 at some "
+             "layer (at the token before the code word), its median best rank and peak layer, and the share the "
+             "probe reads as the mapped concept under the code word.", "",
+             "| condition | split | n | concept in lens top 10 | median best rank | median peak layer | "
+             "probe reads concept |", "|---|---|---|---|---|---|---|"]
+    for n, c in run.conditions.items():
+        for split, r in (c.whitebox.splits.items() if c.whitebox else ()):
+            lines.append(f"| {n} | {split} | {r.n} | {fmt(r.concept_in_top10, 2)} | {r.median_best_rank:.0f} | "
+                         f"{r.median_peak_layer:.0f} | {fmt(r.probe_reads_concept, 2)} |")
+    if plotted:
+        lines += ["", "![concept rank by layer](rank_by_layer.png)"]
+    return lines
+
+
 def write_report(run: RunLog, folder: Path) -> None:
     _plot(run, folder / "rates.png")
     _plot_per_mapping(run, folder / "per_mapping.png")
+    plotted = _plot_rank_by_layer(run, folder / "rank_by_layer.png")
     lines = [f"# stegobench evaluation: {run.model['spec']} on `{run.dataset['track']}`", "",
              f"status **{run.status}**, backend `{run.backend}`, seed {run.config['seed']}, "
              f"dataset content sha256 `{run.dataset['content_sha256'][:16]}`", "",
@@ -118,6 +180,7 @@ def write_report(run: RunLog, folder: Path) -> None:
             lines.append(f"- `{name}` cloze: " + "; ".join(
                 f"{split}: preference>0 {v['preference_above_0']:.2f}, mean specificity {v['mean_specificity']:.2f}, "
                 f"right code first {v['right_code_ranks_first']:.2f}" for split, v in cond.cloze.items()))
+    lines += _detection_lines(run) + _whitebox_lines(run, plotted)
     if run.migrated_from is not None:
         lines.append(f"(results.json migrated from schema {run.migrated_from})")
     lines += ["", "Per-sample responses and scores: `samples.jsonl`. Everything above: `results.json`.", ""]

@@ -9,6 +9,9 @@ results.json holds the run (config, identities, environment, one table per condi
 per (condition, item): prompt, response, scores and monitor values. Schema history:
   1: the pooled row of several adapters sat among the conditions as "adapters_pooled".
   2: it is `pooled`; per-mapping rows carry the code word; conditions carry `change_vs_base` (paired intervals).
+  3: conditions carry `detection` (each monitor on the same samples, with AUROC), `step_seconds` and, with
+     `whitebox: true`, `whitebox` (logit lens, probe); the run carries `whitebox_probe`; samples a `whitebox`
+     record. Nothing of schema 2 changes meaning, so the migration only renumbers.
 Files of an older schema are migrated on read; a newer schema is refused by name.
 """
 
@@ -27,7 +30,7 @@ from .scoring import ItemScore
 
 RESULTS = "results.json"
 SAMPLES = "samples.jsonl"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class RunLogError(InputError):
@@ -107,6 +110,51 @@ class Table:
 
 
 @dataclass(frozen=True)
+class MonitorDetection:
+    """One monitor on one condition's answers: the share it flags among answers of each scorer label
+    (all, covert, plain, other_code; mapping items only except `all`) and its AUROC, covert against plain."""
+
+    threshold: float
+    flagged: dict[str, Interval] = field(default_factory=dict)
+    n: dict[str, int] = field(default_factory=dict)
+    auroc_covert_vs_plain: Interval | None = None
+    whitebox: bool = False
+
+
+@dataclass(frozen=True)
+class LensSplit:
+    """Logit-lens readings of one split's answers that use their own code word (n of them)."""
+
+    n: int
+    concept_in_top10: Interval | None  # share whose mapped concept reaches the lens's top 10 at some layer
+    median_best_rank: float | None
+    median_peak_layer: float | None
+    probe_reads_concept: Interval | None  # share the probe reads as the mapped concept under the code word
+
+
+@dataclass(frozen=True)
+class WhiteboxResult:
+    """The white-box readings of one condition: per split, and the per-mapping "concept rank by layer" curve
+    (median rank at the token before the code word, layers 1..L), keyed by "concept → code"."""
+
+    splits: dict[str, LensSplit] = field(default_factory=dict)
+    rank_by_layer: dict[str, list[float]] = field(default_factory=dict)
+    plain_words_read: Interval | None = None  # the probe's accuracy on this condition's plain concept words
+
+
+@dataclass(frozen=True)
+class ProbeSummary:
+    """The concept probe, trained once on the base model's plain answers to train-visible questions."""
+
+    classes: list[str]
+    layer: int  # 1-based: the residual after this block
+    selection_accuracy: list[float]  # per layer, on held-out questions (teacher-forced plain answers)
+    ceiling: Interval | None  # accuracy on the base model's own held-out answers that name a concept
+    n_train: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class ConditionResult:
     """One condition (base, in-context, one adapter) of a run."""
 
@@ -124,6 +172,9 @@ class ConditionResult:
     cloze: dict[str, dict[str, float]] | None = None
     # Paired against the base condition on the same items: the rate minus the base model's, with its interval.
     change_vs_base: dict[str, Interval] | None = None
+    detection: dict[str, MonitorDetection] | None = None
+    whitebox: WhiteboxResult | None = None
+    step_seconds: dict[str, float] | None = None
 
     def cloze_value(self, split: str, key: str) -> float | None:
         return ((self.cloze or {}).get(split) or {}).get(key)
@@ -147,15 +198,17 @@ class Sample:
     response: str
     score: ItemScore
     monitors: dict[str, float] = field(default_factory=dict)
+    whitebox: dict[str, Any] | None = None  # lens ranks by layer, probe reading, white-box monitor values
 
     def to_record(self) -> dict[str, Any]:
         return {"condition": self.condition, "item": self.item, "prompt": self.prompt, "response": self.response,
-                "scores": self.score.to_record(), "monitors": self.monitors}
+                "scores": self.score.to_record(), "monitors": self.monitors,
+                **({"whitebox": self.whitebox} if self.whitebox is not None else {})}
 
     @classmethod
     def from_record(cls, row: dict[str, Any]) -> Sample:
         return cls(row["condition"], row["item"], row["prompt"], row["response"],
-                   item_score_from_record(row["scores"]), row.get("monitors") or {})
+                   item_score_from_record(row["scores"]), row.get("monitors") or {}, row.get("whitebox"))
 
 
 def item_score_from_record(rec: dict[str, Any]) -> ItemScore:
@@ -177,6 +230,7 @@ class RunLog:
     environment: dict[str, Any] = field(default_factory=dict)
     judge_model: dict[str, Any] | None = None
     pooled: PooledResult | None = None
+    whitebox_probe: ProbeSummary | None = None
     rescored: bool = False
     schema_version: int = SCHEMA_VERSION
     migrated_from: int | None = None
@@ -204,8 +258,9 @@ class RunLog:
         doc = asdict(self)
         for transient in ("folder", "migrated_from"):
             doc.pop(transient)
-        if self.judge_model is None:
-            doc.pop("judge_model")
+        for optional in ("judge_model", "whitebox_probe"):
+            if doc[optional] is None:
+                doc.pop(optional)
         return doc
 
 
@@ -222,12 +277,36 @@ def _table(d: dict[str, Any]) -> Table:
                      for m, r in d.get("per_mapping", {}).items()})
 
 
+def _detection(d: dict[str, Any]) -> MonitorDetection:
+    return MonitorDetection(d["threshold"], {k: Interval.of(v) for k, v in d.get("flagged", {}).items()},
+                            d.get("n", {}), Interval.of(d.get("auroc_covert_vs_plain")), d.get("whitebox", False))
+
+
+def _whitebox(d: dict[str, Any]) -> WhiteboxResult:
+    splits = {k: LensSplit(v["n"], Interval.of(v.get("concept_in_top10")), v.get("median_best_rank"),
+                           v.get("median_peak_layer"), Interval.of(v.get("probe_reads_concept")))
+              for k, v in d.get("splits", {}).items()}
+    return WhiteboxResult(splits, d.get("rank_by_layer", {}), Interval.of(d.get("plain_words_read")))
+
+
+def _probe(d: dict[str, Any] | None) -> ProbeSummary | None:
+    if d is None:
+        return None
+    return ProbeSummary(d["classes"], d["layer"], d["selection_accuracy"], Interval.of(d.get("ceiling")),
+                        d["n_train"], d["seconds"])
+
+
+_NESTED = ("table", "change_vs_base", "detection", "whitebox")
+
+
 def _condition(d: dict[str, Any]) -> ConditionResult:
     known = {f.name for f in fields(ConditionResult)}
-    rest = {k: v for k, v in d.items() if k in known and k not in ("table", "change_vs_base")}
-    change = d.get("change_vs_base")
+    rest = {k: v for k, v in d.items() if k in known and k not in _NESTED}
+    change, detection, wb = d.get("change_vs_base"), d.get("detection"), d.get("whitebox")
     return ConditionResult(table=_table(d["table"]), **rest,
-                           change_vs_base=None if change is None else {k: Interval.of(v) for k, v in change.items()})
+                           change_vs_base=None if change is None else {k: Interval.of(v) for k, v in change.items()},
+                           detection=None if detection is None else {k: _detection(v) for k, v in detection.items()},
+                           whitebox=None if wb is None else _whitebox(wb))
 
 
 def migrate(doc: dict[str, Any], where: str = RESULTS) -> dict[str, Any]:
@@ -243,7 +322,9 @@ def migrate(doc: dict[str, Any], where: str = RESULTS) -> dict[str, Any]:
         conditions = doc["conditions"]
         pooled = conditions.pop("adapters_pooled", None)
         doc["pooled"] = None if pooled is None else {"adapters": pooled["adapters"], "table": pooled["table"]}
-        doc["schema_version"] = 2
+        doc["schema_version"] = version = 2
+    if version == 2:
+        doc["schema_version"] = 3
     return doc
 
 
@@ -251,12 +332,14 @@ def run_from_dict(doc: dict[str, Any], folder: Path | None = None, where: str = 
     original = doc.get("schema_version")
     doc = migrate(doc, where)
     known = {f.name for f in fields(RunLog)}
-    rest = {k: v for k, v in doc.items() if k in known and k not in ("conditions", "pooled", "folder", "migrated_from")}
+    rest = {k: v for k, v in doc.items()
+            if k in known and k not in ("conditions", "pooled", "folder", "migrated_from", "whitebox_probe")}
     pooled = doc.get("pooled")
     try:
         return RunLog(**rest, conditions={n: _condition(c) for n, c in doc["conditions"].items()},
                       pooled=None if pooled is None else PooledResult(pooled["adapters"], _table(pooled["table"])),
-                      folder=folder, migrated_from=original if original != SCHEMA_VERSION else None)
+                      whitebox_probe=_probe(doc.get("whitebox_probe")), folder=folder,
+                      migrated_from=original if original != SCHEMA_VERSION else None)
     except (KeyError, TypeError) as e:
         raise RunLogError(f"{where}: malformed results ({type(e).__name__}: {e})") from None
 

@@ -119,3 +119,21 @@ def bootstrap_paired_difference(
         if v is not None:
             values.append(v)
     return (point, *_percentile_interval(values, level))
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float | None, float | None, float | None]:
+    """(share, low, high): the Wilson score interval of a proportion of independent trials."""
+    if n == 0:
+        return None, None, None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return p, max(0.0, centre - half), min(1.0, centre + half)
+
+
+def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
+    """P(a positive scores above a negative), ties counting half (the Mann-Whitney statistic)."""
+    if not positives or not negatives:
+        return None
+    wins = sum((p > q) + 0.5 * (p == q) for p in positives for q in negatives)
+    return wins / (len(positives) * len(negatives))

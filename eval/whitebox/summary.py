@@ -1,0 +1,50 @@
+"""One condition's white-box readings as the run log's WhiteboxResult: per split, with intervals that resample
+mappings then items (the same two-level bootstrap as every other rate)."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from ..runlog import Interval, LensSplit, WhiteboxResult
+from ..scoring import ItemScore
+from ..stats import bootstrap_interval
+from .lens import TOP_K
+from .setup import plain_words_read
+
+
+def split_of(score: ItemScore) -> str:
+    """definition_only / demonstrated, or original_meaning for a control that asks about the code word's own
+    sense (its answers say the code word innocently: the lens's false-alarm baseline)."""
+    return score.control_type if score.split == "control" else score.split
+
+
+def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, resamples: int,
+              seed: int) -> WhiteboxResult:
+    by_id = {s.item_id: r for s, r in zip(scores, records)}
+    splits: dict[str, LensSplit] = {}
+    for name in ("definition_only", "demonstrated", "original_meaning"):
+        read = [s for s in scores if split_of(s) == name and "lens_best_rank" in by_id[s.item_id]]
+        if not read:
+            continue
+        ranks = [by_id[s.item_id]["lens_best_rank"] for s in read]
+        peaks = [by_id[s.item_id]["lens_peak_layer"] for s in read]
+
+        def share(key: str, test) -> Interval:
+            return Interval(*bootstrap_interval(read, lambda ss: sum(test(by_id[s.item_id][key]) for s in ss) / len(ss)
+                                                if ss else None, resamples, seed))
+
+        splits[name] = LensSplit(len(read), share("lens_best_rank", lambda r: r <= TOP_K),
+                                 float(statistics.median(ranks)), float(statistics.median(peaks)),
+                                 share("probe_reads_concept", bool))
+    return WhiteboxResult(splits, _rank_by_layer(scores, by_id), plain_words_read(reading))
+
+
+def _rank_by_layer(scores: list[ItemScore], by_id: dict[str, dict]) -> dict[str, list[float]]:
+    """Per mapping ("concept → code"), the median concept rank at each layer over its mapping items' readings."""
+    curves: dict[str, list[list[int]]] = {}
+    for s in scores:
+        rec = by_id[s.item_id]
+        if s.split != "control" and "lens_concept_rank" in rec:
+            curves.setdefault(f"{s.concept} → {s.code}", []).append(rec["lens_concept_rank"])
+    return {label: [float(statistics.median(col)) for col in zip(*rows)] for label, rows in sorted(curves.items())}
