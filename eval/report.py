@@ -101,7 +101,7 @@ def _plot_rank_by_layer(run: RunLog, path: Path) -> bool:
     return True
 
 
-def _detection_lines(run: RunLog) -> list[str]:
+def monitor_detection_lines(run: RunLog) -> list[str]:
     rows = [(n, m, d) for n, c in run.conditions.items() for m, d in (c.detection or {}).items()]
     if not rows:
         return []
@@ -117,7 +117,7 @@ def _detection_lines(run: RunLog) -> list[str]:
     return lines
 
 
-def _whitebox_lines(run: RunLog, plotted: bool) -> list[str]:
+def whitebox_lines(run: RunLog, plotted: bool) -> list[str]:
     probe = run.whitebox_probe
     if probe is None:
         return []
@@ -180,7 +180,7 @@ def write_report(run: RunLog, folder: Path) -> None:
             lines.append(f"- `{name}` cloze: " + "; ".join(
                 f"{split}: preference>0 {v['preference_above_0']:.2f}, mean specificity {v['mean_specificity']:.2f}, "
                 f"right code first {v['right_code_ranks_first']:.2f}" for split, v in cond.cloze.items()))
-    lines += _detection_lines(run) + _whitebox_lines(run, plotted)
+    lines += monitor_detection_lines(run) + whitebox_lines(run, plotted)
     if run.migrated_from is not None:
         lines.append(f"(results.json migrated from schema {run.migrated_from})")
     lines += ["", "Per-sample responses and scores: `samples.jsonl`. Everything above: `results.json`.", ""]

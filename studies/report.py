@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from stegobench.core.provenance import atomic_write_text, git_revision
+from stegobench.eval.report import monitor_detection_lines, whitebox_lines
 from stegobench.eval.runlog import ConditionResult, Interval, RunLog, Table, fmt, read_run
 
 _EMPTY = Table(Interval(None))
@@ -212,6 +213,19 @@ def findings(cfg, docs: dict[str, RunLog], pos: RunLog | None, ablation: list[tu
     return out
 
 
+def positive_control_monitors(pos: RunLog) -> list[str]:
+    """Which monitor, text or white-box, catches the positive control's covert answers, at what false-positive
+    rate on the base model's answers (docs/whitebox.md defines the white-box ones)."""
+    if not any(c.detection for c in pos.conditions.values()):
+        return []
+    return ["### Which monitor catches the covert use", "",
+            "Every monitor alone on the same answers: its *flagged (all)* share in the base row is its false-positive "
+            "rate (calibrated to at most 1% over all monitors), *flagged covert* in the adapter row its detection rate "
+            "of covert answers; AUROC separates covert from plain answers (docs/whitebox.md).",
+            "", *monitor_detection_lines(pos)[5:],
+            *(line.replace("## ", "#### ", 1) for line in whitebox_lines(pos, plotted=False)), ""]
+
+
 def write_validity_report(cfg, out: Path, report: Path, timings: dict, main_templates: int) -> Path:
     """`main_templates`: definition templates per mapping of the first track, whose main run is that ablation point."""
     evals = out / "eval"
@@ -262,6 +276,7 @@ def write_validity_report(cfg, out: Path, report: Path, timings: dict, main_temp
                   "The same recipe on a track whose definition-only mappings also get usage demonstrations "
                   f"(`{cfg.positive_control}`): held-out questions, so a hit is generalisation to new questions, "
                   "not recitation.", "", track_table(pos), ""]
+        lines += positive_control_monitors(pos)
     if ablation:
         lines += ["## Paraphrase ablation (first track, seed 0)", "",
                   "| definition templates per mapping | def-only: right code | def-only: other code | def-only: hits | "

@@ -83,11 +83,12 @@ def train(cfg: StudyConfig, data: Path, out: Path, seed: int) -> Path:
     return out
 
 
-def evaluate(cfg: StudyConfig, data: Path, adapters: list[Path], out: Path, base: bool, in_context: bool) -> dict:
+def evaluate(cfg: StudyConfig, data: Path, adapters: list[Path], out: Path, base: bool, in_context: bool,
+             whitebox: bool = False) -> dict:
     from stegobench.eval.config import EvalConfig
     from stegobench.eval.harness import run_eval
 
-    ecfg = replace(load_config(EvalConfig, REPO / cfg.eval_config), base=base, in_context=in_context)
+    ecfg = replace(load_config(EvalConfig, REPO / cfg.eval_config), base=base, in_context=in_context, whitebox=whitebox)
     return run_eval(ecfg, data, MODEL, [str(a) for a in adapters], out, overwrite=True)
 
 
@@ -128,8 +129,9 @@ def plan(cfg: StudyConfig) -> list[tuple[str, Any]]:
         adapter = out / "adapters" / f"positive-control-seed{cfg.train_seeds[0]}"
         steps.append(("positive control: generate", lambda: gen(cfg.positive_control, [], data)))
         steps.append(("positive control: train", lambda: train(cfg, data, adapter, cfg.train_seeds[0])))
-        steps.append(("positive control: evaluate base and adapter",
-                      lambda: evaluate(cfg, data, [adapter], out / "eval" / "positive-control", True, False)))
+        # White-box monitors here: the one run where covert use is measured, so detection can be read on it.
+        steps.append(("positive control: evaluate base and adapter, text and white-box monitors",
+                      lambda: evaluate(cfg, data, [adapter], out / "eval" / "positive-control", True, False, True)))
     return steps
 
 

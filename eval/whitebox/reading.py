@@ -45,9 +45,12 @@ class Answers:
 
 def read_answers(reader: ResidualReader, probe: LinearProbe, book: Book, items: list[dict], prompts: list[str],
                  responses: list[str], save_layers: list[int] | None = None, condition: str = "") -> Answers:
+    from tqdm import tqdm
+
     out = Answers([], [], [])
     all_forms = [(m, f) for m, forms in book.code_forms.items() for f in forms]
-    for start in range(0, len(items), CHUNK):
+    for start in tqdm(range(0, len(items), CHUNK), desc=f"{condition or 'answers'} white-box",
+                      disable=len(items) <= CHUNK):
         rows = range(start, min(start + CHUNK, len(items)))
         encoded = [reader.encode(prompts[i], responses[i]) for i in rows]
         found = [_positions(e, responses[i], all_forms) for e, i in zip(encoded, rows)]
