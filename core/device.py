@@ -168,3 +168,20 @@ def plan_kv_cache(facts: MachineFacts, per_token_bytes: int, tokens_per_sequence
     size = max(minimum, min(want, budget))
     return KVCachePlan(size, min(max(sequences, 1), size // (per_token_bytes * tokens)), tokens, per_token_bytes,
                        available, where)
+
+
+WHITEBOX_HEADROOM = 1.5  # the white-box reader's weights plus its activations and lens logits, per weight byte
+MIN_VLLM_SHARE = 0.2  # below this vLLM has too little for weights + KV cache of any model that fills the rest
+
+
+def vllm_share_beside_reader(facts: MachineFacts, default_share: float, reader_bytes: int) -> float:
+    """vLLM's GPU share when the white-box reader (a transformers copy of the model on the first GPU) runs
+    beside it: the default minus what the reader takes of that GPU. A clear error when both cannot fit."""
+    gpu = facts.gpus[0].total_bytes
+    share = default_share - WHITEBOX_HEADROOM * reader_bytes / gpu
+    if share < MIN_VLLM_SHARE:
+        raise ResourceError(
+            f"whitebox: the model's {gib(reader_bytes)} of weights (x{WHITEBOX_HEADROOM} for reading) leave "
+            f"vLLM {max(share, 0):.0%} of the {gib(gpu)} GPU 0; use --backend hf (one copy decodes and is "
+            "read) or set backend_options.gpu_memory_utilization yourself")
+    return round(share, 3)

@@ -126,6 +126,15 @@ def weights_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))
 
 
+def weights_bytes_at(folder: Path, dtype: str) -> int:
+    """Bytes the folder's weights take loaded at `dtype` (stored dtype from config.json; float32 when unsaid)."""
+    from .device import DTYPE_BYTES
+
+    cfg = json.loads((Path(folder) / "config.json").read_text()) if (Path(folder) / "config.json").exists() else {}
+    stored = str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32")
+    return weights_bytes(folder) * DTYPE_BYTES.get(dtype, 4) // DTYPE_BYTES.get(stored, 4)
+
+
 def _weights_identity(folder: Path) -> dict[str, Any]:
     files = sorted(folder.glob("*.safetensors"))
     return {"weights_sha256": {f.name: sha256_file(f) for f in files}}

@@ -27,8 +27,8 @@ from stegobench.data_gen.generate import read_split
 from .aggregate import aggregate, aggregate_runs
 from .backends import is_scripted_model, resolve_backend_name
 from .config import EvalConfig
-from .pipeline import (Backends, ConditionRun, calibrate_monitors, compare_with_base, load_inputs, plan_conditions,
-                       pool_adapters, run_condition, with_change_vs_base)
+from .pipeline import (Backends, ConditionRun, backend_options, calibrate_monitors, compare_with_base, load_inputs,
+                       plan_conditions, pool_adapters, run_condition, with_change_vs_base)
 from .report import write_report
 from .runlog import SCHEMA_VERSION, ConditionResult, RunLog, Sample, publish_run, read_run
 from .scoring import ItemScore, score_response
@@ -71,7 +71,7 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     if backend_name != "mock":
         print(device_defaults(read_machine()).summary(), flush=True)
 
-    backends = Backends(backend_name, model, adapters, judge_model, data, cfg.backend_options)
+    backends = Backends(backend_name, model, adapters, judge_model, data, backend_options(cfg, backend_name, model))
     try:
         monitoring = calibrate_monitors(inputs, backends)
         runs: dict[str, ConditionRun] = {}

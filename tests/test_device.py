@@ -135,3 +135,31 @@ def test_vllm_backend_on_a_small_node0_sizes_its_cache_and_ignores_gpu_memory_ut
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE")
     explicit = vb.VLLMBackend("tiny-llama", kv_cache_memory_bytes=123 << 20)
     assert explicit._kv_cache_args(prompts, 48) == {"kv_cache_memory_bytes": 123 << 20}
+
+
+def test_whitebox_reader_gets_room_beside_vllm_on_a_gpu_or_a_clear_error():
+    from stegobench.core.device import GPU_MEMORY_UTILIZATION, vllm_share_beside_reader
+
+    h100 = machine([100], gpus=(Gpu(0, "H100", 80 * GiB, (9, 0)),))
+    seven_b = 14 * GiB  # bf16
+    share = vllm_share_beside_reader(h100, GPU_MEMORY_UTILIZATION, seven_b)
+    assert share == pytest.approx(0.9 - 1.5 * 14 / 80, abs=1e-3)
+    with pytest.raises(ResourceError, match="use --backend hf"):
+        vllm_share_beside_reader(h100, GPU_MEMORY_UTILIZATION, 140 * GiB)  # 70B in bf16 cannot share one GPU
+
+
+def test_eval_sets_vllms_share_for_the_whitebox_reader_only_when_the_user_did_not(monkeypatch):
+    import stegobench.core.machine as machine_module
+    from stegobench.core.config import load_config
+    from stegobench.eval.config import EvalConfig
+    from stegobench.eval.pipeline import backend_options
+
+    import stegobench.core.models as models_module
+
+    monkeypatch.setattr(machine_module, "read_machine", lambda: machine([100], gpus=(Gpu(0, "A100", 40 * GiB, (8, 0)),)))
+    monkeypatch.setattr(models_module, "weights_bytes_at", lambda folder, dtype: 10 * GiB)  # a 5B model in bf16
+    wb = load_config(EvalConfig, None, ["whitebox=true"])
+    assert backend_options(wb, "vllm", "tiny-llama")["gpu_memory_utilization"] == pytest.approx(0.9 - 1.5 * 10 / 40)
+    mine = load_config(EvalConfig, None, ["whitebox=true", "backend_options={gpu_memory_utilization: 0.5}"])
+    assert backend_options(mine, "vllm", "tiny-llama")["gpu_memory_utilization"] == 0.5
+    assert "gpu_memory_utilization" not in backend_options(load_config(EvalConfig, None, []), "vllm", "tiny-llama")
