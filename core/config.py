@@ -45,20 +45,34 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any =
 # Reading YAML and overrides
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file, bad syntax or a non-mapping top level is a ConfigError."""
+def read_text_file(path: str | Path, what: str = "config file") -> str:
+    """The text of an input file; a missing file or a folder is a ConfigError naming it."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {what} not found")
     if not path.is_file():
-        raise ConfigError(f"{path}: expected a YAML file, found a directory")
+        raise ConfigError(f"{path}: expected a file, found a directory")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
+def read_yaml_any(path: str | Path) -> Any:
+    """Parse a YAML file of any shape (a list, a mapping); bad syntax is a ConfigError with its line and column."""
+    try:
+        return yaml.safe_load(read_text_file(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file, bad syntax or a non-mapping top level is a ConfigError."""
+    path = Path(path)
+    data = read_yaml_any(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -140,6 +154,13 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
             if type(None) in args:
                 return None
             fail()
+        # `list[C] | None` given a list: the list's own error ('codebook[2].role: ...') says more than 'expected
+        # a list or null'.
+        shapes = [a for a in args if a is not type(None)]
+        if len(shapes) == 1 and (isinstance(value, list) and typing.get_origin(shapes[0]) is list
+                                 or isinstance(value, dict) and (typing.get_origin(shapes[0]) is dict
+                                                                 or dataclasses.is_dataclass(shapes[0]))):
+            return _convert(value, shapes[0], key, source)
         for arg in args:
             if arg is type(None):
                 continue
@@ -233,6 +254,23 @@ def _plain(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else str(obj)
 
 
+def _is_dict(tp: Any) -> bool:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_is_dict(a) for a in typing.get_args(tp))
+    return typing.get_origin(tp) is dict
+
+
+def _entry_config(tp: Any) -> type | None:
+    """The config class of a `dict[str, C]` or `list[C]` field (optionally `| None`), else None."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [_entry_config(a) for a in typing.get_args(tp) if a is not type(None)]
+        return next((c for c in found if c is not None), None)
+    if typing.get_origin(tp) in (dict, list):
+        inner = typing.get_args(tp)[-1] if typing.get_args(tp) else None
+        return inner if inner is not None and dataclasses.is_dataclass(inner) else None
+    return None
+
+
 def describe(cls: type, prefix: str = "") -> list[str]:
     """One line per option: key, type, default and help; nested configs are expanded."""
     hints = typing.get_type_hints(cls)
@@ -250,7 +288,7 @@ def describe(cls: type, prefix: str = "") -> list[str]:
         else:
             default = "(required)"
         lines.append(f"{prefix}{f.name} ({_type_name(tp)}, default {default}): {f.metadata.get('help', '')}")
-        inner = typing.get_args(tp)[-1] if typing.get_origin(tp) is dict else None
-        if inner is not None and dataclasses.is_dataclass(inner):  # dict of configs: describe one entry's keys
-            lines.extend(describe(inner, prefix=f"{prefix}{f.name}.NAME."))
+        entry = _entry_config(tp)
+        if entry is not None:  # a dict or list of configs: describe one entry's keys
+            lines.extend(describe(entry, prefix=f"{prefix}{f.name}{'.NAME' if _is_dict(tp) else '[i]'}."))
     return lines
