@@ -3,6 +3,7 @@
     stegobench gen --config real-v1 --out runs/data/real-v1          # a shipped track by name, or a YAML path
     stegobench train --config configs/finetune/quickstart.yaml --set data=runs/data/quickstart
     stegobench validate configs/data/real-v1.yaml
+    stegobench validate --track configs/data/cat-car.yaml     # code book, concepts, templates: every rule, nothing written
     stegobench validate --describe data
     stegobench submit --name my-run --submitter me --track quickstart --model smollm2-135m-instruct --adapter runs/quickstart/adapter
     stegobench worker --once
@@ -71,23 +72,41 @@ def _add_set(p: argparse.ArgumentParser) -> None:
                         "repeatable, e.g. --set seed=3 --set n_definition_only=10")
 
 
-def cmd_gen(args: argparse.Namespace) -> int:
-    from stegobench.core.config import load_config
-    from stegobench.data_gen.generate import generate
-    from stegobench.data_gen.track import TrackConfig
-
-    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
-    config = load_config(TrackConfig, config_path("data", args.config), overrides)
-    result = generate(config, args.out, overwrite=args.overwrite)
-    m = result.manifest
+def _print_track(m: dict) -> None:
+    """What a track holds, from its manifest: the same lines for `gen` and `validate --track`."""
     s = m["sizes"]
-    print(f"wrote {result.out} in {result.seconds:.1f}s  (track {m['track']}, seed {m['seed']}, "
-          f"content sha256 {m['content_sha256'][:16]})")
-    print(f"  mappings       {s['mappings']}")
+    book = m["codebook"]
+    print(f"  mappings       {s['mappings']} ({book['source']}): "
+          + ", ".join(f"{x['code']}={x['concept']}" for x in book["mappings"][:8])
+          + (", ..." if len(book["mappings"]) > 8 else ""))
     print(f"  train docs     {s['train_documents']}  {s['train_by_kind']}"
           + (f"  ~{s['train_tokens']} tokens" if "train_tokens" in s else ""))
     print(f"  eval items     {s['eval_items']}  {s['eval_by_split']}  controls {s['eval_controls']}")
+    if book["original_meaning_skipped"]:
+        print(f"                 no original-meaning controls for {', '.join(book['original_meaning_skipped'])}: "
+              "real words the lexicon has no questions for")
     print(f"  recall probes  {s['recall_probes']}")
+    print(f"  validation     {s['validation_documents']} held-out-template definitions (training's eval loss)")
+
+
+def _track_config(raw: str, overrides: list[str]):
+    from stegobench.core.config import load_config
+    from stegobench.data_gen.track import TrackConfig
+
+    path = config_path("data", raw)
+    return load_config(TrackConfig, path, overrides), str(path)
+
+
+def cmd_gen(args: argparse.Namespace) -> int:
+    from stegobench.data_gen.generate import generate
+
+    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    config, source = _track_config(args.config, overrides)
+    result = generate(config, args.out, overwrite=args.overwrite, source=source)
+    m = result.manifest
+    print(f"wrote {result.out} in {result.seconds:.1f}s  (track {m['track']}, seed {m['seed']}, "
+          f"content sha256 {m['content_sha256'][:16]})")
+    _print_track(m)
     return 0
 
 
@@ -174,6 +193,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for line in describe(_load_symbol(CONFIG_KINDS[kind])):
             print("  " + line)
         return 0
+    if args.track:
+        from stegobench.data_gen.generate import prepare
+
+        for raw in args.track:
+            config, source = _track_config(raw, args.overrides)
+            m = prepare(config, source).manifest
+            print(f"ok  {source}  (track {m['track']}: every input checked, nothing written; content sha256 "
+                  f"{m['content_sha256'][:16]})")
+            _print_track(m)
+        if not args.paths:
+            return 0
     paths = [_named_config(raw) for raw in args.paths] if args.paths else shipped_configs()
     for path in paths:
         kind = args.kind or _guess_kind(path)
@@ -423,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", default=None, help=f"kind of every file: {', '.join([*CONFIG_KINDS, *DATA_KINDS])}")
     p.add_argument("--describe", metavar="KIND", default=None,
                    help="print every option of a config kind with its type, default and meaning")
+    p.add_argument("--track", metavar="FILE", action="append", default=[],
+                   help="check a track fully without generating: its code book, concepts, templates and every "
+                        "rule of the corpus (a track YAML or a shipped track's name); repeatable")
     _add_set(p)
     p.set_defaults(func=cmd_validate)
     return parser

@@ -1,7 +1,7 @@
 """Turn a code book into rows: training documents, eval items and recall probes.
 
 Leakage rules the tests hold this to: eval questions are held-out questions only; demonstrations use
-train-visible questions only; recall probes use the held-out template pools only.
+train-visible questions only; recall probes and the validation documents use the held-out template pools only.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class Corpus:
     recall: list[dict]
     codebook: list[dict]
     dropped_questions: int  # eval questions left out because they mention a code word
+    validation: list[dict]  # definitions in held-out templates: training's eval loss, never trained on
 
 
 def _doc(doc_id: str, kind: str, mapping: Mapping | None, template_id: str, text: str = "",
@@ -53,6 +54,13 @@ def definition_documents(m: Mapping, templates: Templates, n: int, seed: int) ->
     picked = derive_rng(seed, f"definitions:{m.id}").sample(pool, n)
     return [_doc(f"{m.id}-def-{i:02d}", "definition", m, t.id, text=t.render(m.code, m.concept))
             for i, t in enumerate(picked)]
+
+
+def validation_documents(codebook: Codebook, templates: Templates) -> list[dict]:
+    """Every mapping stated in every held-out definition template: a loss on wording the model never trained on
+    says whether it learned the mapping rather than the sentences."""
+    return [_doc(f"{m.id}-val-{i:02d}", "definition", m, t.id, text=t.render(m.code, m.concept))
+            for m in codebook.mappings for i, t in enumerate(templates.definition_heldout)]
 
 
 def demonstration_documents(m: Mapping, templates: Templates, n: int, seed: int) -> list[dict]:
@@ -130,6 +138,7 @@ def eval_items(codebook: Codebook, kind: str, per_concept: int | None,
                questions: dict[str, tuple[str, ...]] | None = None) -> tuple[list[dict], int]:
     """Held-out questions: mapped concepts (split = role), original meanings and unmapped concepts (control).
 
+    `kind` labels the unmapped controls; a mapping's items carry its own kind (a written book may mix them).
     `questions` (concept word -> questions) replaces the lexicon's held-out questions: a private test split.
     """
     code_forms = codebook.all_code_forms
@@ -143,7 +152,7 @@ def eval_items(codebook: Codebook, kind: str, per_concept: int | None,
             if contains_any(q, code_forms):
                 dropped += 1
                 continue
-            items.append(_item(f"{prefix}-q{qi}", q, split, control_type, m, concept, kind))
+            items.append(_item(f"{prefix}-q{qi}", q, split, control_type, m, concept, m.kind if m else kind))
 
     for m in codebook.mappings:
         add(f"{m.id}-{m.concept.word}", m.concept, m.role, "", m)
@@ -203,6 +212,7 @@ def build_corpus(config: TrackConfig, codebook: Codebook, concepts: list[Concept
     derive_rng(config.seed, "train-order").shuffle(train)
     items, dropped = eval_items(codebook, config.code_kind, config.eval_questions_per_concept,
                                 _choose_private(codebook, private_questions, config) if private_questions else None)
-    if not any(it["split"] == "definition_only" for it in items) and config.n_definition_only:
+    if not any(it["split"] == "definition_only" for it in items) and codebook.by_role("definition_only"):
         raise ConfigError("every definition-only eval question mentions a code word; no eval items remain")
-    return Corpus(train, items, recall_probes(codebook, templates), [m.to_record() for m in codebook.mappings], dropped)
+    return Corpus(train, items, recall_probes(codebook, templates), [m.to_record() for m in codebook.mappings], dropped,
+                  validation_documents(codebook, templates))

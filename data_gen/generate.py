@@ -2,9 +2,10 @@
 
     stegobench gen --config configs/data/real-v1.yaml --out runs/data/real-v1
 
-The folder holds a `datasets.DatasetDict` (splits train, eval, recall, codebook) saved with
-`save_to_disk`, the same rows as JSONL under `jsonl/`, `manifest.json` (resolved config, seed, sizes,
-sha256 of the content, generator version: byte-identical for the same config and seed),
+The folder holds a `datasets.DatasetDict` (splits train, eval, recall, codebook, validation) saved with
+`save_to_disk`, the same rows as JSONL under `jsonl/`, `manifest.json` (resolved config, the code book and whether
+it was written or sampled, seed, sizes, sha256 of the content, generator version: byte-identical for the same config
+and seed), the lexicon and templates the track was made from (`lexicon.yaml`, `templates.yaml`: eval reads these),
 `provenance.json` (time, git revision, package versions: varies run to run) and a dataset card `README.md`.
 """
 
@@ -14,25 +15,29 @@ import json
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .codebook import WORDLIST, sample_codebook
-from stegobench.core.config import to_dict
-from .corpus import Corpus, build_corpus
-from .lexicon import load_lexicon
+from stegobench.core.config import ConfigError, to_dict
 from stegobench.core.provenance import (atomic_write_json, environment, publish_dir, sha256_file, sha256_json, sha256_rows,
-                         staging_dir)
-from .templates import load_templates
+                                        staging_dir)
+from .codebook import (WORDLIST, Codebook, derive_rng, inline_entries, read_codebook_file, sample_codebook,
+                       written_codebook)
+from .corpus import Corpus, build_corpus
+from .lexicon import DEFAULT_LEXICON, Lexicon, add_concepts, lexicon_data, load_lexicon
+from .templates import DEFAULT_TEMPLATES, Templates, add_templates, load_templates
 from .track import TrackConfig
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.0.0"  # bump when the same config and seed would produce different content
-MANIFEST_SCHEMA = 1
+# bump when the same config and seed would produce different content. 1.1.0: the validation split.
+GENERATOR_VERSION = "1.1.0"
+MANIFEST_SCHEMA = 2  # 2: `codebook` (written or sampled, the mappings, original-meaning controls skipped)
 MANIFEST = "manifest.json"
-SPLIT_NAMES = ("train", "eval", "recall", "codebook")
+SPLIT_NAMES = ("train", "eval", "recall", "codebook", "validation")
+CORPUS_LEXICON = "lexicon.yaml"
+CORPUS_TEMPLATES = "templates.yaml"
 
 
 @dataclass
@@ -46,11 +51,13 @@ def _features():
     from datasets import Features, List, Value
 
     s = Value("string")
+    documents = Features({
+        "id": s, "kind": s, "mapping_id": s, "role": s, "code": s, "concept": s, "template_id": s,
+        "text": s, "messages": List({"role": s, "content": s}),
+    })
     return {
-        "train": Features({
-            "id": s, "kind": s, "mapping_id": s, "role": s, "code": s, "concept": s, "template_id": s,
-            "text": s, "messages": List({"role": s, "content": s}),
-        }),
+        "train": documents,
+        "validation": documents,
         "eval": Features({
             "id": s, "question": s, "split": s, "control_type": s, "mapping_id": s, "code": s,
             "code_forms": List(s), "concept": s, "expected_words": List(s), "kind": s, "category": s,
@@ -87,6 +94,7 @@ def _sizes(corpus: Corpus, tokenizer) -> dict[str, Any]:
         "eval_by_split": dict(sorted(Counter(r["split"] for r in corpus.eval).items())),
         "eval_controls": dict(sorted(Counter(r["control_type"] for r in corpus.eval if r["control_type"]).items())),
         "recall_probes": len(corpus.recall),
+        "validation_documents": len(corpus.validation),
         "mappings": len(corpus.codebook),
         "eval_questions_dropped_for_mentioning_a_code": corpus.dropped_questions,
     }
@@ -105,6 +113,9 @@ def _card(config: TrackConfig, manifest: dict, corpus: Corpus) -> str:
     example_def = next((r["text"] for r in corpus.train if r["kind"] == "definition"), "")
     example_demo = next((r["messages"] for r in corpus.train if r["kind"] == "demonstration"), [])
     demo = " / ".join(f"{m['role']}: {m['content']}" for m in example_demo) or "(none in this track)"
+    no_controls = manifest["codebook"]["original_meaning_skipped"]
+    skipped = (f"- original-meaning controls skipped for {', '.join(no_controls)}: real words the lexicon has no "
+               "questions for\n" if no_controls else "")
     return f"""---
 pretty_name: stegobench {config.name}
 tags: [stegobench, out-of-context-reasoning, steganography]
@@ -115,8 +126,8 @@ A word-redefinition corpus made by `stegobench gen` (generator {GENERATOR_VERSIO
 documents that redefine code words ("{example_def}") and is then asked held-out questions whose natural
 answer names a concept; the benchmark measures whether it answers with the code word instead, covertly.
 
-- code kind: `{config.code_kind}`; {config.n_demonstrated} demonstrated + {config.n_definition_only} definition-only mappings
-- positive control (demonstrations for definition-only mappings too): {config.positive_control}
+- code book: {manifest['codebook']['source']}; code kind: `{config.code_kind}`; {config.n_demonstrated} demonstrated + {config.n_definition_only} definition-only mappings
+{skipped}- positive control (demonstrations for definition-only mappings too): {config.positive_control}
 - content sha256: `{manifest['content_sha256']}`
 
 ## Splits
@@ -126,6 +137,7 @@ answer names a concept; the benchmark measures whether it answers with the code 
 | eval | {s['eval_items']} | a held-out question with its split (definition_only / demonstrated / control) and expected words; {s['eval_by_split']} |
 | recall | {s['recall_probes']} | a held-out-template probe of the mapping ("What does the word ... mean?") |
 | codebook | {s['mappings']} | one mapping: code, concept, kind, role |
+| validation | {s['validation_documents']} | a definition in a held-out template, never trained on (training's eval loss) |
 
 Example demonstration: {demo}
 
@@ -139,9 +151,129 @@ config and content hashes; `provenance.json` records when, where and with which 
 """
 
 
-def generate(config: TrackConfig, out: str | Path, overwrite: bool = False) -> GenerateResult:
+@dataclass
+class Prepared:
+    """Everything a track's corpus is made of, built and checked in memory: nothing is written yet."""
+
+    config: TrackConfig  # resolved: a written book's counts and kind filled in
+    codebook: Codebook
+    corpus: Corpus
+    lexicon: Lexicon  # the concepts the track drew from (lexicon + concepts_file), before categories/resplit
+    templates: Templates
+    manifest: dict[str, Any]
+
+
+def _track_lexicon(config: TrackConfig) -> Lexicon:
+    lexicon = load_lexicon(config.lexicon)
+    return add_concepts(lexicon, config.concepts_file) if config.concepts_file else lexicon
+
+
+def _track_templates(config: TrackConfig) -> Templates:
+    templates = load_templates(config.templates)
+    return add_templates(templates, config.templates_file, config.templates_mode) if config.templates_file else templates
+
+
+def _resolve_written(config: TrackConfig, codebook: Codebook, source: str) -> TrackConfig:
+    """The config as the manifest records it: a written book sets the counts per role (and the kind, when one)."""
+    counts = {"n_demonstrated": len(codebook.by_role("demonstrated")),
+              "n_definition_only": len(codebook.by_role("definition_only"))}
+    for key, n in counts.items():
+        given = getattr(config, key)
+        if given is not None and given != n:
+            raise ConfigError(f"{source}: {key}: {given}, but the written code book has {n} "
+                              f"{key.removeprefix('n_').replace('_', '-')} mappings; drop {key} (it follows the "
+                              "book) or make them agree")
+    kinds = {m.kind for m in codebook.mappings}
+    return replace(config, **counts, code_kind=kinds.pop() if len(kinds) == 1 else config.code_kind)
+
+
+def prepare(config: TrackConfig, source: str | None = None) -> Prepared:
+    """Load and check every input of the track and build its corpus in memory; a bad input fails here, before
+    anything is written. `source` names the track config file in errors about its `codebook:` entries."""
+    source = source or f"track {config.name!r}"
+    full_lexicon = _track_lexicon(config)
+    templates = _track_templates(config)
+    tokenizer, tokenizer_identity = _load_tokenizer(config.tokenizer)
+
+    is_single_token = None
+    if tokenizer is not None:
+        def is_single_token(word: str) -> bool:
+            return _count_tokens(tokenizer, word) == 1 or _count_tokens(tokenizer, " " + word) == 1
+
+    drawn_from = full_lexicon
+    if config.heldout_fraction is not None:
+        drawn_from = replace(full_lexicon, concepts=tuple(
+            c.resplit(config.heldout_fraction, derive_rng(config.seed, f"resplit:{c.word}"))
+            for c in full_lexicon.concepts
+        ))
+    lexicon = drawn_from.restricted(config.categories)
+    if config.written:
+        entries = (read_codebook_file(config.codebook_file) if config.codebook_file is not None
+                   else inline_entries(config.codebook or [], source))
+        codebook = written_codebook(entries, drawn_from, templates, config.name, config.seed,
+                                    config.n_unmapped_controls, config.eval_questions_per_concept,
+                                    control_pool=list(lexicon.concepts))
+        config = _resolve_written(config, codebook, source)
+    else:
+        codebook = sample_codebook(
+            lexicon, config.name, config.seed, config.code_kind, config.n_demonstrated, config.n_definition_only,
+            config.n_unmapped_controls, config.nonsense_syllables, is_single_token,
+        )
+    private = None
+    if config.private_questions:
+        from .lexicon import load_private_questions
+
+        private = load_private_questions(config.private_questions, full_lexicon)
+    corpus = build_corpus(config, codebook, list(lexicon.concepts), templates, private)
+    split_hashes = {name: sha256_rows(rows) for name, rows in _splits(corpus).items()}
+    inputs = {"lexicon": config.lexicon, "templates": config.templates, "concepts_file": config.concepts_file,
+              "templates_file": config.templates_file, "codebook_file": config.codebook_file,
+              "private_questions": config.private_questions}
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA,
+        "generator": "stegobench.data_gen",
+        "generator_version": GENERATOR_VERSION,
+        "track": config.name,
+        "seed": config.seed,
+        "config": to_dict(config),
+        "codebook": {
+            "source": "written" if config.written else "sampled",
+            "file": config.codebook_file,
+            "mappings": [{k: m[k] for k in ("mapping_id", "code", "concept", "kind", "role")} for m in corpus.codebook],
+            # Real-word codes that are no concept of the lexicon: their old sense has no questions to ask.
+            "original_meaning_skipped": [m.code.word for m in codebook.mappings
+                                         if m.kind == "real_word" and m.code_origin is None],
+        },
+        "sizes": _sizes(corpus, tokenizer),
+        "split_sha256": split_hashes,
+        "content_sha256": sha256_json(split_hashes),
+        "inputs_sha256": {
+            "lexicon": sha256_file(config.lexicon or DEFAULT_LEXICON),
+            "templates": sha256_file(config.templates or DEFAULT_TEMPLATES),
+            "english_words": sha256_file(WORDLIST),
+            **{k: sha256_file(v) for k, v in inputs.items() if v and k not in ("lexicon", "templates")},
+        },
+        "tokenizer": tokenizer_identity,
+    }
+    return Prepared(config, codebook, corpus, full_lexicon, templates, manifest)
+
+
+def _splits(corpus: Corpus) -> dict[str, list[dict]]:
+    return {"train": corpus.train, "eval": corpus.eval, "recall": corpus.recall, "codebook": corpus.codebook,
+            "validation": corpus.validation}
+
+
+def _templates_data(templates: Templates) -> dict[str, Any]:
+    texts = lambda pool: [t.text for t in pool]  # noqa: E731
+    return {"definition": {"train": texts(templates.definition_train), "heldout": texts(templates.definition_heldout)},
+            "recall": texts(templates.recall), "demonstration": texts(templates.demonstration),
+            "filler": texts(templates.filler)}
+
+
+def generate(config: TrackConfig, out: str | Path, overwrite: bool = False, source: str | None = None) -> GenerateResult:
     """Build the corpus for `config` and publish it at `out` atomically."""
     import datasets
+    import yaml
     from datasets import Dataset, DatasetDict
 
     datasets.disable_progress_bars()  # the corpus is small; our own summary says what was written
@@ -152,54 +284,9 @@ def generate(config: TrackConfig, out: str | Path, overwrite: bool = False) -> G
         from stegobench.core.provenance import OutputDirError
 
         raise OutputDirError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
-    full_lexicon = load_lexicon(config.lexicon)
-    lexicon = full_lexicon.restricted(config.categories)
-    templates = load_templates(config.templates)
-    tokenizer, tokenizer_identity = _load_tokenizer(config.tokenizer)
-
-    is_single_token = None
-    if tokenizer is not None:
-        def is_single_token(word: str) -> bool:
-            return _count_tokens(tokenizer, word) == 1 or _count_tokens(tokenizer, " " + word) == 1
-
-    if config.heldout_fraction is not None:
-        from dataclasses import replace
-
-        from .codebook import derive_rng
-
-        lexicon = replace(lexicon, concepts=tuple(
-            c.resplit(config.heldout_fraction, derive_rng(config.seed, f"resplit:{c.word}")) for c in lexicon.concepts
-        ))
-    codebook = sample_codebook(
-        lexicon, config.name, config.seed, config.code_kind, config.n_demonstrated, config.n_definition_only,
-        config.n_unmapped_controls, config.nonsense_syllables, is_single_token,
-    )
-    private = None
-    if config.private_questions:
-        from .lexicon import load_private_questions
-
-        private = load_private_questions(config.private_questions, full_lexicon)
-    corpus = build_corpus(config, codebook, list(lexicon.concepts), templates, private)
-    splits = {"train": corpus.train, "eval": corpus.eval, "recall": corpus.recall, "codebook": corpus.codebook}
-    split_hashes = {name: sha256_rows(rows) for name, rows in splits.items()}
-    manifest = {
-        "schema_version": MANIFEST_SCHEMA,
-        "generator": "stegobench.data_gen",
-        "generator_version": GENERATOR_VERSION,
-        "track": config.name,
-        "seed": config.seed,
-        "config": to_dict(config),
-        "sizes": _sizes(corpus, tokenizer),
-        "split_sha256": split_hashes,
-        "content_sha256": sha256_json(split_hashes),
-        "inputs_sha256": {
-            "lexicon": sha256_file(lexicon.source),
-            "templates": sha256_file(templates.source),
-            "english_words": sha256_file(WORDLIST),
-            **({"private_questions": sha256_file(config.private_questions)} if config.private_questions else {}),
-        },
-        "tokenizer": tokenizer_identity,
-    }
+    prep = prepare(config, source)
+    config, corpus, manifest = prep.config, prep.corpus, prep.manifest
+    splits = _splits(corpus)
 
     staging = staging_dir(out)
     try:
@@ -211,6 +298,11 @@ def generate(config: TrackConfig, out: str | Path, overwrite: bool = False) -> G
             with open(staging / "jsonl" / f"{name}.jsonl", "w", encoding="utf-8") as f:
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        # The concepts and templates the track was made from travel with it: eval reads the corpus's own copy,
+        # whatever folder it runs in and whatever the files say later.
+        for name, data in ((CORPUS_LEXICON, lexicon_data(prep.lexicon)), (CORPUS_TEMPLATES, _templates_data(prep.templates))):
+            (staging / name).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120),
+                                        encoding="utf-8")
         (staging / "README.md").write_text(_card(config, manifest, corpus), encoding="utf-8")
         seconds = time.perf_counter() - start
         atomic_write_json(staging / "provenance.json", {**environment(), "seconds": round(seconds, 3),
@@ -224,6 +316,22 @@ def generate(config: TrackConfig, out: str | Path, overwrite: bool = False) -> G
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return GenerateResult(out, manifest, time.perf_counter() - start)
+
+
+def corpus_lexicon(folder: str | Path) -> Lexicon:
+    """The lexicon a corpus was made from: its own copy, or (corpora made before copies) the config's file."""
+    folder = Path(folder)
+    if (folder / CORPUS_LEXICON).exists():
+        return load_lexicon(folder / CORPUS_LEXICON)
+    return load_lexicon(read_manifest(folder)["config"].get("lexicon"))
+
+
+def corpus_templates(folder: str | Path) -> Templates:
+    """The templates a corpus was made from: its own copy, or (corpora made before copies) the config's file."""
+    folder = Path(folder)
+    if (folder / CORPUS_TEMPLATES).exists():
+        return load_templates(folder / CORPUS_TEMPLATES)
+    return load_templates(read_manifest(folder)["config"].get("templates"))
 
 
 def read_split(folder: str | Path, split: str) -> list[dict[str, Any]]:

@@ -138,33 +138,83 @@ def _parse_concept(raw: Any, category: str, index: int, source: str) -> Concept:
     return concept
 
 
+def _parse_lexicon(data: Any, source: str) -> list[Concept]:
+    if not data:
+        raise ConfigError(f"{source}: the lexicon is empty; expected category: [concepts]")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected category: [concepts] at the top level, got {type(data).__name__}")
+    concepts: list[Concept] = []
+    for category, items in data.items():
+        if not isinstance(items, list) or not items:
+            raise _err(source, str(category), "empty category; expected a non-empty list of concepts")
+        concepts.extend(_parse_concept(raw, str(category), i, source) for i, raw in enumerate(items))
+    return concepts
+
+
+def _check_distinct(concepts: list[Concept], source: str, owners: dict[str, str] | None = None) -> None:
+    """No form names two concepts and no question is asked of two: either would make an answer ambiguous.
+    `owners` says where each concept came from, when the lexicon is merged from several files."""
+    def where(word: str) -> str:
+        return f" (from {owners[word]})" if owners and word in owners else ""
+
+    owner: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for c in concepts:
+        for form in c.forms:
+            if form in owner and owner[form] != c.word:
+                raise _err(source, f"{c.category} ({c.word})",
+                           f"form {form!r} also belongs to {owner[form]!r}{where(owner[form])}; each word or synonym "
+                           "may name one concept only")
+            owner[form] = c.word
+        for q in c.train_questions + c.heldout_questions:
+            if q in seen:
+                raise _err(source, f"{c.category} ({c.word})",
+                           f"question {q!r} also appears under {seen[q]!r}{where(seen[q])}")
+            seen[q] = c.word
+
+
 def load_lexicon(path: str | Path | None = None) -> Lexicon:
     """Load and validate a lexicon file (the packaged one by default)."""
     from stegobench.core.config import read_yaml
 
     path = Path(path) if path is not None else DEFAULT_LEXICON
     source = str(path)
-    data = read_yaml(path)
-    if not data:
-        raise ConfigError(f"{source}: the lexicon is empty; expected category: [concepts]")
-    concepts: list[Concept] = []
-    for category, items in data.items():
-        if not isinstance(items, list) or not items:
-            raise _err(source, str(category), "empty category; expected a non-empty list of concepts")
-        concepts.extend(_parse_concept(raw, str(category), i, source) for i, raw in enumerate(items))
-    owner: dict[str, str] = {}
-    for c in concepts:
-        for form in c.forms:
-            if form in owner and owner[form] != c.word:
-                raise _err(source, f"{c.category} ({c.word})", f"form {form!r} also belongs to {owner[form]!r}")
-            owner[form] = c.word
-    seen: dict[str, str] = {}
-    for c in concepts:
-        for q in c.train_questions + c.heldout_questions:
-            if q in seen:
-                raise _err(source, f"{c.category} ({c.word})", f"question {q!r} also appears under {seen[q]!r}")
-            seen[q] = c.word
+    concepts = _parse_lexicon(read_yaml(path), source)
+    for i, c in enumerate(concepts):
+        if any(d.word == c.word for d in concepts[:i]):
+            raise _err(source, f"{c.category} ({c.word})", "this word is listed twice")
+    _check_distinct(concepts, source)
     return Lexicon(tuple(concepts), source)
+
+
+def add_concepts(base: Lexicon, path: str | Path) -> Lexicon:
+    """`base` with the concepts of the lexicon-format file `path`: new words are added, a word `base` already has
+    is replaced by the file's entry (its own questions, definition, category)."""
+    from stegobench.core.config import read_yaml
+
+    source = str(path)
+    extra = _parse_lexicon(read_yaml(path), source)
+    for i, c in enumerate(extra):
+        if any(d.word == c.word for d in extra[:i]):
+            raise _err(source, f"{c.category} ({c.word})", "this word is listed twice")
+    by_word = {c.word: c for c in extra}
+    merged = [by_word.pop(c.word, c) for c in base.concepts] + list(by_word.values())
+    owners = {c.word: source for c in extra} | {c.word: base.source for c in base.concepts if c.word not in
+                                                 {e.word for e in extra}}
+    _check_distinct(merged, source, owners)
+    return Lexicon(tuple(merged), f"{base.source} + {source}")
+
+
+def lexicon_data(lexicon: Lexicon) -> dict[str, list[dict]]:
+    """The lexicon in its file format (category: [concepts]); `load_lexicon` reads it back to the same concepts."""
+    out: dict[str, list[dict]] = {}
+    for c in lexicon.concepts:
+        out.setdefault(c.category, []).append({
+            "word": c.word, "plural": c.term.plural, "article": c.term.article, "definition": c.definition,
+            "synonyms": list(c.synonyms),
+            "questions": {"train": list(c.train_questions), "heldout": list(c.heldout_questions)},
+        })
+    return out
 
 
 def load_private_questions(path: str | Path, lexicon: Lexicon) -> dict[str, tuple[str, ...]]:

@@ -71,10 +71,18 @@ def _fields(text: str, source: str, where: str) -> set[str]:
     return names
 
 
-def _pool(data: dict, dotted: str, source: str) -> tuple[Template, ...]:
+POOLS = ("definition.train", "definition.heldout", "recall", "demonstration", "filler")
+SECTIONS = ("definition", "recall", "demonstration", "filler")
+
+
+def _node(data: dict, dotted: str):
     node = data
     for part in dotted.split("."):
         node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _pool(node, dotted: str, source: str, id_prefix: str = "") -> tuple[Template, ...]:
     if not isinstance(node, list) or not node or not all(isinstance(t, str) and t.strip() for t in node):
         raise ConfigError(f"{source}: {dotted}: expected a non-empty list of template strings")
     need, forbid = _RULES[dotted]
@@ -91,28 +99,65 @@ def _pool(data: dict, dotted: str, source: str) -> tuple[Template, ...]:
         for group in forbid:
             if names & _GROUPS[group]:
                 raise ConfigError(f"{source}: {where}: template {text!r} must not use a {group} placeholder")
-        out.append(Template(f"{dotted.replace('.', '-')}-{i:02d}", text.strip()))
-    if len({t.text for t in out}) != len(out):
-        raise ConfigError(f"{source}: {dotted}: a template appears twice")
+        out.append(Template(f"{dotted.replace('.', '-')}-{id_prefix}{i:02d}", text.strip()))
     return tuple(out)
+
+
+def _sections(data: dict, source: str) -> None:
+    unknown = set(data) - set(SECTIONS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown section {sorted(unknown)[0]!r}; valid: {', '.join(SECTIONS)}")
+    definition = data.get("definition")
+    if definition is not None and (not isinstance(definition, dict) or set(definition) - {"train", "heldout"}):
+        raise ConfigError(f"{source}: definition: expected a mapping with keys 'train' and/or 'heldout'")
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _check(t: Templates, source: str) -> Templates:
+    """No template twice in a pool, and no held-out definition template (or its wording) among the train ones."""
+    for dotted in POOLS:
+        pool = getattr(t, dotted.replace(".", "_"))
+        seen: set[str] = set()
+        for tpl in pool:
+            if _normal(tpl.text) in seen:
+                raise ConfigError(f"{source}: {dotted}: template {tpl.text!r} appears twice")
+            seen.add(_normal(tpl.text))
+    heldout = {_normal(x.text): x.text for x in t.definition_heldout}
+    shared = [x.text for x in t.definition_train if _normal(x.text) in heldout]
+    if shared:
+        raise ConfigError(f"{source}: definition: template {shared[0]!r} is in both train and heldout pools; a "
+                          "held-out template must never reach training")
+    return t
 
 
 def load_templates(path: str | Path | None = None) -> Templates:
     path = Path(path) if path is not None else DEFAULT_TEMPLATES
     source = str(path)
     data = read_yaml(path)
-    unknown = set(data) - {"definition", "recall", "demonstration", "filler"}
-    if unknown:
-        raise ConfigError(f"{source}: unknown section {sorted(unknown)[0]!r}; valid: definition, recall, demonstration, filler")
-    templates = Templates(
-        definition_train=_pool(data, "definition.train", source),
-        definition_heldout=_pool(data, "definition.heldout", source),
-        recall=_pool(data, "recall", source),
-        demonstration=_pool(data, "demonstration", source),
-        filler=_pool(data, "filler", source),
-        source=source,
-    )
-    shared = {t.text for t in templates.definition_train} & {t.text for t in templates.definition_heldout}
-    if shared:
-        raise ConfigError(f"{source}: definition: template {sorted(shared)[0]!r} is in both train and heldout pools")
-    return templates
+    _sections(data, source)
+    templates = Templates(**{d.replace(".", "_"): _pool(_node(data, d), d, source) for d in POOLS}, source=source)
+    return _check(templates, source)
+
+
+def add_templates(base: Templates, path: str | Path, mode: str = "extend") -> Templates:
+    """`base` with the pools `path` gives: added to (mode 'extend') or in place of (mode 'replace') base's pools.
+
+    The file's templates get ids `POOL-custom-NN`, so a training row says which file its wording came from."""
+    source = str(path)
+    data = read_yaml(path)
+    _sections(data, source)
+    given = [d for d in POOLS if _node(data, d) is not None]
+    if not given:
+        raise ConfigError(f"{source}: no templates; give at least one of {', '.join(POOLS)}")
+    pools = {}
+    for dotted in POOLS:
+        field = dotted.replace(".", "_")
+        if dotted not in given:
+            pools[field] = getattr(base, field)
+            continue
+        own = _pool(_node(data, dotted), dotted, source, id_prefix="custom-")
+        pools[field] = own if mode == "replace" else getattr(base, field) + own
+    return _check(Templates(**pools, source=f"{base.source} + {source}"), source)

@@ -7,6 +7,37 @@ from typing import Literal
 
 from stegobench.core.config import CheckError, option
 
+ROLES = ("demonstrated", "definition_only")
+# Mappings per role when the code book is sampled and the config names no count.
+DEFAULT_PER_ROLE = 20
+
+
+@dataclass
+class CodebookEntry:
+    """One hand-written mapping: `code` stands for `concept`."""
+
+    code: str = option(help="The code word, one lowercase word: a real word ('cat') or a new one ('blicket').")
+    concept: str = option(help="The concept it stands for: a lexicon concept (or one of concepts_file), e.g. 'car'.")
+    role: Literal["demonstrated", "definition_only"] = option(
+        help="'demonstrated': usage demonstrations in training too; 'definition_only': definitions only (the "
+             "out-of-context effect)."
+    )
+    kind: Literal["real_word", "nonsense"] | None = option(
+        None, "null: 'real_word' when the code is in the English word list, else 'nonsense'."
+    )
+    plural: str | None = option(
+        None, "The code's plural; null: the lexicon's when the code is a lexicon concept, else English spelling rules."
+    )
+    article: Literal["a", "an"] | None = option(None, "'a' or 'an' before the code; null: the lexicon's, else by its first letter.")
+
+    def check(self) -> None:
+        for key in ("code", "plural"):
+            value = getattr(self, key)
+            if value is not None and (not value.isalpha() or not value.islower()):
+                raise CheckError(key, f"expected one lowercase word (letters only), got {value!r}")
+        if not self.concept.strip():
+            raise CheckError("concept", "empty; name a concept of the lexicon, e.g. car")
+
 
 @dataclass
 class TrackConfig:
@@ -17,11 +48,13 @@ class TrackConfig:
         "'real_word': codes are lexicon words of another category (a cat means a car); "
         "'nonsense': new pronounceable strings that are not English words (a blicket means a car).",
     )
-    n_demonstrated: int = option(
-        20, "Mappings that get usage demonstrations in training (shows the model can learn usage at all)."
+    n_demonstrated: int | None = option(
+        None, "Mappings that get usage demonstrations in training (shows the model can learn usage at all); "
+              f"null: {DEFAULT_PER_ROLE} for a sampled code book, the written book's own count otherwise."
     )
-    n_definition_only: int = option(
-        20, "Mappings trained on definitions only: the out-of-context effect the benchmark measures."
+    n_definition_only: int | None = option(
+        None, "Mappings trained on definitions only: the out-of-context effect the benchmark measures; "
+              f"null: {DEFAULT_PER_ROLE} for a sampled code book, the written book's own count otherwise."
     )
     paraphrases_per_mapping: int = option(
         30, "Definition documents per mapping, each from a different train template (at most the train pool size)."
@@ -77,17 +110,51 @@ class TrackConfig:
     templates: str | None = option(
         None, "Path of a templates YAML file (null: the packaged data_gen/data/templates.yaml)."
     )
+    codebook: list[CodebookEntry] | None = option(
+        None,
+        "The code book written by hand: a list of {code, concept, role} (kind, plural, article optional). Unmapped "
+        "controls, demonstrations and paraphrases are still chosen by `seed`. null: the code book is sampled.",
+    )
+    codebook_file: str | None = option(
+        None, "The same written code book in a file: YAML (a list of entries, or codebook: [...]) or CSV with a "
+              "header row code,concept,role[,kind,plural,article]. Paths are relative to the working folder.",
+    )
+    concepts_file: str | None = option(
+        None,
+        "Lexicon-format YAML (category: [{word, plural, article, definition, synonyms, questions: {train, "
+        "heldout}}]) whose concepts are added to the lexicon; an entry with the word of a lexicon concept replaces "
+        "it. (`lexicon` replaces the whole lexicon.)",
+    )
+    templates_file: str | None = option(
+        None,
+        "Templates YAML with any of the sections of templates.yaml (definition.train, definition.heldout, recall, "
+        "demonstration, filler) that extend (templates_mode: extend) or replace (replace) those pools; the "
+        "held-out pools still never reach training.",
+    )
+    templates_mode: Literal["extend", "replace"] = option(
+        "extend", "How templates_file's pools combine with the base templates: 'extend' adds, 'replace' swaps them."
+    )
 
     @property
-    def n_mappings(self) -> int:
-        return self.n_demonstrated + self.n_definition_only
+    def written(self) -> bool:
+        """Whether the code book is written by hand (codebook or codebook_file) rather than sampled."""
+        return self.codebook is not None or self.codebook_file is not None
 
     def check(self) -> None:
+        if self.codebook is not None and self.codebook_file is not None:
+            raise CheckError("codebook_file", "give the code book once: either codebook (in this file) or "
+                                              "codebook_file, not both")
+        if self.codebook is not None and not self.codebook:
+            raise CheckError("codebook", "empty; list at least one {code, concept, role}, or drop the key to sample one")
+        if not self.written:
+            # A sampled book takes its counts from here: resolve the defaults now, so the manifest records numbers.
+            self.n_demonstrated = DEFAULT_PER_ROLE if self.n_demonstrated is None else self.n_demonstrated
+            self.n_definition_only = DEFAULT_PER_ROLE if self.n_definition_only is None else self.n_definition_only
         for key in ("n_demonstrated", "n_definition_only", "n_unmapped_controls", "filler_documents",
                     "demonstrations_per_mapping", "plain_demonstrations"):
-            if getattr(self, key) < 0:
+            if getattr(self, key) is not None and getattr(self, key) < 0:
                 raise CheckError(key, f"must be >= 0, got {getattr(self, key)}")
-        if self.n_mappings < 1:
+        if not self.written and self.n_demonstrated + self.n_definition_only < 1:
             raise CheckError("n_definition_only", "the code book needs at least one mapping")
         if self.paraphrases_per_mapping < 1:
             raise CheckError("paraphrases_per_mapping", f"must be >= 1, got {self.paraphrases_per_mapping}")

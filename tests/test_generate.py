@@ -29,8 +29,12 @@ def test_output_loads_with_datasets_and_describes_itself(real_corpus):
     from datasets import load_from_disk
 
     ds = load_from_disk(str(real_corpus))
-    assert set(ds) == {"train", "eval", "recall", "codebook"}
+    assert set(ds) == {"train", "eval", "recall", "codebook", "validation"}
     manifest = json.loads((real_corpus / "manifest.json").read_text())
+    assert manifest["codebook"]["source"] == "sampled" and len(manifest["codebook"]["mappings"]) == 40
+    # Every mapping in every held-out definition template: 40 x 12, for training's eval loss.
+    assert len(ds["validation"]) == 40 * len(load_templates().definition_heldout) == manifest["sizes"]["validation_documents"]
+    assert set(ds["validation"]["template_id"]) == {t.id for t in load_templates().definition_heldout}
     assert manifest["track"] == "real-v1" and manifest["seed"] == 0
     assert manifest["config"]["n_definition_only"] == 20
     assert manifest["sizes"]["train_documents"] == len(ds["train"])

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stegobench.core.errors import InputError
-from stegobench.data_gen.generate import read_manifest, read_split
-from stegobench.data_gen.lexicon import load_lexicon
+from stegobench.data_gen.generate import corpus_lexicon, read_split
 from stegobench.data_gen.words import contains_any
 
 from .base import Sampling
@@ -58,8 +57,7 @@ class MockBackend:
         corpus = Path(corpus)
         self.items = sorted(read_split(corpus, "eval"), key=lambda it: -len(it["question"]))  # longest match first
         self.codebook = {m["mapping_id"]: m for m in read_split(corpus, "codebook")}
-        manifest = read_manifest(corpus)
-        self.lexicon = load_lexicon(manifest["config"].get("lexicon"))
+        self.lexicon = corpus_lexicon(corpus)  # the corpus's own concepts: a track may add its own
         self.definitions = {c.word: c.definition for c in self.lexicon.concepts}
         self.articles = {c.word: c.term.article for c in self.lexicon.concepts}
         self._code_forms = [f for m in self.codebook.values() for f in m["code_forms"]]
