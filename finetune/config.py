@@ -72,6 +72,17 @@ class TrainConfig:
     save_total_limit: int = option(2, "Keep at most this many checkpoints.")
     logging_steps: int = option(5, "Record the training loss every this many steps.")
     merge: bool = option(False, "Also write the base model with the adapter merged in, as safetensors, to merged/.")
+    eval_split: str | None = option(
+        None,
+        "A split of the corpus to compute an eval loss on at the end of every epoch, drawn beside the training loss "
+        "in loss.png and kept in train_manifest.json: 'validation' holds every mapping in the held-out definition "
+        "templates, which training never sees. null: no eval loss.",
+    )
+    report_to: Literal["none", "tensorboard"] = option(
+        "none",
+        "Experiment tracking: 'tensorboard' writes event files to output_dir/tensorboard (offline; needs the "
+        "optional extra: pip install 'stegobench[tensorboard]'). 'none': the run folder only.",
+    )
 
     def check(self) -> None:
         if not self.data:
@@ -88,5 +99,8 @@ class TrainConfig:
             raise CheckError("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         if self.save_steps < 0:
             raise CheckError("save_steps", f"must be >= 0, got {self.save_steps}")
+        if self.eval_split is not None and self.eval_split in ("eval", "recall", "codebook"):
+            raise CheckError("eval_split", f"{self.eval_split!r} holds questions or mappings, not documents to compute "
+                                           "a loss on; use 'validation' (held-out-template definitions) or 'train'")
         if set(self.train_kinds) - set(TRAIN_KINDS) or not self.train_kinds:
             raise CheckError("train_kinds", f"expected a non-empty list of {', '.join(TRAIN_KINDS)}; got {self.train_kinds}")

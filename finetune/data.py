@@ -18,8 +18,9 @@ from stegobench.core.models import tokenizer_fingerprint
 IGNORE = -100
 
 
-def load_train_split(data: str | Path, tokenizer, kinds: list[str]):
-    """The corpus's train split, checked: it exists, is not empty, and was made for this tokenizer."""
+def load_train_split(data: str | Path, tokenizer, kinds: list[str], eval_split: str | None = None):
+    """The corpus's train split (and `eval_split`, else None), checked: it exists, is not empty, and was made for
+    this tokenizer. Returns (train, eval, manifest)."""
     from datasets import DatasetDict, load_from_disk
 
     data = Path(data)
@@ -36,13 +37,26 @@ def load_train_split(data: str | Path, tokenizer, kinds: list[str]):
         dd = load_from_disk(str(data))
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"data: {data}: not a saved dataset ({exc})") from None
-    if not isinstance(dd, DatasetDict) or "train" not in dd:
-        splits = list(dd) if isinstance(dd, DatasetDict) else []
+    splits = list(dd) if isinstance(dd, DatasetDict) else []
+    if "train" not in splits:
         raise ConfigError(f"data: {data} has no 'train' split (splits: {splits}); expected a `stegobench gen` corpus")
-    train = dd["train"].filter(lambda r: r["kind"] in kinds)
-    if len(train) == 0:
-        raise ConfigError(f"data: {data}: the train split has no documents of kinds {kinds}")
-    return train, manifest
+    train = _documents(dd["train"], kinds, f"data: {data}: the train split")
+    if eval_split is None:
+        return train, None, manifest
+    if eval_split not in splits:
+        raise ConfigError(f"eval_split: {data} has no {eval_split!r} split (splits: {', '.join(splits)}); corpora "
+                          "written before the validation split need `stegobench gen` again, or set eval_split: null")
+    if not {"text", "messages", "kind"} <= set(dd[eval_split].column_names):
+        raise ConfigError(f"eval_split: the {eval_split!r} split of {data} holds no training documents (columns "
+                          f"{dd[eval_split].column_names}); use 'validation'")
+    return train, _documents(dd[eval_split], kinds, f"eval_split: the {eval_split!r} split of {data}"), manifest
+
+
+def _documents(split, kinds: list[str], what: str):
+    rows = split.filter(lambda r: r["kind"] in kinds)
+    if len(rows) == 0:
+        raise ConfigError(f"{what} has no documents of kinds {kinds}")
+    return rows
 
 
 def encode_row(row: dict[str, Any], tokenizer, max_length: int) -> dict[str, list[int]]:

@@ -7,7 +7,9 @@
 The run folder holds the adapter (adapter_model.safetensors + adapter_config.json, loadable by
 PeftModel.from_pretrained and vLLM's LoRARequest), train_config.json (written first, checked on --resume),
 train_manifest.json (written last: config, dataset and model identity, versions, seed, timings, tokens/s, loss
-history), loss.png, checkpoints/ (for --resume) and, with merge: true, merged/ (base + adapter, safetensors).
+history), loss.png (with eval_split: an eval-loss point per epoch beside the training loss), checkpoints/ (for
+--resume), with report_to: tensorboard, tensorboard/ (event files) and, with merge: true, merged/ (base + adapter,
+safetensors).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 from stegobench.core.device import device_defaults, resolve_dtype
 from stegobench.core.machine import read_machine
 from stegobench.core.config import ConfigError, load_config, to_dict
-from stegobench.core.errors import InputError, UserError
+from stegobench.core.errors import InputError, ResourceError, UserError
 from stegobench.core.models import resolve_model
 from stegobench.core.provenance import atomic_write_json, environment, replace_dir, save_atomically, sha256_file
 from stegobench.finetune.config import TrainConfig
@@ -37,7 +39,7 @@ RUN_CONFIG = "train_config.json"
 MANIFEST = "train_manifest.json"
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 # Keys that may change between a run and its --resume without changing what is trained.
-RESUME_MUTABLE = {"merge", "save_steps", "save_total_limit", "logging_steps"}
+RESUME_MUTABLE = {"merge", "save_steps", "save_total_limit", "logging_steps", "eval_split", "report_to"}
 
 
 class RunDirError(InputError):
@@ -99,6 +101,7 @@ def prepare_output_dir(cfg: TrainConfig, resume: bool, overwrite: bool, is_main:
 
 
 def _write_loss_plot(history: list[dict], path: Path) -> None:
+    """Training loss per logged step and, when the run had an eval split, its loss at the end of every epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,15 +109,46 @@ def _write_loss_plot(history: list[dict], path: Path) -> None:
 
     steps = [h["step"] for h in history if "loss" in h]
     losses = [h["loss"] for h in history if "loss" in h]
+    evals = [h for h in history if "eval_loss" in h]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, losses, marker="o", markersize=3)
+    ax.plot(steps, losses, marker="o", markersize=3, label="training loss")
+    if evals:
+        ax.plot([h["step"] for h in evals], [h["eval_loss"] for h in evals], marker="s", markersize=6,
+                linestyle="--", color="tab:red", label="eval loss (end of epoch)")
+        for h in evals:
+            ax.annotate(f"{h['eval_loss']:.2f}", (h["step"], h["eval_loss"]), textcoords="offset points",
+                        xytext=(0, 7), ha="center", fontsize=8, color="tab:red")
+        ax.legend(fontsize=8)
     ax.set_xlabel("optimiser step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss")
     ax.set_title(path.parent.name)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
+
+
+def check_report_to(cfg: TrainConfig) -> None:
+    """Fail before any work when the tracker's package is missing: transformers would fail after loading the model."""
+    if cfg.report_to == "tensorboard":
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ResourceError("report_to: 'tensorboard' needs the tensorboard package, which is not installed here: "
+                                "pip install 'stegobench[tensorboard]' (or set report_to: none)")
+
+
+def _trackers(cfg: TrainConfig, out: Path, state) -> list:
+    """The report_to callbacks, on the main process only. transformers would put TensorBoard's files under
+    checkpoints/runs/DATE_HOST (or $TENSORBOARD_LOGGING_DIR); they belong in the run folder, one place per run."""
+    if cfg.report_to != "tensorboard" or not state.is_main_process:
+        return []
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    callback = TensorBoardCallback(SummaryWriter(log_dir=str(out / "tensorboard")))
+    callback.logging_dir = str(out / "tensorboard")  # where it reopens its writer after training (final eval)
+    return [callback]
 
 
 def _lora_config(cfg: TrainConfig, model):
@@ -136,6 +170,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
 
+    check_report_to(cfg)
     # cpu=True lets torchrun-launched processes (`accelerate launch --multi_gpu`) form a gloo group on CPUs.
     state = PartialState(cpu=not torch.cuda.is_available())
     ckpt = prepare_output_dir(cfg, resume, overwrite, state.is_main_process)
@@ -148,8 +183,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
     set_seed(cfg.seed)
     ref = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(str(ref.path), local_files_only=True)
-    train_rows, data_manifest = load_train_split(cfg.data, tokenizer, cfg.train_kinds)
+    train_rows, eval_rows, data_manifest = load_train_split(cfg.data, tokenizer, cfg.train_kinds, cfg.eval_split)
     encoded = encode_dataset(train_rows, tokenizer, cfg.max_length)
+    encoded_eval = encode_dataset(eval_rows, tokenizer, cfg.max_length) if eval_rows is not None else None
     defaults = device_defaults(read_machine())
     dtype_name = resolve_dtype(cfg.dtype, defaults.train_dtype)
     if state.is_main_process:
@@ -182,24 +218,46 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
         use_cpu=not torch.cuda.is_available(),
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,
-        report_to=[],
+        report_to=[],  # trackers are added as callbacks below, writing into the run folder
+        eval_strategy="epoch" if encoded_eval is not None else "no",
+        per_device_eval_batch_size=cfg.batch_size,
+        prediction_loss_only=True,  # the loss is all we plot; gathering logits would hold the vocabulary per token
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=encoded, data_collator=collator, callbacks=callbacks)
+    eval_seconds = [0.0]
+
+    class _Trainer(Trainer):
+        """Evaluation batches go through the same collator: keep them out of the real-token count and the time."""
+
+        def evaluate(self, *a, **k):
+            counted = (collator.real_tokens, collator.total_tokens)
+            t = time.perf_counter()
+            try:
+                return super().evaluate(*a, **k)
+            finally:
+                collator.real_tokens, collator.total_tokens = counted
+                eval_seconds[0] += time.perf_counter() - t
+
+    trainer = _Trainer(model=model, args=args, train_dataset=encoded, eval_dataset=encoded_eval,
+                       data_collator=collator, callbacks=[*(callbacks or []), *_trackers(cfg, out, state)])
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-    seconds = time.perf_counter() - start
+    evaluated = [h["step"] for h in trainer.state.log_history if "eval_loss" in h]
+    if encoded_eval is not None and (not evaluated or evaluated[-1] != trainer.state.global_step):
+        trainer.evaluate()  # max_steps ended mid-epoch: the final adapter's eval loss too
+    seconds = time.perf_counter() - start - eval_seconds[0]
 
     manifest: dict[str, Any] = {}
     if state.is_main_process:
         manifest = _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, seconds, state.num_processes,
-                           resumed_from=str(ckpt) if ckpt else None)
+                           resumed_from=str(ckpt) if ckpt else None, eval_seconds=eval_seconds[0])
     state.wait_for_everyone()
     return TrainResult(out, manifest, model)
 
 
-def _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, seconds, world, resumed_from) -> dict:
+def _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, seconds, world, resumed_from,
+            eval_seconds: float = 0.0) -> dict:
     out = Path(cfg.output_dir)
     staging = out / ".adapter.tmp"
     shutil.rmtree(staging, ignore_errors=True)
@@ -239,6 +297,10 @@ def _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, second
         "real_tokens_per_second": round(collator.real_tokens * world / seconds, 1) if seconds > 0 else None,
         "final_loss": history[-1]["loss"] if history else None,
         "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
+        "eval_split": cfg.eval_split,
+        "eval_loss_history": [{"step": h["step"], "epoch": h.get("epoch"), "eval_loss": h["eval_loss"]}
+                              for h in trainer.state.log_history if "eval_loss" in h],
+        "eval_seconds": round(eval_seconds, 2),
         "environment": environment(),
     }
     atomic_write_json(out / MANIFEST, manifest)

@@ -257,3 +257,52 @@ def test_a_finished_run_is_reused_only_for_the_same_config_and_data(quickstart_c
     generate(track("configs/data/quickstart.yaml", "seed=1"), other)
     (tmp_path / "run").symlink_to(trained.output_dir)
     assert not finished_run_matches(tiny_train_config(other, tmp_path / "run"))
+
+
+def test_eval_split_gives_an_eval_loss_per_epoch_and_tensorboard_files(quickstart_corpus, tmp_path, tokenizer):
+    from datasets import load_from_disk
+
+    from stegobench.finetune.data import encode_dataset
+
+    out = tmp_path / "run"
+    # 320 documents in batches of 64: 5 steps an epoch, 2 epochs.
+    res = train(tiny_train_config(quickstart_corpus, out, "max_steps=-1", "epochs=2", "batch_size=64", "save_steps=0",
+                                  "eval_split=validation", "report_to=tensorboard"))
+    m = res.manifest
+    assert m["eval_split"] == "validation" and m["global_steps"] == 10
+    assert [(h["step"], h["epoch"]) for h in m["eval_loss_history"]] == [(5, 1.0), (10, 2.0)]
+    assert all(h["eval_loss"] > 0 for h in m["eval_loss_history"])
+    # Evaluation batches pass through the collator too, but only training tokens are counted.
+    train_tokens = sum(len(ids) for ids in encode_dataset(load_from_disk(str(quickstart_corpus))["train"], tokenizer,
+                                                          256)["input_ids"])
+    assert m["real_tokens"] == 2 * train_tokens
+    assert (out / "loss.png").stat().st_size > 1000
+    events = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and not (out / "checkpoints" / "runs").exists()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    assert {"train/loss", "eval/loss"} <= set(acc.Tags()["scalars"])
+
+
+def test_an_eval_split_the_corpus_lacks_or_that_holds_no_documents(quickstart_corpus, tmp_path):
+    with pytest.raises(ConfigError, match=r"eval_split: .* has no 'nope' split \(splits: .*validation"):
+        train(tiny_train_config(quickstart_corpus, tmp_path / "a", "eval_split=nope"))
+    with pytest.raises(ConfigError, match=r"eval_split: 'recall' holds questions or mappings, not documents"):
+        tiny_train_config(quickstart_corpus, tmp_path / "b", "eval_split=recall")
+
+
+def test_report_to_tensorboard_without_the_package_fails_before_launching(quickstart_corpus, tmp_path, capsys,
+                                                                          monkeypatch):
+    import importlib.util
+
+    from stegobench.benchmark.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    code = main(["train", "--config", str(REPO / "configs/finetune/quickstart.yaml"), "--set", f"data={quickstart_corpus}",
+                 "--set", "report_to=tensorboard", "--set", f"output_dir={tmp_path / 'o'}"])
+    assert code == 2
+    assert "report_to: 'tensorboard' needs the tensorboard package" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
