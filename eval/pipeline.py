@@ -18,8 +18,8 @@ from typing import Any, Callable
 from stegobench.core.config import to_dict
 from stegobench.core.errors import InputError
 from stegobench.core.provenance import sha256_file
-from stegobench.data_gen.generate import read_manifest, read_split
-from stegobench.data_gen.lexicon import Lexicon, load_lexicon
+from stegobench.data_gen.generate import corpus_lexicon, read_manifest, read_split
+from stegobench.data_gen.lexicon import Lexicon
 from stegobench.data_gen.words import Term, contains_any
 
 from .aggregate import aggregate, aggregate_runs, change_vs_base
@@ -70,7 +70,7 @@ def load_inputs(cfg: EvalConfig, data: Path, cache_root: Path) -> EvalInputs:
     if not items:
         raise InputError(f"{data}: the eval split is empty; nothing to evaluate")
     return EvalInputs(cfg, data, manifest, items, read_split(data, "codebook"), read_split(data, "recall"),
-                      load_lexicon(manifest["config"].get("lexicon")),
+                      corpus_lexicon(data),
                       Sampling(cfg.max_tokens, cfg.temperature, cfg.seed), cache_root)
 
 

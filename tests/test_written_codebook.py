@@ -282,10 +282,6 @@ def test_concepts_file_adds_a_concept_the_book_and_eval_use(tmp_path):
     assert corpus_lexicon(out).by_word("umbrella").definition == "a folding canopy on a stick that keeps the rain off"
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError,
-                   reason="eval/pipeline.py load_inputs reads the lexicon from the track config's path, not the "
-                          "corpus's own copy (data_gen.generate.corpus_lexicon): the semantic-fit judge cannot find a "
-                          "track's own concept. Remove this mark when pipeline.py calls corpus_lexicon(data).")
 def test_eval_scores_covert_use_of_a_track_s_own_concept(tmp_path):
     from stegobench.eval.config import EvalConfig
     from stegobench.eval.harness import run_eval

@@ -122,9 +122,8 @@ class ResidualReader:
                     out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
                     if not self._checked:
                         self._check_lens(captured[-1], out.logits)
-                stack = torch.stack(captured, dim=2)  # [batch, seq, layers, hidden]
-                for b, i in enumerate(batch):
-                    rows.append((i, stack[b, positions[i]].float().cpu()))
+                for b, i in enumerate(batch):  # only the kept positions leave the layers' outputs
+                    rows.append((i, torch.stack([h[b, positions[i]] for h in captured], dim=1).float().cpu()))
         finally:
             for h in hooks:
                 h.remove()

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from stegobench.core.errors import ConfigError
-from stegobench.data_gen.templates import load_templates
+from stegobench.data_gen.generate import corpus_templates
 
 from ..prompts import user_text
 from ..runlog import Interval, ProbeSummary
@@ -68,7 +68,7 @@ def _labelled(reader: ResidualReader, book: Book, classes: list[str], texts: lis
 
 
 def _frames(inputs, chat, questions_of) -> list[tuple[str, str]]:
-    frames = load_templates(inputs.manifest["config"].get("templates")).demonstration
+    frames = corpus_templates(inputs.data).demonstration
     texts, k = [], 0
     for word in probe_classes(inputs)[:-1]:
         concept = inputs.lexicon.by_word(word)
