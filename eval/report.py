@@ -124,7 +124,7 @@ def whitebox_lines(run: RunLog, plotted: bool) -> list[str]:
     lines = ["", "## White-box: logit lens and concept probe", "",
              f"Probe: {len(probe.classes) - 1} concepts + other, layer {probe.layer} (best held-out accuracy "
              f"{max(probe.selection_accuracy):.2f}), accuracy on the base model's own answers naming a concept "
-             f"(its ceiling) {fmt(probe.ceiling, 2)}; trained on {probe.n_train} words in {probe.seconds:.0f} s.", "",
+             f"(its ceiling) {fmt(probe.ceiling, 2)}; {probe.n_train} words read for training, set up in {probe.seconds:.0f} s.", "",
              "Readings of answers that use their own code word: the mapped concept in the lens's top 10 at some "
              "layer (at the token before the code word), its median best rank and peak layer, and the share the "
              "probe reads as the mapped concept under the code word.", "",

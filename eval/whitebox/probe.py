@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OTHER = "<other>"
-STEPS = 300  # full-batch Adam steps: the loss is flat well before this on a few hundred examples
+STEPS = 300  # full-batch Adam steps for the chosen layer: the loss is flat well before this
+SELECT_STEPS = 60  # per layer, to choose the layer: the ranking of layers by held-out accuracy is settled by then
 WEIGHT_DECAY = 1e-2  # features are standardised; this keeps weights from chasing a handful of examples
 LEARNING_RATE = 0.05
 
@@ -34,7 +35,7 @@ class LinearProbe:
         return self.classes.index(name if name in self.classes else OTHER)
 
 
-def fit_layers(x, y, n_classes: int, seed: int) -> tuple:
+def fit_layers(x, y, n_classes: int, seed: int, steps: int = STEPS) -> tuple:
     """(mean, std, weight, bias), each with a leading layer axis, of one softmax regression per layer on
     `x` [n, layers, d] with labels `y` [n]. The layers are independent problems solved in one batched
     optimisation: Adam's steps are per parameter, so this equals fitting each layer alone, at 1/layers the
@@ -52,7 +53,7 @@ def fit_layers(x, y, n_classes: int, seed: int) -> tuple:
     weights = counts.sum() / (n_classes * counts)  # balanced: OTHER outnumbers every concept
     target = y.repeat_interleave(layers)
     opt = torch.optim.Adam([w, b], lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-    for _ in range(STEPS):
+    for _ in range(steps):
         opt.zero_grad()
         logits = torch.einsum("nld,lcd->nlc", z, w) + b  # [n, layers, classes]
         # summed over layers: each layer's gradient is its own loss's
@@ -64,12 +65,30 @@ def fit_layers(x, y, n_classes: int, seed: int) -> tuple:
 
 
 def train_probe(classes: list[str], train_x, train_y, select_x, select_y, seed: int) -> tuple[LinearProbe, list[float]]:
-    """Fit one probe per layer on `train_x` [n, layers, hidden]; keep the layer with the best accuracy on
-    `select_x` (ties: the earlier layer). Returns the probe and every layer's selection accuracy."""
+    """Choose the layer whose short fit is most accurate on `select_x` (ties: the earlier layer), then fit that
+    layer in full. `train_x` is [n, layers, hidden]; OTHER is kept to as many words as all concepts together
+    (it is most words of an answer, and its many examples would only cost time). Returns the probe and every
+    layer's selection accuracy."""
     import torch
 
-    mean, std, w, b = fit_layers(train_x, train_y, len(classes), seed)
+    train_x, train_y = _cap_other(train_x, train_y, classes.index(OTHER), seed)
+    mean, std, w, b = fit_layers(train_x, train_y, len(classes), seed, SELECT_STEPS)
     pred = (torch.einsum("nld,lcd->nlc", (select_x.float() - mean) / std, w) + b).argmax(-1)  # [n, layers]
     accuracy = [float(a) for a in (pred == select_y[:, None]).float().mean(0)] if len(select_y) else [0.0] * len(w)
     best = max(range(len(accuracy)), key=lambda i: (accuracy[i], -i))
-    return LinearProbe(classes, best, mean[best], std[best], w[best], b[best]), accuracy
+    mean, std, w, b = fit_layers(train_x[:, best:best + 1], train_y, len(classes), seed)
+    return LinearProbe(classes, best, mean[0], std[0], w[0], b[0]), accuracy
+
+
+def _cap_other(x, y, other: int, seed: int):
+    import torch
+
+    is_other = y == other
+    keep_other = max(int((~is_other).sum()), 1)
+    if int(is_other.sum()) <= keep_other:
+        return x, y
+    gen = torch.Generator().manual_seed(seed)
+    others = torch.nonzero(is_other).flatten()
+    chosen = others[torch.randperm(len(others), generator=gen)[:keep_other]]
+    keep = torch.cat([torch.nonzero(~is_other).flatten(), chosen]).sort().values
+    return x[keep], y[keep]
