@@ -226,9 +226,8 @@ def prepare(config: TrackConfig, source: str | None = None) -> Prepared:
         private = load_private_questions(config.private_questions, full_lexicon)
     corpus = build_corpus(config, codebook, list(lexicon.concepts), templates, private)
     split_hashes = {name: sha256_rows(rows) for name, rows in _splits(corpus).items()}
-    inputs = {"lexicon": config.lexicon, "templates": config.templates, "concepts_file": config.concepts_file,
-              "templates_file": config.templates_file, "codebook_file": config.codebook_file,
-              "private_questions": config.private_questions}
+    optional_inputs = {"concepts_file": config.concepts_file, "templates_file": config.templates_file,
+                       "codebook_file": config.codebook_file, "private_questions": config.private_questions}
     manifest = {
         "schema_version": MANIFEST_SCHEMA,
         "generator": "stegobench.data_gen",
@@ -251,7 +250,7 @@ def prepare(config: TrackConfig, source: str | None = None) -> Prepared:
             "lexicon": sha256_file(config.lexicon or DEFAULT_LEXICON),
             "templates": sha256_file(config.templates or DEFAULT_TEMPLATES),
             "english_words": sha256_file(WORDLIST),
-            **{k: sha256_file(v) for k, v in inputs.items() if v and k not in ("lexicon", "templates")},
+            **{k: sha256_file(v) for k, v in optional_inputs.items() if v},
         },
         "tokenizer": tokenizer_identity,
     }
