@@ -17,6 +17,7 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,12 +277,14 @@ class Store:
 
     # -- the queue ------------------------------------------------------------------------------------
 
-    def claim(self, worker: str, tracks: list[str] | None = None) -> Job | None:
-        """Atomically take the oldest PENDING job for `worker` (of one of `tracks`, when given); None when there
-        is none."""
+    def claim(self, worker: str, tracks: list[str] | None = None, skip_ids: Iterable[int] = ()) -> Job | None:
+        """Atomically take the oldest PENDING job for `worker` (of one of `tracks`, when given, and not one of
+        `skip_ids`); None when there is none."""
         claimable = [submissions.c.status == "PENDING"]
         if tracks is not None:
             claimable.append(submissions.c.track.in_(tracks))
+        if skip := sorted(set(skip_ids)):
+            claimable.append(submissions.c.id.not_in(skip))
         for _ in range(20):  # PostgreSQL may hand a racing claimer 0 rows; try the next job
             pick = sa.select(submissions.c.id).where(*claimable).order_by(
                 submissions.c.created_at, submissions.c.id).limit(1)
@@ -357,6 +360,19 @@ class Store:
                 finished_at=time.time() if status == "FAILED" else None, **freed)).rowcount
         return status if done == 1 else None
 
+    def release(self, job: Job, error: str) -> bool:
+        """Give a claimed job back, PENDING with its attempt uncounted: the evaluator's fault (its track config, a
+        lost artifact, a locked database), never the submission's. The error is kept, marked as the evaluator's,
+        for the operator. False when this worker no longer held the job."""
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(submissions.c.errors).where(self._held(job))).first()
+            if row is None:
+                return False
+            errors = json.loads(row.errors or "[]") + [
+                {"attempt": job.attempts, "worker": job.worker, "error": error, "evaluator": True}]
+            return conn.execute(submissions.update().where(self._held(job)).values(
+                status="PENDING", worker=None, attempts=job.attempts - 1, errors=json.dumps(errors))).rowcount == 1
+
     def requeue_stale(self, timeout: float, max_attempts: int) -> list[int]:
         """Jobs whose worker stopped heartbeating: back to PENDING, or FAILED after `max_attempts`."""
         cutoff = time.time() - timeout
@@ -415,6 +431,7 @@ class _Lost(Exception):
 
 
 def _failure_reason(errors: list[dict]) -> str:
+    errors = [e for e in errors if not e.get("evaluator")]  # the evaluator's faults are not the submission's
     last = errors[-1]["error"]
     same = sum(1 for e in errors if e["error"] == last)
     return f"failed {len(errors)} time(s)" + (f", {same} the same way" if len(errors) > 1 else "") + f": {last}"

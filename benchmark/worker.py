@@ -22,8 +22,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from stegobench.core.config import ConfigError, load_config, to_dict
-from stegobench.core.errors import UserError
+from stegobench.core.errors import StegobenchError, UserError
 from stegobench.core.provenance import OutputDirError, sha256_json
 
 from .artifacts import artifact_folder
@@ -59,6 +61,20 @@ def prepare_track(cfg: LeaderboardConfig, name: str) -> Path:
     return folder
 
 
+# How long a worker leaves a track (or a job) alone after the evaluator's own fault with it: an operator's fix
+# takes minutes, and retrying sooner only repeats the error in the log.
+FAULT_BACKOFF_SECONDS = 300.0
+
+
+class EvaluatorFault(StegobenchError):
+    """The evaluator, not the submission, is at fault (its track config, a lost artifact, a locked database): the
+    job goes back to PENDING with its attempt uncounted, and this worker leaves it alone for a while."""
+
+    def __init__(self, message: str, track: str | None = None, job_id: int | None = None):
+        super().__init__(message)
+        self.track, self.job_id = track, job_id
+
+
 class Heartbeat:
     """Refreshes a job's heartbeat from a thread while the main thread evaluates."""
 
@@ -91,6 +107,10 @@ class Worker:
     def __init__(self, cfg: LeaderboardConfig, store: Store, name: str | None = None):
         self.cfg, self.store = cfg, store
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # Tracks and jobs left alone after an evaluator fault: name/id -> time.time() until which they are skipped.
+        self.faulty_tracks: dict[str, float] = {}
+        self.faulty_jobs: dict[int, float] = {}
+        self.faults = 0
         # The evaluator's own config is checked before any job is claimed: a typo in it (backend=mokc) is the
         # operator's to fix, never a reason to mark submissions FAILED.
         self._eval_config()
@@ -118,15 +138,51 @@ class Worker:
                    for name in ("base", "in_context")}
         return key, self.store.put_baseline(key, track, base_model, str(run_dir), summary)
 
+    def _setup(self, job: Job) -> tuple[Path, Any, str, dict, str | None]:
+        """What the evaluator brings to a job: the track's corpus, its eval config, the base model's baseline and
+        the stored artifact. Any failure here is the evaluator's fault, raised as EvaluatorFault."""
+        try:
+            corpus = prepare_track(self.cfg, job.track)
+            eval_cfg = self._eval_config()
+            key, base = self.baseline(job.track, corpus, job.base_model, job.revision, eval_cfg)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the submission did not cause it
+            raise EvaluatorFault(f"track {job.track!r} cannot be set up on this worker: {type(exc).__name__}: {exc}",
+                                 track=job.track) from exc
+        folder = None
+        if job.artifact_sha256:
+            path = artifact_folder(self.cfg.data_path(), job.artifact_sha256)
+            if not path.is_dir() or not any(path.iterdir()):
+                raise EvaluatorFault(f"the stored files of submission #{job.id} are missing from {path} (was the "
+                                     "data directory moved or cleaned?)", job_id=job.id)
+            folder = str(path)
+        return corpus, eval_cfg, key, base, folder
+
+    def _fault(self, job: Job, exc: EvaluatorFault | OperationalError) -> None:
+        """Give the job back uncounted and leave its track (or the job alone) for FAULT_BACKOFF_SECONDS."""
+        self.faults += 1
+        until = time.time() + FAULT_BACKOFF_SECONDS
+        if isinstance(exc, EvaluatorFault) and exc.job_id is not None:
+            self.faulty_jobs[exc.job_id] = until
+        else:
+            self.faulty_tracks[job.track] = until
+        message = str(exc) if isinstance(exc, EvaluatorFault) else f"database error: {exc}"
+        self.store.release(job, f"evaluator: {message}")
+        log.error("job %s left PENDING, not failed: the evaluator's fault, for the operator to fix: %s (this "
+                  "worker leaves %s alone for %.0f s)", job.id, message,
+                  f"job {job.id}" if job.id in self.faulty_jobs else f"track {job.track!r}", FAULT_BACKOFF_SECONDS)
+
+    def _claimable(self) -> tuple[list[str], list[int]]:
+        now = time.time()
+        self.faulty_tracks = {t: u for t, u in self.faulty_tracks.items() if u > now}
+        self.faulty_jobs = {j: u for j, u in self.faulty_jobs.items() if u > now}
+        return [t for t in self.cfg.tracks if t not in self.faulty_tracks], list(self.faulty_jobs)
+
     def evaluate(self, job: Job) -> tuple[str, str, dict[str, Any]]:
         """Run the harness for one job; returns (run folder, baseline key, leaderboard summary)."""
         from stegobench.eval.harness import run_eval
 
-        corpus = prepare_track(self.cfg, job.track)
-        eval_cfg = self._eval_config()
-        key, base = self.baseline(job.track, corpus, job.base_model, job.revision, eval_cfg)
+        corpus, eval_cfg, key, base, folder = self._setup(job)
         run_dir = self.cfg.data_path() / "runs" / "submissions" / str(job.id) / f"attempt-{job.attempts}"
-        folder = str(artifact_folder(self.cfg.data_path(), job.artifact_sha256)) if job.artifact_sha256 else None
         if job.kind == "adapter":
             run = run_eval(replace(eval_cfg, base=False, in_context=False), corpus, job.base_model, [folder],
                            run_dir, overwrite=True)
@@ -146,7 +202,10 @@ class Worker:
         """Requeue dead workers' jobs, then claim and run one job. None when the queue is empty."""
         for sid in self.store.requeue_stale(self.cfg.heartbeat_timeout_seconds, self.cfg.max_attempts):
             log.warning("job %s lost its worker (no heartbeat for %.0f s)", sid, self.cfg.heartbeat_timeout_seconds)
-        job = self.store.claim(self.name, list(self.cfg.tracks))
+        tracks, skip_ids = self._claimable()
+        if not tracks:
+            return None
+        job = self.store.claim(self.name, tracks, skip_ids)
         if job is None:
             return None
         log.info("worker %s: job %s (attempt %d, track %s, %s on %s)", self.name, job.id, job.attempts, job.track,
@@ -154,6 +213,9 @@ class Worker:
         with Heartbeat(self.store, job, self.cfg.heartbeat_seconds) as hb:
             try:
                 run_dir, key, summary = self.evaluate(job)
+            except (EvaluatorFault, OperationalError) as exc:
+                self._fault(job, exc)
+                return job
             except (UserError, OutputDirError) as exc:
                 # Deterministic: the same submission would fail the same way again.
                 status = self.store.fail(job, f"{type(exc).__name__}: {exc}", self.cfg.max_attempts, final=True)

@@ -213,3 +213,65 @@ def test_a_job_for_a_track_the_worker_lacks_waits_named_never_a_keyerror(tmp_pat
     sub = store.get(sid)
     assert sub["status"] == "PENDING" and sub["attempts"] == 0 and not sub["errors"]
     assert "track(s) this worker's config does not define: 'gone' (1); its tracks: quickstart" in caplog.text
+
+
+def _evaluator_errors(sub: dict) -> list[dict]:
+    return [e for e in sub["errors"] if e.get("evaluator")]
+
+
+def test_a_broken_track_config_is_the_evaluators_fault_and_never_fails_the_job(tmp_path, capsys):
+    """An operator's track config that no longer loads used to FAIL every queued job of that track, for good."""
+    from stegobench.benchmark.cli import main
+
+    track = tmp_path / "quickstart.yaml"
+    track.write_text((REPO / "configs/data/quickstart.yaml").read_text())
+    cfg = leaderboard_config(tmp_path, f"tracks={{quickstart: {{data_config: {track}}}}}")
+    store = Store(cfg.db_url())
+    sid = _submit(cfg, store, "mock:perfect_covert")
+    track.write_text(track.read_text() + "n_mappingz: 3\n")  # the operator's typo, after the job was queued
+    config = _config_file(cfg, tmp_path / "lb.yaml")
+    assert main(["worker", "--config", str(config), "--once"]) == 1  # the run stops: nothing else to claim
+    assert "given back PENDING by the evaluator's own fault" in capsys.readouterr().err
+    sub = store.get(sid)
+    assert sub["status"] == "PENDING" and sub["attempts"] == 0 and sub["reason"] is None
+    assert "n_mappingz" in _evaluator_errors(sub)[0]["error"]
+    track.write_text((REPO / "configs/data/quickstart.yaml").read_text())  # fixed: the job finishes
+    assert Worker(cfg, store).run(once=True) == 1
+    sub = store.get(sid)
+    assert sub["status"] == "FINISHED" and sub["attempts"] == 1
+
+
+def test_a_lost_artifact_leaves_its_job_pending_and_the_queue_moving(tmp_path):
+    import shutil
+
+    from stegobench.benchmark.artifacts import artifact_folder
+
+    cfg = leaderboard_config(tmp_path)
+    store = Store(cfg.db_url())
+    lost = _submit(cfg, store, "mock:never_code", "lost", str(_make_adapter_like(tmp_path / "a1", 1)))
+    fine = _submit(cfg, store, "mock:perfect_covert", "fine")
+    shutil.rmtree(artifact_folder(cfg.data_path(), store.get(lost)["artifact_sha256"]))
+    worker = Worker(cfg, store)
+    assert worker.run(once=True) == 2 and worker.faults == 1  # one claim given back, the next job run
+    sub = store.get(lost)
+    assert sub["status"] == "PENDING" and sub["attempts"] == 0 and "are missing" in _evaluator_errors(sub)[0]["error"]
+    assert store.get(fine)["status"] == "FINISHED"
+
+
+def test_a_locked_database_mid_job_gives_the_job_back_uncounted(tmp_path, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    cfg = leaderboard_config(tmp_path)
+    store = Store(cfg.db_url())
+    sid = _submit(cfg, store, "mock:never_code")
+    worker = Worker(cfg, store)
+    monkeypatch.setattr(worker, "evaluate", lambda job: (_ for _ in ()).throw(
+        OperationalError("INSERT INTO baselines", {}, Exception("database is locked"))))
+    for _ in range(5):  # more than max_attempts: a fault of the evaluator never uses them up
+        worker.faulty_tracks.clear()
+        assert worker.run_one() is not None
+    sub = store.get(sid)
+    assert sub["status"] == "PENDING" and sub["attempts"] == 0 and len(_evaluator_errors(sub)) == 5
+    assert worker.run_one() is None  # the track is left alone for a while after a fault
+    monkeypatch.undo()
+    assert Worker(cfg, store).run(once=True) == 1 and store.get(sid)["status"] == "FINISHED"
