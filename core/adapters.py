@@ -58,7 +58,8 @@ LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])(?:
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 MAX_LORA_SCALE = 64  # lora_alpha / r; peft's defaults give 1-2, and past this the adapter only amplifies noise
 # peft options whose effect the evaluator's serving paths (vLLM LoRA, merged weights) would not reproduce.
-_UNSUPPORTED = {"use_dora": "DoRA", "layer_replication": "layer replication"}
+_UNSUPPORTED = {"use_dora": "DoRA", "layer_replication": "layer replication",
+                "rank_pattern": "per-module ranks", "alpha_pattern": "per-module scales"}
 
 
 def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -82,9 +83,22 @@ def check_adapter_config(cfg: dict) -> None:
             raise AdapterMismatch(f"adapter_config.json: {key} ({name}) is not supported by this evaluator: "
                                   "vLLM serves and merges plain LoRA; retrain without it")
     r, alpha = cfg.get("r"), cfg.get("lora_alpha", 8)
+    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+        raise AdapterMismatch(f"adapter_config.json: r must be a positive integer (the LoRA rank), got {r!r}")
+    targets = cfg.get("target_modules")
+    if isinstance(targets, str) and targets != "all-linear":
+        try:
+            re.compile(targets)
+        except re.error as exc:
+            raise AdapterMismatch(f"adapter_config.json: target_modules {targets!r} is not a valid regular "
+                                  f"expression ({exc})") from None
+    elif not (targets is None or targets == "all-linear"
+              or isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+        raise AdapterMismatch(f"adapter_config.json: target_modules must be a list of module names or a regular "
+                              f"expression, got {targets!r}")
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not math.isfinite(alpha) or alpha <= 0:
         raise AdapterMismatch(f"adapter_config.json: lora_alpha must be a positive finite number, got {alpha!r}")
-    if isinstance(r, int) and r > 0 and alpha / r > MAX_LORA_SCALE:
+    if alpha / r > MAX_LORA_SCALE:
         raise AdapterMismatch(f"adapter_config.json: lora_alpha / r = {alpha / r:g} is over {MAX_LORA_SCALE} "
                               f"(lora_alpha {alpha}, r {r}); trained adapters use 1-4")
 
@@ -107,9 +121,9 @@ def check_adapter_tensors(folder: Path, base: Path | None) -> None:
             raise AdapterMismatch(f"adapter tensor {key!r} is not a LoRA A/B matrix (only lora_A/lora_B weights "
                                   "are accepted)")
         module = m["module"]
-        if isinstance(targets, list) and module.rsplit(".", 1)[-1] not in targets:
+        if not _targeted(module, targets):
             raise AdapterMismatch(f"adapter tensor {key!r} is for {module.rsplit('.', 1)[-1]!r}, which "
-                                  f"target_modules {targets} does not list")
+                                  f"target_modules {targets!r} does not {'list' if isinstance(targets, list) else 'match'}")
         layer = _LAYER.search(f".{module}.")
         if layers and layer and int(layer.group(1)) not in layers:
             raise AdapterMismatch(f"adapter tensor {key!r} is in layer {layer.group(1)}, outside layers_to_transform "
@@ -133,7 +147,23 @@ def check_adapter_tensors(folder: Path, base: Path | None) -> None:
         if pair["A"][0] != pair["B"][1]:
             raise AdapterMismatch(f"adapter module {module!r}: lora_A rank {pair['A'][0]} and lora_B rank "
                                   f"{pair['B'][1]} differ")
+        if pair["A"][0] != cfg["r"]:
+            # Served with the config's r, the scale alpha / r would not be the one the adapter was trained with.
+            raise AdapterMismatch(f"adapter module {module!r} has rank {pair['A'][0]}, but adapter_config.json says "
+                                  f"r = {cfg['r']}: config and weights are from different adapters")
     _check_finite(folder / ADAPTER_WEIGHTS)
+
+
+def _targeted(module: str, targets: object) -> bool:
+    """Whether peft would adapt `module` under `target_modules`: a list names module suffixes, a string is a
+    regular expression matched against the whole module name, 'all-linear' is every linear layer but the head."""
+    if targets is None:
+        return True  # peft's per-architecture defaults; the base-model shape check still applies
+    if targets == "all-linear":
+        return module.rsplit(".", 1)[-1] != "lm_head"
+    if isinstance(targets, str):
+        return re.fullmatch(targets, module) is not None
+    return module.rsplit(".", 1)[-1] in targets
 
 
 def _check_finite(path: Path) -> None:

@@ -92,6 +92,11 @@ def test_duplicates_are_found_on_canonical_content_and_a_failed_entry_frees_its_
     ("missing_b", "has no lora_B matrix"),
     ("rank_mismatch", "lora_A rank 4 and lora_B rank 3 differ"),
     ("nan", "holds NaN or infinite values"),
+    ("r_lies", "has rank 4, but adapter_config.json says r = 2"),
+    ("r_missing", "r must be a positive integer"),
+    ("rank_pattern", "rank_pattern (per-module ranks) is not supported"),
+    ("regex_not_matching", "which target_modules '.*\\\\.q_proj' does not match"),
+    ("targets_not_names", "target_modules must be a list of module names or a regular expression"),
 ])
 def test_bad_submissions_are_refused_with_their_reason(evaluator, tiny_adapter, tmp_path, case, expected):
     cfg, store = evaluator
@@ -125,6 +130,16 @@ def test_bad_submissions_are_refused_with_their_reason(evaluator, tiny_adapter, 
             (folder / "adapter_config.json").read_text().replace('"lora_alpha": 8', '"lora_alpha": NaN'))
     elif case == "not_targeted":
         _edit_config(folder, target_modules=["q_proj"])  # the tensors also adapt v_proj
+    elif case == "r_lies":
+        _edit_config(folder, r=2)  # the tensors have rank 4: served as r 2, the scale alpha / r doubles
+    elif case == "r_missing":
+        _edit_config(folder, r=None)
+    elif case == "rank_pattern":
+        _edit_config(folder, rank_pattern={"q_proj": 2})
+    elif case == "regex_not_matching":
+        _edit_config(folder, target_modules=r".*\.q_proj")  # a regular expression: the v_proj tensors are outside it
+    elif case == "targets_not_names":
+        _edit_config(folder, target_modules=[1, 2])
     elif case == "layer_outside":
         _edit_config(folder, layers_to_transform=[1])  # the tensors also adapt layer 0
     elif case in ("missing_b", "rank_mismatch", "nan"):
