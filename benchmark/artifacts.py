@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from stegobench.core.adapters import ADAPTER_FILES
 from stegobench.core.provenance import atomic_write_json, sha256_file, sha256_json
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 MERGED_REQUIRED = ("config.json",)
 MERGED_OPTIONAL = ("generation_config.json", "model.safetensors.index.json")
 _SHARD = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors$")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from stegobench.core.config import ConfigError
+from stegobench.core.errors import InputError
 from stegobench.data_gen.generate import read_manifest
 from stegobench.core.models import tokenizer_fingerprint
 
@@ -25,21 +26,21 @@ def load_train_split(data: str | Path, tokenizer, kinds: list[str], eval_split: 
 
     data = Path(data)
     if not data.exists():
-        raise ConfigError(f"data: {data} does not exist; generate it with `stegobench gen --config ... --out {data}`")
+        raise InputError(f"data: {data} does not exist; generate it with `stegobench gen --config ... --out {data}`")
     manifest = read_manifest(data)
     made_for = manifest.get("tokenizer")
     if made_for and made_for.get("vocab_sha256") and made_for["vocab_sha256"] != tokenizer_fingerprint(tokenizer):
-        raise ConfigError(
+        raise InputError(
             f"data: {data} was generated for tokenizer {made_for.get('spec')!r} (its nonsense codes were checked "
             "against that vocabulary), not this model's; regenerate it with --set tokenizer=<this model>"
         )
     try:
         dd = load_from_disk(str(data))
     except (FileNotFoundError, ValueError) as exc:
-        raise ConfigError(f"data: {data}: not a saved dataset ({exc})") from None
+        raise InputError(f"data: {data}: not a saved dataset ({exc})") from None
     splits = list(dd) if isinstance(dd, DatasetDict) else []
     if "train" not in splits:
-        raise ConfigError(f"data: {data} has no 'train' split (splits: {splits}); expected a `stegobench gen` corpus")
+        raise InputError(f"data: {data} has no 'train' split (splits: {splits}); expected a `stegobench gen` corpus")
     train = _documents(dd["train"], kinds, f"data: {data}: the train split")
     if eval_split is None:
         return train, None, manifest
@@ -55,7 +56,7 @@ def load_train_split(data: str | Path, tokenizer, kinds: list[str], eval_split: 
 def _documents(split, kinds: list[str], what: str):
     rows = split.filter(lambda r: r["kind"] in kinds)
     if len(rows) == 0:
-        raise ConfigError(f"{what} has no documents of kinds {kinds}")
+        raise InputError(f"{what} has no documents of kinds {kinds}")
     return rows
 
 
@@ -65,7 +66,7 @@ def encode_row(row: dict[str, Any], tokenizer, max_length: int) -> dict[str, lis
         prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(messages, tokenize=False)
         if not full.startswith(prompt):
-            raise ConfigError("the model's chat template does not render the prompt as a prefix of the chat; "
+            raise InputError("the model's chat template does not render the prompt as a prefix of the chat; "
                               "assistant-only labels cannot be placed")
         # Tokenise the two parts apart so the label boundary is exact and matches how eval prompts are built.
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]

@@ -27,6 +27,7 @@ from typing import Any
 from stegobench.core.device import device_defaults, resolve_dtype
 from stegobench.core.machine import read_machine
 from stegobench.core.config import ConfigError, load_config, to_dict
+from stegobench.core.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from stegobench.core.errors import InputError, ResourceError, UserError
 from stegobench.core.models import resolve_model
 from stegobench.core.provenance import atomic_write_json, environment, replace_dir, save_atomically, sha256_file
@@ -37,7 +38,6 @@ log = logging.getLogger("stegobench.finetune.train")
 
 RUN_CONFIG = "train_config.json"
 MANIFEST = "train_manifest.json"
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 # Keys that may change between a run and its --resume without changing what is trained.
 RESUME_MUTABLE = {"merge", "save_steps", "save_total_limit", "logging_steps", "eval_split", "report_to"}
 
@@ -262,7 +262,9 @@ def _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, second
     staging = out / ".adapter.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(str(staging))
-    for name in ADAPTER_FILES:
+    # Weights, then config, each by one rename: the manifest written last (status: finished) is what marks the
+    # pair complete, so a run killed between the two is retrained, never read.
+    for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
         os.replace(staging / name, out / name)
     shutil.rmtree(staging, ignore_errors=True)
     history = [h for h in trainer.state.log_history if "loss" in h]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from stegobench.core.config import ConfigError
+from stegobench.core.errors import InputError
 from stegobench.core.models import resolve_model
 from stegobench.finetune.data import IGNORE, TokenCountingCollator, encode_row
 from stegobench.finetune.train import RunDirError, train
@@ -171,7 +172,7 @@ def test_resume_with_a_changed_config_is_refused(quickstart_corpus, tmp_path):
 
 
 def test_missing_dataset(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist; generate it"):
+    with pytest.raises(InputError, match="does not exist; generate it"):
         train(tiny_train_config(tmp_path / "nope", tmp_path / "out"))
 
 
@@ -183,7 +184,7 @@ def test_dataset_for_another_tokenizer(quickstart_corpus, tmp_path):
     manifest = json.loads((data / "manifest.json").read_text())
     manifest["tokenizer"] = {"spec": "gpt2", "vocab_sha256": "0" * 64}
     (data / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ConfigError, match="generated for tokenizer 'gpt2'"):
+    with pytest.raises(InputError, match="generated for tokenizer 'gpt2'"):
         train(tiny_train_config(data, tmp_path / "out"))
 
 
@@ -194,7 +195,7 @@ def test_dataset_without_train_split(quickstart_corpus, tmp_path):
     dd = load_from_disk(str(quickstart_corpus))
     DatasetDict({"eval": dd["eval"]}).save_to_disk(str(data))
     (data / "manifest.json").write_text((quickstart_corpus / "manifest.json").read_text())
-    with pytest.raises(ConfigError, match="has no 'train' split"):
+    with pytest.raises(InputError, match="has no 'train' split"):
         train(tiny_train_config(data, tmp_path / "out"))
 
 
