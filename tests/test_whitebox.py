@@ -147,6 +147,14 @@ def test_lens_ranks_a_concept_planted_before_the_code_word(reader, book):
         handle.remove()
     assert present.best_rank == 1 and present.peak_layer >= middle + 1
     assert absent.best_rank > 10 and all(r > 10 for r in absent.concept_rank[middle:])
+    # The log-probability moves with the rank (a random 2-layer model's lens is near uniform, so the planted
+    # concept is the top token by a small margin, not a confident one).
+    print("lens logprob at the planted layer: present", present.concept_logprob[middle], "absent",
+          absent.concept_logprob[middle])
+    assert present.concept_logprob[middle] > absent.concept_logprob[middle] + 0.5
+    assert all(lp <= 0 for lp in present.concept_logprob + present.code_logprob)
+    assert len(present.concept_logprob) == len(present.code_logprob) == reader.n_layers
+    assert present.to_record()["lens_best_logprob"] == max(present.concept_logprob)
 
 
 def test_eval_with_whitebox_logs_lens_probe_monitors_and_activations(quickstart_corpus, tmp_path):
@@ -172,6 +180,14 @@ def test_eval_with_whitebox_logs_lens_probe_monitors_and_activations(quickstart_
     assert layers["layers"] == [1, 2] and layers["shape"][0] == len(index) >= len(again.conditions) * len(samples)
     assert {json.loads(r)["condition"] for r in index} == set(again.conditions)
     assert "White-box" in (tmp_path / "run" / "report.md").read_text()
+    # The README's loading example, run as printed on this run's folder.
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    example = next(b for b in readme.split("```python\n")[1:] if "activations.safetensors" in b).split("```")[0]
+    names: dict = {}
+    exec(example.replace("runs/quickstart/eval-wb", str(tmp_path / "run")), names)
+    assert names["acts"].shape[:2] == (len(names["index"]), len(names["layers"])) and names["layers"] == [1, 2]
     assert run.conditions.keys() == again.conditions.keys()
 
 
@@ -183,3 +199,19 @@ def test_save_activations_is_checked_before_anything_runs():
         load_config(EvalConfig, None, ["save_activations=[1]"])
     with pytest.raises(ConfigError, match="save_activations: must be layer numbers >= 1"):
         load_config(EvalConfig, None, ["whitebox=true", "save_activations=[0]"])
+
+
+def test_rank_by_layer_plot_draws_one_panel_per_condition_with_curves(tmp_path):
+    """The report's "concept rank by layer" figure: drawn when a condition has curves, skipped when none has."""
+    from types import SimpleNamespace
+
+    from stegobench.eval.report import _plot_rank_by_layer
+    from stegobench.eval.runlog import WhiteboxResult
+
+    def run(curves):
+        return SimpleNamespace(conditions={"base": SimpleNamespace(whitebox=WhiteboxResult(rank_by_layer={})),
+                                           "adapter": SimpleNamespace(whitebox=WhiteboxResult(rank_by_layer=curves))})
+
+    assert not _plot_rank_by_layer(run({}), tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+    assert _plot_rank_by_layer(run({"car → cat": [900.0, 40.0, 3.0]}), tmp_path / "rank.png")
+    assert (tmp_path / "rank.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -14,11 +14,13 @@ TOP_K = 10  # a concept within the lens's top 10 tokens at some layer counts as 
 
 @dataclass(frozen=True)
 class LensReading:
-    """One answer: the mapped concept's rank (1 = top token) at each layer, at the token before the code word
-    (the best over occurrences), and the code's own rank there."""
+    """One answer, at the token before the code word (the best over its occurrences), per layer: the mapped
+    concept's rank (1 = top token; its first token or a synonym's) and log-probability, and the code's own."""
 
     concept_rank: list[int]
     code_rank: list[int]
+    concept_logprob: list[float]
+    code_logprob: list[float]
 
     @property
     def best_rank(self) -> int:
@@ -31,7 +33,9 @@ class LensReading:
 
     def to_record(self) -> dict:
         return {"lens_best_rank": self.best_rank, "lens_peak_layer": self.peak_layer,
-                "lens_concept_rank": self.concept_rank, "lens_code_rank": self.code_rank}
+                "lens_best_logprob": max(self.concept_logprob),
+                "lens_concept_rank": self.concept_rank, "lens_code_rank": self.code_rank,
+                "lens_concept_logprob": self.concept_logprob, "lens_code_logprob": self.code_logprob}
 
 
 def ranks(logits, token_ids: list[int]):
@@ -43,6 +47,19 @@ def ranks(logits, token_ids: list[int]):
     return above.min(-1).values + 1 if token_ids else torch.full(logits.shape[:-1], logits.shape[-1])
 
 
+def logprobs(logits, token_ids: list[int]):
+    """[..., vocab] logits -> [...] the largest log-probability among `token_ids` (-inf without any)."""
+    import torch
+
+    if not token_ids:
+        return torch.full(logits.shape[:-1], float("-inf"))
+    return torch.log_softmax(logits.float(), dim=-1)[..., token_ids].max(-1).values
+
+
+def _round(values) -> list[float]:
+    return [round(float(v), 4) for v in values]  # 4 decimals: far below any difference a reader acts on
+
+
 def read_lens(reader, before_residuals, concept_ids: list[int], code_ids: list[int]) -> LensReading | None:
     """`before_residuals` [occurrences, layers, hidden] -> the reading, or None with no occurrence."""
     if before_residuals.shape[0] == 0:
@@ -50,4 +67,6 @@ def read_lens(reader, before_residuals, concept_ids: list[int], code_ids: list[i
     logits = reader.lens_logits(before_residuals)  # [occ, layers, vocab]
     concept = ranks(logits, concept_ids).min(0).values
     code = ranks(logits, code_ids).min(0).values
-    return LensReading([int(r) for r in concept], [int(r) for r in code])
+    return LensReading([int(r) for r in concept], [int(r) for r in code],
+                       _round(logprobs(logits, concept_ids).max(0).values),
+                       _round(logprobs(logits, code_ids).max(0).values))
