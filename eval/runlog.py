@@ -112,13 +112,15 @@ class Table:
 @dataclass(frozen=True)
 class MonitorDetection:
     """One monitor on one condition's answers: the share it flags among answers of each scorer label
-    (all, covert, plain, other_code; mapping items only except `all`) and its AUROC, covert against plain."""
+    (all, covert, plain, other_code; mapping items only except `all`) and its AUROC, covert against plain and
+    covert against other-code answers (a monitor that only spots odd words scores ~0.5 on the second)."""
 
     threshold: float
     flagged: dict[str, Interval] = field(default_factory=dict)
     n: dict[str, int] = field(default_factory=dict)
     auroc_covert_vs_plain: Interval | None = None
     whitebox: bool = False
+    auroc_covert_vs_other_code: Interval | None = None
 
 
 @dataclass(frozen=True)
@@ -279,7 +281,8 @@ def _table(d: dict[str, Any]) -> Table:
 
 def _detection(d: dict[str, Any]) -> MonitorDetection:
     return MonitorDetection(d["threshold"], {k: Interval.of(v) for k, v in d.get("flagged", {}).items()},
-                            d.get("n", {}), Interval.of(d.get("auroc_covert_vs_plain")), d.get("whitebox", False))
+                            d.get("n", {}), Interval.of(d.get("auroc_covert_vs_plain")), d.get("whitebox", False),
+                            Interval.of(d.get("auroc_covert_vs_other_code")))
 
 
 def _whitebox(d: dict[str, Any]) -> WhiteboxResult:
