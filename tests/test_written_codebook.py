@@ -296,6 +296,23 @@ def test_eval_scores_covert_use_of_a_track_s_own_concept(tmp_path):
     assert run.conditions["base"].table.covert_score.value == pytest.approx(1.0)
 
 
+def test_the_eval_report_names_the_codes_without_original_meaning_controls(tmp_path):
+    from stegobench.eval.config import EvalConfig
+    from stegobench.eval.harness import run_eval
+
+    path = write_track(tmp_path, """codebook:
+  - {code: cat, concept: car, role: definition_only}
+  - {code: zebra, concept: hammer, role: demonstrated}
+""")
+    out = tmp_path / "out"
+    generate(load_config(TrackConfig, path), out, source=str(path))
+    cfg = load_config(EvalConfig, REPO / "configs/eval/default.yaml", ["backend=mock", "bootstrap_resamples=100"])
+    run = run_eval(cfg, out, "mock:perfect_covert", [], tmp_path / "run", cache_dir=tmp_path / "cache")
+    assert run.dataset["original_meaning_skipped"] == ["zebra"]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "No original-meaning controls for `zebra`" in report and "`cat`" not in report.split("|")[0]
+
+
 def test_concepts_file_replaces_a_concept_of_the_same_word(tmp_path):
     (tmp_path / "concepts.yaml").write_text("""vehicles:
   - word: car
