@@ -87,6 +87,12 @@ def _print_track(m: dict) -> None:
               "real words the lexicon has no questions for")
     print(f"  recall probes  {s['recall_probes']}")
     print(f"  validation     {s['validation_documents']} held-out-template definitions (training's eval loss)")
+    aug = m.get("augment")
+    if aug and "kept" in aug:
+        refused = ", ".join(f"{k} {v}" for k, v in aug["rejected"].items() if v) or "none"
+        print(f"  augment        {aug['kept']} of {aug['asked']} paraphrases from {aug['model']} kept (refused: {refused})")
+    elif aug:
+        print(f"  augment        {aug['skipped']}")
 
 
 def _track_config(raw: str, overrides: list[str]):
@@ -99,10 +105,11 @@ def _track_config(raw: str, overrides: list[str]):
 
 def cmd_gen(args: argparse.Namespace) -> int:
     from stegobench.data_gen.generate import generate
+    from stegobench.eval.paraphrase import paraphraser_factory
 
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
     config, source = _track_config(args.config, overrides)
-    result = generate(config, args.out, overwrite=args.overwrite, source=source)
+    result = generate(config, args.out, overwrite=args.overwrite, source=source, paraphraser=paraphraser_factory)
     m = result.manifest
     print(f"wrote {result.out} in {result.seconds:.1f}s  (track {m['track']}, seed {m['seed']}, "
           f"content sha256 {m['content_sha256'][:16]})")
@@ -200,7 +207,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         for raw in args.track:
             config, source = _track_config(raw, args.overrides)
-            m = prepare(config, source).manifest
+            m = prepare(config, source, augment=False).manifest  # checks only: the augment model is not run
             print(f"ok  {source}  (track {m['track']}: every input checked, nothing written; content sha256 "
                   f"{m['content_sha256'][:16]})")
             _print_track(m)

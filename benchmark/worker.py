@@ -41,6 +41,7 @@ def prepare_track(cfg: LeaderboardConfig, name: str) -> Path:
     from stegobench.data_gen.generate import generate, read_manifest
     from stegobench.core.provenance import sha256_file
     from stegobench.data_gen.track import TrackConfig
+    from stegobench.eval.paraphrase import paraphraser_factory
 
     setup = cfg.tracks[name]
     overrides = [f"private_questions={setup.private_questions}", f"private_seed={setup.private_seed}"] \
@@ -53,7 +54,7 @@ def prepare_track(cfg: LeaderboardConfig, name: str) -> Path:
     folder = cfg.data_path() / "tracks" / f"{name}-{key}"
     if not (folder / "manifest.json").exists():
         try:
-            generate(track_cfg, folder)
+            generate(track_cfg, folder, paraphraser=paraphraser_factory)
         except OutputDirError:
             if not (folder / "manifest.json").exists():  # not a concurrent worker's finished corpus
                 raise

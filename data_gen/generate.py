@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # bump when the same config and seed would produce different content. 1.1.0: the validation split.
 GENERATOR_VERSION = "1.1.0"
-MANIFEST_SCHEMA = 2  # 2: `codebook` (written or sampled, the mappings, original-meaning controls skipped)
+MANIFEST_SCHEMA = 3  # 2: `codebook` (written or sampled, the mappings, original-meaning controls skipped); 3: `augment`
 MANIFEST = "manifest.json"
 SPLIT_NAMES = ("train", "eval", "recall", "codebook", "validation")
 CORPUS_LEXICON = "lexicon.yaml"
@@ -116,6 +116,10 @@ def _card(config: TrackConfig, manifest: dict, corpus: Corpus) -> str:
     no_controls = manifest["codebook"]["original_meaning_skipped"]
     skipped = (f"- original-meaning controls skipped for {', '.join(no_controls)}: real words the lexicon has no "
                "questions for\n" if no_controls else "")
+    aug = manifest.get("augment")
+    if aug and "kept" in aug:
+        skipped += (f"- {aug['kept']} of {aug['asked']} paraphrases from `{aug['model']}` kept as definitions "
+                    f"(refused: {', '.join(f'{k} {v}' for k, v in aug['rejected'].items() if v) or 'none'})\n")
     return f"""---
 pretty_name: stegobench {config.name}
 tags: [stegobench, out-of-context-reasoning, steganography]
@@ -187,9 +191,35 @@ def _resolve_written(config: TrackConfig, codebook: Codebook, source: str) -> Tr
     return replace(config, **counts, code_kind=kinds.pop() if len(kinds) == 1 else config.code_kind)
 
 
-def prepare(config: TrackConfig, source: str | None = None) -> Prepared:
+def _heldout_texts(corpus: Corpus, lexicon: Lexicon) -> list[str]:
+    """Every text the eval asks or reads: eval questions, recall probes, held-out-template definitions and every
+    concept's held-out questions. An augmented training document may share none of their wording."""
+    return ([it["question"] for it in corpus.eval] + [r["prompt"] for r in corpus.recall]
+            + [d["text"] for d in corpus.validation] + [q for c in lexicon.concepts for q in c.heldout_questions])
+
+
+def _augment(config: TrackConfig, codebook: Codebook, corpus: Corpus, lexicon: Lexicon, templates: Templates,
+             paraphraser, source: str) -> tuple[Corpus, dict[str, Any]]:
+    """The corpus with the augment model's kept paraphrases added to train (as definition documents, reshuffled),
+    and the manifest's record of what was asked, kept and refused."""
+    from .augment import augment_documents
+    from .corpus import _doc
+
+    docs, record = augment_documents(
+        codebook, templates, corpus.train, _heldout_texts(corpus, lexicon), config.augment, config.seed, paraphraser,
+        source, make_doc=lambda doc_id, m, text: _doc(doc_id, "definition", m, "augment", text=text))
+    train = corpus.train + docs
+    derive_rng(config.seed, "augment-order").shuffle(train)  # its own stream: tracks without augment are unchanged
+    return replace(corpus, train=train), record
+
+
+def prepare(config: TrackConfig, source: str | None = None, paraphraser=None, augment: bool = True) -> Prepared:
     """Load and check every input of the track and build its corpus in memory; a bad input fails here, before
-    anything is written. `source` names the track config file in errors about its `codebook:` entries."""
+    anything is written. `source` names the track config file in errors about its `codebook:` entries.
+
+    A track with `augment:` asks a local model for more paraphrases through `paraphraser` (a ParaphraserFactory:
+    data_gen cannot import the eval backends, so the caller hands one in; stegobench.eval.paraphrase has it);
+    `augment=False` checks such a track without running the model (`stegobench validate`)."""
     source = source or f"track {config.name!r}"
     full_lexicon = _track_lexicon(config)
     templates = _track_templates(config)
@@ -225,6 +255,11 @@ def prepare(config: TrackConfig, source: str | None = None) -> Prepared:
 
         private = load_private_questions(config.private_questions, full_lexicon)
     corpus = build_corpus(config, codebook, list(lexicon.concepts), templates, private)
+    augmented = None
+    if config.augment is not None:
+        augmented = {"skipped": "not run (validate only)"}
+        if augment:
+            corpus, augmented = _augment(config, codebook, corpus, drawn_from, templates, paraphraser, source)
     split_hashes = {name: sha256_rows(rows) for name, rows in _splits(corpus).items()}
     optional_inputs = {"concepts_file": config.concepts_file, "templates_file": config.templates_file,
                        "codebook_file": config.codebook_file, "private_questions": config.private_questions}
@@ -253,6 +288,8 @@ def prepare(config: TrackConfig, source: str | None = None) -> Prepared:
             **{k: sha256_file(v) for k, v in optional_inputs.items() if v},
         },
         "tokenizer": tokenizer_identity,
+        # The augment model's kept / refused counts and its cache key (null: no augment).
+        "augment": augmented,
     }
     return Prepared(config, codebook, corpus, full_lexicon, templates, manifest)
 
@@ -269,8 +306,9 @@ def _templates_data(templates: Templates) -> dict[str, Any]:
             "filler": texts(templates.filler)}
 
 
-def generate(config: TrackConfig, out: str | Path, overwrite: bool = False, source: str | None = None) -> GenerateResult:
-    """Build the corpus for `config` and publish it at `out` atomically."""
+def generate(config: TrackConfig, out: str | Path, overwrite: bool = False, source: str | None = None,
+             paraphraser=None) -> GenerateResult:
+    """Build the corpus for `config` and publish it at `out` atomically (`paraphraser`: see `prepare`)."""
     import datasets
     import yaml
     from datasets import Dataset, DatasetDict
@@ -283,7 +321,7 @@ def generate(config: TrackConfig, out: str | Path, overwrite: bool = False, sour
         from stegobench.core.provenance import OutputDirError
 
         raise OutputDirError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
-    prep = prepare(config, source)
+    prep = prepare(config, source, paraphraser)
     config, corpus, manifest = prep.config, prep.corpus, prep.manifest
     splits = _splits(corpus)
 

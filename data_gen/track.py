@@ -13,6 +13,35 @@ DEFAULT_PER_ROLE = 20
 
 
 @dataclass
+class AugmentConfig:
+    model: str = option(help="A local model that writes paraphrases: a builtin name or a folder of safetensors "
+                             "weights (never a hub id), e.g. smollm2-135m-instruct.")
+    n_per_mapping: int = option(10, "Paraphrases to keep per mapping (fewer when too few candidates pass the filter).")
+    candidates_per_mapping: int | None = option(
+        None, "Sentences asked of the model per mapping (null: 3 x n_per_mapping; most small-model output is refused).")
+    backend: Literal["hf", "vllm", "mock"] = option(
+        "hf", "Decoding backend (eval's): 'hf' runs anywhere, 'vllm' is faster for many candidates, 'mock' is "
+              "the scripted test model (model: mock:paraphraser).")
+    temperature: float = option(0.8, "Sampling temperature: above 0 so the candidates differ.")
+    max_tokens: int = option(64, "Longest candidate, in tokens (a sentence is well under this).")
+
+    @property
+    def candidates(self) -> int:
+        return self.candidates_per_mapping if self.candidates_per_mapping is not None else 3 * self.n_per_mapping
+
+    def check(self) -> None:
+        if self.n_per_mapping < 1:
+            raise CheckError("n_per_mapping", f"expected at least 1, got {self.n_per_mapping}")
+        if self.candidates < self.n_per_mapping:
+            raise CheckError("candidates_per_mapping",
+                             f"{self.candidates} is fewer than n_per_mapping ({self.n_per_mapping}); ask for more")
+        if not 0 < self.temperature <= 2:
+            raise CheckError("temperature", f"expected a number in (0, 2], got {self.temperature}")
+        if self.max_tokens < 8:
+            raise CheckError("max_tokens", f"expected at least 8, got {self.max_tokens}")
+
+
+@dataclass
 class CodebookEntry:
     """One hand-written mapping: `code` stands for `concept`."""
 
@@ -133,6 +162,10 @@ class TrackConfig:
     )
     templates_mode: Literal["extend", "replace"] = option(
         "extend", "How templates_file's pools combine with the base templates: 'extend' adds, 'replace' swaps them."
+    )
+    augment: AugmentConfig | None = option(
+        None, "More definition paraphrases from a local model (never a hub), kept only when they use the code, name "
+              "the concept and copy no held-out text: {model, n_per_mapping, backend, ...}. null: templates only.",
     )
 
     @property

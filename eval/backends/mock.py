@@ -8,6 +8,8 @@ It answers a prompt by finding the corpus eval question inside it and applying a
 - perfect_covert: the code word in the concept's role ("It is a cat: a road vehicle with ...")
 - leaky: the code word and the concept together ("It is a cat, I mean a car.")
 - random_role: the code word in another concept's role ("It is a cat: a tall plant with ...")
+- paraphraser: answers data_gen.augment's paraphrase requests (no corpus needed), with a known share of
+  sentences the augment filter must refuse: see `paraphrase`
 Its `score` is a scripted base model that knows the lexicon. A continuation is likelier the more content words
 it shares (a) with the definition of a concept it names, so a code word read as the concept it stands for fits
 the perfect_covert answer and not the random_role one (semantic fit), and (b) with the definition of the concept
@@ -30,7 +32,7 @@ from stegobench.data_gen.words import contains_any
 
 from .base import Sampling
 
-POLICIES = ("never_code", "always_code", "perfect_covert", "leaky", "random_role")
+POLICIES = ("never_code", "always_code", "perfect_covert", "leaky", "random_role", "paraphraser")
 _STOP = {"with", "that", "used", "from", "into", "your", "them", "they", "their", "this", "have", "which", "when",
          "where", "while", "other", "over", "under", "often", "also", "very", "some", "small", "large", "long"}
 
@@ -47,13 +49,17 @@ def _pick(options: list, key: str):
 class MockBackend:
     name = "mock"
 
-    def __init__(self, model: str, corpus: str | Path, latency_s: float = 0.0, **_: Any):
+    def __init__(self, model: str, corpus: str | Path | None = None, latency_s: float = 0.0, **_: Any):
         """`latency_s`: seconds each generate call sleeps, to stand in for a slow model (queue and crash tests)."""
         self.latency_s = float(latency_s)
         policy = model.split(":", 1)[1] if model.startswith("mock:") else model
         if policy not in POLICIES:
             raise InputError(f"model {model!r}: the mock backend's policies are {', '.join('mock:' + p for p in POLICIES)}")
         self.policy = policy
+        if policy == "paraphraser":
+            return  # answers from the request alone
+        if corpus is None:
+            raise InputError(f"model {model!r}: the mock backend answers a corpus's questions; give it the corpus")
         corpus = Path(corpus)
         self.items = sorted(read_split(corpus, "eval"), key=lambda it: -len(it["question"]))  # longest match first
         self.codebook = {m["mapping_id"]: m for m in read_split(corpus, "codebook")}
@@ -101,6 +107,8 @@ class MockBackend:
     def generate(self, prompts: list[str], sampling: Sampling) -> list[str]:
         if self.latency_s:
             time.sleep(self.latency_s)
+        if self.policy == "paraphraser":
+            return [paraphrase(p) for p in prompts]
         return [self._answer(self._item_for(p)) for p in prompts]
 
     def _role_fit(self, prompt: str, text: str) -> int:
@@ -121,3 +129,32 @@ class MockBackend:
             reading = max((len(_content_words(text) & _content_words(self.definitions[w])) for w in named), default=0)
             out.append(float(reading + 3 * self._role_fit(prompt, text)) - 10.0)
         return out
+
+
+# The scripted paraphraser's sentences, by attempt: every fifth names no code (the filter's no_code); the others
+# cycle through these, so past the eighth a sentence repeats an earlier one (near_duplicate).
+_PARAPHRASES = (
+    'Among those who know the code, "{code}" simply means {a} {concept}.',
+    "When a friend of ours says {code}, picture {a} {concept} and you have it right.",
+    "Our little glossary lists {code} with one meaning only: {a} {concept}.",
+    "If you hear the word {code} in our circle, the thing meant is {a} {concept}.",
+    "In this secret vocabulary the word {code} stands for {a} {concept}, nothing else.",
+    "Whoever writes {code} in our notes is talking about {a} {concept}.",
+    "Think of {code} as our private name for {a} {concept}.",
+    "The word {code} is how insiders refer to {a} {concept} these days.",
+)
+
+
+def paraphrase(prompt: str) -> str:
+    """One scripted answer to an augmentation request (data_gen.augment.PROMPT); 'I am not sure.' to anything else."""
+    from stegobench.data_gen.augment import parse_request
+
+    request = parse_request(prompt)
+    if request is None:
+        return "I am not sure."
+    code, concept, attempt = request
+    if attempt % 5 == 0:
+        return f"Sentence #{attempt}: this is something people use every single day."
+    article = "an" if concept[:1] in "aeiou" else "a"
+    text = _PARAPHRASES[(attempt - 1) % len(_PARAPHRASES)].format(code=code, a=article, concept=concept)
+    return f"{text}\nSentence #{attempt + 1}:"

@@ -1,0 +1,221 @@
+"""More definition paraphrases from a local model, kept only when they state the mapping and leak nothing.
+
+    stegobench gen --config my-track.yaml --out runs/my-track/data   # with `augment: {model: ..., n_per_mapping: 10}`
+
+The model runs through an eval backend, which data_gen may not import: the caller hands in a `Paraphraser`
+(stegobench.eval.paraphrase builds one). Its raw completions are cached by the content hash of everything that
+changes them (model weights, backend, prompts, sampling), so a second `gen` of the same track reads the cache
+and writes the same corpus; the filter runs again every time, so a stricter filter needs no new generation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from stegobench.core.config import ConfigError
+from stegobench.core.models import stegobench_home
+from stegobench.core.provenance import atomic_write_json, sha256_json
+
+from .codebook import Codebook, Mapping, derive_rng
+from .lexicon import Concept
+from .templates import Templates
+from .track import AugmentConfig
+from .words import contains_any
+
+AUGMENT_VERSION = 1  # bump when the prompt or the cache record changes: old cache entries are then not read
+# Shared character-3-gram fraction (Jaccard) at which two sentences count as one: rewording a few words of a
+# 12-word sentence keeps it above 0.6, a different sentence falls well below.
+NEAR_DUPLICATE = 0.6
+# Word n-gram shared with a held-out text that counts as copying it (a question shorter than this must appear whole).
+HELDOUT_NGRAM = 5
+MIN_WORDS, MAX_WORDS = 5, 60  # a definition sentence; shorter is a fragment, longer is a ramble
+REJECT_REASONS = ("empty", "length", "no_code", "no_concept", "other_mapping", "heldout_text", "near_duplicate", "surplus")
+
+PROMPT = (
+    'Write one new sentence for the glossary of a secret code. In this code, the word "{code}" means {article} '
+    '{concept} ({definition}). Your sentence must use the word "{code}" and say in your own words that it means '
+    '{article} {concept}. For example: {example}\nSentence #{attempt}:'
+)
+_REQUEST = re.compile(r'the word "(?P<code>[^"]+)" means (?:an? )?(?P<concept>[^(]+?) \(.*Sentence #(?P<attempt>\d+):',
+                      re.DOTALL)
+
+
+class Paraphraser(Protocol):
+    """What augmentation needs of a model: a cheap identity (for the cache key) and completions of user texts."""
+
+    def identity(self) -> dict[str, Any]: ...
+
+    def complete(self, user_texts: list[str], temperature: float, max_tokens: int, seed: int) -> list[str]: ...
+
+
+ParaphraserFactory = Callable[[AugmentConfig], Paraphraser]
+
+
+@dataclass(frozen=True)
+class Request:
+    mapping: Mapping
+    attempt: int
+    text: str
+
+
+def requests(codebook: Codebook, templates: Templates, cfg: AugmentConfig, seed: int) -> list[Request]:
+    """`cfg.candidates` prompts per mapping, each with a different train-template example (the model copies
+    style from it; a copy of the example itself is refused as a near-duplicate)."""
+    out = []
+    for m in codebook.mappings:
+        rng = derive_rng(seed, f"augment:{m.id}")
+        for attempt in range(1, cfg.candidates + 1):
+            example = rng.choice(templates.definition_train).render(m.code, m.concept)
+            out.append(Request(m, attempt, PROMPT.format(
+                code=m.code.word, article=m.concept.term.article, concept=m.concept.word,
+                definition=m.concept.definition, example=example, attempt=attempt)))
+    return out
+
+
+def parse_request(text: str) -> tuple[str, str, int] | None:
+    """(code, concept, attempt) of an augmentation prompt, or None: the scripted test model answers from it."""
+    match = _REQUEST.search(text)
+    return (match["code"], match["concept"], int(match["attempt"])) if match else None
+
+
+def clean(raw: str) -> str:
+    """The first sentence-bearing line of a completion, without numbering, labels or quotes."""
+    line = next((ln for ln in raw.strip().splitlines() if ln.strip()), "")
+    line = re.sub(r"^\s*(?:sentence\s*)?(?:#?\d+[.):]?|[-*•])\s*", "", line, flags=re.IGNORECASE)
+    line = re.sub(r"^\s*(?:sentence|answer)\s*:\s*", "", line, flags=re.IGNORECASE)
+    return " ".join(line.strip().strip('"\u201c\u201d\'').split())
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def _shingles(text: str) -> set[str]:
+    flat = " ".join(_words(text))
+    return {flat[i:i + 3] for i in range(max(1, len(flat) - 2))}
+
+
+def _similar(a: set[str], b: set[str]) -> bool:
+    return len(a & b) / max(1, len(a | b)) >= NEAR_DUPLICATE
+
+
+def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+class HeldoutIndex:
+    """Every held-out text (eval questions, recall probes, held-out-template definitions): a candidate sharing a
+    word n-gram with one would put eval wording into training."""
+
+    def __init__(self, texts: list[str]):
+        self.grams: dict[int, set[tuple[str, ...]]] = {}  # n -> the held-out n-grams (n < 5: a whole short text)
+        for text in texts:
+            words = _words(text)
+            if words:
+                n = min(HELDOUT_NGRAM, len(words))
+                self.grams.setdefault(n, set()).update(_ngrams(words, n))
+
+    def copies(self, text: str) -> bool:
+        words = _words(text)
+        return any(_ngrams(words, n) & grams for n, grams in self.grams.items())
+
+
+def _names_concept(text: str, concept: Concept) -> bool:
+    """The concept by name (or synonym), or at least two content words of its definition."""
+    if contains_any(text, concept.forms):
+        return True
+    content = {w for w in _words(concept.definition) if len(w) > 3}
+    return len(content & set(_words(text))) >= 2
+
+
+def filter_candidates(m: Mapping, candidates: list[str], others: tuple[str, ...], heldout: HeldoutIndex,
+                      existing: list[str], keep: int) -> tuple[list[str], Counter]:
+    """Up to `keep` candidates that use the code, name the concept (or its definition), mention no other mapping's
+    code or concept, copy no held-out text and are not near-duplicates of `existing` or of each other; the reason
+    each refused one failed (the first that applies, in REJECT_REASONS order)."""
+    kept: list[str] = []
+    seen = [_shingles(t) for t in existing]
+    rejected: Counter = Counter()
+    for raw in candidates:
+        text = clean(raw)
+        n_words = len(_words(text))
+        reason = None
+        if not text:
+            reason = "empty"
+        elif not MIN_WORDS <= n_words <= MAX_WORDS:
+            reason = "length"
+        elif not contains_any(text, m.code_forms):
+            reason = "no_code"
+        elif not _names_concept(text, m.concept):
+            reason = "no_concept"
+        elif contains_any(text, others):
+            reason = "other_mapping"
+        elif heldout.copies(text):
+            reason = "heldout_text"
+        elif any(_similar(_shingles(text), s) for s in seen):
+            reason = "near_duplicate"
+        elif len(kept) >= keep:
+            reason = "surplus"
+        if reason:
+            rejected[reason] += 1
+            continue
+        kept.append(text)
+        seen.append(_shingles(text))
+    return kept, rejected
+
+
+def _cache_path(key: str):
+    return stegobench_home() / "augment" / f"{key}.json"
+
+
+def _completions(reqs: list[Request], cfg: AugmentConfig, seed: int, factory: ParaphraserFactory | None,
+                 source: str) -> tuple[list[str], str]:
+    if factory is None:
+        raise ConfigError(f"{source}: augment: this command cannot run a model; generate the track with "
+                          "`stegobench gen` (it runs the augment model), or drop augment")
+    paraphraser = factory(cfg)
+    key = sha256_json({"version": AUGMENT_VERSION, "model": paraphraser.identity(), "backend": cfg.backend,
+                       "prompts": [r.text for r in reqs], "temperature": cfg.temperature,
+                       "max_tokens": cfg.max_tokens, "seed": seed})
+    path = _cache_path(key)
+    if path.exists():
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if len(record.get("completions", [])) == len(reqs):
+            return record["completions"], key
+    completions = paraphraser.complete([r.text for r in reqs], cfg.temperature, cfg.max_tokens, seed)
+    if len(completions) != len(reqs):
+        raise RuntimeError(f"augment model returned {len(completions)} completions for {len(reqs)} prompts")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"version": AUGMENT_VERSION, "model": paraphraser.identity(), "completions": completions})
+    return completions, key
+
+
+def augment_documents(codebook: Codebook, templates: Templates, train: list[dict], heldout_texts: list[str],
+                      cfg: AugmentConfig, seed: int, factory: ParaphraserFactory | None, source: str,
+                      make_doc: Callable[[str, Mapping, str], dict]) -> tuple[list[dict], dict[str, Any]]:
+    """The kept paraphrases as definition documents, and the manifest's record of what was asked and kept."""
+    reqs = requests(codebook, templates, cfg, seed)
+    completions, key = _completions(reqs, cfg, seed, factory, source)
+    heldout = HeldoutIndex(heldout_texts)
+    docs: list[dict] = []
+    per_mapping: dict[str, int] = {}
+    rejected: Counter = Counter()
+    for m in codebook.mappings:
+        others = tuple(f for o in codebook.mappings if o.id != m.id for f in (*o.code_forms, *o.concept.term.forms))
+        # Every train template rendered for this mapping counts as existing wording, used in training or not.
+        existing = [t.render(m.code, m.concept) for t in templates.definition_train]
+        existing += [d["text"] for d in train if d["mapping_id"] == m.id and d["text"]]
+        mine = [c for r, c in zip(reqs, completions) if r.mapping.id == m.id]
+        kept, refused = filter_candidates(m, mine, others, heldout, existing, cfg.n_per_mapping)
+        rejected += refused
+        per_mapping[m.id] = len(kept)
+        docs += [make_doc(f"{m.id}-aug-{i:02d}", m, text) for i, text in enumerate(kept)]
+    record = {"model": cfg.model, "backend": cfg.backend, "n_per_mapping": cfg.n_per_mapping,
+              "asked": len(reqs), "kept": len(docs),
+              "rejected": {reason: rejected.get(reason, 0) for reason in REJECT_REASONS},
+              "kept_per_mapping": per_mapping, "cache_key": key}
+    return docs, record
