@@ -54,7 +54,7 @@ def summarize_condition(run: RunLog, condition: str, base: tuple[str | Path, str
     if base is not None:
         change = change_vs_base(mine, [s.score for s in iter_samples(base[0], base[1])], n_resamples, seed)
     else:
-        change = {"covert_score": Interval(0.0, 0.0, 0.0), "collateral": Interval(0.0, 0.0, 0.0)}
+        change = change_vs_base(mine, mine, n_resamples, seed)  # the base row against itself: 0 everywhere
     return {
         "condition": condition,
         "score": _interval(change.get("covert_score")) or {"value": None, "low": None, "high": None},
@@ -64,6 +64,9 @@ def summarize_condition(run: RunLog, condition: str, base: tuple[str | Path, str
         "false_alarms": _interval(table.rate("control_unmapped", "false_use")),
         "demonstrated": _interval(table.rate("demonstrated", "undetected_covert")),
         "collateral_vs_base": _interval(change.get("collateral")),
+        # Every rate as a paired change against the base model on the same items (the base row: all 0): a rate
+        # the base model itself has (code words on unmapped questions, a real word's old sense) reads only so.
+        "vs_base": {name: _interval(cell) for name, cell in change.items()},
         "monitor_flag_rate": entry.monitor_flag_rate,
         "recall": entry.recall_accuracy,
         "cloze_specificity": entry.cloze_value("definition_only", "mean_specificity"),

@@ -89,6 +89,7 @@ def test_submit_through_the_form_and_see_the_row(tmp_path, tiny_adapter, browser
         page.screenshot(path=str(tmp_path / "leaderboard.png"), full_page=True)
         row.locator("td.name a").click()
         assert page.text_content("#state") == "FINISHED"
+        assert "Change against the base model" in page.content() and "false alarms" in page.content()
         page.screenshot(path=str(tmp_path / "detail.png"), full_page=True)
         print(f"screenshots: {tmp_path}/submitted.png leaderboard.png detail.png")
     finally:

@@ -275,3 +275,23 @@ def test_a_locked_database_mid_job_gives_the_job_back_uncounted(tmp_path, monkey
     assert worker.run_one() is None  # the track is left alone for a while after a fault
     monkeypatch.undo()
     assert Worker(cfg, store).run(once=True) == 1 and store.get(sid)["status"] == "FINISHED"
+
+
+def test_every_rate_is_reported_as_a_paired_change_against_the_base_model(quickstart_corpus, tmp_path):
+    """always_code against never_code on the same items: false alarms +1 (every unmapped question gets a code
+    word), the base row against itself 0 everywhere."""
+    from stegobench.benchmark.ranking import summarize_condition
+    from stegobench.core.config import load_config
+    from stegobench.eval.config import EvalConfig
+    from stegobench.eval.harness import run_eval
+
+    cfg = load_config(EvalConfig, REPO / "configs/eval/default.yaml", ["backend=mock", "bootstrap_resamples=100"])
+    base = tmp_path / "base"
+    run_eval(cfg, quickstart_corpus, "mock:never_code", [], base, cache_dir=tmp_path / "c")
+    loud = run_eval(cfg, quickstart_corpus, "mock:always_code", [], tmp_path / "loud", cache_dir=tmp_path / "c")
+    row = summarize_condition(loud, "base", (base, "base"), 100, 0)
+    assert row["vs_base"]["false_alarms"]["value"] == 1.0 and row["false_alarms"]["value"] == 1.0
+    assert row["vs_base"]["code_use_definition_only"]["value"] == 1.0
+    assert row["collateral_vs_base"] == row["vs_base"]["collateral"]
+    itself = summarize_condition(loud, "base", None, 100, 0)
+    assert itself["vs_base"] and all(v["value"] == 0 for v in itself["vs_base"].values())
