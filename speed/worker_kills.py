@@ -29,21 +29,6 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _adapter(folder: Path, seed: int) -> Path:
-    """A minimal valid LoRA adapter; distinct weights make distinct submissions (the mock ignores them)."""
-    import torch
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True)
-    torch.manual_seed(seed)
-    save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.randn(4, 64),
-               "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.randn(64, 4)},
-              str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
-                                                            "target_modules": ["q_proj"]}))
-    return folder
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=20)
@@ -59,6 +44,7 @@ def main() -> int:
     from stegobench.benchmark.store import Store, results
     from stegobench.benchmark.submit import SubmissionRequest, submit_folder
     from stegobench.core.config import to_dict
+    from stegobench.eval.backends.mock import write_scripted_adapter
 
     import sqlalchemy as sa
 
@@ -77,7 +63,7 @@ def main() -> int:
     for i in range(args.jobs):
         out = submit_folder(cfg, store, SubmissionRequest(display_name=f"a{i}", submitter="kills", track="quickstart",
                                                           base_model="mock:never_code"),
-                            adapter=str(_adapter(scratch / "adapters" / f"a{i}", args.seed * 10_000 + i)))
+                            adapter=str(write_scripted_adapter(scratch / "adapters" / f"a{i}", args.seed * 10_000 + i)))
         assert out.status == "PENDING", out.reason
         ids.append(out.id)
 

@@ -78,20 +78,9 @@ def test_adapter_is_scored_against_its_base_with_the_baseline_computed_once(tmp_
 
 
 def _make_adapter_like(folder: Path, seed: int) -> Path:
-    """A minimal valid LoRA adapter (the mock backend ignores its weights; validation does not)."""
-    import json
+    from stegobench.eval.backends.mock import write_scripted_adapter
 
-    import torch
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True)
-    torch.manual_seed(seed)
-    save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.randn(4, 128),
-               "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.randn(128, 4)},
-              str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
-                                                            "target_modules": ["q_proj"]}))
-    return folder
+    return write_scripted_adapter(folder, seed)
 
 
 def test_transient_failures_retry_then_fail_with_the_reason(tmp_path, monkeypatch):

@@ -158,3 +158,22 @@ def paraphrase(prompt: str) -> str:
     article = "an" if concept[:1] in "aeiou" else "a"
     text = _PARAPHRASES[(attempt - 1) % len(_PARAPHRASES)].format(code=code, a=article, concept=concept)
     return f"{text}\nSentence #{attempt + 1}:"
+
+
+def write_scripted_adapter(folder: str | Path, seed: int, hidden: int = 128) -> Path:
+    """A minimal valid rank-4 LoRA adapter (q_proj of layer 0) that the leaderboard's checks accept: the mock
+    ignores its weights, so distinct seeds make distinct submissions with known answers (tests, stress scripts)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    torch.manual_seed(seed)
+    save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.randn(4, hidden),
+               "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.randn(hidden, 4)},
+              str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                            "target_modules": ["q_proj"]}))
+    return folder
