@@ -25,9 +25,9 @@ from stegobench.core.provenance import environment, sha256_file
 from stegobench.data_gen.generate import read_split
 
 from .aggregate import aggregate, aggregate_runs
-from .backends import is_scripted_model, resolve_backend_name
+from .backends import is_scripted_model, resolve_backend_name, run_options, uses_device
 from .config import EvalConfig
-from .pipeline import (Backends, ConditionRun, backend_options, calibrate_monitors, compare_with_base, load_inputs,
+from .pipeline import (Backends, ConditionRun, calibrate_monitors, compare_with_base, load_inputs,
                        plan_conditions, pool_adapters, run_condition, with_change_vs_base)
 from .report import write_report
 from .runlog import SCHEMA_VERSION, ConditionResult, RunLog, Sample, publish_run, read_run
@@ -68,10 +68,11 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
             # The same check the leaderboard makes on submissions (core/adapters.py), before any decoding.
             check_adapter_tensors(a, resolve_model(model).path)
     backend_name = resolve_backend_name(cfg.backend)
-    if backend_name != "mock":
+    if uses_device(backend_name):
         print(device_defaults(read_machine()).summary(), flush=True)
 
-    backends = Backends(backend_name, model, adapters, judge_model, data, backend_options(cfg, backend_name, model))
+    backends = Backends(backend_name, model, adapters, judge_model, data,
+                        run_options(backend_name, cfg.backend_options, model, cfg.whitebox))
     try:
         monitoring = calibrate_monitors(inputs, backends)
         runs: dict[str, ConditionRun] = {}

@@ -160,28 +160,6 @@ def generate_cached(backend, prompts: list[str], sampling: Sampling, cache_root:
 # ---------------------------------------------------------------- run-level steps
 
 
-def backend_options(cfg: EvalConfig, backend_name: str, model: str) -> dict[str, Any]:
-    """The config's backend options, plus room for the white-box reader beside vLLM on a GPU (unless the user
-    set vLLM's share): vLLM's default share would leave no memory for a second copy of the model."""
-    options = dict(cfg.backend_options)
-    if not (cfg.whitebox and backend_name == "vllm") or "gpu_memory_utilization" in options:
-        return options
-    from stegobench.core.device import device_defaults, vllm_share_beside_reader
-    from stegobench.core.machine import read_machine
-    from stegobench.core.models import resolve_model, weights_bytes_at
-
-    facts = read_machine()
-    defaults = device_defaults(facts)
-    if defaults.device != "cuda":
-        return options
-    reader_bytes = weights_bytes_at(resolve_model(model).path, defaults.eval_dtype)
-    options["gpu_memory_utilization"] = vllm_share_beside_reader(facts, defaults.vllm_gpu_memory_utilization,
-                                                                 reader_bytes)
-    print(f"whitebox: vLLM takes {options['gpu_memory_utilization']:.0%} of each GPU, leaving GPU 0 room for the "
-          "reader's copy of the model", flush=True)
-    return options
-
-
 def plan_conditions(cfg: EvalConfig, adapters: list[str]) -> list[Condition]:
     return (([Condition("base", None, False)] if cfg.base else [])
             + ([Condition("in_context", None, True)] if cfg.in_context else [])

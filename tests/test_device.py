@@ -149,17 +149,23 @@ def test_whitebox_reader_gets_room_beside_vllm_on_a_gpu_or_a_clear_error():
 
 
 def test_eval_sets_vllms_share_for_the_whitebox_reader_only_when_the_user_did_not(monkeypatch):
-    import stegobench.core.machine as machine_module
+    pytest.importorskip("vllm")
     from stegobench.core.config import load_config
+    from stegobench.eval.backends import run_options
+    from stegobench.eval.backends import vllm_backend as vb
     from stegobench.eval.config import EvalConfig
-    from stegobench.eval.pipeline import backend_options
 
     import stegobench.core.models as models_module
 
-    monkeypatch.setattr(machine_module, "read_machine", lambda: machine([100], gpus=(Gpu(0, "A100", 40 * GiB, (8, 0)),)))
+    monkeypatch.setattr(vb, "read_machine", lambda: machine([100], gpus=(Gpu(0, "A100", 40 * GiB, (8, 0)),)))
     monkeypatch.setattr(models_module, "weights_bytes_at", lambda folder, dtype: 10 * GiB)  # a 5B model in bf16
-    wb = load_config(EvalConfig, None, ["whitebox=true"])
-    assert backend_options(wb, "vllm", "tiny-llama")["gpu_memory_utilization"] == pytest.approx(0.9 - 1.5 * 10 / 40)
-    mine = load_config(EvalConfig, None, ["whitebox=true", "backend_options={gpu_memory_utilization: 0.5}"])
-    assert backend_options(mine, "vllm", "tiny-llama")["gpu_memory_utilization"] == 0.5
-    assert "gpu_memory_utilization" not in backend_options(load_config(EvalConfig, None, []), "vllm", "tiny-llama")
+
+    def options(*overrides: str) -> dict:
+        cfg = load_config(EvalConfig, None, list(overrides))
+        return run_options("vllm", cfg.backend_options, "tiny-llama", cfg.whitebox)
+
+    assert options("whitebox=true")["gpu_memory_utilization"] == pytest.approx(0.9 - 1.5 * 10 / 40)
+    mine = options("whitebox=true", "backend_options={gpu_memory_utilization: 0.5}")
+    assert mine["gpu_memory_utilization"] == 0.5
+    assert "gpu_memory_utilization" not in options()
+    assert run_options("hf", {}, "tiny-llama", True) == {}  # a backend without its own adjustment: as configured

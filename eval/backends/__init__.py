@@ -40,7 +40,8 @@ def resolve_backend_name(name: str) -> str:
     return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
 
 
-def get_backend(name: str, **kwargs: Any) -> Backend:
+def backend_class(name: str) -> type:
+    """The class registered as `name`, imported now (a missing optional package is a one-line error)."""
     if name not in REGISTRY:
         raise ConfigError(f"backend {name!r} is unknown; choose from {', '.join(sorted(REGISTRY))}")
     module, cls, install = REGISTRY[name]
@@ -48,7 +49,24 @@ def get_backend(name: str, **kwargs: Any) -> Backend:
         mod = importlib.import_module(module)
     except ImportError as exc:
         raise BackendUnavailable(f"backend {name!r} needs {exc.name or 'a missing package'}: {install}") from None
-    return getattr(mod, cls)(**kwargs)
+    return getattr(mod, cls)
 
 
-__all__ = ["is_scripted_model", "MOCK_MODEL_PREFIX", "Backend", "Sampling", "get_backend", "resolve_backend_name", "REGISTRY", "BackendUnavailable"]
+def get_backend(name: str, **kwargs: Any) -> Backend:
+    return backend_class(name)(**kwargs)
+
+
+def run_options(name: str, options: dict[str, Any], model: str, whitebox: bool) -> dict[str, Any]:
+    """The options an eval run passes to backend `name`: a backend class may adjust the config's options for the
+    run with a `run_options(options, model=, whitebox=)` of its own (vLLM leaves room for the white-box reader)."""
+    adjust = getattr(backend_class(name), "run_options", None)
+    return adjust(dict(options), model=model, whitebox=whitebox) if adjust is not None else dict(options)
+
+
+def uses_device(name: str) -> bool:
+    """Whether backend `name` runs a model on this machine's devices (the scripted mock does not)."""
+    return getattr(backend_class(name), "uses_device", True)
+
+
+__all__ = ["is_scripted_model", "MOCK_MODEL_PREFIX", "Backend", "Sampling", "backend_class", "get_backend",
+           "resolve_backend_name", "run_options", "uses_device", "REGISTRY", "BackendUnavailable"]

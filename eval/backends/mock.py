@@ -48,6 +48,7 @@ def _pick(options: list, key: str):
 
 class MockBackend:
     name = "mock"
+    uses_device = False  # a script: no model, no device defaults to print
 
     def __init__(self, model: str, corpus: str | Path | None = None, latency_s: float = 0.0, **_: Any):
         """`latency_s`: seconds each generate call sleeps, to stand in for a slow model (queue and crash tests)."""

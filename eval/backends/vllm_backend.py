@@ -193,6 +193,25 @@ class VLLMBackend:
     def llm(self):
         return self._engine([], 0)
 
+    @staticmethod
+    def run_options(options: dict[str, Any], model: str, whitebox: bool) -> dict[str, Any]:
+        """The run's options plus, with white-box reading on a GPU (unless the user set vLLM's share), a share
+        that leaves room for the reader's copy of the model: vLLM's default share would leave it none."""
+        if not whitebox or "gpu_memory_utilization" in options:
+            return options
+        from stegobench.core.device import vllm_share_beside_reader
+        from stegobench.core.models import weights_bytes_at
+
+        facts = read_machine()
+        defaults = device_defaults(facts)
+        if defaults.device != "cuda":
+            return options
+        reader_bytes = weights_bytes_at(resolve_model(model).path, defaults.eval_dtype)
+        share = vllm_share_beside_reader(facts, defaults.vllm_gpu_memory_utilization, reader_bytes)
+        print(f"whitebox: vLLM takes {share:.0%} of each GPU, leaving GPU 0 room for the reader's copy of the model",
+              flush=True)
+        return {**options, "gpu_memory_utilization": share}
+
     def close(self) -> None:
         """Stop the engine process and free both copies of the weights (one run may evaluate many adapters).
         A view from `with_adapter` frees only its scorer: the engine belongs to the backend it came from."""
