@@ -113,9 +113,6 @@ def check_adapter_files(folder: Path, base: Path | None, max_rank: int) -> None:
         raise Rejected(f"adapter_config.json: rank r must be a positive integer, got {ranks}")
     if max(ranks) > max_rank:
         raise Rejected(f"adapter rank {max(ranks)} exceeds this evaluator's limit of {max_rank}")
-    if cfg.get("modules_to_save"):
-        raise Rejected(f"adapter_config.json: modules_to_save {cfg['modules_to_save']} is not allowed (it replaces "
-                       "whole base-model modules; submit a pure LoRA adapter)")
     if not shapes:
         raise Rejected("adapter_model.safetensors holds no tensors")
     for key, shape in shapes.items():

@@ -78,6 +78,10 @@ def base_shapes(base: Path) -> dict[str, tuple[int, ...]]:
 
 def check_adapter_config(cfg: dict) -> None:
     """Options the evaluator would serve wrongly, and a scale that is not a number a trained adapter has."""
+    if cfg.get("modules_to_save"):
+        raise AdapterMismatch(f"adapter_config.json: modules_to_save {cfg['modules_to_save']} is not allowed (it "
+                              "replaces whole base-model modules, which vLLM's LoRA serving cannot); submit a pure "
+                              "LoRA adapter")
     for key, name in _UNSUPPORTED.items():
         if cfg.get(key):
             raise AdapterMismatch(f"adapter_config.json: {key} ({name}) is not supported by this evaluator: "

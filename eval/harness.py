@@ -11,11 +11,10 @@ samples without decoding again.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from stegobench.core.adapters import check_adapter_tensors
+from stegobench.core.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_config, check_adapter_config, check_adapter_tensors
 from stegobench.core.config import to_dict
 from stegobench.core.errors import InputError
 from stegobench.core.device import device_defaults
@@ -35,15 +34,17 @@ from .scoring import ItemScore, score_response
 
 
 def check_adapter(adapter: str) -> str:
-    """An adapter folder must hold safetensors weights and a peft config without modules_to_save."""
+    """An adapter folder must hold safetensors weights and a peft config the evaluator can serve (core/adapters.py,
+    the leaderboard's check too)."""
     folder = Path(adapter)
-    if not (folder / "adapter_config.json").exists():
-        raise InputError(f"adapter {adapter}: no adapter_config.json; expected a folder written by `stegobench train`")
-    if not (folder / "adapter_model.safetensors").exists():
-        raise InputError(f"adapter {adapter}: no adapter_model.safetensors (pickled .bin weights are never loaded)")
-    cfg = json.loads((folder / "adapter_config.json").read_text())
-    if cfg.get("modules_to_save"):
-        raise InputError(f"adapter {adapter}: modules_to_save {cfg['modules_to_save']} is not a LoRA adapter vLLM can serve")
+    if not (folder / ADAPTER_CONFIG).exists():
+        raise InputError(f"adapter {adapter}: no {ADAPTER_CONFIG}; expected a folder written by `stegobench train`")
+    if not (folder / ADAPTER_WEIGHTS).exists():
+        raise InputError(f"adapter {adapter}: no {ADAPTER_WEIGHTS} (pickled .bin weights are never loaded)")
+    try:
+        check_adapter_config(adapter_config(folder))
+    except InputError as exc:
+        raise InputError(f"adapter {adapter}: {exc}") from None
     return adapter
 
 
