@@ -291,4 +291,14 @@ def describe(cls: type, prefix: str = "") -> list[str]:
         entry = _entry_config(tp)
         if entry is not None:  # a dict or list of configs: describe one entry's keys
             lines.extend(describe(entry, prefix=f"{prefix}{f.name}{'.NAME' if _is_dict(tp) else '[i]'}."))
+        elif (optional := _optional_config(tp)) is not None:  # `C | None`: its keys, when given
+            lines.extend(describe(optional, prefix=f"{prefix}{f.name}."))
     return lines
+
+
+def _optional_config(tp: Any) -> type | None:
+    """The config class of a `C | None` field, else None."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(tp) if a is not type(None) and dataclasses.is_dataclass(a)]
+        return found[0] if len(found) == 1 else None
+    return None

@@ -106,6 +106,8 @@ def test_defaults_and_describe_cover_every_field():
     for name in TrackConfig.__dataclass_fields__:
         assert any(line.startswith(name + " ") for line in lines), name
     assert all(": " in line and line.split(": ", 1)[1] for line in lines)
+    # An optional nested config (`augment: AugmentConfig | None`) lists its own keys too.
+    assert any(line.startswith("augment.n_per_mapping (an integer, default 10)") for line in lines)
 
 
 def test_track_check_rejects_bad_values(tmp_path):
