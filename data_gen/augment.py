@@ -33,7 +33,8 @@ NEAR_DUPLICATE = 0.6
 # Word n-gram shared with a held-out text that counts as copying it (a question shorter than this must appear whole).
 HELDOUT_NGRAM = 5
 MIN_WORDS, MAX_WORDS = 5, 60  # a definition sentence; shorter is a fragment, longer is a ramble
-REJECT_REASONS = ("empty", "length", "no_code", "no_concept", "other_mapping", "heldout_text", "near_duplicate", "surplus")
+REJECT_REASONS = ("empty", "length", "unfinished", "no_code", "no_concept", "other_mapping", "heldout_text",
+                  "near_duplicate", "surplus")
 
 PROMPT = (
     'Write one new sentence for the glossary of a secret code. In this code, the word "{code}" means {article} '
@@ -134,7 +135,7 @@ def _names_concept(text: str, concept: Concept) -> bool:
 
 def filter_candidates(m: Mapping, candidates: list[str], others: tuple[str, ...], heldout: HeldoutIndex,
                       existing: list[str], keep: int) -> tuple[list[str], Counter]:
-    """Up to `keep` candidates that use the code, name the concept (or its definition), mention no other mapping's
+    """Up to `keep` finished sentences that use the code, name the concept (or its definition), mention no other mapping's
     code or concept, copy no held-out text and are not near-duplicates of `existing` or of each other; the reason
     each refused one failed (the first that applies, in REJECT_REASONS order)."""
     kept: list[str] = []
@@ -148,6 +149,8 @@ def filter_candidates(m: Mapping, candidates: list[str], others: tuple[str, ...]
             reason = "empty"
         elif not MIN_WORDS <= n_words <= MAX_WORDS:
             reason = "length"
+        elif not text.rstrip(")\"'\u201d").endswith((".", "!", "?")):
+            reason = "unfinished"  # cut off by max_tokens mid-sentence: a fragment would be trained on as a definition
         elif not contains_any(text, m.code_forms):
             reason = "no_code"
         elif not _names_concept(text, m.concept):

@@ -52,6 +52,7 @@ def test_the_filter_refuses_each_kind_of_bad_sentence_by_its_reason(book):
     candidates = {
         "empty": "  ",
         "length": "A cat: a car.",
+        "unfinished": "In our code the word cat means a car, the vehicle that most people drive to",
         "no_code": "People drive this road vehicle to work every single day.",
         "no_concept": "The cat sat quietly on the warm mat by the door.",
         "other_mapping": "A cat is a car, and a tulip is something else entirely here.",
