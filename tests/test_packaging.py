@@ -5,6 +5,7 @@ track by name and validates every shipped config from an unrelated folder."""
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -22,9 +23,18 @@ STAGES = ("core", "data_gen", "finetune", "eval", "benchmark", "studies")
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of the files git would commit: setuptools' build/ folder in the checkout would keep modules
+    # deleted since the last build and ship them.
+    source = tmp_path_factory.mktemp("source")
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout.split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     # No build isolation: the build uses this venv's setuptools (a dev dependency), so nothing is downloaded.
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(REPO)], check=True, cwd=out)
+                    str(source)], check=True, cwd=out)
     (found,) = out.glob("stegobench-*.whl")
     return found
 
