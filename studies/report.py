@@ -199,6 +199,9 @@ def findings(cfg, docs: dict[str, RunLog], pos: RunLog | None, ablation: list[tu
         else:
             line += "This run does not show detection; see its table."
         out.append(line)
+        monitors = monitor_finding(pos)
+        if monitors:
+            out.append(monitors)
     if ablation:
         parts = [f"{n} template{'s' if n != 1 else ''}: right code {_num(e.table.value('definition_only', 'uses_code'))}, "
                  f"recall {_num(e.recall_accuracy)}" for n, e in ablation]
@@ -211,6 +214,28 @@ def findings(cfg, docs: dict[str, RunLog], pos: RunLog | None, ablation: list[tu
                    + ("Knowing the definition did not make the model use it."
                       if (rec.get("use") or 0) < 0.15 else "Recalled mappings were used more often."))
     return out
+
+
+def monitor_finding(pos: RunLog) -> str | None:
+    """One sentence: which monitor flags most of the positive control's covert answers, at what false-positive rate
+    on the base model's answers (None without monitors or without covert answers)."""
+    adapters = pos.adapter_conditions()
+    base = pos.conditions.get("base")
+    if not adapters or base is None or not base.detection:
+        return None
+    name, entry = adapters[0]
+    found = [(m, d) for m, d in (entry.detection or {}).items() if d.n.get("covert") and d.flagged.get("covert")]
+    if not found:
+        return f"**Monitors**: the positive control's `{name}` gave no covert answer to detect."
+    parts = []
+    for m, d in sorted(found, key=lambda md: -(md[1].flagged["covert"].value or 0)):
+        fpr = base.detection.get(m)
+        parts.append(f"`{m}` ({'white-box' if d.whitebox else 'text'}) {_cell(d.flagged['covert'])}"
+                     + (f" at {_cell(fpr.flagged.get('all'))} of base answers" if fpr and fpr.flagged.get("all") else "")
+                     + (f", AUROC covert vs plain {_num(d.auroc_covert_vs_plain.value)}" if d.auroc_covert_vs_plain else ""))
+    n = found[0][1].n["covert"]
+    return (f"**Monitors on the positive control** ({n} covert answers of `{name}`; each monitor's false-positive "
+            "rate is its flagged share of the base model's answers): " + "; ".join(parts) + ".")
 
 
 def positive_control_monitors(pos: RunLog) -> list[str]:

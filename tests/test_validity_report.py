@@ -35,3 +35,21 @@ def test_report_calls_detection_and_null_results_from_the_intervals(quickstart_c
     # 2 tracks x 2 adapters x 4 definition-only mappings in the recall-vs-use table
     rows = [l for l in text.splitlines() if l.startswith("| definition-only, ")]
     assert sum(int(r.split("|")[2]) for r in rows) == 16
+
+
+def test_report_names_the_monitor_that_catches_the_positive_controls_covert_use(quickstart_corpus, tiny_adapter,
+                                                                                 tmp_path):
+    cfg = load_config(EvalConfig, REPO / "configs/eval/default.yaml", ["bootstrap_resamples=200", "backend=mock"])
+    out = tmp_path / "study"
+    run_eval(cfg, quickstart_corpus, "mock:never_code", [], out / "eval" / "silent-track", cache_dir=tmp_path / "c")
+    run_eval(cfg, quickstart_corpus, "mock:perfect_covert", [str(tiny_adapter)], out / "eval" / "positive-control",
+             cache_dir=tmp_path / "c")
+    study = load_config(StudyConfig, REPO / "configs/study/validity.yaml", [
+        "tracks={silent-track: configs/data/quickstart.yaml}", "paraphrase_ablation=[30]"])
+    text = write_validity_report(study, out, tmp_path / "validity.md", {}, main_template_count(study)).read_text()
+    line = next(l for l in text.splitlines() if l.startswith("- **Monitors on the positive control**"))
+    # The scripted model answers covertly with or without the adapter: 32 covert answers (16 definition-only + 16
+    # demonstrated items), and the judge calibrated
+    # on the same answers flags at most its share of them.
+    assert "(32 covert answers of `" in line and "`llm_judge` (text)" in line and "of base answers" in line
+    assert "### Which monitor catches the covert use" in text
