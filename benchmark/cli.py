@@ -208,8 +208,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for raw in args.track:
             config, source = _track_config(raw, args.overrides)
             m = prepare(config, source, augment=False).manifest  # checks only: the augment model is not run
-            print(f"ok  {source}  (track {m['track']}: every input checked, nothing written; content sha256 "
-                  f"{m['content_sha256'][:16]})")
+            before = " before augmentation" if m.get("augment") else ""
+            print(f"ok  {source}  (track {m['track']}: every input checked, nothing written; content sha256"
+                  f"{before} {m['content_sha256'][:16]})")
             _print_track(m)
         if not args.paths:
             return 0

@@ -145,10 +145,16 @@ class Worker:
         try:
             corpus = prepare_track(self.cfg, job.track)
             eval_cfg = self._eval_config()
-            key, base = self.baseline(job.track, corpus, job.base_model, job.revision, eval_cfg)
         except Exception as exc:  # noqa: BLE001 - whatever it is, the submission did not cause it
             raise EvaluatorFault(f"track {job.track!r} cannot be set up on this worker: {type(exc).__name__}: {exc}",
                                  track=job.track) from exc
+        try:
+            key, base = self.baseline(job.track, corpus, job.base_model, job.revision, eval_cfg)
+        except OperationalError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one base model's baseline: the other jobs of the track may run
+            raise EvaluatorFault(f"the baseline of {job.base_model} on track {job.track!r} cannot be computed: "
+                                 f"{type(exc).__name__}: {exc}", job_id=job.id) from exc
         folder = None
         if job.artifact_sha256:
             path = artifact_folder(self.cfg.data_path(), job.artifact_sha256)
@@ -167,7 +173,16 @@ class Worker:
         else:
             self.faulty_tracks[job.track] = until
         message = str(exc) if isinstance(exc, EvaluatorFault) else f"database error: {exc}"
-        self.store.release(job, f"evaluator: {message}")
+        for wait in (0.5, 1, 2, 4, 8):  # the fault may be the database itself, still locked
+            try:
+                self.store.release(job, f"evaluator: {message}")
+                break
+            except OperationalError:
+                time.sleep(wait)
+        else:
+            log.error("job %s could not be given back (the database stays unavailable): it returns to PENDING once "
+                      "its heartbeat is %.0f s old, and that counts as an attempt", job.id,
+                      self.cfg.heartbeat_timeout_seconds)
         log.error("job %s left PENDING, not failed: the evaluator's fault, for the operator to fix: %s (this "
                   "worker leaves %s alone for %.0f s)", job.id, message,
                   f"job {job.id}" if job.id in self.faulty_jobs else f"track {job.track!r}", FAULT_BACKOFF_SECONDS)
@@ -211,12 +226,12 @@ class Worker:
             return None
         log.info("worker %s: job %s (attempt %d, track %s, %s on %s)", self.name, job.id, job.attempts, job.track,
                  job.kind, job.base_model)
+        fault: EvaluatorFault | OperationalError | None = None
         with Heartbeat(self.store, job, self.cfg.heartbeat_seconds) as hb:
             try:
                 run_dir, key, summary = self.evaluate(job)
             except (EvaluatorFault, OperationalError) as exc:
-                self._fault(job, exc)
-                return job
+                fault = exc  # given back once the heartbeat has stopped: a beat after it would read as "taken away"
             except (UserError, OutputDirError) as exc:
                 # Deterministic: the same submission would fail the same way again.
                 status = self.store.fail(job, f"{type(exc).__name__}: {exc}", self.cfg.max_attempts, final=True)
@@ -227,6 +242,9 @@ class Worker:
                 status = self.store.fail(job, f"{type(exc).__name__}: {exc}", self.cfg.max_attempts)
                 log.error("job %s is now %s", job.id, status)
                 return job
+        if fault is not None:
+            self._fault(job, fault)
+            return job
         if hb.lost or not self.store.finish(job, run_dir, key, summary):
             log.warning("job %s: result discarded (the job was requeued while this worker ran it)", job.id)
         else:
@@ -251,6 +269,7 @@ class Worker:
         done = 0
         warned: dict[str, int] = {}
         while max_jobs is None or done < max_jobs:
+            faults = self.faults
             job = self.run_one()
             if job is None:
                 warned = self._warn_unknown_tracks(warned)
@@ -258,5 +277,5 @@ class Worker:
                     break
                 time.sleep(self.cfg.poll_seconds)
                 continue
-            done += 1
+            done += self.faults == faults  # a job given back for the evaluator's fault was not run
         return done

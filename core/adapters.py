@@ -159,15 +159,16 @@ def check_adapter_tensors(folder: Path, base: Path | None) -> None:
 
 
 def _targeted(module: str, targets: object) -> bool:
-    """Whether peft would adapt `module` under `target_modules`: a list names module suffixes, a string is a
-    regular expression matched against the whole module name, 'all-linear' is every linear layer but the head."""
+    """Whether peft would adapt `module` under `target_modules`: a list names modules by name or dotted suffix
+    ('q_proj', 'self_attn.q_proj'), a string is a regular expression matched against the whole module name,
+    'all-linear' is every linear layer but the head."""
     if targets is None:
         return True  # peft's per-architecture defaults; the base-model shape check still applies
     if targets == "all-linear":
         return module.rsplit(".", 1)[-1] != "lm_head"
     if isinstance(targets, str):
         return re.fullmatch(targets, module) is not None
-    return module.rsplit(".", 1)[-1] in targets
+    return any(module == t or module.endswith("." + t) for t in targets)
 
 
 def _check_finite(path: Path) -> None:

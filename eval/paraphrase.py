@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from stegobench.core.device import device_defaults
+from stegobench.core.machine import read_machine
 from stegobench.core.models import resolve_model
+from stegobench.core.provenance import sha256_file
 from stegobench.data_gen.track import AugmentConfig
 
 from .backends import Sampling, get_backend, is_scripted_model
@@ -22,9 +25,15 @@ class BackendParaphraser:
         self.cfg = cfg
 
     def identity(self) -> dict[str, Any]:
+        """What changes the completions besides the prompts and sampling: the weights, or the mock's script; and
+        the dtype the backend would decode in here (float32 on CPUs, bf16 on GPUs sample differently)."""
         if is_scripted_model(self.cfg.model):
-            return {"spec": self.cfg.model}
-        return {"spec": self.cfg.model, **resolve_model(self.cfg.model).identity}
+            from .backends import mock
+
+            return {"spec": self.cfg.model, "script_sha256": sha256_file(mock.__file__)}
+        defaults = device_defaults(read_machine())
+        return {"spec": self.cfg.model, **resolve_model(self.cfg.model).identity, "dtype": defaults.eval_dtype,
+                "device": defaults.device}
 
     def complete(self, user_texts: list[str], temperature: float, max_tokens: int, seed: int) -> list[str]:
         backend = get_backend(self.cfg.backend, model=self.cfg.model)

@@ -286,3 +286,22 @@ def test_cli_submit_refuses_a_name_that_is_not_utf8(tmp_path, tiny_adapter, caps
                  "tiny-llama", "--adapter", str(tiny_adapter), "--config", str(config)])
     assert code == 1 and "display_name is not valid UTF-8 (b'run\\xff')" in capsys.readouterr().err
     assert not (cfg.data_path() / "artifacts").exists()
+
+
+def test_target_modules_match_as_peft_matches_them(tiny_adapter, tmp_path):
+    """A list names modules by name or dotted suffix, a string is a full-match regular expression, 'all-linear'
+    is every linear layer: adapters peft writes any of these ways pass, and one that leaves a tensor out fails."""
+    from stegobench.core.adapters import AdapterMismatch, check_adapter_tensors
+    from stegobench.core.models import resolve_model
+
+    base = resolve_model("tiny-llama").path
+    for i, targets in enumerate((["q_proj", "v_proj"], ["self_attn.q_proj", "self_attn.v_proj"],
+                                 r"model\.layers\.\d+\.self_attn\.(q|v)_proj", "all-linear")):
+        folder = _copy(tiny_adapter, tmp_path / f"ok{i}")
+        _edit_config(folder, target_modules=targets)
+        check_adapter_tensors(folder, base)
+    for i, targets in enumerate((["self_attn.q_proj"], ["mlp.v_proj"], r"q_proj")):  # a regex must match whole names
+        folder = _copy(tiny_adapter, tmp_path / f"bad{i}")
+        _edit_config(folder, target_modules=targets)
+        with pytest.raises(AdapterMismatch, match="target_modules"):
+            check_adapter_tensors(folder, base)

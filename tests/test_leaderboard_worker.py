@@ -241,7 +241,7 @@ def test_a_lost_artifact_leaves_its_job_pending_and_the_queue_moving(tmp_path):
     fine = _submit(cfg, store, "mock:perfect_covert", "fine")
     shutil.rmtree(artifact_folder(cfg.data_path(), store.get(lost)["artifact_sha256"]))
     worker = Worker(cfg, store)
-    assert worker.run(once=True) == 2 and worker.faults == 1  # one claim given back, the next job run
+    assert worker.run(once=True) == 1 and worker.faults == 1  # one claim given back, the next job run
     sub = store.get(lost)
     assert sub["status"] == "PENDING" and sub["attempts"] == 0 and "are missing" in _evaluator_errors(sub)[0]["error"]
     assert store.get(fine)["status"] == "FINISHED"
@@ -284,3 +284,25 @@ def test_every_rate_is_reported_as_a_paired_change_against_the_base_model(quicks
     assert row["collateral_vs_base"] == row["vs_base"]["collateral"]
     itself = summarize_condition(loud, "base", None, 100, 0)
     assert itself["vs_base"] and all(v["value"] == 0 for v in itself["vs_base"].values())
+
+
+def test_one_base_models_failing_baseline_holds_back_its_own_job_not_the_track(tmp_path, monkeypatch):
+    """The oldest job's base model cannot be evaluated (its weights gone from the cache, say): it waits PENDING,
+    and the younger jobs of the same track on other base models still run."""
+    cfg = leaderboard_config(tmp_path)
+    store = Store(cfg.db_url())
+    stuck = _submit(cfg, store, "mock:always_code", "stuck")
+    fine = _submit(cfg, store, "mock:perfect_covert", "fine")
+    worker = Worker(cfg, store)
+    real = worker.baseline
+
+    def baseline(track, corpus, base_model, *rest):
+        if base_model == "mock:always_code":
+            raise FileNotFoundError("models/always_code/model.safetensors")
+        return real(track, corpus, base_model, *rest)
+    monkeypatch.setattr(worker, "baseline", baseline)
+    assert worker.run(once=True) == 1 and worker.faults == 1
+    assert store.get(fine)["status"] == "FINISHED"
+    sub = store.get(stuck)
+    assert sub["status"] == "PENDING" and sub["attempts"] == 0
+    assert "the baseline of mock:always_code on track 'quickstart'" in _evaluator_errors(sub)[0]["error"]
