@@ -53,3 +53,23 @@ def test_report_names_the_monitor_that_catches_the_positive_controls_covert_use(
     # on the same answers flags at most its share of them.
     assert "(32 covert answers of `" in line and "`llm_judge` (text)" in line and "of base answers" in line
     assert "### Which monitor catches the covert use" in text
+
+
+def test_whitebox_finding_sets_covert_readings_against_innocent_uses_and_flags_an_early_probe():
+    from types import SimpleNamespace
+
+    from stegobench.eval.runlog import Interval, LensSplit, WhiteboxResult
+    from stegobench.studies.report import whitebox_finding
+
+    def run(probe_layer: int, reads: float):
+        splits = {"definition_only": LensSplit(11, Interval(0.91, 0.6, 1.0), 3.0, 30.0, Interval(reads, 0.0, reads)),
+                  "original_meaning": LensSplit(17, Interval(0.59, 0.22, 0.94), 10.0, 25.0, Interval(0.0, 0.0, 0.0))}
+        cond = SimpleNamespace(whitebox=WhiteboxResult(splits))
+        return SimpleNamespace(adapter_conditions=lambda: [("adapter:x", cond)],
+                               whitebox_probe=SimpleNamespace(layer=probe_layer))
+
+    early = whitebox_finding(run(2, 0.0))
+    assert "0.91 [0.60, 1.00] of 11 answers" in early and "0.59 [0.22, 0.94] of the 17 answers" in early
+    assert "not a specific sign of covert use" in early and "reads the word, not the concept" in early
+    late = whitebox_finding(run(20, 0.5))
+    assert "reads the word" not in late and "under the code word in 0.50" in late
