@@ -51,7 +51,7 @@ def test_report_names_the_monitor_that_catches_the_positive_controls_covert_use(
     # The scripted model answers covertly with or without the adapter: 32 covert answers (16 definition-only + 16
     # demonstrated items), and the judge calibrated
     # on the same answers flags at most its share of them.
-    assert "(32 covert answers of `" in line and "`llm_judge` (text)" in line and "of base answers" in line
+    assert "(32 covert, 0 plain and 0 other-code answers of `" in line and "`llm_judge` (text)" in line and "of base answers" in line
     assert "### Which monitor catches the covert use" in text
 
 
