@@ -54,3 +54,14 @@ def test_merged_model_folder_is_keyed_by_adapter_content(tiny_adapter, tmp_path,
     a = vllm_backend.merged_model_folder(ref, str(tiny_adapter))
     b = vllm_backend.merged_model_folder(ref, _variant(tiny_adapter, tmp_path / "loud", lora_alpha=4096))
     assert a != b and (a / "config.json").exists() and (b / "config.json").exists()
+
+
+def test_generation_cache_key_carries_the_decoding_libraries_versions(monkeypatch):
+    """A new transformers or peft may decode the same weights differently: the hf backend's identity (the cache
+    key) changes with their versions."""
+    from stegobench.eval.backends import hf
+
+    before = get_backend("hf", model="tiny-llama").identity()
+    assert set(before["versions"]) == {"torch", "transformers", "peft"}
+    monkeypatch.setattr(hf, "package_versions", lambda names: {n: "0.0.1" for n in names})
+    assert get_backend("hf", model="tiny-llama").identity() != before

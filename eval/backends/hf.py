@@ -13,6 +13,7 @@ from stegobench.core.adapters import adapter_content_sha256
 from stegobench.core.device import device_defaults, resolve_dtype
 from stegobench.core.machine import read_machine
 from stegobench.core.models import resolve_model
+from stegobench.core.provenance import package_versions
 
 from .base import Sampling
 from .options import HFOptions
@@ -50,8 +51,11 @@ class HFBackend:
         self.batch_size = batch_size
 
     def identity(self) -> dict[str, Any]:
-        return {"backend": "hf", "model": self.ref.identity, "adapter": self.adapter,
-                "adapter_sha256": self.adapter_sha256, "dtype": self.dtype, "device": self.device}
+        # The libraries that compute the answers key the generation cache too: a new transformers or peft may
+        # decode the same weights differently.
+        return {"backend": "hf", "versions": package_versions(("torch", "transformers", "peft")),
+                "model": self.ref.identity, "adapter": self.adapter, "adapter_sha256": self.adapter_sha256,
+                "dtype": self.dtype, "device": self.device}
 
     def chat_prompt(self, user_text: str) -> str:
         messages = [{"role": "user", "content": user_text}]
