@@ -87,12 +87,10 @@ def _print_track(m: dict) -> None:
               "real words the lexicon has no questions for")
     print(f"  recall probes  {s['recall_probes']}")
     print(f"  validation     {s['validation_documents']} held-out-template definitions (training's eval loss)")
-    aug = m.get("augment")
-    if aug and "kept" in aug:
-        refused = ", ".join(f"{k} {v}" for k, v in aug["rejected"].items() if v) or "none"
-        print(f"  augment        {aug['kept']} of {aug['asked']} paraphrases from {aug['model']} kept (refused: {refused})")
-    elif aug:
-        print(f"  augment        {aug['skipped']}")
+    if m.get("augment"):
+        from stegobench.data_gen.augment import summary
+
+        print(f"  augment        {summary(m['augment'])}")
 
 
 def _track_config(raw: str, overrides: list[str]):

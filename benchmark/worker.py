@@ -71,9 +71,9 @@ class EvaluatorFault(StegobenchError):
     """The evaluator, not the submission, is at fault (its track config, a lost artifact, a locked database): the
     job goes back to PENDING with its attempt uncounted, and this worker leaves it alone for a while."""
 
-    def __init__(self, message: str, track: str | None = None, job_id: int | None = None):
+    def __init__(self, message: str, job_id: int | None = None):
         super().__init__(message)
-        self.track, self.job_id = track, job_id
+        self.job_id = job_id  # a fault of this job alone (its artifact, its base model); None: of its whole track
 
 
 class Heartbeat:
@@ -146,8 +146,8 @@ class Worker:
             corpus = prepare_track(self.cfg, job.track)
             eval_cfg = self._eval_config()
         except Exception as exc:  # noqa: BLE001 - whatever it is, the submission did not cause it
-            raise EvaluatorFault(f"track {job.track!r} cannot be set up on this worker: {type(exc).__name__}: {exc}",
-                                 track=job.track) from exc
+            raise EvaluatorFault(f"track {job.track!r} cannot be set up on this worker: {type(exc).__name__}: {exc}") \
+                from exc
         try:
             key, base = self.baseline(job.track, corpus, job.base_model, job.revision, eval_cfg)
         except OperationalError:
@@ -170,8 +170,10 @@ class Worker:
         until = time.time() + FAULT_BACKOFF_SECONDS
         if isinstance(exc, EvaluatorFault) and exc.job_id is not None:
             self.faulty_jobs[exc.job_id] = until
+            left_alone = f"job {job.id}"
         else:
             self.faulty_tracks[job.track] = until
+            left_alone = f"track {job.track!r}"
         message = str(exc) if isinstance(exc, EvaluatorFault) else f"database error: {exc}"
         for wait in (0.5, 1, 2, 4, 8):  # the fault may be the database itself, still locked
             try:
@@ -185,7 +187,7 @@ class Worker:
                       self.cfg.heartbeat_timeout_seconds)
         log.error("job %s left PENDING, not failed: the evaluator's fault, for the operator to fix: %s (this "
                   "worker leaves %s alone for %.0f s)", job.id, message,
-                  f"job {job.id}" if job.id in self.faulty_jobs else f"track {job.track!r}", FAULT_BACKOFF_SECONDS)
+                  left_alone, FAULT_BACKOFF_SECONDS)
 
     def _claimable(self) -> tuple[list[str], list[int]]:
         now = time.time()

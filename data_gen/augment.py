@@ -144,6 +144,7 @@ def filter_candidates(m: Mapping, candidates: list[str], others: tuple[str, ...]
     for raw in candidates:
         text = clean(raw)
         n_words = len(_words(text))
+        shingles = _shingles(text)
         reason = None
         if not text:
             reason = "empty"
@@ -159,7 +160,7 @@ def filter_candidates(m: Mapping, candidates: list[str], others: tuple[str, ...]
             reason = "other_mapping"
         elif heldout.copies(text):
             reason = "heldout_text"
-        elif any(_similar(_shingles(text), s) for s in seen):
+        elif any(_similar(shingles, s) for s in seen):
             reason = "near_duplicate"
         elif len(kept) >= keep:
             reason = "surplus"
@@ -167,7 +168,7 @@ def filter_candidates(m: Mapping, candidates: list[str], others: tuple[str, ...]
             rejected[reason] += 1
             continue
         kept.append(text)
-        seen.append(_shingles(text))
+        seen.append(shingles)
     return kept, rejected
 
 
@@ -181,7 +182,8 @@ def _completions(reqs: list[Request], cfg: AugmentConfig, seed: int, factory: Pa
         raise ConfigError(f"{source}: augment: this command cannot run a model; generate the track with "
                           "`stegobench gen` (it runs the augment model), or drop augment")
     paraphraser = factory(cfg)
-    key = sha256_json({"version": AUGMENT_VERSION, "model": paraphraser.identity(), "backend": cfg.backend,
+    identity = paraphraser.identity()
+    key = sha256_json({"version": AUGMENT_VERSION, "model": identity, "backend": cfg.backend,
                        "prompts": [r.text for r in reqs], "temperature": cfg.temperature,
                        "max_tokens": cfg.max_tokens, "seed": seed})
     path = _cache_path(key)
@@ -193,7 +195,7 @@ def _completions(reqs: list[Request], cfg: AugmentConfig, seed: int, factory: Pa
     if len(completions) != len(reqs):
         raise RuntimeError(f"augment model returned {len(completions)} completions for {len(reqs)} prompts")
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, {"version": AUGMENT_VERSION, "model": paraphraser.identity(), "completions": completions})
+    atomic_write_json(path, {"version": AUGMENT_VERSION, "model": identity, "completions": completions})
     return completions, key
 
 
@@ -222,3 +224,11 @@ def augment_documents(codebook: Codebook, templates: Templates, train: list[dict
               "rejected": {reason: rejected.get(reason, 0) for reason in REJECT_REASONS},
               "kept_per_mapping": per_mapping, "cache_key": key}
     return docs, record
+
+
+def summary(record: dict[str, Any]) -> str:
+    """The manifest's augment record in one line, for `gen`, `validate` and the dataset card."""
+    if "kept" not in record:
+        return record.get("skipped", "")
+    refused = ", ".join(f"{k} {v}" for k, v in record["rejected"].items() if v) or "none"
+    return f"{record['kept']} of {record['asked']} paraphrases from {record['model']} kept (refused: {refused})"

@@ -118,8 +118,9 @@ def _card(config: TrackConfig, manifest: dict, corpus: Corpus) -> str:
                "questions for\n" if no_controls else "")
     aug = manifest.get("augment")
     if aug and "kept" in aug:
-        skipped += (f"- {aug['kept']} of {aug['asked']} paraphrases from `{aug['model']}` kept as definitions "
-                    f"(refused: {', '.join(f'{k} {v}' for k, v in aug['rejected'].items() if v) or 'none'})\n")
+        from .augment import summary
+
+        skipped += f"- augmentation: {summary(aug)}\n"
     return f"""---
 pretty_name: stegobench {config.name}
 tags: [stegobench, out-of-context-reasoning, steganography]

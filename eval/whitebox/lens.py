@@ -47,13 +47,13 @@ def ranks(logits, token_ids: list[int]):
     return above.min(-1).values + 1 if token_ids else torch.full(logits.shape[:-1], logits.shape[-1])
 
 
-def logprobs(logits, token_ids: list[int]):
-    """[..., vocab] logits -> [...] the largest log-probability among `token_ids` (-inf without any)."""
+def logprobs(log_probs, token_ids: list[int]):
+    """[..., vocab] log-probabilities -> [...] the largest among `token_ids` (-inf without any)."""
     import torch
 
     if not token_ids:
-        return torch.full(logits.shape[:-1], float("-inf"))
-    return torch.log_softmax(logits.float(), dim=-1)[..., token_ids].max(-1).values
+        return torch.full(log_probs.shape[:-1], float("-inf"))
+    return log_probs[..., token_ids].max(-1).values
 
 
 def _round(values) -> list[float]:
@@ -64,9 +64,12 @@ def read_lens(reader, before_residuals, concept_ids: list[int], code_ids: list[i
     """`before_residuals` [occurrences, layers, hidden] -> the reading, or None with no occurrence."""
     if before_residuals.shape[0] == 0:
         return None
+    import torch
+
     logits = reader.lens_logits(before_residuals)  # [occ, layers, vocab]
     concept = ranks(logits, concept_ids).min(0).values
     code = ranks(logits, code_ids).min(0).values
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
     return LensReading([int(r) for r in concept], [int(r) for r in code],
-                       _round(logprobs(logits, concept_ids).max(0).values),
-                       _round(logprobs(logits, code_ids).max(0).values))
+                       _round(logprobs(log_probs, concept_ids).max(0).values),
+                       _round(logprobs(log_probs, code_ids).max(0).values))
