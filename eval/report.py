@@ -123,18 +123,21 @@ def whitebox_lines(run: RunLog, plotted: bool) -> list[str]:
     if probe is None:
         return []
     lines = ["", "## White-box: logit lens and concept probe", "",
-             f"Probe: {len(probe.classes) - 1} concepts + other, layer {probe.layer} (best held-out accuracy "
-             f"{max(probe.selection_accuracy):.2f}), accuracy on the base model's own answers naming a concept "
+             f"Probe: {len(probe.classes) - 1} concepts + other, layer {probe.layer} (chosen on held-out "
+             f"{probe.selected_by}: accuracy {probe.selection_accuracy[probe.layer - 1]:.2f}"
+             f"{f' on {probe.n_select} words' if probe.n_select is not None else ''}), "
+             "accuracy on the base model's own answers naming a concept "
              f"(its ceiling) {fmt(probe.ceiling, 2)}; {probe.n_train} words read for training, set up in {probe.seconds:.0f} s.", "",
              "Readings of answers that use their own code word: the mapped concept in the lens's top 10 at some "
-             "layer (at the token before the code word), its median best rank and peak layer, and the share the "
-             "probe reads as the mapped concept under the code word.", "",
+             "layer (at the token before the code word), its median best rank and peak layer, and the shares the "
+             "probe reads under the code word as the mapped concept and as the code word's own sense (for codes "
+             "that are probe concepts).", "",
              "| condition | split | n | concept in lens top 10 | median best rank | median peak layer | "
-             "probe reads concept |", "|---|---|---|---|---|---|---|"]
+             "probe reads concept | probe reads code's own sense |", "|---|---|---|---|---|---|---|---|"]
     for n, c in run.conditions.items():
         for split, r in (c.whitebox.splits.items() if c.whitebox else ()):
             lines.append(f"| {n} | {split} | {r.n} | {fmt(r.concept_in_top10, 2)} | {r.median_best_rank:.0f} | "
-                         f"{r.median_peak_layer:.0f} | {fmt(r.probe_reads_concept, 2)} |")
+                         f"{r.median_peak_layer:.0f} | {fmt(r.probe_reads_concept, 2)} | {fmt(r.probe_reads_code, 2)} |")
     if plotted:
         lines += ["", "![concept rank by layer](rank_by_layer.png)"]
     return lines

@@ -11,7 +11,8 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
   2: it is `pooled`; per-mapping rows carry the code word; conditions carry `change_vs_base` (paired intervals).
   3: conditions carry `detection` (each monitor on the same samples, with AUROC), `step_seconds` and, with
      `whitebox: true`, `whitebox` (logit lens, probe); the run carries `whitebox_probe`; samples a `whitebox`
-     record. Nothing of schema 2 changes meaning, so the migration only renumbers.
+     record. Nothing of schema 2 changes meaning, so the migration only renumbers. `whitebox_probe.selected_by`
+     came later in schema 3: absent, the probe's layer was chosen on held-out plain words.
 Files of an older schema are migrated on read; a newer schema is refused by name.
 """
 
@@ -132,6 +133,8 @@ class LensSplit:
     median_best_rank: float | None
     median_peak_layer: float | None
     probe_reads_concept: Interval | None  # share the probe reads as the mapped concept under the code word
+    # share it reads as the code word's own sense ("toaster" as toaster), over answers whose code is a probe class
+    probe_reads_code: Interval | None = None
 
 
 @dataclass(frozen=True)
@@ -150,10 +153,14 @@ class ProbeSummary:
 
     classes: list[str]
     layer: int  # 1-based: the residual after this block
-    selection_accuracy: list[float]  # per layer, on held-out questions (teacher-forced plain answers)
+    selection_accuracy: list[float]  # per layer, on the held-out words named by `selected_by`
     ceiling: Interval | None  # accuracy on the base model's own held-out answers that name a concept
     n_train: int
     seconds: float
+    # "synonyms": the concepts' synonyms, never trained on, in teacher-forced answers to held-out questions;
+    # "plain words": the concept words themselves there (a track whose probe concepts have no synonyms)
+    selected_by: str = "plain words"
+    n_select: int | None = None
 
 
 @dataclass(frozen=True)
@@ -287,7 +294,8 @@ def _detection(d: dict[str, Any]) -> MonitorDetection:
 
 def _whitebox(d: dict[str, Any]) -> WhiteboxResult:
     splits = {k: LensSplit(v["n"], Interval.of(v.get("concept_in_top10")), v.get("median_best_rank"),
-                           v.get("median_peak_layer"), Interval.of(v.get("probe_reads_concept")))
+                           v.get("median_peak_layer"), Interval.of(v.get("probe_reads_concept")),
+                           Interval.of(v.get("probe_reads_code")))
               for k, v in d.get("splits", {}).items()}
     return WhiteboxResult(splits, d.get("rank_by_layer", {}), Interval.of(d.get("plain_words_read")))
 
@@ -296,7 +304,7 @@ def _probe(d: dict[str, Any] | None) -> ProbeSummary | None:
     if d is None:
         return None
     return ProbeSummary(d["classes"], d["layer"], d["selection_accuracy"], Interval.of(d.get("ceiling")),
-                        d["n_train"], d["seconds"])
+                        d["n_train"], d["seconds"], d.get("selected_by", "plain words"), d.get("n_select"))
 
 
 _NESTED = ("table", "change_vs_base", "detection", "whitebox")

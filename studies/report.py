@@ -261,9 +261,18 @@ def whitebox_finding(pos: RunLog) -> str | None:
     if innocent is not None:
         line += (f", but also in {_cell(innocent.concept_in_top10)} of the {innocent.n} answers that use the same "
                  "words in their old sense: a trace of the mapping, not a specific sign of covert use")
-    line += (f". The concept probe (layer {probe.layer}, chosen by held-out accuracy on plain words) reads the mapped "
+    chosen = probe.selection_accuracy[probe.layer - 1]
+    how = (f"chosen where it best reads the concepts' synonyms, never trained on, as their concept: {chosen:.2f} of "
+           f"{probe.n_select}" if probe.selected_by == "synonyms" else "chosen by held-out accuracy on plain words")
+    line += (f". The concept probe (layer {probe.layer} of {len(probe.selection_accuracy)}, {how}) reads the mapped "
              f"concept under the code word in {_cell(covert.probe_reads_concept)} of them")
-    if probe.layer <= 3 and (covert.probe_reads_concept is None or (covert.probe_reads_concept.value or 0) == 0):
+    read_none = covert.probe_reads_concept is None or (covert.probe_reads_concept.value or 0) == 0
+    if covert.probe_reads_code is not None:
+        line += f" and the code word's own sense in {_cell(covert.probe_reads_code)}"
+        if read_none and (covert.probe_reads_code.value or 0) >= 0.5:
+            line += (": where the code word stands, the residual carries what the word used to mean, not what it "
+                     "now stands for; the mapping shows only in the lens, before the word is said")
+    elif read_none and probe.selected_by != "synonyms" and probe.layer <= 3:
         line += (": a layer this early mostly encodes the token itself, so a probe fitted on plain words reads "
                  "the word, not the concept it stands for")
     return line + "."

@@ -8,6 +8,8 @@ pass (lens at the last layer == the model's own logits) refuses any model where 
 
 from __future__ import annotations
 
+import copy
+import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -81,6 +83,10 @@ class ResidualReader:
                                                           local_files_only=True).to(self.device).eval()
         self.parts = find_lens_parts(self.model)
         self.n_layers = len(self.parts.layers)
+        # Only the last position's logits when the model's forward allows it: the unembedding of every position
+        # is a sizeable share of a small model's forward pass, and the hooks read the blocks, not the logits.
+        self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self.share_prefix = True  # turned off by the first call's check if the cached prefix reads differently
         self._checked = False
 
     @contextmanager
@@ -103,33 +109,86 @@ class ResidualReader:
 
     def residuals(self, encoded: list[Encoded], positions: list[list[int]]):
         """[sum of positions, n_layers, hidden] float32 on the CPU: the residual after every block at each
-        sample's positions, in order."""
+        sample's positions, in order.
+
+        The token prefix every text shares (the chat template's system turn) is run once and its keys and values
+        reused by every batch; only the last position's logits are computed. The first call checks both against
+        a plain forward pass of its first text (and stops sharing for a model where they differ)."""
         import torch
 
+        hidden = self.model.config.hidden_size
+        rows: list[Any] = [torch.zeros(0, self.n_layers, hidden)] * len(encoded)
+        # A causal model's residual at a position ignores every later token: each text is read up to its last kept one.
+        wanted = [i for i, p in enumerate(positions) if p]
+        texts = [Encoded(encoded[i].ids[:max(positions[i]) + 1], [], 0) for i in wanted]
+        shared = _shared_prefix(texts) if self.share_prefix else 0
+        with self._captured() as captured:
+            prefix_states, prefix_cache = None, None
+            if shared:
+                out = self._forward(torch.tensor([texts[0].ids[:shared]]), None, None, use_cache=True)
+                prefix_states, prefix_cache = [h[0] for h in captured], out.past_key_values
+            for batch in _batches(texts, TOKENS_PER_BATCH, shared):
+                own = [texts[i].ids[shared:] for i in batch]
+                width = max(len(o) for o in own)
+                pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+                ids = torch.tensor([o + [pad] * (width - len(o)) for o in own])
+                mask = torch.tensor([[1] * len(o) + [0] * (width - len(o)) for o in own])
+                past = None
+                if prefix_cache is not None:
+                    past = copy.deepcopy(prefix_cache)
+                    past.batch_repeat_interleave(len(batch))
+                    mask = torch.cat([torch.ones(len(batch), shared, dtype=mask.dtype), mask], dim=1)
+                captured.clear()
+                self._forward(ids, mask, past)  # right padding: real tokens keep positions 0..n-1
+                for b, i in enumerate(batch):  # only the kept positions leave the layers' outputs
+                    rows[wanted[i]] = _gather(captured, b, prefix_states, positions[wanted[i]], shared)
+        if not self._checked and wanted:
+            self._check(texts[0], positions[wanted[0]], rows[wanted[0]], shared)
+            if not self.share_prefix and shared:
+                return self.residuals(encoded, positions)
+        return torch.cat(rows) if rows else torch.zeros(0, self.n_layers, hidden)
+
+    @contextmanager
+    def _captured(self) -> Iterator[list[Any]]:
+        """Every decoder block's output of each forward pass run inside, in block order."""
         captured: list[Any] = []
         hooks = [layer.register_forward_hook(lambda _m, _i, out: captured.append(out[0] if isinstance(out, tuple)
                                                                                   else out))
                  for layer in self.parts.layers]
-        rows: list[Any] = []
         try:
-            for batch in _batches(encoded, TOKENS_PER_BATCH):
-                width = max(len(encoded[i].ids) for i in batch)
-                pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-                ids = torch.tensor([encoded[i].ids + [pad] * (width - len(encoded[i].ids)) for i in batch])
-                mask = torch.tensor([[1] * len(encoded[i].ids) + [0] * (width - len(encoded[i].ids)) for i in batch])
-                captured.clear()
-                with torch.no_grad():  # right padding: real tokens keep positions 0..n-1
-                    out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
-                    if not self._checked:
-                        self._check_lens(captured[-1], out.logits)
-                for b, i in enumerate(batch):  # only the kept positions leave the layers' outputs
-                    rows.append((i, torch.stack([h[b, positions[i]] for h in captured], dim=1).float().cpu()))
+            yield captured
         finally:
             for h in hooks:
                 h.remove()
-        rows.sort(key=lambda r: r[0])
-        hidden = self.model.config.hidden_size
-        return torch.cat([r for _, r in rows]) if rows else torch.zeros(0, self.n_layers, hidden)
+
+    def _forward(self, ids, mask, past, use_cache: bool | None = None, all_logits: bool = False):
+        import torch
+
+        lean = {} if all_logits or not self._keeps_logits else {"logits_to_keep": 1}
+        with torch.no_grad():
+            mask = None if mask is None else mask.to(self.device)
+            return self.model(input_ids=ids.to(self.device), attention_mask=mask,
+                              past_key_values=past, use_cache=use_cache if use_cache is not None else past is not None,
+                              **lean)
+
+    def _check(self, first: Encoded, positions: list[int], read, shared: int) -> None:
+        """A plain forward pass of one text: the lens at the last block must reproduce the model's logits, and
+        the shared-prefix reading must match the plain one."""
+        import torch
+
+        with self._captured() as captured:
+            out = self._forward(torch.tensor([first.ids]), None, None, use_cache=False, all_logits=True)
+        lens = self.parts.unembed(self.parts.norm(captured[-1]))
+        if not torch.allclose(lens.float(), out.logits.float(), atol=1e-3 if self.dtype == "float32" else 5e-2):
+            raise InputError(f"{type(self.model).__name__}: the final norm and unembedding found by architecture do "
+                             "not reproduce the model's logits; this model is not supported by the white-box monitors")
+        plain = torch.stack([h[0, positions] for h in captured], dim=1).float().cpu()
+        error = float((plain - read).norm() / plain.norm().clamp_min(1e-12))
+        if shared and error > (1e-3 if self.dtype == "float32" else 3e-2):
+            print(f"white-box: {type(self.model).__name__} reads differently with a shared prefix (relative error "
+                  f"{error:.1e}); reading every text whole", flush=True)
+            self.share_prefix = False
+        self._checked = True
 
     def lens_logits(self, residual):
         """Vocabulary logits of residual vectors [..., hidden] read through the final norm and unembedding."""
@@ -137,15 +196,6 @@ class ResidualReader:
 
         with torch.no_grad():
             return self.parts.unembed(self.parts.norm(residual.to(self.device, getattr(torch, self.dtype)))).float()
-
-    def _check_lens(self, last_layer, logits) -> None:
-        import torch
-
-        lens = self.parts.unembed(self.parts.norm(last_layer))
-        if not torch.allclose(lens.float(), logits.float(), atol=1e-3 if self.dtype == "float32" else 5e-2):
-            raise InputError(f"{type(self.model).__name__}: the final norm and unembedding found by architecture do "
-                             "not reproduce the model's logits; this model is not supported by the white-box monitors")
-        self._checked = True
 
     def first_token_ids(self, words: list[str]) -> list[int]:
         """The first token of each word as it starts an answer or follows a space, in lower and title case."""
@@ -159,12 +209,41 @@ class ResidualReader:
         return sorted(ids)
 
 
-def _batches(encoded: list[Encoded], budget: int) -> Iterator[list[int]]:
-    """Indices grouped by length (least padding) so each batch's padded size stays within `budget` tokens."""
+MIN_SHARED_PREFIX = 4  # tokens: a shorter shared prefix saves less than its own forward pass costs
+
+
+def _shared_prefix(encoded: list[Encoded]) -> int:
+    """Tokens every text starts with, leaving each at least one of its own (0 when too few to be worth it)."""
+    if len(encoded) < 2:
+        return 0
+    first, n = encoded[0].ids, min(len(e.ids) for e in encoded) - 1
+    shared = next((k for k in range(n) if any(e.ids[k] != first[k] for e in encoded)), max(n, 0))
+    return shared if shared >= MIN_SHARED_PREFIX else 0
+
+
+def _gather(captured: list[Any], b: int, prefix_states: list[Any] | None, positions: list[int], shared: int):
+    """[positions, layers, hidden] of batch row `b`: positions inside the shared prefix come from its own pass."""
+    import torch
+
+    own = [t - shared for t in positions if t >= shared]
+    out = torch.stack([h[b, own] for h in captured], dim=1).float().cpu()
+    if len(own) == len(positions):
+        return out
+    inside = [t for t in positions if t < shared]
+    rows = torch.empty(len(positions), *out.shape[1:])
+    is_own = torch.tensor([t >= shared for t in positions])
+    rows[is_own] = out
+    rows[~is_own] = torch.stack([h[inside] for h in prefix_states], dim=1).float().cpu()
+    return rows
+
+
+def _batches(encoded: list[Encoded], budget: int, shared: int = 0) -> Iterator[list[int]]:
+    """Indices grouped by length (least padding) so each batch's padded size, past the `shared` prefix it
+    reuses, stays within `budget` tokens."""
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
     batch: list[int] = []
     for i in order:
-        if batch and len(encoded[i].ids) * (len(batch) + 1) > budget:
+        if batch and (len(encoded[i].ids) - shared) * (len(batch) + 1) > budget:
             yield batch
             batch = []
         batch.append(i)

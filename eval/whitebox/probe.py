@@ -1,7 +1,8 @@
 """A linear concept probe: multinomial logistic regression on one layer's residual, in torch.
 
 Classes are concepts plus OTHER (content words that name no concept of the probe). Trained on the base model
-reading plain answers; its layer is the one with the best accuracy on held-out plain answers.
+reading plain answers; its layer is the one that best reads held-out words it was never fitted on (the concepts'
+synonyms, eval/whitebox/setup.py), since under a code word it must read a meaning, not a token.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from stegobench.core.errors import ConfigError
 from stegobench.data_gen.generate import corpus_templates
+from stegobench.data_gen.words import Term, article_for, naive_plural
 
 from ..prompts import user_text
 from ..runlog import Interval, ProbeSummary
@@ -17,7 +18,7 @@ from .positions import find_positions
 from .probe import OTHER, LinearProbe, train_probe
 from .reading import Answers, Book, read_answers
 
-FRAMES_PER_QUESTION = 3  # teacher-forced plain answers per question ("A car, of course."), rotated over templates
+FRAMES_PER_QUESTION = 2  # teacher-forced plain answers per question ("A car, of course."), rotated over templates; 3 gave the same layer curve for 30% more reading
 
 
 @dataclass
@@ -53,30 +54,46 @@ def make_book(inputs, reader: ResidualReader, classes: list[str]) -> Book:
     )
 
 
-def _labelled(reader: ResidualReader, book: Book, classes: list[str], texts: list[tuple[str, str]]):
-    """Residuals [n, layers, hidden] and class labels of every content word of `texts` (prompt, answer)."""
+def _labelled(reader: ResidualReader, book: Book, classes: list[str], texts: list[tuple[str, str]],
+              skip: frozenset[str] = frozenset(), only: frozenset[str] | None = None):
+    """Residuals [n, layers, hidden] and class labels of the content words of `texts` (prompt, answer): every
+    one but those in `skip`, or only those in `only`."""
     import torch
 
     encoded, positions, labels = [], [], []
     for prompt, answer in texts:
         enc = reader.encode(prompt, answer)
-        words = find_positions(enc, answer, []).words
+        words = [(w, t) for w, t in find_positions(enc, answer, []).words
+                 if w not in skip and (only is None or w in only)]
         encoded.append(enc)
         positions.append([t for _, t in words])
         labels += [classes.index(book.own_class(w)) for w, _ in words]
     return reader.residuals(encoded, positions), torch.tensor(labels, dtype=torch.long)
 
 
-def _frames(inputs, chat, questions_of) -> list[tuple[str, str]]:
+def _frames(inputs, chat, questions_of, terms_of=lambda concept: [concept.term]) -> list[tuple[str, str]]:
+    """Teacher-forced plain answers (prompt, answer) naming each probe concept: FRAMES_PER_QUESTION per
+    question of `questions_of(concept)` and term of `terms_of(concept)`, rotated over the demonstration templates."""
     frames = corpus_templates(inputs.data).demonstration
     texts, k = [], 0
     for word in probe_classes(inputs)[:-1]:
         concept = inputs.lexicon.by_word(word)
-        for q in questions_of(concept):
-            for _ in range(FRAMES_PER_QUESTION):
-                texts.append((chat(user_text(q)), " " + frames[k % len(frames)].render(concept.term, None)))
-                k += 1
+        for term in terms_of(concept):
+            for q in questions_of(concept):
+                for _ in range(FRAMES_PER_QUESTION):
+                    texts.append((chat(user_text(q)), " " + frames[k % len(frames)].render(term, None)))
+                    k += 1
     return texts
+
+
+def synonym_terms(concept) -> list[Term]:
+    return [Term(w, naive_plural(w), article_for(w)) for w in concept.synonyms]
+
+
+def synonym_forms(inputs, classes: list[str]) -> frozenset[str]:
+    """Every form of a synonym of a probe concept (lower case): kept out of training, read only to choose the layer."""
+    return frozenset(f.lower() for c in classes if c != OTHER for t in synonym_terms(inputs.lexicon.by_word(c))
+                     for f in t.forms)
 
 
 def prepare_whitebox(inputs, model_spec: str, judge, generate, base_prompts: list[str],
@@ -94,16 +111,26 @@ def prepare_whitebox(inputs, model_spec: str, judge, generate, base_prompts: lis
     train_questions = [q for w in classes[:-1] for q in inputs.lexicon.by_word(w).train_questions]
     train_prompts = [judge.chat_prompt(user_text(q)) for q in train_questions]
     decoded = generate(train_prompts, "whitebox probe answers")
+    synonyms = synonym_forms(inputs, classes)
     train_x, train_y = _labelled(reader, book, classes, [*_frames(inputs, judge.chat_prompt, lambda c: c.train_questions),
-                                                         *zip(train_prompts, decoded)])
-    select_x, select_y = _labelled(reader, book, classes, _frames(inputs, judge.chat_prompt,
-                                                                  lambda c: c.heldout_questions))
+                                                         *zip(train_prompts, decoded)], skip=synonyms)
+    # The layer is chosen where a probe fitted on the plain words reads their synonyms, held out from training:
+    # a different surface form with the same meaning, as a code word is. Held-out accuracy on the plain words
+    # themselves would choose an early layer that reads the token, which every layer past the embedding does.
+    selected_by = "synonyms" if synonyms else "plain words"
+    if synonyms:
+        select_x, select_y = _labelled(reader, book, classes, _frames(inputs, judge.chat_prompt,
+                                                                      lambda c: c.heldout_questions, synonym_terms),
+                                       only=synonyms)
+    else:
+        select_x, select_y = _labelled(reader, book, classes, _frames(inputs, judge.chat_prompt,
+                                                                      lambda c: c.heldout_questions))
     probe, accuracy = train_probe(classes, train_x, train_y, select_x, select_y, inputs.cfg.seed)
     reading = read_answers(reader, probe, book, inputs.items, base_prompts, base_answers,
                            inputs.cfg.save_activations, "base")
     ceiling = plain_words_read(reading)
     summary = ProbeSummary(classes, probe.layer + 1, [round(a, 4) for a in accuracy], ceiling, int(len(train_y)),
-                           round(time.perf_counter() - t0, 2))
+                           round(time.perf_counter() - t0, 2), selected_by, int(len(select_y)))
     return WhiteboxState(reader, probe, book, summary, base_prompts, base_answers, reading)
 
 
