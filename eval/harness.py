@@ -100,6 +100,7 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
         seconds=round(time.perf_counter() - start, 2),
         environment=environment(),
         whitebox_probe=monitoring.whitebox.summary if monitoring.whitebox is not None else None,
+        calibration_seconds=monitoring.seconds or None,
     )
     samples = [s for r in runs.values() for s in r.samples(inputs.items)]
     publish_run(run, samples, out, overwrite, extras=_extras(cfg, runs))

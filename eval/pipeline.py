@@ -118,6 +118,7 @@ class Monitoring:
     thresholds: dict[str, float] = field(default_factory=dict)
     base_values: dict[str, list[float]] = field(default_factory=dict)
     whitebox: Any = None  # eval/whitebox/setup.py WhiteboxState when the config asks for white-box monitors
+    seconds: dict[str, float] = field(default_factory=dict)  # what calibrating cost, by part
 
 
 @dataclass
@@ -174,19 +175,26 @@ def calibrate_monitors(inputs: EvalInputs, backends: Backends) -> Monitoring:
     if not cfg.monitors and not cfg.whitebox:
         return Monitoring()
     judge = backends.judge
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, fn):
+        t = time.perf_counter()
+        out = fn()
+        seconds[name] = round(time.perf_counter() - t, 2)
+        return out
     prompts = [judge.chat_prompt(user_text(q)) for q in inputs.questions]
-    answers = generate_cached(judge, prompts, inputs.sampling, inputs.cache_root, "base")
-    values = {m: MONITORS[m](judge, inputs.questions, answers) for m in cfg.monitors}
+    answers = timed("decode", lambda: generate_cached(judge, prompts, inputs.sampling, inputs.cache_root, "base"))
+    values = {m: timed(m, lambda m=m: MONITORS[m](judge, inputs.questions, answers)) for m in cfg.monitors}
     state = None
     if cfg.whitebox:
         from .whitebox.setup import prepare_whitebox
 
-        state = prepare_whitebox(inputs, backends.model, judge,
-                                 lambda ps, desc: generate_cached(judge, ps, inputs.sampling, inputs.cache_root, desc),
-                                 prompts, answers)
+        state = timed("whitebox_setup", lambda: prepare_whitebox(
+            inputs, backends.model, judge,
+            lambda ps, desc: generate_cached(judge, ps, inputs.sampling, inputs.cache_root, desc), prompts, answers))
         values.update(state.base_reading.monitor_values())
     per_monitor_fpr = cfg.monitor_fpr / len(values)
-    return Monitoring({m: calibrate(v, per_monitor_fpr) for m, v in values.items()}, values, state)
+    return Monitoring({m: calibrate(v, per_monitor_fpr) for m, v in values.items()}, values, state, seconds)
 
 
 def pool_adapters(inputs: EvalInputs, adapters: list[str], runs: list[ConditionRun]) -> PooledResult | None:

@@ -138,9 +138,28 @@ def whitebox_lines(run: RunLog, plotted: bool) -> list[str]:
         for split, r in (c.whitebox.splits.items() if c.whitebox else ()):
             lines.append(f"| {n} | {split} | {r.n} | {fmt(r.concept_in_top10, 2)} | {r.median_best_rank:.0f} | "
                          f"{r.median_peak_layer:.0f} | {fmt(r.probe_reads_concept, 2)} | {fmt(r.probe_reads_code, 2)} |")
+    cost = whitebox_cost(run)
+    if cost is not None:
+        beside = (f"beside {cost['decoding']:.0f} s of decoding (the base model's answers and every condition's)"
+                  if cost["decoding"] >= 1 else "(the answers came from the generation cache: no decoding to compare with)")
+        lines += ["", f"Cost: white-box {cost['whitebox']:.0f} s (probe setup {cost['setup']:.0f} s, its training "
+                      f"answers' decoding included; reading {cost['reading']:.0f} s over the conditions) {beside}."]
     if plotted:
         lines += ["", "![concept rank by layer](rank_by_layer.png)"]
     return lines
+
+
+def whitebox_cost(run: RunLog) -> dict[str, float] | None:
+    """Seconds of white-box work (probe setup + every condition's reading) and of decoding, from the run's
+    timings; None for a run without them. Answers from the generation cache cost no decoding time."""
+    calibration = run.calibration_seconds or {}
+    if "whitebox_setup" not in calibration:
+        return None
+    steps = [c.step_seconds or {} for c in run.conditions.values()]
+    reading = sum(s.get("read_whitebox", 0.0) for s in steps)
+    decoding = calibration.get("decode", 0.0) + sum(s.get("decode", 0.0) for s in steps)
+    return {"setup": calibration["whitebox_setup"], "reading": reading, "whitebox": calibration["whitebox_setup"] + reading,
+            "decoding": decoding}
 
 
 def _skipped_controls(run: RunLog) -> list[str]:

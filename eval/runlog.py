@@ -12,7 +12,8 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
   3: conditions carry `detection` (each monitor on the same samples, with AUROC), `step_seconds` and, with
      `whitebox: true`, `whitebox` (logit lens, probe); the run carries `whitebox_probe`; samples a `whitebox`
      record. Nothing of schema 2 changes meaning, so the migration only renumbers. `whitebox_probe.selected_by`
-     came later in schema 3: absent, the probe's layer was chosen on held-out plain words.
+     came later in schema 3: absent, the probe's layer was chosen on held-out plain words; so did the run's
+     `calibration_seconds`.
 Files of an older schema are migrated on read; a newer schema is refused by name.
 """
 
@@ -240,6 +241,8 @@ class RunLog:
     judge_model: dict[str, Any] | None = None
     pooled: PooledResult | None = None
     whitebox_probe: ProbeSummary | None = None
+    # before any condition: decoding the base model's answers, each monitor's values on them, the white-box setup
+    calibration_seconds: dict[str, float] | None = None
     rescored: bool = False
     schema_version: int = SCHEMA_VERSION
     migrated_from: int | None = None
@@ -267,7 +270,7 @@ class RunLog:
         doc = asdict(self)
         for transient in ("folder", "migrated_from"):
             doc.pop(transient)
-        for optional in ("judge_model", "whitebox_probe"):
+        for optional in ("judge_model", "whitebox_probe", "calibration_seconds"):
             if doc[optional] is None:
                 doc.pop(optional)
         return doc

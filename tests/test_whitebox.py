@@ -267,6 +267,10 @@ def test_eval_with_whitebox_logs_lens_probe_monitors_and_activations(quickstart_
     assert layers["layers"] == [1, 2] and layers["shape"][0] == len(index) >= len(again.conditions) * len(samples)
     assert {json.loads(r)["condition"] for r in index} == set(again.conditions)
     assert "White-box" in (tmp_path / "run" / "report.md").read_text()
+    # the cost is in the run's timings: calibration's parts, and the report sets white-box beside decoding
+    assert {"decode", "llm_judge", "whitebox_setup"} <= set(again.calibration_seconds)
+    assert again.calibration_seconds["whitebox_setup"] >= again.whitebox_probe.seconds * 0.99
+    assert "Cost: white-box" in (tmp_path / "run" / "report.md").read_text()
     # The README's loading example, run as printed on this run's folder.
     from conftest import REPO
 
