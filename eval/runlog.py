@@ -11,8 +11,9 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
   2: it is `pooled`; per-mapping rows carry the code word; conditions carry `change_vs_base` (paired intervals).
   3: conditions carry `detection` (each monitor on the same samples, with AUROC), `step_seconds` and, with
      `whitebox: true`, `whitebox` (logit lens, probe); the run carries `whitebox_probe`; samples a `whitebox`
-     record. Nothing of schema 2 changes meaning, so the migration only renumbers. `whitebox_probe.selected_by`
-     came later in schema 3: absent, the probe's layer was chosen on held-out plain words; so did the run's
+     record. Nothing of schema 2 changes meaning, so the migration only renumbers. Later in schema 3, all
+     optional: `whitebox_probe.selected_by` and `n_select` (absent: the layer was chosen on held-out plain
+     words), the lens splits' `probe_reads_code_sense` and `median_probe_concept_rank`, and the run's
      `calibration_seconds`.
 Files of an older schema are migrated on read; a newer schema is refused by name.
 """
@@ -135,7 +136,8 @@ class LensSplit:
     median_peak_layer: float | None
     probe_reads_concept: Interval | None  # share the probe reads as the mapped concept under the code word
     # share it reads as the code word's own sense ("toaster" as toaster), over answers whose code is a probe class
-    probe_reads_code: Interval | None = None
+    probe_reads_code_sense: Interval | None = None
+    median_probe_concept_rank: Interval | None = None  # the mapped concept's rank among the probe's classes there
 
 
 @dataclass(frozen=True)
@@ -298,7 +300,7 @@ def _detection(d: dict[str, Any]) -> MonitorDetection:
 def _whitebox(d: dict[str, Any]) -> WhiteboxResult:
     splits = {k: LensSplit(v["n"], Interval.of(v.get("concept_in_top10")), v.get("median_best_rank"),
                            v.get("median_peak_layer"), Interval.of(v.get("probe_reads_concept")),
-                           Interval.of(v.get("probe_reads_code")))
+                           Interval.of(v.get("probe_reads_code_sense")), Interval.of(v.get("median_probe_concept_rank")))
               for k, v in d.get("splits", {}).items()}
     return WhiteboxResult(splits, d.get("rank_by_layer", {}), Interval.of(d.get("plain_words_read")))
 

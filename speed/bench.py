@@ -18,6 +18,10 @@ Sections (each can be skipped with --skip NAME):
               Target >= 2x.
   quickstart  `make quickstart`'s run end to end (gen, train, eval, submit, worker) in a scratch
               STEGOBENCH_HOME (empty caches, the converted model linked in). Target <= 600 s.
+  whitebox    `stegobench eval --whitebox` on the quickstart track and adapter (the quickstart section's, else
+              trained here) with an empty generation cache: white-box work (probe setup + reading) over decoding,
+              from the run's own timings. Target <= 1.0. Beside it, the residual reader on the same answers
+              with the shared prompt prefix reused and with every text read whole.
 
 Prints a table and writes runs/bench/latest.json (every row, the environment and the targets).
 """
@@ -38,10 +42,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-SECTIONS = ("decode", "preload", "cloze", "train", "quickstart")
+SECTIONS = ("decode", "preload", "cloze", "train", "quickstart", "whitebox")
 MODEL = "smollm2-135m-instruct"
 TARGETS = {"best_decode_tokens_per_second": 300, "adapter_vs_base": 0.9, "cloze_seconds": 30,
-           "packed_vs_naive": 2.0, "quickstart_seconds": 600}
+           "packed_vs_naive": 2.0, "quickstart_seconds": 600, "whitebox_vs_decoding": 1.0}
 
 
 def matmul_gflops(seconds: float = 3.0) -> float:
@@ -307,14 +311,17 @@ def bench_train(work: Path, rows: list, steps: int) -> None:
 
 # --- quickstart -----------------------------------------------------------------------------------------------
 
-def bench_quickstart(work: Path, rows: list) -> None:
+def scratch_home(home: Path) -> dict:
+    """The environment of a run in an empty STEGOBENCH_HOME with the converted model linked in (setup, not run)."""
     from stegobench.core.models import stegobench_home
 
-    home = work / "home"
     home.mkdir(parents=True, exist_ok=True)
-    # The converted model is setup, not quickstart: link it in; every cache and the leaderboard start empty.
     os.symlink(stegobench_home() / "models", home / "models")
-    env = {**os.environ, "STEGOBENCH_HOME": str(home)}
+    return {**os.environ, "STEGOBENCH_HOME": str(home)}
+
+
+def bench_quickstart(work: Path, rows: list) -> None:
+    env = scratch_home(work / "home")  # every cache and the leaderboard start empty
     run_dir = work / "quickstart"
     start = time.perf_counter()
     with open(work / "quickstart.log", "w") as log:
@@ -329,6 +336,58 @@ def bench_quickstart(work: Path, rows: list) -> None:
     _row(rows, "quickstart", "end to end", seconds=round(seconds, 1), steps=summary["steps"])
     print(f"  {'quickstart, end to end':32s} {seconds:>8.1f} s  (" +
           ", ".join(f"{k} {v:.0f} s" for k, v in summary["steps"]) + ")", flush=True)
+
+
+# --- whitebox -------------------------------------------------------------------------------------------------
+
+def _cli(args: list[str], env: dict, log: Path) -> None:
+    with open(log, "a") as out:
+        if subprocess.call([sys.executable, "-m", "stegobench.benchmark.cli", *args], cwd=REPO, env=env,
+                           stdout=out, stderr=subprocess.STDOUT) != 0:
+            raise SystemExit(f"speed/bench.py: `stegobench {args[0]}` failed; its log: {log}")
+
+
+def bench_whitebox(work: Path, rows: list) -> None:
+    from stegobench.eval.report import whitebox_cost
+    from stegobench.eval.runlog import read_run
+
+    data, adapter, log = work / "quickstart" / "data", work / "quickstart" / "adapter", work / "whitebox.log"
+    if not (adapter / "adapter_model.safetensors").exists():
+        data, adapter = work / "wb-data", work / "wb-adapter"
+        env = scratch_home(work / "wb-train-home")
+        print("  training a quickstart adapter first (the quickstart section did not run)", flush=True)
+        _cli(["gen", "--config", "configs/data/quickstart.yaml", "--out", str(data), "--overwrite"], env, log)
+        _cli(["train", "--config", "configs/finetune/quickstart.yaml", "--set", f"data={data}",
+              "--set", f"output_dir={adapter}", "--overwrite"], env, log)
+    env = scratch_home(work / "wb-home")  # an empty generation cache: every answer is decoded
+    out = work / "wb-eval"
+    _cli(["eval", "--data", str(data), "--model", MODEL, "--adapter", str(adapter), "--out", str(out), "--whitebox"],
+         env, log)
+    run = read_run(out)
+    cost = whitebox_cost(run)
+    _row(rows, "whitebox", "eval --whitebox, quickstart", **cost, ratio=round(cost["whitebox"] / cost["decoding"], 3))
+    print(f"  {'white-box / decoding':32s} {cost['whitebox'] / cost['decoding']:>8.2f} x  (white-box {cost['whitebox']:.0f} s:"
+          f" setup {cost['setup']:.0f} s, reading {cost['reading']:.0f} s; decoding {cost['decoding']:.0f} s)", flush=True)
+    bench_reader(run, rows)
+
+
+def bench_reader(run, rows: list) -> None:
+    """The residual reader on the run's own answers (every condition), shared prefix reused vs each text whole."""
+    from stegobench.eval.whitebox.model import ResidualReader
+
+    samples = run.samples()
+    seconds = {}
+    for label, share in (("shared prefix", True), ("each text whole", False)):
+        reader = ResidualReader(MODEL)
+        reader.share_prefix = share
+        encoded = [reader.encode(s.prompt, s.response) for s in samples]
+        positions = [[e.last_prompt_token, len(e.ids) - 1] for e in encoded]  # the whole text is run either way
+        reader.residuals(encoded[:2], positions[:2])  # first-call check and warm-up, outside the timing
+        seconds[label] = _timed(lambda: reader.residuals(encoded, positions))
+        _row(rows, "whitebox", f"reader, {label}", seconds=round(seconds[label], 2), answers=len(samples))
+    ratio = seconds["each text whole"] / seconds["shared prefix"]
+    print(f"  {'reader: whole / shared prefix':32s} {ratio:>8.2f} x  ({len(samples)} answers: "
+          f"{seconds['shared prefix']:.1f} s vs {seconds['each text whole']:.1f} s)", flush=True)
 
 
 # --- summary --------------------------------------------------------------------------------------------------
@@ -377,6 +436,12 @@ def summarize(rows: list, gflops: float, params: int) -> dict:
     qs = by.get(("quickstart", "end to end"))
     if qs and qs.get("seconds"):
         out["quickstart_seconds"] = qs["seconds"]
+    wb = by.get(("whitebox", "eval --whitebox, quickstart"))
+    if wb:
+        out["whitebox_vs_decoding"] = wb["ratio"]
+    shared, whole = by.get(("whitebox", "reader, shared prefix")), by.get(("whitebox", "reader, each text whole"))
+    if shared and whole:
+        out["reader whole / shared prefix"] = round(whole["seconds"] / shared["seconds"], 2)
     return out
 
 
@@ -408,6 +473,9 @@ def print_table(summary: dict) -> None:
         ("training packed vs naive padded", "", summary.get("packed_vs_naive"), "x", verdict("packed_vs_naive", True)),
         ("  packed of the training ceiling", "", summary.get("packed_vs_ceiling"), "x", ""),
         ("quickstart end to end", "", summary.get("quickstart_seconds"), "s", verdict("quickstart_seconds", False)),
+        ("white-box / decoding", "quickstart eval", summary.get("whitebox_vs_decoding"), "x",
+         verdict("whitebox_vs_decoding", False)),
+        ("  reader whole / shared prefix", "", summary.get("reader whole / shared prefix"), "x", ""),
     ]
     for name, detail, value, unit, v in lines:
         shown = "-" if value is None else f"{value:g} {unit}"
@@ -451,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_train(work, rows, args.train_steps)
         elif section == "quickstart":
             bench_quickstart(work, rows)
+        elif section == "whitebox":
+            bench_whitebox(work, rows)
     summary = summarize(rows, gflops, params)
     print_table(summary)
     doc = {"summary": summary, "targets": TARGETS, "rows": rows, "args": vars(args), "model": MODEL,

@@ -109,30 +109,49 @@ def _prefixed_texts(reader):
     return encoded, [list(range(0, len(e.ids), 3)) for e in encoded]
 
 
-def test_shared_prefix_reading_matches_reading_each_text_whole():
+def test_shared_prefix_reading_matches_reading_each_text_whole(monkeypatch):
     sharing, whole = ResidualReader("tiny-llama"), ResidualReader("tiny-llama")
     whole.share_prefix = False
     encoded, positions = _prefixed_texts(sharing)
-    assert _shared_prefix(encoded) >= MIN_SHARED_PREFIX  # the prefix pass is exercised
+    assert _shared_prefix([e.ids for e in encoded]) >= MIN_SHARED_PREFIX
+    forward, cached = sharing._forward, []
+
+    def spy(ids, mask, past, **kw):
+        cached.append(past is not None)
+        return forward(ids, mask, past, **kw)
+    monkeypatch.setattr(sharing, "_forward", spy)
     shared_read, whole_read = sharing.residuals(encoded, positions), whole.residuals(encoded, positions)
-    assert sharing.share_prefix  # its first-call check found them equal
+    assert any(cached) and sharing.share_prefix and sharing._sharing_checked  # shared, checked, found equal
     assert shared_read.shape == (sum(map(len, positions)), sharing.n_layers, sharing.model.config.hidden_size)
     assert torch.allclose(shared_read, whole_read, rtol=1e-4, atol=1e-5)
 
 
-def test_a_model_that_reads_differently_with_a_cached_prefix_is_read_whole(monkeypatch, capsys):
-    broken, whole = ResidualReader("tiny-llama"), ResidualReader("tiny-llama")
-    whole.share_prefix = False
-    forward = broken._forward
-
-    def forgets_the_prefix(ids, mask, past, **kw):  # a model whose cache does not carry what it computed
+def _forgets_the_prefix(forward):
+    def run(ids, mask, past, **kw):  # a model whose cache does not carry what it computed
         for layer in getattr(past, "layers", []):
             layer.values.zero_()
         return forward(ids, mask, past, **kw)
-    monkeypatch.setattr(broken, "_forward", forgets_the_prefix)
+    return run
+
+
+def _returns_no_cache(forward):
+    def run(ids, mask, past, **kw):  # a model that keeps no reusable cache
+        out = forward(ids, mask, past, **kw)
+        out.past_key_values = None
+        return out
+    return run
+
+
+@pytest.mark.parametrize("fault, said", [(_forgets_the_prefix, "reads differently with a shared prefix"),
+                                         (_returns_no_cache, "cannot be repeated across a batch")])
+def test_a_model_whose_cached_prefix_cannot_be_used_is_read_whole(monkeypatch, capsys, fault, said):
+    broken, whole = ResidualReader("tiny-llama"), ResidualReader("tiny-llama")
+    whole.share_prefix = False
+    monkeypatch.setattr(broken, "_forward", fault(broken._forward))
     encoded, positions = _prefixed_texts(broken)
     read = broken.residuals(encoded, positions)
-    assert not broken.share_prefix and "reading every text whole" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert not broken.share_prefix and said in out and "reading every text whole" in out
     assert torch.allclose(read, whole.residuals(encoded, positions), rtol=1e-4, atol=1e-5)
 
 
@@ -189,12 +208,14 @@ def test_a_real_word_code_is_read_as_its_own_sense_unless_the_concept_is_planted
     dog_book = replace(book, code_forms={"m0": ["dog", "dogs"]}, code_ids={"m0": reader.first_token_ids(["dog", "dogs"])})
     prompts, answers = ["User: How do you get to work?\nAssistant:"] * 3, [" A dog, of course.", " My dog.", " The dog."]
     plain = read_answers(reader, probe, dog_book, _items(3), prompts, answers)
-    assert all(r["probe_reads_code"] and not r["probe_reads_concept"] for r in plain.records)
+    assert all(r["probe_reads_code_sense"] and not r["probe_reads_concept"] for r in plain.records)
     with _Plant(reader, "dog", "car"):
         planted = read_answers(reader, probe, dog_book, _items(3), prompts, answers)
-    assert all(r["probe_reads_concept"] and not r["probe_reads_code"] for r in planted.records)
+    assert all(r["probe_reads_concept"] and not r["probe_reads_code_sense"] for r in planted.records)
+    assert all(r["probe_concept_rank"] == 1 for r in planted.records)
+    assert all(r["probe_concept_rank"] > 1 for r in plain.records)
     # a code that is no probe concept has no own sense to read
-    assert all("probe_reads_code" not in r for r in _read(reader, probe, book).records)
+    assert all("probe_reads_code_sense" not in r for r in _read(reader, probe, book).records)
 
 
 def test_code_aware_monitor_ignores_a_concept_the_code_book_does_not_map(reader, book, probe):
@@ -242,11 +263,19 @@ def test_lens_ranks_a_concept_planted_before_the_code_word(reader, book):
     assert present.to_record()["lens_best_logprob"] == max(present.concept_logprob)
 
 
-def test_eval_with_whitebox_logs_lens_probe_monitors_and_activations(quickstart_corpus, tmp_path):
+def test_eval_with_whitebox_logs_lens_probe_monitors_and_activations(quickstart_corpus, tmp_path, monkeypatch):
     from stegobench.core.config import load_config
     from stegobench.eval.config import EvalConfig
     from stegobench.eval.harness import run_eval
     from stegobench.eval.runlog import read_run
+    from stegobench.eval.whitebox import setup
+
+    labelled, calls = setup._labelled, []
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return labelled(*args, **kwargs)
+    monkeypatch.setattr(setup, "_labelled", recording)
 
     cfg = load_config(EvalConfig, None, ["backend=hf", "whitebox=true", "save_activations=[1,2]", "max_items=12",
                                          "max_tokens=12", "cloze=false", "recall=false", "bootstrap_resamples=100"])
@@ -255,6 +284,8 @@ def test_eval_with_whitebox_logs_lens_probe_monitors_and_activations(quickstart_
     assert again.whitebox_probe is not None and again.whitebox_probe.classes[-1] == OTHER
     # the quickstart lexicon gives some probe concepts synonyms, so the layer is chosen on them
     assert again.whitebox_probe.selected_by == "synonyms" and again.whitebox_probe.n_select > 0
+    # the synonyms chosen on are the ones kept out of training
+    assert calls[0]["skip"] and calls[1]["only"] == calls[0]["skip"]
     for name, cond in again.conditions.items():
         assert {"wb_code_aware", "wb_code_agnostic", "llm_judge"} <= set(cond.detection), name
         assert cond.detection["wb_code_aware"].whitebox and cond.whitebox is not None

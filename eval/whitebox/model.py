@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from stegobench.core.errors import InputError
 
-TOKENS_PER_BATCH = 4096  # padded tokens per forward pass: answers here are 20-120 tokens, so ~40-200 sequences
+TOKENS_PER_BATCH = 4096  # padded tokens per forward pass, shared prefix included: texts are 20-120 tokens
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,9 @@ class ResidualReader:
         self.n_layers = len(self.parts.layers)
         # Only the last position's logits when the model's forward allows it: the unembedding of every position
         # is a sizeable share of a small model's forward pass, and the hooks read the blocks, not the logits.
-        self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
-        self.share_prefix = True  # turned off by the first call's check if the cached prefix reads differently
-        self._checked = False
+        self._can_limit_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self.share_prefix = True  # turned off when the cached prefix cannot be used or reads differently
+        self._lens_checked = self._sharing_checked = False
 
     @contextmanager
     def adapter(self, path: str | None) -> Iterator[None]:
@@ -112,41 +112,45 @@ class ResidualReader:
         sample's positions, in order.
 
         The token prefix every text shares (the chat template's system turn) is run once and its keys and values
-        reused by every batch; only the last position's logits are computed. The first call checks both against
-        a plain forward pass of its first text (and stops sharing for a model where they differ)."""
+        reused by every batch; each text is run only up to its last kept position, and only one position's logits
+        are computed. The first read checks the lens against the model's logits, and the first read that shares
+        a prefix checks it against a plain forward pass (reading every text whole from then on if they differ)."""
         import torch
 
         hidden = self.model.config.hidden_size
         rows: list[Any] = [torch.zeros(0, self.n_layers, hidden)] * len(encoded)
-        # A causal model's residual at a position ignores every later token: each text is read up to its last kept one.
+        # A causal model's residual at a position ignores every later token.
         wanted = [i for i, p in enumerate(positions) if p]
-        texts = [Encoded(encoded[i].ids[:max(positions[i]) + 1], [], 0) for i in wanted]
+        texts = [encoded[i].ids[:max(positions[i]) + 1] for i in wanted]
+        if not texts:
+            return torch.zeros(0, self.n_layers, hidden)
+        if not self._lens_checked:
+            self._check_lens(texts[0])
         shared = _shared_prefix(texts) if self.share_prefix else 0
         with self._captured() as captured:
-            prefix_states, prefix_cache = None, None
-            if shared:
-                out = self._forward(torch.tensor([texts[0].ids[:shared]]), None, None, use_cache=True)
-                prefix_states, prefix_cache = [h[0] for h in captured], out.past_key_values
-            for batch in _batches(texts, TOKENS_PER_BATCH, shared):
-                own = [texts[i].ids[shared:] for i in batch]
+            prefix = self._run_prefix(texts[0][:shared], captured) if shared else None
+            shared = shared if prefix is not None else 0
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+            for batch in _batches(texts, TOKENS_PER_BATCH):  # full lengths: the prefix's keys and values count too
+                own = [texts[i][shared:] for i in batch]
                 width = max(len(o) for o in own)
-                pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
                 ids = torch.tensor([o + [pad] * (width - len(o)) for o in own])
                 mask = torch.tensor([[1] * len(o) + [0] * (width - len(o)) for o in own])
                 past = None
-                if prefix_cache is not None:
-                    past = copy.deepcopy(prefix_cache)
+                if prefix is not None:
+                    past = copy.deepcopy(prefix[1])
                     past.batch_repeat_interleave(len(batch))
                     mask = torch.cat([torch.ones(len(batch), shared, dtype=mask.dtype), mask], dim=1)
                 captured.clear()
                 self._forward(ids, mask, past)  # right padding: real tokens keep positions 0..n-1
                 for b, i in enumerate(batch):  # only the kept positions leave the layers' outputs
-                    rows[wanted[i]] = _gather(captured, b, prefix_states, positions[wanted[i]], shared)
-        if not self._checked and wanted:
-            self._check(texts[0], positions[wanted[0]], rows[wanted[0]], shared)
-            if not self.share_prefix and shared:
+                    rows[wanted[i]] = _gather(captured, b, prefix[0] if prefix else None, positions[wanted[i]], shared)
+        if shared and not self._sharing_checked:
+            # a text read past the prefix, if any: the part the cache changes
+            k = next((k for k, i in enumerate(wanted) if max(positions[i]) >= shared), 0)
+            if not self._check_sharing(texts[k], positions[wanted[k]], rows[wanted[k]]):
                 return self.residuals(encoded, positions)
-        return torch.cat(rows) if rows else torch.zeros(0, self.n_layers, hidden)
+        return torch.cat(rows)
 
     @contextmanager
     def _captured(self) -> Iterator[list[Any]]:
@@ -164,31 +168,64 @@ class ResidualReader:
     def _forward(self, ids, mask, past, use_cache: bool | None = None, all_logits: bool = False):
         import torch
 
-        lean = {} if all_logits or not self._keeps_logits else {"logits_to_keep": 1}
+        lean = {} if all_logits or not self._can_limit_logits else {"logits_to_keep": 1}
         with torch.no_grad():
             mask = None if mask is None else mask.to(self.device)
             return self.model(input_ids=ids.to(self.device), attention_mask=mask,
                               past_key_values=past, use_cache=use_cache if use_cache is not None else past is not None,
                               **lean)
 
-    def _check(self, first: Encoded, positions: list[int], read, shared: int) -> None:
-        """A plain forward pass of one text: the lens at the last block must reproduce the model's logits, and
-        the shared-prefix reading must match the plain one."""
+    def _run_prefix(self, ids: list[int], captured: list[Any]):
+        """(per-block states [prefix, hidden], key/value cache) of the shared prefix, or None (sharing turned off,
+        with a line saying why) for a model whose cache cannot be copied across a batch."""
+        import torch
+
+        captured.clear()
+        out = self._forward(torch.tensor([ids]), None, None, use_cache=True)
+        cache = getattr(out, "past_key_values", None)
+        try:
+            copy.deepcopy(cache).batch_repeat_interleave(2)
+        except (AttributeError, TypeError, RuntimeError, NotImplementedError) as exc:
+            self._stop_sharing(f"its key/value cache ({type(cache).__name__}) cannot be repeated across a batch "
+                               f"({type(exc).__name__})")
+            return None
+        return [h[0] for h in captured], cache
+
+    def _plain(self, ids: list[int]):
+        """Per-block states [tokens, hidden] and logits [tokens, vocab] of one text, run whole."""
         import torch
 
         with self._captured() as captured:
-            out = self._forward(torch.tensor([first.ids]), None, None, use_cache=False, all_logits=True)
-        lens = self.parts.unembed(self.parts.norm(captured[-1]))
-        if not torch.allclose(lens.float(), out.logits.float(), atol=1e-3 if self.dtype == "float32" else 5e-2):
+            out = self._forward(torch.tensor([ids]), None, None, use_cache=False, all_logits=True)
+        return [h[0] for h in captured], out.logits[0]
+
+    def _check_lens(self, ids: list[int]) -> None:
+        """The lens at the last block must reproduce the model's logits, else the parts were guessed wrong."""
+        import torch
+
+        states, logits = self._plain(ids)
+        if not torch.allclose(self.lens_logits(states[-1]), logits.float(),
+                              atol=1e-3 if self.dtype == "float32" else 5e-2):
             raise InputError(f"{type(self.model).__name__}: the final norm and unembedding found by architecture do "
                              "not reproduce the model's logits; this model is not supported by the white-box monitors")
-        plain = torch.stack([h[0, positions] for h in captured], dim=1).float().cpu()
+        self._lens_checked = True
+
+    def _check_sharing(self, ids: list[int], positions: list[int], read) -> bool:
+        """Whether the shared-prefix reading of one text matches a plain forward pass (if not, sharing stops)."""
+        import torch
+
+        states, _ = self._plain(ids)
+        plain = torch.stack([h[positions] for h in states], dim=1).float().cpu()
         error = float((plain - read).norm() / plain.norm().clamp_min(1e-12))
-        if shared and error > (1e-3 if self.dtype == "float32" else 3e-2):
-            print(f"white-box: {type(self.model).__name__} reads differently with a shared prefix (relative error "
-                  f"{error:.1e}); reading every text whole", flush=True)
-            self.share_prefix = False
-        self._checked = True
+        self._sharing_checked = True
+        if error > (1e-3 if self.dtype == "float32" else 3e-2):
+            self._stop_sharing(f"it reads differently with a shared prefix (relative error {error:.1e})")
+            return False
+        return True
+
+    def _stop_sharing(self, why: str) -> None:
+        print(f"white-box: {type(self.model).__name__}: {why}; reading every text whole", flush=True)
+        self.share_prefix = False
 
     def lens_logits(self, residual):
         """Vocabulary logits of residual vectors [..., hidden] read through the final norm and unembedding."""
@@ -212,12 +249,12 @@ class ResidualReader:
 MIN_SHARED_PREFIX = 4  # tokens: a shorter shared prefix saves less than its own forward pass costs
 
 
-def _shared_prefix(encoded: list[Encoded]) -> int:
+def _shared_prefix(texts: list[list[int]]) -> int:
     """Tokens every text starts with, leaving each at least one of its own (0 when too few to be worth it)."""
-    if len(encoded) < 2:
+    if len(texts) < 2:
         return 0
-    first, n = encoded[0].ids, min(len(e.ids) for e in encoded) - 1
-    shared = next((k for k in range(n) if any(e.ids[k] != first[k] for e in encoded)), max(n, 0))
+    first, n = texts[0], min(len(t) for t in texts) - 1
+    shared = next((k for k in range(n) if any(t[k] != first[k] for t in texts)), max(n, 0))
     return shared if shared >= MIN_SHARED_PREFIX else 0
 
 
@@ -237,13 +274,12 @@ def _gather(captured: list[Any], b: int, prefix_states: list[Any] | None, positi
     return rows
 
 
-def _batches(encoded: list[Encoded], budget: int, shared: int = 0) -> Iterator[list[int]]:
-    """Indices grouped by length (least padding) so each batch's padded size, past the `shared` prefix it
-    reuses, stays within `budget` tokens."""
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
+def _batches(texts: list[list[int]], budget: int) -> Iterator[list[int]]:
+    """Indices grouped by length (least padding) so each batch's padded size stays within `budget` tokens."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     batch: list[int] = []
     for i in order:
-        if batch and (len(encoded[i].ids) - shared) * (len(batch) + 1) > budget:
+        if batch and len(texts[i]) * (len(batch) + 1) > budget:
             yield batch
             batch = []
         batch.append(i)

@@ -100,9 +100,11 @@ def _read_one(reader, probe: LinearProbe, book: Book, item: dict, pos: Positions
         lp = probe.log_probs(residual[[at[pos.code[k][-1]] for k in own], layer]).mean(0)
         record["probe_reads"] = probe.classes[int(lp.argmax())]
         record["probe_reads_concept"] = record["probe_reads"] == book.concept[m]
+        # 1 = the probe's top class: how near the mapped concept comes even when something else wins
+        record["probe_concept_rank"] = 1 + int((lp > lp[probe.index(book.concept[m])]).sum())
         code_sense = book.own_class(book.code_forms[m][0])  # a real-word code that is a probe concept
         if code_sense != OTHER:
-            record["probe_reads_code"] = record["probe_reads"] == code_sense
+            record["probe_reads_code_sense"] = record["probe_reads"] == code_sense
     aware = NO_READING
     for k, m in enumerate(owners):  # the monitor knows the book: any code word, read as its mapped concept?
         lp = probe.log_probs(residual[[at[pos.code[k][-1]]], layer])[0]

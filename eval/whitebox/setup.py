@@ -18,7 +18,9 @@ from .positions import find_positions
 from .probe import OTHER, LinearProbe, train_probe
 from .reading import Answers, Book, read_answers
 
-FRAMES_PER_QUESTION = 2  # teacher-forced plain answers per question ("A car, of course."), rotated over templates; 3 gave the same layer curve for 30% more reading
+# Teacher-forced plain answers per question ("A car, of course."), rotated over the templates: 3 gave the same
+# layer curve on SmolLM2 for 30% more reading.
+FRAMES_PER_QUESTION = 2
 
 
 @dataclass
@@ -86,6 +88,13 @@ def _frames(inputs, chat, questions_of, terms_of=lambda concept: [concept.term])
     return texts
 
 
+def another_concepts_questions(inputs, classes: list[str]):
+    """concept -> the held-out questions of the next probe concept (cyclically): a context that names another."""
+    words = classes[:-1]
+    following = {w: inputs.lexicon.by_word(words[(i + 1) % len(words)]) for i, w in enumerate(words)}
+    return lambda concept: following[concept.word].heldout_questions
+
+
 def synonym_terms(concept) -> list[Term]:
     return [Term(w, naive_plural(w), article_for(w)) for w in concept.synonyms]
 
@@ -115,16 +124,15 @@ def prepare_whitebox(inputs, model_spec: str, judge, generate, base_prompts: lis
     train_x, train_y = _labelled(reader, book, classes, [*_frames(inputs, judge.chat_prompt, lambda c: c.train_questions),
                                                          *zip(train_prompts, decoded)], skip=synonyms)
     # The layer is chosen where a probe fitted on the plain words reads their synonyms, held out from training:
-    # a different surface form with the same meaning, as a code word is. Held-out accuracy on the plain words
-    # themselves would choose an early layer that reads the token, which every layer past the embedding does.
-    selected_by = "synonyms" if synonyms else "plain words"
-    if synonyms:
-        select_x, select_y = _labelled(reader, book, classes, _frames(inputs, judge.chat_prompt,
-                                                                      lambda c: c.heldout_questions, synonym_terms),
-                                       only=synonyms)
-    else:
-        select_x, select_y = _labelled(reader, book, classes, _frames(inputs, judge.chat_prompt,
-                                                                      lambda c: c.heldout_questions))
+    # a different surface form with the same meaning, as a code word is. Each synonym answers another concept's
+    # held-out question, so a layer that reads the question's topic instead of the word scores nothing. Held-out
+    # accuracy on the plain words themselves would choose an early layer that reads the token.
+    selected_by, select_x, select_y = "synonyms", *_labelled(
+        reader, book, classes, _frames(inputs, judge.chat_prompt, another_concepts_questions(inputs, classes),
+                                       synonym_terms), only=synonyms)
+    if len(select_y) == 0:  # no probe concept has a synonym the reader finds as a word
+        selected_by, select_x, select_y = "plain words", *_labelled(
+            reader, book, classes, _frames(inputs, judge.chat_prompt, lambda c: c.heldout_questions))
     probe, accuracy = train_probe(classes, train_x, train_y, select_x, select_y, inputs.cfg.seed)
     reading = read_answers(reader, probe, book, inputs.items, base_prompts, base_answers,
                            inputs.cfg.save_activations, "base")

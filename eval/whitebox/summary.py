@@ -30,16 +30,20 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
         ranks = [by_id[s.item_id]["lens_best_rank"] for s in read]
         peaks = [by_id[s.item_id]["lens_peak_layer"] for s in read]
 
-        def share(key: str, test) -> Interval | None:
+        def over(key: str, statistic) -> Interval | None:
             having = [s for s in read if key in by_id[s.item_id]]
             if not having:
                 return None
-            return Interval(*bootstrap_interval(having, lambda ss: sum(test(by_id[s.item_id][key]) for s in ss) / len(ss)
+            return Interval(*bootstrap_interval(having, lambda ss: statistic([by_id[s.item_id][key] for s in ss])
                                                 if ss else None, resamples, seed))
+
+        def share(key: str, test) -> Interval | None:
+            return over(key, lambda values: sum(map(test, values)) / len(values))
 
         splits[name] = LensSplit(len(read), share("lens_best_rank", lambda r: r <= TOP_K),
                                  float(statistics.median(ranks)), float(statistics.median(peaks)),
-                                 share("probe_reads_concept", bool), share("probe_reads_code", bool))
+                                 share("probe_reads_concept", bool), share("probe_reads_code_sense", bool),
+                                 over("probe_concept_rank", lambda values: float(statistics.median(values))))
     return WhiteboxResult(splits, _rank_by_layer(scores, by_id), plain_words_read(reading))
 
 
