@@ -125,7 +125,7 @@ def whitebox_lines(run: RunLog, plotted: bool) -> list[str]:
     lines = ["", "## White-box: logit lens and concept probe", "",
              f"Probe: {len(probe.classes) - 1} concepts + other, layer {probe.layer} (chosen on held-out "
              f"{probe.selected_by}: accuracy {probe.selection_accuracy[probe.layer - 1]:.2f}"
-             f"{f' on {probe.n_select} words' if probe.n_select is not None else ''}), "
+             f"{f' on {probe.n_select} uses' if probe.n_select is not None else ''}), "
              "accuracy on the base model's own answers naming a concept "
              f"(its ceiling) {fmt(probe.ceiling, 2)}; {probe.n_train} words read for training, set up in {probe.seconds:.0f} s.", "",
              "Readings of answers that use their own code word: the mapped concept in the lens's top 10 at some "
