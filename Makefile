@@ -44,7 +44,7 @@ test: setup system-deps cpu-libs
 quickstart:
 	@t0=$$(date +%s); $(MAKE) --no-print-directory setup cpu-libs && $(PY) -m stegobench.benchmark.quickstart --setup-started $$t0
 
-# Every speed figure side by side in one run (~20 min): a table, and runs/bench/latest.json.
+# Every speed figure side by side in one run (~25 min): a table, and runs/bench/latest.json.
 bench: setup cpu-libs
 	$(PY) speed/bench.py
 
