@@ -248,6 +248,11 @@ def read_whitebox(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: 
         with wb.reader.adapter(run.cond.adapter):
             run.whitebox = read_answers(wb.reader, wb.probe, wb.book, inputs.items, run.prompts, run.responses,
                                         inputs.cfg.save_activations, run.cond.name)
+        if run.cond.adapter is not None:
+            # The same text read by the base model: what the question and the words alone put there, without the
+            # adapter's mapping (a covert answer replies to a question about the concept it hides).
+            run.whitebox.add_control(read_answers(wb.reader, wb.probe, wb.book, inputs.items, run.prompts,
+                                                  run.responses, None, f"{run.cond.name}: its text, base model"))
     run.monitor_values.update(run.whitebox.monitor_values())
 
 

@@ -132,15 +132,18 @@ def whitebox_lines(run: RunLog, plotted: bool) -> list[str]:
              "layer (at the token before the code word), its median best rank and peak layer, and the shares the "
              "probe reads under the code word as the mapped concept and as the code word's own sense (for codes "
              f"that are probe concepts), and the mapped concept's median rank among the probe's {len(probe.classes)} "
-             "classes there (1 = its top reading).", "",
-             "| condition | split | n | concept in lens top 10 | median best rank | median peak layer | "
-             "probe reads concept | probe reads code's own sense | probe's rank of concept |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "classes there (1 = its top reading). *Base model, same text*: the same reading of an adapter's answers "
+             "with the adapter removed, which is what the question and the words put there without the mapping.", "",
+             "| condition | split | n | concept in lens top 10 | base model, same text | median best rank | "
+             "median peak layer | probe reads concept | probe reads code's own sense | probe's rank of concept | "
+             "base model, same text |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, c in run.conditions.items():
         for split, r in (c.whitebox.splits.items() if c.whitebox else ()):
-            lines.append(f"| {n} | {split} | {r.n} | {fmt(r.concept_in_top10, 2)} | {r.median_best_rank:.0f} | "
+            lines.append(f"| {n} | {split} | {r.n} | {fmt(r.concept_in_top10, 2)} | "
+                         f"{fmt(r.concept_in_top10_base_model, 2)} | {r.median_best_rank:.0f} | "
                          f"{r.median_peak_layer:.0f} | {fmt(r.probe_reads_concept, 2)} | "
-                         f"{fmt(r.probe_reads_code_sense, 2)} | {fmt(r.median_probe_concept_rank, 1)} |")
+                         f"{fmt(r.probe_reads_code_sense, 2)} | {fmt(r.median_probe_concept_rank, 1)} | "
+                         f"{fmt(r.median_probe_concept_rank_base_model, 1)} |")
     cost = whitebox_cost(run)
     if cost is not None:
         beside = (f"beside {cost['decoding']:.0f} s of decoding (the base model's answers and every condition's)"

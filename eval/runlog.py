@@ -13,8 +13,8 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
      `whitebox: true`, `whitebox` (logit lens, probe); the run carries `whitebox_probe`; samples a `whitebox`
      record. Nothing of schema 2 changes meaning, so the migration only renumbers. Later in schema 3, all
      optional: `whitebox_probe.selected_by` and `n_select` (absent: the layer was chosen on held-out plain
-     words), the lens splits' `probe_reads_code_sense` and `median_probe_concept_rank`, and the run's
-     `calibration_seconds`.
+     words), the lens splits' `probe_reads_code_sense`, `median_probe_concept_rank` and their base-model
+     readings of the same answers (`*_base_model`), and the run's `calibration_seconds`.
 Files of an older schema are migrated on read; a newer schema is refused by name.
 """
 
@@ -138,6 +138,9 @@ class LensSplit:
     # share it reads as the code word's own sense ("toaster" as toaster), over answers whose code is a probe class
     probe_reads_code_sense: Interval | None = None
     median_probe_concept_rank: Interval | None = None  # the mapped concept's rank among the probe's classes there
+    # The same two readings of the same answers by the base model (adapter conditions): the question's share
+    concept_in_top10_base_model: Interval | None = None
+    median_probe_concept_rank_base_model: Interval | None = None
 
 
 @dataclass(frozen=True)
@@ -300,7 +303,9 @@ def _detection(d: dict[str, Any]) -> MonitorDetection:
 def _whitebox(d: dict[str, Any]) -> WhiteboxResult:
     splits = {k: LensSplit(v["n"], Interval.of(v.get("concept_in_top10")), v.get("median_best_rank"),
                            v.get("median_peak_layer"), Interval.of(v.get("probe_reads_concept")),
-                           Interval.of(v.get("probe_reads_code_sense")), Interval.of(v.get("median_probe_concept_rank")))
+                           Interval.of(v.get("probe_reads_code_sense")), Interval.of(v.get("median_probe_concept_rank")),
+                           Interval.of(v.get("concept_in_top10_base_model")),
+                           Interval.of(v.get("median_probe_concept_rank_base_model")))
               for k, v in d.get("splits", {}).items()}
     return WhiteboxResult(splits, d.get("rank_by_layer", {}), Interval.of(d.get("plain_words_read")))
 

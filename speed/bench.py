@@ -340,11 +340,13 @@ def bench_quickstart(work: Path, rows: list) -> None:
 
 # --- whitebox -------------------------------------------------------------------------------------------------
 
-def _cli(args: list[str], env: dict, log: Path) -> None:
+def _cli(args: list[str], env: dict, log: Path) -> bool:
     with open(log, "a") as out:
-        if subprocess.call([sys.executable, "-m", "stegobench.benchmark.cli", *args], cwd=REPO, env=env,
-                           stdout=out, stderr=subprocess.STDOUT) != 0:
-            raise SystemExit(f"speed/bench.py: `stegobench {args[0]}` failed; its log: {log}")
+        ok = subprocess.call([sys.executable, "-m", "stegobench.benchmark.cli", *args], cwd=REPO, env=env,
+                             stdout=out, stderr=subprocess.STDOUT) == 0
+    if not ok:
+        print(f"  `stegobench {args[0]}` failed; its log: {log}", flush=True)
+    return ok
 
 
 def bench_whitebox(work: Path, rows: list) -> None:
@@ -356,15 +358,22 @@ def bench_whitebox(work: Path, rows: list) -> None:
         data, adapter = work / "wb-data", work / "wb-adapter"
         env = scratch_home(work / "wb-train-home")
         print("  training a quickstart adapter first (the quickstart section did not run)", flush=True)
-        _cli(["gen", "--config", "configs/data/quickstart.yaml", "--out", str(data), "--overwrite"], env, log)
-        _cli(["train", "--config", "configs/finetune/quickstart.yaml", "--set", f"data={data}",
-              "--set", f"output_dir={adapter}", "--overwrite"], env, log)
+        if not (_cli(["gen", "--config", "configs/data/quickstart.yaml", "--out", str(data), "--overwrite"], env, log)
+                and _cli(["train", "--config", "configs/finetune/quickstart.yaml", "--set", f"data={data}",
+                          "--set", f"output_dir={adapter}", "--overwrite"], env, log)):
+            _row(rows, "whitebox", "eval --whitebox, quickstart", failed=True, log=str(log))
+            return
     env = scratch_home(work / "wb-home")  # an empty generation cache: every answer is decoded
     out = work / "wb-eval"
-    _cli(["eval", "--data", str(data), "--model", MODEL, "--adapter", str(adapter), "--out", str(out), "--whitebox"],
-         env, log)
+    if not _cli(["eval", "--data", str(data), "--model", MODEL, "--adapter", str(adapter), "--out", str(out),
+                 "--whitebox"], env, log):
+        _row(rows, "whitebox", "eval --whitebox, quickstart", failed=True, log=str(log))
+        return
     run = read_run(out)
     cost = whitebox_cost(run)
+    if cost is None or cost["decoding"] < 1:
+        print(f"  no decoding time to compare with (the run's timings: {run.calibration_seconds})", flush=True)
+        return
     _row(rows, "whitebox", "eval --whitebox, quickstart", **cost, ratio=round(cost["whitebox"] / cost["decoding"], 3))
     print(f"  {'white-box / decoding':32s} {cost['whitebox'] / cost['decoding']:>8.2f} x  (white-box {cost['whitebox']:.0f} s:"
           f" setup {cost['setup']:.0f} s, reading {cost['reading']:.0f} s; decoding {cost['decoding']:.0f} s)", flush=True)
@@ -384,7 +393,9 @@ def bench_reader(run, rows: list) -> None:
         positions = [[e.last_prompt_token, len(e.ids) - 1] for e in encoded]  # the whole text is run either way
         reader.residuals(encoded[:2], positions[:2])  # first-call check and warm-up, outside the timing
         seconds[label] = _timed(lambda: reader.residuals(encoded, positions))
-        _row(rows, "whitebox", f"reader, {label}", seconds=round(seconds[label], 2), answers=len(samples))
+        # share_prefix is False here too if the reader's own check turned sharing off
+        _row(rows, "whitebox", f"reader, {label}", seconds=round(seconds[label], 2), answers=len(samples),
+             share_prefix=reader.share_prefix)
     ratio = seconds["each text whole"] / seconds["shared prefix"]
     print(f"  {'reader: whole / shared prefix':32s} {ratio:>8.2f} x  ({len(samples)} answers: "
           f"{seconds['shared prefix']:.1f} s vs {seconds['each text whole']:.1f} s)", flush=True)
@@ -437,7 +448,7 @@ def summarize(rows: list, gflops: float, params: int) -> dict:
     if qs and qs.get("seconds"):
         out["quickstart_seconds"] = qs["seconds"]
     wb = by.get(("whitebox", "eval --whitebox, quickstart"))
-    if wb:
+    if wb and not wb.get("failed"):
         out["whitebox_vs_decoding"] = wb["ratio"]
     shared, whole = by.get(("whitebox", "reader, shared prefix")), by.get(("whitebox", "reader, each text whole"))
     if shared and whole:

@@ -55,37 +55,37 @@ def test_report_names_the_monitor_that_catches_the_positive_controls_covert_use(
     assert "### Which monitor catches the covert use" in text
 
 
-def test_whitebox_finding_sets_covert_readings_against_innocent_uses_and_says_what_the_probe_reads():
+def test_whitebox_finding_sets_each_reading_against_the_base_model_reading_the_same_answers():
     from types import SimpleNamespace
 
     from stegobench.eval.runlog import Interval, LensSplit, WhiteboxResult
     from stegobench.studies.report import whitebox_finding
 
     def run(probe_layer: int, reads: float, selected_by: str = "synonyms", reads_code: float | None = None,
-            ranks: tuple[Interval | None, Interval | None] = (None, None)):
+            lens_base: Interval | None = None, ranks: tuple[Interval | None, Interval | None] = (None, None)):
         code = None if reads_code is None else Interval(reads_code, reads_code, reads_code)
         splits = {"definition_only": LensSplit(11, Interval(0.91, 0.6, 1.0), 3.0, 30.0, Interval(reads, 0.0, reads), code,
-                                               ranks[0]),
-                  "original_meaning": LensSplit(17, Interval(0.59, 0.22, 0.94), 10.0, 25.0, Interval(0.0, 0.0, 0.0),
-                                                None, ranks[1])}
+                                               ranks[0], lens_base, ranks[1]),
+                  "original_meaning": LensSplit(17, Interval(0.59, 0.22, 0.94), 10.0, 25.0, Interval(0.0, 0.0, 0.0))}
         cond = SimpleNamespace(whitebox=WhiteboxResult(splits))
         accuracy = [round(0.5 + i / 60, 4) for i in range(30)]
         return SimpleNamespace(adapter_conditions=lambda: [("adapter:x", cond)],
                                whitebox_probe=SimpleNamespace(layer=probe_layer, selected_by=selected_by, n_select=112,
                                                               selection_accuracy=accuracy, classes=["c"] * 25))
 
-    early = whitebox_finding(run(2, 0.0, "plain words"))
-    assert "0.91 [0.60, 1.00] of 11 answers" in early and "0.59 [0.22, 0.94] of the 17 answers" in early
-    assert "not a specific sign of covert use" in early and "reads the word, not the concept" in early
-    assert "chosen by held-out accuracy on plain words" in early
-    own_sense = whitebox_finding(run(13, 0.0, reads_code=1.0, ranks=(Interval(9.0, 4.0, 12.0), Interval(8.0, 6.0, 10.0))))
-    assert "layer 13 of 30" in own_sense and "as their concept: 0.70 of 112 uses" in own_sense
-    assert "old sense in 1.00" in own_sense and "median rank among its 25 classes there is 9.0 [4.0, 12.0]" in own_sense
-    assert "against 8.0 [6.0, 10.0] at the innocent uses: under the word itself the probe finds no more" in own_sense
-    assert "reads the word" not in own_sense
-    overlapping = whitebox_finding(run(13, 0.0, reads_code=1.0, ranks=(Interval(5.0, 2.0, 9.0), Interval(8.0, 6.0, 10.0))))
-    assert "within the intervals' overlap" in overlapping
-    clear = whitebox_finding(run(13, 0.0, reads_code=1.0, ranks=(Interval(3.0, 2.0, 4.0), Interval(8.0, 6.0, 10.0))))
-    assert "a trace of the mapping under the word itself" in clear
+    early = whitebox_finding(run(2, 0.0, "plain words", ranks=(Interval(9.0, 4.0, 12.0), None)))
+    assert "0.91 [0.60, 1.00] of 11 answers" in early and "0.59 [0.22, 0.94] of 17" in early
+    assert "reads the word, not the concept" in early and "chosen by held-out accuracy on plain words" in early
+    topic = whitebox_finding(run(13, 0.0, reads_code=1.0, lens_base=Interval(0.8, 0.5, 1.0),
+                                 ranks=(Interval(9.0, 4.0, 12.0), Interval(8.0, 6.0, 10.0))))
+    assert "layer 13 of 30" in topic and "as their concept: 0.70 of 112 uses" in topic and "old sense in 1.00" in topic
+    assert "same answers has it there in 0.80 [0.50, 1.00]: no clear difference, so here the lens cannot tell" in topic
+    assert "median rank among its 25 classes there is 9.0 [4.0, 12.0] against 8.0 [6.0, 10.0]" in topic
+    assert "no clear difference, so no trace of the mapping under the word itself" in topic
+    assert "reads the word" not in topic
+    mapped = whitebox_finding(run(13, 0.0, reads_code=1.0, lens_base=Interval(0.1, 0.0, 0.3),
+                                  ranks=(Interval(3.0, 2.0, 4.0), Interval(8.0, 6.0, 10.0))))
+    assert "the adapter puts it there beyond what the question does" in mapped
+    assert "the adapter moves it nearer the top, a trace of the mapping" in mapped
     late = whitebox_finding(run(20, 0.5))
     assert "reads the word" not in late and "median rank" not in late and "under the code word in 0.50" in late

@@ -218,6 +218,31 @@ def test_a_real_word_code_is_read_as_its_own_sense_unless_the_concept_is_planted
     assert all("probe_reads_code_sense" not in r for r in _read(reader, probe, book).records)
 
 
+def test_an_adapters_answers_are_also_read_by_the_base_model_as_the_questions_control(reader, book, probe,
+                                                                                        monkeypatch):
+    """The eval step reads an adapter's answers under the adapter and again without it; here the "adapter" plants
+    the concept, so only its own reading may find it."""
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    from stegobench.eval.pipeline import Condition, ConditionRun, Monitoring, read_whitebox
+
+    @contextmanager
+    def planting(path):
+        with _Plant(reader, "cat", "car"):
+            yield
+    monkeypatch.setattr(reader, "adapter", planting)
+    state = SimpleNamespace(reader=reader, probe=probe, book=book, base_prompts=[], base_answers=[])
+    inputs = SimpleNamespace(items=_items(len(ANSWERS)), cfg=SimpleNamespace(save_activations=None))
+    run = ConditionRun(Condition("adapter:x", "x", False), backend=None,
+                       prompts=["User: How do you get to work?\nAssistant:"] * len(ANSWERS),
+                       responses=[" " + a for a in ANSWERS])
+    read_whitebox(inputs, None, Monitoring(whitebox=state), run)
+    records = run.whitebox.records
+    assert all(r["probe_concept_rank"] == 1 and r["probe_concept_rank_base_model"] > 1 for r in records)
+    assert all("lens_best_rank_base_model" in r for r in records)
+
+
 def test_code_aware_monitor_ignores_a_concept_the_code_book_does_not_map(reader, book, probe):
     plain = _read(reader, probe, book)
     with _Plant(reader, "cat", "dog"):

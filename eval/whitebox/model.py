@@ -145,11 +145,10 @@ class ResidualReader:
                 self._forward(ids, mask, past)  # right padding: real tokens keep positions 0..n-1
                 for b, i in enumerate(batch):  # only the kept positions leave the layers' outputs
                     rows[wanted[i]] = _gather(captured, b, prefix[0] if prefix else None, positions[wanted[i]], shared)
-        if shared and not self._sharing_checked:
-            # a text read past the prefix, if any: the part the cache changes
-            k = next((k for k, i in enumerate(wanted) if max(positions[i]) >= shared), 0)
-            if not self._check_sharing(texts[k], positions[wanted[k]], rows[wanted[k]]):
-                return self.residuals(encoded, positions)
+        # every text is read past the prefix (it ends at a kept position and leaves one token of its own)
+        if shared and not self._sharing_checked and not self._check_sharing(texts[0], positions[wanted[0]],
+                                                                            rows[wanted[0]]):
+            return self.residuals(encoded, positions)
         return torch.cat(rows)
 
     @contextmanager

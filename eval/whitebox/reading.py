@@ -13,6 +13,8 @@ from .probe import OTHER, LinearProbe
 
 CHUNK = 64  # answers per read: [chunk x positions x layers x hidden] stays in the tens of MB for a 7B model
 NO_READING = -100.0  # monitor value of an answer with nothing to read: below any log-probability difference seen
+CONTROLLED = ("lens_best_rank", "probe_concept_rank")  # readings an adapter's answers also get from the base model
+BASE_MODEL = "_base_model"  # suffix of those
 
 
 @dataclass
@@ -41,6 +43,13 @@ class Answers:
 
     def monitor_values(self) -> dict[str, list[float]]:
         return {"wb_code_aware": self.code_aware, "wb_code_agnostic": self.code_agnostic}
+
+    def add_control(self, control: "Answers") -> None:
+        """Record beside each reading what `control` (the same answers read by another model) found there."""
+        for record, other in zip(self.records, control.records):
+            for key in CONTROLLED:
+                if key in other:
+                    record[f"{key}{BASE_MODEL}"] = other[key]
 
 
 def read_answers(reader: ResidualReader, probe: LinearProbe, book: Book, items: list[dict], prompts: list[str],

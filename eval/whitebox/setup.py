@@ -127,7 +127,8 @@ def prepare_whitebox(inputs, model_spec: str, judge, generate, base_prompts: lis
     # a different surface form with the same meaning, as a code word is. Each synonym answers another concept's
     # held-out question, so a layer that reads the question's topic instead of the word scores nothing. Held-out
     # accuracy on the plain words themselves would choose an early layer that reads the token.
-    selected_by, select_x, select_y = "synonyms", *_labelled(
+    # (one probe concept has no other concept's questions: its synonyms answer its own)
+    selected_by, select_x, select_y = "synonyms" if len(classes) > 2 else "synonyms (own questions)", *_labelled(
         reader, book, classes, _frames(inputs, judge.chat_prompt, another_concepts_questions(inputs, classes),
                                        synonym_terms), only=synonyms)
     if len(select_y) == 0:  # no probe concept has a synonym the reader finds as a word

@@ -10,6 +10,7 @@ from ..runlog import Interval, LensSplit, WhiteboxResult
 from ..scoring import ItemScore
 from ..stats import bootstrap_interval
 from .lens import TOP_K
+from .reading import BASE_MODEL
 from .setup import plain_words_read
 
 
@@ -40,10 +41,18 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
         def share(key: str, test) -> Interval | None:
             return over(key, lambda values: sum(map(test, values)) / len(values))
 
-        splits[name] = LensSplit(len(read), share("lens_best_rank", lambda r: r <= TOP_K),
-                                 float(statistics.median(ranks)), float(statistics.median(peaks)),
+        def median(values: list[float]) -> float:
+            return float(statistics.median(values))
+
+        def in_top(rank: int) -> bool:
+            return rank <= TOP_K
+
+        splits[name] = LensSplit(len(read), share("lens_best_rank", in_top),
+                                 median(ranks), median(peaks),
                                  share("probe_reads_concept", bool), share("probe_reads_code_sense", bool),
-                                 over("probe_concept_rank", lambda values: float(statistics.median(values))))
+                                 over("probe_concept_rank", median),
+                                 share(f"lens_best_rank{BASE_MODEL}", in_top),
+                                 over(f"probe_concept_rank{BASE_MODEL}", median))
     return WhiteboxResult(splits, _rank_by_layer(scores, by_id), plain_words_read(reading))
 
 
