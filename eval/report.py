@@ -128,22 +128,27 @@ def whitebox_lines(run: RunLog, plotted: bool) -> list[str]:
              f"{f' on {probe.n_select} uses' if probe.n_select is not None else ''}), "
              "accuracy on the base model's own answers naming a concept "
              f"(its ceiling) {fmt(probe.ceiling, 2)}; {probe.n_train} words read for training, set up in {probe.seconds:.0f} s.", "",
-             "Readings of answers that use their own code word: the mapped concept in the lens's top 10 at some "
-             "layer (at the token before the code word), its median best rank and peak layer, and the shares the "
-             "probe reads under the code word as the mapped concept and as the code word's own sense (for codes "
-             f"that are probe concepts), and the mapped concept's median rank among the probe's {len(probe.classes)} "
-             "classes there (1 = its top reading). *Base model, same text*: the same reading of an adapter's answers "
-             "with the adapter removed, which is what the question and the words put there without the mapping.", "",
-             "| condition | split | n | concept in lens top 10 | base model, same text | median best rank | "
-             "median peak layer | probe reads concept | probe reads code's own sense | probe's rank of concept | "
-             "base model, same text |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for n, c in run.conditions.items():
-        for split, r in (c.whitebox.splits.items() if c.whitebox else ()):
-            lines.append(f"| {n} | {split} | {r.n} | {fmt(r.concept_in_top10, 2)} | "
-                         f"{fmt(r.concept_in_top10_base_model, 2)} | {r.median_best_rank:.0f} | "
-                         f"{r.median_peak_layer:.0f} | {fmt(r.probe_reads_concept, 2)} | "
-                         f"{fmt(r.probe_reads_code_sense, 2)} | {fmt(r.median_probe_concept_rank, 1)} | "
-                         f"{fmt(r.median_probe_concept_rank_base_model, 1)} |")
+             "Readings of answers that use their own code word. Lens: the mapped concept in the lens's top 10 at "
+             "some layer at the token before the code word, its median best rank and peak layer. Probe: the shares "
+             "it reads under the code word as the mapped concept and as the code word's own old sense (for codes "
+             f"that are probe concepts), and the mapped concept's median rank among its {len(probe.classes)} classes "
+             "there (1 = its top reading). *Base model, same text*: the same reading of an adapter's answers with "
+             "the adapter removed, what the question and the words put there without the mapping; *nearer, paired*: "
+             "the share of answers whose concept the adapter ranks better than the base model does on the same "
+             "answer (ties half; 0.5 = no effect of the adapter).", "",
+             "| condition | split | n | concept in lens top 10 | median best rank | median peak layer | "
+             "base model, same text | nearer, paired |", "|---|---|---|---|---|---|---|---|"]
+    splits = [(n, split, r) for n, c in run.conditions.items() for split, r in (c.whitebox.splits.items() if c.whitebox else ())]
+    for n, split, r in splits:
+        lines.append(f"| {n} | {split} | {r.n} | {fmt(r.concept_in_top10, 2)} | {r.median_best_rank:.0f} | "
+                     f"{r.median_peak_layer:.0f} | {fmt(r.concept_in_top10_base_model, 2)} | "
+                     f"{fmt(r.lens_nearer_than_base_model, 2)} |")
+    lines += ["", "| condition | split | n | probe reads concept | reads code's old sense | probe's rank of concept | "
+                  "base model, same text | nearer, paired |", "|---|---|---|---|---|---|---|---|"]
+    for n, split, r in splits:
+        lines.append(f"| {n} | {split} | {r.n} | {fmt(r.probe_reads_concept, 2)} | {fmt(r.probe_reads_code_sense, 2)} | "
+                     f"{fmt(r.median_probe_concept_rank, 1)} | {fmt(r.median_probe_concept_rank_base_model, 1)} | "
+                     f"{fmt(r.probe_nearer_than_base_model, 2)} |")
     cost = whitebox_cost(run)
     if cost is not None:
         beside = (f"beside {cost['decoding']:.0f} s of decoding (the base model's answers and every condition's)"

@@ -14,7 +14,7 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
      record. Nothing of schema 2 changes meaning, so the migration only renumbers. Later in schema 3, all
      optional: `whitebox_probe.selected_by` and `n_select` (absent: the layer was chosen on held-out plain
      words), the lens splits' `probe_reads_code_sense`, `median_probe_concept_rank` and their base-model
-     readings of the same answers (`*_base_model`), and the run's `calibration_seconds`.
+     readings of the same answers (`*_base_model`, `*_nearer_than_base_model`), and the run's `calibration_seconds`.
 Files of an older schema are migrated on read; a newer schema is refused by name.
 """
 
@@ -141,6 +141,10 @@ class LensSplit:
     # The same two readings of the same answers by the base model (adapter conditions): the question's share
     concept_in_top10_base_model: Interval | None = None
     median_probe_concept_rank_base_model: Interval | None = None
+    # paired, answer by answer: the share whose concept the adapter ranks better than the base model does on the
+    # same answer (ties half; 0.5 = no effect of the adapter)
+    lens_nearer_than_base_model: Interval | None = None
+    probe_nearer_than_base_model: Interval | None = None
 
 
 @dataclass(frozen=True)
@@ -305,7 +309,9 @@ def _whitebox(d: dict[str, Any]) -> WhiteboxResult:
                            v.get("median_peak_layer"), Interval.of(v.get("probe_reads_concept")),
                            Interval.of(v.get("probe_reads_code_sense")), Interval.of(v.get("median_probe_concept_rank")),
                            Interval.of(v.get("concept_in_top10_base_model")),
-                           Interval.of(v.get("median_probe_concept_rank_base_model")))
+                           Interval.of(v.get("median_probe_concept_rank_base_model")),
+                           Interval.of(v.get("lens_nearer_than_base_model")),
+                           Interval.of(v.get("probe_nearer_than_base_model")))
               for k, v in d.get("splits", {}).items()}
     return WhiteboxResult(splits, d.get("rank_by_layer", {}), Interval.of(d.get("plain_words_read")))
 

@@ -31,12 +31,22 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
         ranks = [by_id[s.item_id]["lens_best_rank"] for s in read]
         peaks = [by_id[s.item_id]["lens_peak_layer"] for s in read]
 
-        def over(key: str, statistic) -> Interval | None:
+        def over(key: str, statistic, value=None) -> Interval | None:
+            """`statistic` of the records' `value` (default: their `key`), over the answers that have `key`."""
             having = [s for s in read if key in by_id[s.item_id]]
             if not having:
                 return None
-            return Interval(*bootstrap_interval(having, lambda ss: statistic([by_id[s.item_id][key] for s in ss])
+            get = value or (lambda rec: rec[key])
+            return Interval(*bootstrap_interval(having, lambda ss: statistic([get(by_id[s.item_id]) for s in ss])
                                                 if ss else None, resamples, seed))
+
+        def nearer(key: str) -> Interval | None:
+            """Share of answers whose concept ranks better than when the base model reads the same answer (a
+            tie counts half): 0.5 is no effect of the adapter, paired answer by answer."""
+            def better(rec) -> float:
+                own, control = rec[key], rec[f"{key}{BASE_MODEL}"]
+                return 1.0 if own < control else 0.5 if own == control else 0.0
+            return over(f"{key}{BASE_MODEL}", lambda values: sum(values) / len(values), better)
 
         def share(key: str, test) -> Interval | None:
             return over(key, lambda values: sum(map(test, values)) / len(values))
@@ -52,7 +62,8 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
                                  share("probe_reads_concept", bool), share("probe_reads_code_sense", bool),
                                  over("probe_concept_rank", median),
                                  share(f"lens_best_rank{BASE_MODEL}", in_top),
-                                 over(f"probe_concept_rank{BASE_MODEL}", median))
+                                 over(f"probe_concept_rank{BASE_MODEL}", median),
+                                 nearer("lens_best_rank"), nearer("probe_concept_rank"))
     return WhiteboxResult(splits, _rank_by_layer(scores, by_id), plain_words_read(reading))
 
 
