@@ -279,6 +279,9 @@ def _against_base_model(covert, innocent, share_of, what: str) -> str:
         return line + f": {what} shows the mapping at covert uses beyond what the question puts there"
     if covert_verdict == "less":
         return line + f": {what} ranks it further from the top than the base model"
+    if innocent_verdict == "more":
+        return line + (f": no clear effect on {what} at covert uses at this sample size, but one at innocent uses, "
+                       "a trace of the mapping in the word itself")
     return line + f": no clear effect of the adapter on {what} at this sample size"
 
 

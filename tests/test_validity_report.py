@@ -93,5 +93,7 @@ def test_whitebox_finding_sets_each_reading_against_the_base_model_reading_the_s
     assert "reads the word" not in specific
     unclear = whitebox_finding(run(14, 0.0, lens=(share(0.6, 0.3, 0.9), None)))
     assert "no clear effect of the adapter on the lens at this sample size" in unclear
+    innocent_only = whitebox_finding(run(14, 0.0, lens=(share(0.82, 0.5, 1.0), share(0.82, 0.59, 1.0))))
+    assert "no clear effect on the lens at covert uses at this sample size, but one at innocent uses" in innocent_only
     late = whitebox_finding(run(20, 0.5))
     assert "reads the word" not in late and "median rank" not in late and "under the code word in 0.50" in late
