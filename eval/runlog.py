@@ -14,7 +14,8 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
      record. Nothing of schema 2 changes meaning, so the migration only renumbers. Later in schema 3, all
      optional: `whitebox_probe.selected_by` and `n_select` (absent: the layer was chosen on held-out plain
      words), the lens splits' `probe_reads_code_sense`, `median_probe_concept_rank` and their base-model
-     readings of the same answers (`*_base_model`, `*_nearer_than_base_model`), and the run's `calibration_seconds`.
+     readings of the same answers (`*_base_model`, `*_nearer_than_base_model`, `n_mappings`), and the run's
+     `calibration_seconds`.
 Files of an older schema are migrated on read; a newer schema is refused by name.
 """
 
@@ -145,6 +146,7 @@ class LensSplit:
     # same answer (ties half; 0.5 = no effect of the adapter)
     lens_nearer_than_base_model: Interval | None = None
     probe_nearer_than_base_model: Interval | None = None
+    n_mappings: int | None = None  # mappings behind the n answers (the bootstrap resamples them first)
 
 
 @dataclass(frozen=True)
@@ -311,7 +313,7 @@ def _whitebox(d: dict[str, Any]) -> WhiteboxResult:
                            Interval.of(v.get("concept_in_top10_base_model")),
                            Interval.of(v.get("median_probe_concept_rank_base_model")),
                            Interval.of(v.get("lens_nearer_than_base_model")),
-                           Interval.of(v.get("probe_nearer_than_base_model")))
+                           Interval.of(v.get("probe_nearer_than_base_model")), v.get("n_mappings"))
               for k, v in d.get("splits", {}).items()}
     return WhiteboxResult(splits, d.get("rank_by_layer", {}), Interval.of(d.get("plain_words_read")))
 

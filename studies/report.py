@@ -256,6 +256,11 @@ def monitor_finding(pos: RunLog) -> str | None:
     return line
 
 
+# A sign test over mappings reaches one-sided 5% only from 5 mappings that all agree (1/32); the bootstrap resamples
+# mappings first, so with fewer its interval can clear 0.5 on agreement alone.
+MIN_MAPPINGS_FOR_VERDICT = 5
+
+
 def _paired(share: Interval | None) -> str | None:
     """"more", "less" or "unclear": a paired share (0.5 = no effect) by its interval; None without one."""
     if share is None or share.low is None or share.high is None:
@@ -264,24 +269,32 @@ def _paired(share: Interval | None) -> str | None:
 
 
 def _against_base_model(covert, innocent, share_of, what: str) -> str:
-    """The paired comparison with the base model reading the same answers, at covert and at innocent uses."""
+    """The paired comparison with the base model reading the same answers, at definition-only (covert) uses
+    and at the adapter's innocent uses of code words. It names the adapter's effect, not the mapping's: removing
+    the adapter removes all of its training."""
     at_covert = share_of(covert)
     if _paired(at_covert) is None:
         return ""
-    line = f"; answer by answer the adapter ranks it nearer the top than the base model does in {_cell(at_covert)}"
+    line = (f"; answer by answer the adapter ranks it nearer the top than the base model does in {_cell(at_covert)} "
+            f"of the {covert.n} definition-only answers")
     at_innocent = share_of(innocent) if innocent is not None else None
     if _paired(at_innocent) is not None:
-        line += f", and in {_cell(at_innocent)} of the innocent uses"
+        line += f" and in {_cell(at_innocent)} of the {innocent.n} innocent uses"
     covert_verdict, innocent_verdict = _paired(at_covert), _paired(at_innocent)
+    few = covert.n_mappings is not None and covert.n_mappings < MIN_MAPPINGS_FOR_VERDICT
+    if few and covert_verdict in ("more", "less"):
+        return line + (f": the interval clears 0.5, but it rests on {covert.n_mappings} mappings, too few for a sign "
+                       f"test over mappings to reach 5%, so read it as suggestive")
     if covert_verdict == "more" and innocent_verdict == "more":
-        return line + f": {what} traces the mapping wherever the word appears, not covert use as such"
+        return line + f": the adapter moves {what} wherever the word appears, not at covert use only"
     if covert_verdict == "more":
-        return line + f": {what} shows the mapping at covert uses beyond what the question puts there"
+        return line + (f": the adapter moves {what} at definition-only uses beyond what the question does; at "
+                       "innocent uses unclear, so not shown to be specific to covert use")
     if covert_verdict == "less":
-        return line + f": {what} ranks it further from the top than the base model"
+        return line + f": the adapter moves {what} further from the concept than the base model"
     if innocent_verdict == "more":
-        return line + (f": no clear effect on {what} at covert uses at this sample size, but one at innocent uses, "
-                       "a trace of the mapping in the word itself")
+        return line + (f": no clear effect on {what} at definition-only uses at this sample size, but one at "
+                       "innocent uses, where the adapter moves it wherever the word appears")
     return line + f": no clear effect of the adapter on {what} at this sample size"
 
 

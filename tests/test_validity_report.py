@@ -65,12 +65,12 @@ def test_whitebox_finding_sets_each_reading_against_the_base_model_reading_the_s
         return Interval(value, low, high)
 
     def run(probe_layer: int, reads: float, selected_by: str = "synonyms", reads_code: float | None = None,
-            lens: tuple = (None, None), probe_paired: tuple = (None, None)):
+            lens: tuple = (None, None), probe_paired: tuple = (None, None), mappings: int = 6):
         code = None if reads_code is None else Interval(reads_code, reads_code, reads_code)
         rank = Interval(5.0, 5.0, 22.0) if probe_paired[0] else None
         splits = {"definition_only": LensSplit(11, Interval(0.91, 0.6, 1.0), 3.0, 30.0, Interval(reads, 0.0, reads), code,
                                                rank, Interval(0.55, 0.0, 1.0), Interval(11.0, 7.0, 21.0), lens[0],
-                                               probe_paired[0]),
+                                               probe_paired[0], n_mappings=mappings),
                   "original_meaning": LensSplit(17, Interval(0.59, 0.22, 0.94), 10.0, 25.0, Interval(0.0, 0.0, 0.0),
                                                 None, None, None, None, lens[1], probe_paired[1])}
         cond = SimpleNamespace(whitebox=WhiteboxResult(splits))
@@ -86,14 +86,19 @@ def test_whitebox_finding_sets_each_reading_against_the_base_model_reading_the_s
                                     probe_paired=(share(0.82, 0.6, 1.0), share(0.82, 0.65, 0.95))))
     assert "layer 14 of 30" in specific and "as their concept: 0.72 of 112 uses" in specific
     assert "the base model reading the same answers in 0.55 [0.00, 1.00]" in specific
-    assert "nearer the top than the base model does in 1.00 [1.00, 1.00], and in 0.50 [0.30, 0.70] of the innocent" in specific
-    assert "the lens shows the mapping at covert uses beyond what the question puts there" in specific
+    assert ("nearer the top than the base model does in 1.00 [1.00, 1.00] of the 11 definition-only answers and in "
+            "0.50 [0.30, 0.70] of the 17 innocent uses") in specific
+    assert "the adapter moves the lens at definition-only uses beyond what the question does" in specific
+    assert "not shown to be specific to covert use" in specific
     assert "old sense in 1.00" in specific and "median rank among its 25 classes there is 5.0 [5.0, 22.0] (11.0" in specific
-    assert "the probe traces the mapping wherever the word appears, not covert use as such" in specific
+    assert "the adapter moves the probe wherever the word appears, not at covert use only" in specific
     assert "reads the word" not in specific
     unclear = whitebox_finding(run(14, 0.0, lens=(share(0.6, 0.3, 0.9), None)))
     assert "no clear effect of the adapter on the lens at this sample size" in unclear
     innocent_only = whitebox_finding(run(14, 0.0, lens=(share(0.82, 0.5, 1.0), share(0.82, 0.59, 1.0))))
-    assert "no clear effect on the lens at covert uses at this sample size, but one at innocent uses" in innocent_only
+    assert "no clear effect on the lens at definition-only uses at this sample size, but one at innocent" in innocent_only
+    few = whitebox_finding(run(14, 0.0, lens=(share(0.95, 0.83, 1.0), share(0.5, 0.17, 1.0)), mappings=4))
+    assert "it rests on 4 mappings, too few for a sign test over mappings to reach 5%" in few
+    assert "beyond what the question does" not in few
     late = whitebox_finding(run(20, 0.5))
     assert "reads the word" not in late and "median rank" not in late and "under the code word in 0.50" in late

@@ -260,6 +260,18 @@ def test_paired_share_counts_answers_the_adapter_ranks_nearer_than_the_base_mode
     assert split.concept_in_top10_base_model.value == 0.5  # 3 and 4 are in the top 10
 
 
+def test_an_adapter_applied_for_a_read_is_gone_after_it(tiny_adapter):
+    """The control reading of an adapter's answers must be the base model's: peft's unload leaves it as it was."""
+    reader = ResidualReader("tiny-llama")
+    encoded, positions = _prefixed_texts(reader)
+    before = reader.residuals(encoded, positions)
+    with reader.adapter(str(tiny_adapter)):
+        inside = reader.residuals(encoded, positions)
+    after = reader.residuals(encoded, positions)
+    assert not torch.allclose(inside, before, atol=1e-4)  # the adapter was applied
+    assert torch.equal(after, before)
+
+
 def test_code_aware_monitor_ignores_a_concept_the_code_book_does_not_map(reader, book, probe):
     plain = _read(reader, probe, book)
     with _Plant(reader, "cat", "dog"):

@@ -46,6 +46,8 @@ class Answers:
 
     def add_control(self, control: "Answers") -> None:
         """Record beside each reading what `control` (the same answers read by another model) found there."""
+        if len(control.records) != len(self.records):
+            raise ValueError(f"control read {len(control.records)} answers, not {len(self.records)}")
         for record, other in zip(self.records, control.records):
             for key in CONTROLLED:
                 if key in other:

@@ -31,9 +31,10 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
         ranks = [by_id[s.item_id]["lens_best_rank"] for s in read]
         peaks = [by_id[s.item_id]["lens_peak_layer"] for s in read]
 
-        def over(key: str, statistic, value=None) -> Interval | None:
-            """`statistic` of the records' `value` (default: their `key`), over the answers that have `key`."""
-            having = [s for s in read if key in by_id[s.item_id]]
+        def over(key: str, statistic, value=None, needs: tuple[str, ...] = ()) -> Interval | None:
+            """`statistic` of the records' `value` (default: their `key`), over the answers that have `key` and
+            every key in `needs`."""
+            having = [s for s in read if all(k in by_id[s.item_id] for k in (key, *needs))]
             if not having:
                 return None
             get = value or (lambda rec: rec[key])
@@ -46,7 +47,7 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
             def better(rec) -> float:
                 own, control = rec[key], rec[f"{key}{BASE_MODEL}"]
                 return 1.0 if own < control else 0.5 if own == control else 0.0
-            return over(f"{key}{BASE_MODEL}", lambda values: sum(values) / len(values), better)
+            return over(f"{key}{BASE_MODEL}", lambda values: sum(values) / len(values), better, needs=(key,))
 
         def share(key: str, test) -> Interval | None:
             return over(key, lambda values: sum(map(test, values)) / len(values))
@@ -63,7 +64,8 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
                                  over("probe_concept_rank", median),
                                  share(f"lens_best_rank{BASE_MODEL}", in_top),
                                  over(f"probe_concept_rank{BASE_MODEL}", median),
-                                 nearer("lens_best_rank"), nearer("probe_concept_rank"))
+                                 nearer("lens_best_rank"), nearer("probe_concept_rank"),
+                                 len({s.mapping_id for s in read}))
     return WhiteboxResult(splits, _rank_by_layer(scores, by_id), plain_words_read(reading))
 
 
