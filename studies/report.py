@@ -280,9 +280,12 @@ def _against_base_model(covert, innocent, share_of, what: str) -> str:
     at_innocent = share_of(innocent) if innocent is not None else None
     if _paired(at_innocent) is not None:
         line += f" and in {_cell(at_innocent)} of the {innocent.n} innocent uses"
+    def few(split) -> bool:
+        return split.n_mappings is not None and split.n_mappings < MIN_MAPPINGS_FOR_VERDICT
     covert_verdict, innocent_verdict = _paired(at_covert), _paired(at_innocent)
-    few = covert.n_mappings is not None and covert.n_mappings < MIN_MAPPINGS_FOR_VERDICT
-    if few and covert_verdict in ("more", "less"):
+    if innocent is not None and few(innocent) and innocent_verdict in ("more", "less"):
+        innocent_verdict = "unclear"  # too few mappings to say either way
+    if few(covert) and covert_verdict in ("more", "less"):
         return line + (f": the interval clears 0.5, but it rests on {covert.n_mappings} mappings, too few for a sign "
                        f"test over mappings to reach 5%, so read it as suggestive")
     if covert_verdict == "more" and innocent_verdict == "more":
