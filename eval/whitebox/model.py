@@ -124,8 +124,10 @@ class ResidualReader:
         texts = [encoded[i].ids[:max(positions[i]) + 1] for i in wanted]
         if not texts:
             return torch.zeros(0, self.n_layers, hidden)
+        plain = None  # one plain pass of the first text serves both first-read checks
         if not self._lens_checked:
-            self._check_lens(texts[0])
+            plain = self._plain(texts[0])
+            self._check_lens(*plain)
         shared = _shared_prefix(texts) if self.share_prefix else 0
         with self._captured() as captured:
             prefix = self._run_prefix(texts[0][:shared], captured) if shared else None
@@ -142,13 +144,14 @@ class ResidualReader:
                     past.batch_repeat_interleave(len(batch))
                     mask = torch.cat([torch.ones(len(batch), shared, dtype=mask.dtype), mask], dim=1)
                 captured.clear()
-                self._forward(ids, mask, past)  # right padding: real tokens keep positions 0..n-1
+                self._forward(ids, mask, past, use_cache=past is not None)  # right padding: positions 0..n-1
                 for b, i in enumerate(batch):  # only the kept positions leave the layers' outputs
                     rows[wanted[i]] = _gather(captured, b, prefix[0] if prefix else None, positions[wanted[i]], shared)
         # every text is read past the prefix (it ends at a kept position and leaves one token of its own)
-        if shared and not self._sharing_checked and not self._check_sharing(texts[0], positions[wanted[0]],
-                                                                            rows[wanted[0]]):
-            return self.residuals(encoded, positions)
+        if shared and not self._sharing_checked:
+            states = (plain or self._plain(texts[0]))[0]
+            if not self._check_sharing(states, positions[wanted[0]], rows[wanted[0]]):
+                return self.residuals(encoded, positions)
         return torch.cat(rows)
 
     @contextmanager
@@ -164,15 +167,14 @@ class ResidualReader:
             for h in hooks:
                 h.remove()
 
-    def _forward(self, ids, mask, past, use_cache: bool | None = None, all_logits: bool = False):
+    def _forward(self, ids, mask, past, use_cache: bool = False, all_logits: bool = False):
         import torch
 
         lean = {} if all_logits or not self._can_limit_logits else {"logits_to_keep": 1}
         with torch.no_grad():
             mask = None if mask is None else mask.to(self.device)
-            return self.model(input_ids=ids.to(self.device), attention_mask=mask,
-                              past_key_values=past, use_cache=use_cache if use_cache is not None else past is not None,
-                              **lean)
+            return self.model(input_ids=ids.to(self.device), attention_mask=mask, past_key_values=past,
+                              use_cache=use_cache, **lean)
 
     def _run_prefix(self, ids: list[int], captured: list[Any]):
         """(per-block states [prefix, hidden], key/value cache) of the shared prefix, or None (sharing turned off,
@@ -195,25 +197,23 @@ class ResidualReader:
         import torch
 
         with self._captured() as captured:
-            out = self._forward(torch.tensor([ids]), None, None, use_cache=False, all_logits=True)
+            out = self._forward(torch.tensor([ids]), None, None, all_logits=True)
         return [h[0] for h in captured], out.logits[0]
 
-    def _check_lens(self, ids: list[int]) -> None:
-        """The lens at the last block must reproduce the model's logits, else the parts were guessed wrong."""
+    def _check_lens(self, states: list[Any], logits) -> None:
+        """The lens at the last block of a plain pass must reproduce its logits, else the parts were guessed wrong."""
         import torch
 
-        states, logits = self._plain(ids)
         if not torch.allclose(self.lens_logits(states[-1]), logits.float(),
                               atol=1e-3 if self.dtype == "float32" else 5e-2):
             raise InputError(f"{type(self.model).__name__}: the final norm and unembedding found by architecture do "
                              "not reproduce the model's logits; this model is not supported by the white-box monitors")
         self._lens_checked = True
 
-    def _check_sharing(self, ids: list[int], positions: list[int], read) -> bool:
-        """Whether the shared-prefix reading of one text matches a plain forward pass (if not, sharing stops)."""
+    def _check_sharing(self, states: list[Any], positions: list[int], read) -> bool:
+        """Whether the shared-prefix reading of one text matches its plain pass's `states` (if not, sharing stops)."""
         import torch
 
-        states, _ = self._plain(ids)
         plain = torch.stack([h[positions] for h in states], dim=1).float().cpu()
         error = float((plain - read).norm() / plain.norm().clamp_min(1e-12))
         self._sharing_checked = True

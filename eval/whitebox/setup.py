@@ -100,9 +100,10 @@ def synonym_terms(concept) -> list[Term]:
 
 
 def synonym_forms(inputs, classes: list[str]) -> frozenset[str]:
-    """Every form of a synonym of a probe concept (lower case): kept out of training, read only to choose the layer."""
-    return frozenset(f.lower() for c in classes if c != OTHER for t in synonym_terms(inputs.lexicon.by_word(c))
-                     for f in t.forms)
+    """Every form of a synonym of a probe concept (lower case; the concept's forms less its word's own, as the
+    book's word classes have them): kept out of training, read only to choose the layer."""
+    concepts = [inputs.lexicon.by_word(c) for c in classes if c != OTHER]
+    return frozenset(f.lower() for c in concepts for f in c.forms if f not in c.term.forms)
 
 
 def prepare_whitebox(inputs, model_spec: str, judge, generate, base_prompts: list[str],
@@ -128,12 +129,14 @@ def prepare_whitebox(inputs, model_spec: str, judge, generate, base_prompts: lis
     # held-out question, so a layer that reads the question's topic instead of the word scores nothing. Held-out
     # accuracy on the plain words themselves would choose an early layer that reads the token.
     # (one probe concept has no other concept's questions: its synonyms answer its own)
-    selected_by, select_x, select_y = "synonyms" if len(classes) > 2 else "synonyms (own questions)", *_labelled(
-        reader, book, classes, _frames(inputs, judge.chat_prompt, another_concepts_questions(inputs, classes),
-                                       synonym_terms), only=synonyms)
+    selected_by = "synonyms" if len(classes) > 2 else "synonyms (own questions)"
+    select_x, select_y = _labelled(reader, book, classes, _frames(inputs, judge.chat_prompt,
+                                                                  another_concepts_questions(inputs, classes),
+                                                                  synonym_terms), only=synonyms)
     if len(select_y) == 0:  # no probe concept has a synonym the reader finds as a word
-        selected_by, select_x, select_y = "plain words", *_labelled(
-            reader, book, classes, _frames(inputs, judge.chat_prompt, lambda c: c.heldout_questions))
+        selected_by = "plain words"
+        select_x, select_y = _labelled(reader, book, classes, _frames(inputs, judge.chat_prompt,
+                                                                      lambda c: c.heldout_questions))
     probe, accuracy = train_probe(classes, train_x, train_y, select_x, select_y, inputs.cfg.seed)
     reading = read_answers(reader, probe, book, inputs.items, base_prompts, base_answers,
                            inputs.cfg.save_activations, "base")
