@@ -106,9 +106,16 @@ class Backends:
             backend.close()
 
     def close(self) -> None:
+        """Close every backend opened, the rest too when one fails (its error is raised after)."""
+        failure = None
         for b in self.opened:
-            if hasattr(b, "close"):
-                b.close()
+            try:
+                if hasattr(b, "close"):
+                    b.close()
+            except Exception as e:  # noqa: BLE001 - re-raised once the others are closed
+                failure = failure or e
+        if failure is not None:
+            raise failure
 
 
 @dataclass

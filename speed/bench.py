@@ -192,16 +192,18 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
                           ("vllm, adapter merged", {"adapter": str(adapter)})]:
         start = time.perf_counter()
         backend = get_backend("vllm", model=MODEL, score_with="vllm", **kwargs)
-        backend.engine_for(prompts, tokens).generate(prompts[:4], sp, use_tqdm=False)  # engine start + warm-up
-        startup = time.perf_counter() - start
-        record(label, _timed(lambda: backend.llm.generate(prompts, sp, lora_request=backend.lora, use_tqdm=False)),
-               len(prompts), engine_start_seconds=round(startup, 1))
-        if label == "vllm, base model" and cloze_subset:
-            rows.append(_cloze_row(work, backend, "vllm prompt_logprobs (scaled)", cloze_subset))
-            print(f"  {'cloze via vllm prompt_logprobs':32s} {rows[-1]['seconds']:>8.1f} s for all of real-v1 "
-                  f"(scaled from {cloze_subset} items)", flush=True)
-        backend.close()
-        gc.collect()
+        try:
+            backend.engine_for(prompts, tokens).generate(prompts[:4], sp, use_tqdm=False)  # engine start + warm-up
+            startup = time.perf_counter() - start
+            record(label, _timed(lambda: backend.llm.generate(prompts, sp, lora_request=backend.lora, use_tqdm=False)),
+                   len(prompts), engine_start_seconds=round(startup, 1))
+            if label == "vllm, base model" and cloze_subset:
+                rows.append(_cloze_row(work, backend, "vllm prompt_logprobs (scaled)", cloze_subset))
+                print(f"  {'cloze via vllm prompt_logprobs':32s} {rows[-1]['seconds']:>8.1f} s for all of real-v1 "
+                      f"(scaled from {cloze_subset} items)", flush=True)
+        finally:
+            backend.close()
+            gc.collect()
 
 
 # --- preload --------------------------------------------------------------------------------------------------

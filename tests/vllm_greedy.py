@@ -12,6 +12,8 @@ if __name__ == "__main__":
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
 
+    from stegobench.eval.backends.vllm_backend import stop_engine
+
     model, adapter = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else None)
     prompts = json.load(sys.stdin)
     rank = json.load(open(f"{adapter}/adapter_config.json"))["r"] if adapter else 16
@@ -24,4 +26,5 @@ if __name__ == "__main__":
     if adapter:
         req = LoRARequest("adapter", 1, adapter)
         out["adapter"] = [list(o.outputs[0].token_ids) for o in llm.generate(prompts, sp, lora_request=req)]
+    stop_engine(llm)  # before exit: vLLM's exit-time cleanup races its own output thread
     print("RESULT " + json.dumps(out), flush=True)

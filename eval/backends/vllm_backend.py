@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 # An engine started before any prompt is known (`.llm`): size it for vLLM's default batch of 256 sequences of
 # eval-sized prompts (~40-100 tokens) plus answers.
 UNKNOWN_SEQUENCES, UNKNOWN_TOKENS_PER_SEQUENCE = 256, 256
+# The output thread stops as soon as it reads the shutdown message; the bound only keeps a wedged thread from
+# hanging the caller.
+OUTPUT_THREAD_JOIN_SECONDS = 10.0
 
 
 def merged_model_folder(base: ModelRef, adapter: str) -> Path:
@@ -216,7 +219,7 @@ class VLLMBackend:
         """Stop the engine process and free both copies of the weights (one run may evaluate many adapters).
         A view from `with_adapter` frees only its scorer: the engine belongs to the backend it came from."""
         if self._llm is not None and self._owns_engine:
-            self._llm.llm_engine.engine_core.shutdown()
+            stop_engine(self._llm)
         if self._owns_engine:
             self._llm = None
         self._scorer = None
@@ -281,6 +284,22 @@ class VLLMBackend:
             full = p + c
             scores.append(sum(out.prompt_logprobs[t][full[t]].logprob for t in range(len(p), len(full))))
         return scores
+
+
+def stop_engine(llm) -> None:
+    """Stop the engine process and wait for the client's output thread to leave: shutdown() sends that daemon
+    thread its stop but does not wait for it, and a process that exits while it is still in zmq aborts in
+    interpreter teardown ("terminate called without an active exception", exit 134) with all its work done."""
+    client = llm.llm_engine.engine_core
+    client.shutdown()
+    thread = getattr(client, "output_queue_thread", None)
+    if thread is None:
+        if hasattr(client, "resources"):  # a multiprocess client without the thread: vLLM moved it
+            log.warning("vLLM's engine client has no output_queue_thread to wait for; the process may abort at exit")
+        return
+    thread.join(timeout=OUTPUT_THREAD_JOIN_SECONDS)
+    if thread.is_alive():
+        log.warning("vLLM's output thread did not stop within %s s of the engine's shutdown", OUTPUT_THREAD_JOIN_SECONDS)
 
 
 def _lora_rank_slot(rank: int) -> int:
