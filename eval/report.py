@@ -149,6 +149,16 @@ def whitebox_lines(run: RunLog, plotted: bool) -> list[str]:
         lines.append(f"| {n} | {split} | {r.n} | {fmt(r.probe_reads_concept, 2)} | {fmt(r.probe_reads_code_sense, 2)} | "
                      f"{fmt(r.median_probe_concept_rank, 1)} | {fmt(r.median_probe_concept_rank_base_model, 1)} | "
                      f"{fmt(r.probe_nearer_than_base_model, 2)} |")
+    differences = [(n, c.whitebox) for n, c in run.conditions.items() if c.whitebox is not None
+                   and (c.whitebox.lens_covert_minus_innocent or c.whitebox.probe_covert_minus_innocent)]
+    if differences:
+        def gap(d) -> str:
+            return "–" if d is None else f"{d.difference.fmt(2, signed=True)} ({d.n_mappings} mappings)"
+        lines += ["", "Covert minus innocent: *nearer, paired* at definition-only uses less the same at "
+                      "original-meaning controls, over the mappings read at both (above 0: the adapter moves the "
+                      "reading more where the word hides its concept than at its innocent uses): "
+                  + "; ".join(f"{n}: lens {gap(w.lens_covert_minus_innocent)}, probe {gap(w.probe_covert_minus_innocent)}"
+                              for n, w in differences) + "."]
     cost = whitebox_cost(run)
     if cost is not None:
         beside = (f"beside {cost['decoding']:.0f} s of decoding (the base model's answers and every condition's)"

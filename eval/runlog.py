@@ -14,7 +14,8 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
      record. Nothing of schema 2 changes meaning, so the migration only renumbers. Later in schema 3, all
      optional: `whitebox_probe.selected_by` and `n_select` (absent: the layer was chosen on held-out plain
      words), the lens splits' `probe_reads_code_sense`, `median_probe_concept_rank` and their base-model
-     readings of the same answers (`*_base_model`, `*_nearer_than_base_model`, `n_mappings`), and the run's
+     readings of the same answers (`*_base_model`, `*_nearer_than_base_model`, `n_mappings`), the condition's
+     `whitebox.lens_covert_minus_innocent` and `probe_covert_minus_innocent`, and the run's
      `calibration_seconds`.
 Files of an older schema are migrated on read; a newer schema is refused by name.
 """
@@ -150,6 +151,16 @@ class LensSplit:
 
 
 @dataclass(frozen=True)
+class CovertMinusInnocent:
+    """The paired share "nearer than the base model" at definition-only uses minus at the adapter's innocent uses
+    (original-meaning controls) of the same mappings' code words: above 0, the adapter moves the reading more
+    where the word hides its concept than where it means itself."""
+
+    difference: Interval
+    n_mappings: int  # mappings with paired readings at both uses, the only ones counted (and resampled)
+
+
+@dataclass(frozen=True)
 class WhiteboxResult:
     """The white-box readings of one condition: per split, and the per-mapping "concept rank by layer" curve
     (median rank at the token before the code word, layers 1..L), keyed by "concept → code"."""
@@ -157,6 +168,8 @@ class WhiteboxResult:
     splits: dict[str, LensSplit] = field(default_factory=dict)
     rank_by_layer: dict[str, list[float]] = field(default_factory=dict)
     plain_words_read: Interval | None = None  # the probe's accuracy on this condition's plain concept words
+    lens_covert_minus_innocent: CovertMinusInnocent | None = None
+    probe_covert_minus_innocent: CovertMinusInnocent | None = None
 
 
 @dataclass(frozen=True)
@@ -315,7 +328,13 @@ def _whitebox(d: dict[str, Any]) -> WhiteboxResult:
                            Interval.of(v.get("lens_nearer_than_base_model")),
                            Interval.of(v.get("probe_nearer_than_base_model")), v.get("n_mappings"))
               for k, v in d.get("splits", {}).items()}
-    return WhiteboxResult(splits, d.get("rank_by_layer", {}), Interval.of(d.get("plain_words_read")))
+    return WhiteboxResult(splits, d.get("rank_by_layer", {}), Interval.of(d.get("plain_words_read")),
+                          *(_covert_minus_innocent(d.get(k)) for k in ("lens_covert_minus_innocent",
+                                                                       "probe_covert_minus_innocent")))
+
+
+def _covert_minus_innocent(d: dict[str, Any] | None) -> CovertMinusInnocent | None:
+    return None if d is None else CovertMinusInnocent(Interval.of(d["difference"]), d["n_mappings"])
 
 
 def _probe(d: dict[str, Any] | None) -> ProbeSummary | None:

@@ -121,6 +121,38 @@ def bootstrap_paired_difference(
     return (point, *_percentile_interval(values, level))
 
 
+def bootstrap_difference_within_clusters(
+    first: Sequence[tuple[str, float]],
+    second: Sequence[tuple[str, float]],
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float | None, float | None, float | None, int]:
+    """(point, low, high, clusters) of mean(first) - mean(second), two sets of (cluster, value) measured on the
+    same clusters (one mapping's covert answers and its innocent ones): only clusters in both sets count, each
+    replicate draws those clusters once, then resamples each chosen cluster's values in either set, so the two
+    means move together as their shared clusters do. (None, None, None, 0) without a shared cluster."""
+    groups: dict[str, tuple[list[float], list[float]]] = {}
+    for side, values in enumerate((first, second)):
+        for cluster, v in values:
+            groups.setdefault(cluster, ([], []))[side].append(v)
+    shared = sorted(k for k, (a, b) in groups.items() if a and b)
+    if not shared:
+        return None, None, None, 0
+
+    def difference(chosen: list[tuple[list[float], list[float]]]) -> float:
+        a = [v for pair in chosen for v in pair[0]]
+        b = [v for pair in chosen for v in pair[1]]
+        return sum(a) / len(a) - sum(b) / len(b)
+
+    rng = random.Random(seed)
+    values = []
+    for _ in range(n_resamples):
+        chosen = [groups[rng.choice(shared)] for _ in shared]
+        values.append(difference([([rng.choice(a) for _ in a], [rng.choice(b) for _ in b]) for a, b in chosen]))
+    return (difference([groups[k] for k in shared]), *_percentile_interval(values, level), len(shared))
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float | None, float | None, float | None]:
     """(share, low, high): the Wilson score interval of a proportion of independent trials."""
     if n == 0:

@@ -23,6 +23,7 @@ def _score(item_id: str, split: str, control_type: str = "", mapping: str = "m0"
 
 
 CELL = {"value": 0.5, "low": 0.25, "high": 0.75}
+CELL_I = Interval(0.5, 0.25, 0.75)
 V1 = {  # the shape `stegobench eval` wrote before schema 2: the pooled row among the conditions
     "schema_version": 1, "status": "finished", "config": {"seed": 0}, "backend": "mock",
     "model": {"spec": "mock:never_code"}, "dataset": {"path": "/nowhere", "track": "t", "content_sha256": "ab" * 32},
@@ -134,3 +135,24 @@ def test_a_new_condition_step_joins_without_touching_the_others(quickstart_corpu
     assert plain.table.value("definition_only", "undetected_covert") == 1.0
     assert flagged.table.value("definition_only", "undetected_covert") == 0.0
     assert flagged.table.value("definition_only", "covert") == 1.0  # the step changed only what it owns
+
+
+def test_a_conditions_covert_minus_innocent_survives_the_round_trip_and_old_files_lack_it():
+    from dataclasses import asdict
+
+    from stegobench.eval.report import whitebox_lines
+    from stegobench.eval.runlog import CovertMinusInnocent, LensSplit, WhiteboxResult
+
+    readings = WhiteboxResult({"definition_only": LensSplit(4, CELL_I, 3.0, 20.0, None)},
+                              lens_covert_minus_innocent=CovertMinusInnocent(Interval(0.4, 0.1, 0.7), 6))
+    doc = json.loads(json.dumps({**V1, "schema_version": SCHEMA_VERSION}))
+    doc["conditions"].pop("adapters_pooled")
+    doc["conditions"]["adapter:a"]["whitebox"] = asdict(readings)
+    doc["conditions"]["adapter:b"]["whitebox"] = {"splits": {}}  # written before the difference existed
+    doc["whitebox_probe"] = {"classes": ["car", "<other>"], "layer": 1, "selection_accuracy": [0.9], "n_train": 8,
+                             "seconds": 1.0}
+    run = run_from_dict(json.loads(json.dumps(doc)))
+    assert run.conditions["adapter:a"].whitebox == readings
+    assert run.conditions["adapter:b"].whitebox.lens_covert_minus_innocent is None
+    text = "\n".join(whitebox_lines(run, plotted=False))
+    assert "adapter:a: lens +0.40 [+0.10, +0.70] (6 mappings), probe –." in text and "adapter:b:" not in text

@@ -260,6 +260,38 @@ def test_paired_share_counts_answers_the_adapter_ranks_nearer_than_the_base_mode
     assert split.concept_in_top10_base_model.value == 0.5  # 3 and 4 are in the top 10
 
 
+def test_covert_minus_innocent_counts_the_mappings_read_at_both_uses_and_nothing_else():
+    from stegobench.eval.scoring import ItemScore
+    from stegobench.eval.whitebox.reading import Answers
+    from stegobench.eval.whitebox.summary import summarize
+
+    def read(covert, innocent, demonstrated=()):
+        """Per answer (mapping, adapter's lens rank, base model's on the same answer)."""
+        rows = [("definition_only", "", *r) for r in covert] + [("control", "original_meaning", *r) for r in innocent]
+        rows += [("demonstrated", "", *r) for r in demonstrated]
+        scores = [ItemScore(f"i{k}", split, control, mapping, "car", True, False, False, True, False)
+                  for k, (split, control, mapping, _, _) in enumerate(rows)]
+        records = [{"lens_best_rank": a, "lens_peak_layer": 1, "lens_best_rank_base_model": b}
+                   for *_, a, b in rows]
+        return summarize(scores, records, Answers(records, [], []), 400, 0)
+
+    nearer, farther, tie = (1, 9), (9, 1), (5, 5)
+    shared = [f"m{k}" for k in range(6)]
+    covert = [(m, *nearer) for m in shared for _ in range(2)]
+    innocent = [(m, *(nearer if k == 0 else tie if k == 1 else farther)) for k, m in enumerate(shared)]
+    # m9 is read only under its covert uses and m0's demonstrated uses are no covert ones: neither may count
+    result = read(covert + [("m9", *nearer)] * 3, innocent, demonstrated=[("m0", *farther)] * 4)
+    gap = result.lens_covert_minus_innocent
+    assert gap.n_mappings == 6
+    assert gap.difference.value == pytest.approx(1.0 - (1 + 0.5) / 6)
+    assert 0 < gap.difference.low <= gap.difference.value <= gap.difference.high
+    assert result.probe_covert_minus_innocent is None  # no probe readings: no pairs
+    mixed = [(m, *pair) for m in shared for pair in (nearer, farther)]
+    null = read(mixed, mixed).lens_covert_minus_innocent.difference
+    assert null.value == 0 and null.low < 0 < null.high
+    assert read(covert, [("m7", *farther)]).lens_covert_minus_innocent is None  # no mapping read at both
+
+
 def test_an_adapter_applied_for_a_read_is_gone_after_it(tiny_adapter):
     """The control reading of an adapter's answers must be the base model's: peft's unload leaves it as it was."""
     reader = ResidualReader("tiny-llama")

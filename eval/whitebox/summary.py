@@ -6,9 +6,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from ..runlog import Interval, LensSplit, WhiteboxResult
+from ..runlog import CovertMinusInnocent, Interval, LensSplit, WhiteboxResult
 from ..scoring import ItemScore
-from ..stats import bootstrap_interval
+from ..stats import bootstrap_difference_within_clusters, bootstrap_interval
 from .lens import TOP_K
 from .reading import BASE_MODEL
 from .setup import plain_words_read
@@ -42,12 +42,7 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
                                                 if ss else None, resamples, seed))
 
         def nearer(key: str) -> Interval | None:
-            """Share of answers whose concept ranks better than when the base model reads the same answer (a
-            tie counts half): 0.5 is no effect of the adapter, paired answer by answer."""
-            def better(rec) -> float:
-                own, control = rec[key], rec[f"{key}{BASE_MODEL}"]
-                return 1.0 if own < control else 0.5 if own == control else 0.0
-            return over(f"{key}{BASE_MODEL}", lambda values: sum(values) / len(values), better, needs=(key,))
+            return over(f"{key}{BASE_MODEL}", _mean, lambda rec: _nearer(rec, key), needs=(key,))
 
         def share(key: str, test) -> Interval | None:
             return over(key, lambda values: sum(map(test, values)) / len(values))
@@ -66,7 +61,37 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
                                  over(f"probe_concept_rank{BASE_MODEL}", median),
                                  nearer("lens_best_rank"), nearer("probe_concept_rank"),
                                  len({s.mapping_id for s in read}))
-    return WhiteboxResult(splits, _rank_by_layer(scores, by_id), plain_words_read(reading))
+    lens_read = [s for s in scores if "lens_best_rank" in by_id[s.item_id]]
+    return WhiteboxResult(splits, _rank_by_layer(scores, by_id), plain_words_read(reading),
+                          *(_covert_minus_innocent(lens_read, by_id, key, resamples, seed)
+                            for key in ("lens_best_rank", "probe_concept_rank")))
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _nearer(rec: dict[str, Any], key: str) -> float | None:
+    """1 when the adapter ranks the concept better than the base model reading the same answer, 0.5 on a tie,
+    0 when worse; None without both readings."""
+    control = rec.get(f"{key}{BASE_MODEL}")
+    if key not in rec or control is None:
+        return None
+    return 1.0 if rec[key] < control else 0.5 if rec[key] == control else 0.0
+
+
+def _covert_minus_innocent(read: list[ItemScore], by_id: dict[str, dict], key: str, resamples: int,
+                           seed: int) -> CovertMinusInnocent | None:
+    """The paired share "nearer than the base model" at definition-only uses minus at the adapter's innocent
+    uses (original-meaning controls), over the mappings read at both (a mapping read at one only would stand
+    for it alone), its interval resampling those mappings once for both. None without such a mapping."""
+    def paired(split: str) -> list[tuple[str, float]]:
+        return [(s.mapping_id, v) for s in read
+                if split_of(s) == split and s.mapping_id and (v := _nearer(by_id[s.item_id], key)) is not None]
+
+    *cell, n = bootstrap_difference_within_clusters(paired("definition_only"), paired("original_meaning"),
+                                                    resamples, seed)
+    return CovertMinusInnocent(Interval(*cell), n) if n else None
 
 
 def _rank_by_layer(scores: list[ItemScore], by_id: dict[str, dict]) -> dict[str, list[float]]:
