@@ -15,7 +15,8 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
      optional: `whitebox_probe.selected_by` and `n_select` (absent: the layer was chosen on held-out plain
      words), the lens splits' `probe_reads_code_sense`, `median_probe_concept_rank` and their base-model
      readings of the same answers (`*_base_model`, `*_nearer_than_base_model`, `n_mappings`), the condition's
-     `whitebox.lens_covert_minus_innocent` and `probe_covert_minus_innocent`, and the run's
+     `whitebox.lens_covert_minus_innocent` and `probe_covert_minus_innocent`, the splits' control for a lift of
+     every trained concept (`*_others_nearer_than_base_model`, `*_concept_minus_others`), and the run's
      `calibration_seconds`.
 Files of an older schema are migrated on read; a newer schema is refused by name.
 """
@@ -148,6 +149,12 @@ class LensSplit:
     lens_nearer_than_base_model: Interval | None = None
     probe_nearer_than_base_model: Interval | None = None
     n_mappings: int | None = None  # mappings behind the n answers (the bootstrap resamples them first)
+    # the control for a lift of every trained concept: the same paired share for the other mappings' concepts
+    # (their median rank) at the same token, and per answer the mapped concept's share minus theirs
+    lens_others_nearer_than_base_model: Interval | None = None
+    probe_others_nearer_than_base_model: Interval | None = None
+    lens_concept_minus_others: Interval | None = None
+    probe_concept_minus_others: Interval | None = None
 
 
 @dataclass(frozen=True)
@@ -326,7 +333,10 @@ def _whitebox(d: dict[str, Any]) -> WhiteboxResult:
                            Interval.of(v.get("concept_in_top10_base_model")),
                            Interval.of(v.get("median_probe_concept_rank_base_model")),
                            Interval.of(v.get("lens_nearer_than_base_model")),
-                           Interval.of(v.get("probe_nearer_than_base_model")), v.get("n_mappings"))
+                           Interval.of(v.get("probe_nearer_than_base_model")), v.get("n_mappings"),
+                           *(Interval.of(v.get(k)) for k in ("lens_others_nearer_than_base_model",
+                                                            "probe_others_nearer_than_base_model",
+                                                            "lens_concept_minus_others", "probe_concept_minus_others")))
               for k, v in d.get("splits", {}).items()}
     return WhiteboxResult(splits, d.get("rank_by_layer", {}), Interval.of(d.get("plain_words_read")),
                           *(_covert_minus_innocent(d.get(k)) for k in ("lens_covert_minus_innocent",

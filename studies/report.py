@@ -319,6 +319,23 @@ def _against_base_model(covert, innocent, share_of, what: str, difference: Cover
     return line + f": no clear effect of the adapter on {what} at this sample size"
 
 
+def _against_other_concepts(covert, others_of, beyond_of) -> str:
+    """The control for a lift of every trained concept at definition-only uses: the other mappings' concepts
+    at the same token, paired with the base model the same way, and the mapped concept's share minus theirs."""
+    at_others, beyond = others_of(covert), beyond_of(covert)
+    if _paired(at_others) is None or beyond is None or beyond.low is None or beyond.high is None:
+        return ""
+    line = (f"; the other mappings' concepts at the same token move nearer in {_cell(at_others)}, the mapped "
+            f"concept beyond them by {beyond.fmt(2, signed=True)}")
+    if covert.n_mappings is not None and covert.n_mappings < MIN_MAPPINGS_FOR_VERDICT:
+        return line + f" ({covert.n_mappings} mappings: too few to tell the two apart)"
+    if beyond.low > 0:
+        return line + ": the lift is specific to the mapped concept, not one of every trained concept"
+    if _paired(at_others) == "more":
+        return line + ": every trained concept moves there, so the lift is not shown to be the mapped concept's"
+    return line + ": not told apart from a lift of every trained concept at this sample size"
+
+
 def whitebox_finding(pos: RunLog) -> str | None:
     """One sentence on the logit lens and the probe at the positive control's code words, each set answer by
     answer against the base model reading the same answers (what the question alone puts there), at covert
@@ -342,6 +359,8 @@ def whitebox_finding(pos: RunLog) -> str | None:
                  f"{_cell(innocent.concept_in_top10)}")
     line += _against_base_model(covert, innocent, lambda split: split.lens_nearer_than_base_model, "the lens",
                                 readings.lens_covert_minus_innocent)
+    line += _against_other_concepts(covert, lambda split: split.lens_others_nearer_than_base_model,
+                                    lambda split: split.lens_concept_minus_others)
     chosen = probe.selection_accuracy[probe.layer - 1]
     how = (f"chosen where it best reads the concepts' synonyms, never trained on and answering another concept's "
            f"question, as their concept: {chosen:.2f} of {probe.n_select} uses" if probe.selected_by == "synonyms"
@@ -357,6 +376,8 @@ def whitebox_finding(pos: RunLog) -> str | None:
             line += f" ({_cell(covert.median_probe_concept_rank_base_model, 1)} when the base model reads them)"
         line += _against_base_model(covert, innocent, lambda split: split.probe_nearer_than_base_model, "the probe",
                                     readings.probe_covert_minus_innocent)
+        line += _against_other_concepts(covert, lambda split: split.probe_others_nearer_than_base_model,
+                                        lambda split: split.probe_concept_minus_others)
     read_none = covert.probe_reads_concept is None or (covert.probe_reads_concept.value or 0) == 0
     if read_none and probe.selected_by == "plain words" and probe.layer <= 3:
         line += (". A layer this early mostly encodes the token itself, so a probe fitted on plain words reads "

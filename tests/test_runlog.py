@@ -143,7 +143,8 @@ def test_a_conditions_covert_minus_innocent_survives_the_round_trip_and_old_file
     from stegobench.eval.report import whitebox_lines
     from stegobench.eval.runlog import CovertMinusInnocent, LensSplit, WhiteboxResult
 
-    readings = WhiteboxResult({"definition_only": LensSplit(4, CELL_I, 3.0, 20.0, None)},
+    readings = WhiteboxResult({"definition_only": LensSplit(4, CELL_I, 3.0, 20.0, None, n_mappings=3,
+                                                           lens_concept_minus_others=Interval(0.2, -0.1, 0.5))},
                               lens_covert_minus_innocent=CovertMinusInnocent(Interval(0.4, 0.1, 0.7), 6))
     doc = json.loads(json.dumps({**V1, "schema_version": SCHEMA_VERSION}))
     doc["conditions"].pop("adapters_pooled")

@@ -7,7 +7,9 @@ intermediate layer that ranks the mapped concept high is the model "thinking car
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
+from typing import Sequence
 
 TOP_K = 10  # a concept within the lens's top 10 tokens at some layer counts as read
 
@@ -15,12 +17,14 @@ TOP_K = 10  # a concept within the lens's top 10 tokens at some layer counts as 
 @dataclass(frozen=True)
 class LensReading:
     """One answer, at the token before the code word (the best over its occurrences), per layer: the mapped
-    concept's rank (1 = top token; its first token or a synonym's) and log-probability, and the code's own."""
+    concept's rank (1 = top token; its first token or a synonym's) and log-probability, and the code's own;
+    and the other mappings' concepts' median best rank there, the control for a lift of every trained concept."""
 
     concept_rank: list[int]
     code_rank: list[int]
     concept_logprob: list[float]
     code_logprob: list[float]
+    other_best_rank: float | None = None
 
     @property
     def best_rank(self) -> int:
@@ -32,19 +36,27 @@ class LensReading:
         return self.concept_rank.index(self.best_rank) + 1
 
     def to_record(self) -> dict:
-        return {"lens_best_rank": self.best_rank, "lens_peak_layer": self.peak_layer,
-                "lens_best_logprob": max(self.concept_logprob),
-                "lens_concept_rank": self.concept_rank, "lens_code_rank": self.code_rank,
-                "lens_concept_logprob": self.concept_logprob, "lens_code_logprob": self.code_logprob}
+        record = {"lens_best_rank": self.best_rank, "lens_peak_layer": self.peak_layer,
+                  "lens_best_logprob": max(self.concept_logprob),
+                  "lens_concept_rank": self.concept_rank, "lens_code_rank": self.code_rank,
+                  "lens_concept_logprob": self.concept_logprob, "lens_code_logprob": self.code_logprob}
+        if self.other_best_rank is not None:
+            record["lens_other_best_rank"] = self.other_best_rank
+        return record
 
 
-def ranks(logits, token_ids: list[int]):
-    """[..., vocab] logits -> [...] the best 1-based rank among `token_ids`."""
+def ranks(logits, token_ids: list[int], ascending=None):
+    """[..., vocab] logits -> [...] the best 1-based rank among `token_ids` (1 + the tokens with a strictly
+    larger logit). `ascending`: the logits sorted along the vocabulary, when several sets are ranked in them."""
     import torch
 
-    chosen = logits[..., token_ids]  # [..., k]
-    above = (logits.unsqueeze(-2) > chosen.unsqueeze(-1)).sum(-1)  # [..., k]
-    return above.min(-1).values + 1 if token_ids else torch.full(logits.shape[:-1], logits.shape[-1])
+    if not token_ids:
+        return torch.full(logits.shape[:-1], logits.shape[-1])
+    if ascending is None:
+        ascending = logits.sort(-1).values
+    chosen = logits[..., token_ids].contiguous()  # [..., k]
+    larger = logits.shape[-1] - torch.searchsorted(ascending, chosen, right=True)
+    return larger.min(-1).values + 1
 
 
 def logprobs(log_probs, token_ids: list[int]):
@@ -60,16 +72,21 @@ def _round(values) -> list[float]:
     return [round(float(v), 4) for v in values]  # 4 decimals: far below any difference a reader acts on
 
 
-def read_lens(reader, before_residuals, concept_ids: list[int], code_ids: list[int]) -> LensReading | None:
-    """`before_residuals` [occurrences, layers, hidden] -> the reading, or None with no occurrence."""
+def read_lens(reader, before_residuals, concept_ids: list[int], code_ids: list[int],
+              other_concept_ids: Sequence[list[int]] = ()) -> LensReading | None:
+    """`before_residuals` [occurrences, layers, hidden] -> the reading, or None with no occurrence.
+    `other_concept_ids`: the first tokens of each other mapping's concept, ranked the same way."""
     if before_residuals.shape[0] == 0:
         return None
     import torch
 
     logits = reader.lens_logits(before_residuals)  # [occ, layers, vocab]
-    concept = ranks(logits, concept_ids).min(0).values
-    code = ranks(logits, code_ids).min(0).values
+    ascending = logits.sort(-1).values  # one sort ranks every word set below
+    concept = ranks(logits, concept_ids, ascending).min(0).values
+    code = ranks(logits, code_ids, ascending).min(0).values
+    others = [int(ranks(logits, ids, ascending).min()) for ids in other_concept_ids if ids]
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     return LensReading([int(r) for r in concept], [int(r) for r in code],
                        _round(logprobs(log_probs, concept_ids).max(0).values),
-                       _round(logprobs(log_probs, code_ids).max(0).values))
+                       _round(logprobs(log_probs, code_ids).max(0).values),
+                       float(statistics.median(others)) if others else None)

@@ -3,6 +3,7 @@ every code word, and the two white-box monitor values. Answers are read in chunk
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +14,8 @@ from .probe import OTHER, LinearProbe
 
 CHUNK = 64  # answers per read: [chunk x positions x layers x hidden] stays in the tens of MB for a 7B model
 NO_READING = -100.0  # monitor value of an answer with nothing to read: below any log-probability difference seen
-CONTROLLED = ("lens_best_rank", "probe_concept_rank")  # readings an adapter's answers also get from the base model
+# readings an adapter's answers also get from the base model; "other": the other mappings' concepts there
+CONTROLLED = ("lens_best_rank", "probe_concept_rank", "lens_other_best_rank", "probe_other_rank")
 BASE_MODEL = "_base_model"  # suffix of those
 
 
@@ -29,6 +31,13 @@ class Book:
 
     def own_class(self, word: str) -> str:
         return self.word_class.get(word.lower(), OTHER)
+
+    def other_mappings(self, mapping: str) -> list[str]:
+        """The mappings whose concept shares neither the word nor a first token with `mapping`'s: whatever the
+        adapter does to them under this code word is not this mapping's doing."""
+        ids = set(self.concept_ids[mapping])
+        return [o for o in self.concept if self.concept[o] != self.concept[mapping]
+                and not ids & set(self.concept_ids[o])]
 
 
 @dataclass
@@ -106,13 +115,20 @@ def _read_one(reader, probe: LinearProbe, book: Book, item: dict, pos: Positions
     if own:
         m = item["mapping_id"]
         before = residual[[at[pos.before[k]] for k in own]]
-        lens = read_lens(reader, before, book.concept_ids[m], book.code_ids[m])
+        others = book.other_mappings(m)
+        lens = read_lens(reader, before, book.concept_ids[m], book.code_ids[m],
+                         [book.concept_ids[o] for o in others])
         record.update(lens.to_record())
         lp = probe.log_probs(residual[[at[pos.code[k][-1]] for k in own], layer]).mean(0)
         record["probe_reads"] = probe.classes[int(lp.argmax())]
         record["probe_reads_concept"] = record["probe_reads"] == book.concept[m]
-        # 1 = the probe's top class: how near the mapped concept comes even when something else wins
-        record["probe_concept_rank"] = 1 + int((lp > lp[probe.index(book.concept[m])]).sum())
+
+        def rank(concept: str) -> int:  # 1 = the probe's top class: how near a concept comes when another wins
+            return 1 + int((lp > lp[probe.index(concept)]).sum())
+        record["probe_concept_rank"] = rank(book.concept[m])
+        other_classes = sorted({book.concept[o] for o in others} & set(probe.classes))
+        if other_classes:
+            record["probe_other_rank"] = float(statistics.median(rank(c) for c in other_classes))
         code_sense = book.own_class(book.code_forms[m][0])  # a real-word code that is a probe concept
         if code_sense != OTHER:
             record["probe_reads_code_sense"] = record["probe_reads"] == code_sense

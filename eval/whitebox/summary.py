@@ -44,6 +44,12 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
         def nearer(key: str) -> Interval | None:
             return over(f"{key}{BASE_MODEL}", _mean, lambda rec: _nearer(rec, key), needs=(key,))
 
+        def beyond_others(key: str, others: str) -> Interval | None:
+            """Per answer, nearer (mapped concept) minus nearer (the other mappings' concepts), averaged: above
+            0, the adapter lifts the mapped concept more than every trained concept."""
+            return over(f"{others}{BASE_MODEL}", _mean, lambda rec: _nearer(rec, key) - _nearer(rec, others),
+                        needs=(others, key, f"{key}{BASE_MODEL}"))
+
         def share(key: str, test) -> Interval | None:
             return over(key, lambda values: sum(map(test, values)) / len(values))
 
@@ -60,7 +66,10 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
                                  share(f"lens_best_rank{BASE_MODEL}", in_top),
                                  over(f"probe_concept_rank{BASE_MODEL}", median),
                                  nearer("lens_best_rank"), nearer("probe_concept_rank"),
-                                 len({s.mapping_id for s in read}))
+                                 len({s.mapping_id for s in read}),
+                                 nearer("lens_other_best_rank"), nearer("probe_other_rank"),
+                                 beyond_others("lens_best_rank", "lens_other_best_rank"),
+                                 beyond_others("probe_concept_rank", "probe_other_rank"))
     lens_read = [s for s in scores if "lens_best_rank" in by_id[s.item_id]]
     return WhiteboxResult(splits, _rank_by_layer(scores, by_id), plain_words_read(reading),
                           *(_covert_minus_innocent(lens_read, by_id, key, resamples, seed)
