@@ -135,26 +135,24 @@ def whitebox_lines(run: RunLog, plotted: bool) -> list[str]:
              "there (1 = its top reading). *Base model, same text*: the same reading of an adapter's answers with "
              "the adapter removed, what the question and the words put there without the mapping; *nearer, paired*: "
              "the share of answers whose concept the adapter ranks better than the base model does on the same "
-             "answer (ties half; 0.5 = no effect of the adapter); *others nearer*: the same for the other "
-             "mappings' concepts (their median rank) at the same token, a lift of every trained concept; "
-             "*concept − others*: per answer the first minus the second (above 0: the mapped concept's own lift).", "",
+             "answer (ties half; 0.5 = no effect of the adapter); *rises among concepts*: the share of answers "
+             "where fewer of the other mappings' concepts are read above the mapped one than when the base model "
+             "reads the same answer (ties half; 0.5 = no lift beyond a lift of every trained concept).", "",
              "| condition | split | n | concept in lens top 10 | median best rank | median peak layer | "
-             "base model, same text | nearer, paired | others nearer | concept − others |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "base model, same text | nearer, paired | rises among concepts |",
+             "|---|---|---|---|---|---|---|---|---|"]
     splits = [(n, split, r) for n, c in run.conditions.items() for split, r in (c.whitebox.splits.items() if c.whitebox else ())]
     for n, split, r in splits:
         lines.append(f"| {n} | {split} | {r.n} | {fmt(r.concept_in_top10, 2)} | {r.median_best_rank:.0f} | "
                      f"{r.median_peak_layer:.0f} | {fmt(r.concept_in_top10_base_model, 2)} | "
-                     f"{fmt(r.lens_nearer_than_base_model, 2)} | {fmt(r.lens_others_nearer_than_base_model, 2)} | "
-                     f"{fmt(r.lens_concept_minus_others, 2, signed=True)} |")
+                     f"{fmt(r.lens_nearer_than_base_model, 2)} | {fmt(r.lens_rises_among_concepts, 2)} |")
     lines += ["", "| condition | split | n | probe reads concept | reads code's old sense | probe's rank of concept | "
-                  "base model, same text | nearer, paired | others nearer | concept − others |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+                  "base model, same text | nearer, paired | rises among concepts |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for n, split, r in splits:
         lines.append(f"| {n} | {split} | {r.n} | {fmt(r.probe_reads_concept, 2)} | {fmt(r.probe_reads_code_sense, 2)} | "
                      f"{fmt(r.median_probe_concept_rank, 1)} | {fmt(r.median_probe_concept_rank_base_model, 1)} | "
-                     f"{fmt(r.probe_nearer_than_base_model, 2)} | {fmt(r.probe_others_nearer_than_base_model, 2)} | "
-                     f"{fmt(r.probe_concept_minus_others, 2, signed=True)} |")
+                     f"{fmt(r.probe_nearer_than_base_model, 2)} | {fmt(r.probe_rises_among_concepts, 2)} |")
     differences = [(n, c.whitebox) for n, c in run.conditions.items() if c.whitebox is not None
                    and (c.whitebox.lens_covert_minus_innocent or c.whitebox.probe_covert_minus_innocent)]
     if differences:

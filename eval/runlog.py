@@ -16,7 +16,7 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
      words), the lens splits' `probe_reads_code_sense`, `median_probe_concept_rank` and their base-model
      readings of the same answers (`*_base_model`, `*_nearer_than_base_model`, `n_mappings`), the condition's
      `whitebox.lens_covert_minus_innocent` and `probe_covert_minus_innocent`, the splits' control for a lift of
-     every trained concept (`*_others_nearer_than_base_model`, `*_concept_minus_others`), and the run's
+     every trained concept (`lens_rises_among_concepts`, `probe_rises_among_concepts`), and the run's
      `calibration_seconds`.
 Files of an older schema are migrated on read; a newer schema is refused by name.
 """
@@ -149,12 +149,11 @@ class LensSplit:
     lens_nearer_than_base_model: Interval | None = None
     probe_nearer_than_base_model: Interval | None = None
     n_mappings: int | None = None  # mappings behind the n answers (the bootstrap resamples them first)
-    # the control for a lift of every trained concept: the same paired share for the other mappings' concepts
-    # (their median rank) at the same token, and per answer the mapped concept's share minus theirs
-    lens_others_nearer_than_base_model: Interval | None = None
-    probe_others_nearer_than_base_model: Interval | None = None
-    lens_concept_minus_others: Interval | None = None
-    probe_concept_minus_others: Interval | None = None
+    # the control for a lift of every trained concept: the paired share of answers where fewer of the other
+    # mappings' concepts are read above the mapped one than when the base model reads them (ties half; 0.5 =
+    # no lift of the mapped concept beyond the others)
+    lens_rises_among_concepts: Interval | None = None
+    probe_rises_among_concepts: Interval | None = None
 
 
 @dataclass(frozen=True)
@@ -326,19 +325,17 @@ def _detection(d: dict[str, Any]) -> MonitorDetection:
                             Interval.of(d.get("auroc_covert_vs_other_code")))
 
 
+_PLAIN_LENS_FIELDS = ("median_best_rank", "median_peak_layer", "n_mappings")  # numbers; every other is an Interval
+
+
+def _lens_split(d: dict[str, Any]) -> LensSplit:
+    return LensSplit(n=d["n"], **{f.name: d.get(f.name) if f.name in _PLAIN_LENS_FIELDS
+                                  else Interval.of(d.get(f.name)) for f in fields(LensSplit) if f.name != "n"})
+
+
 def _whitebox(d: dict[str, Any]) -> WhiteboxResult:
-    splits = {k: LensSplit(v["n"], Interval.of(v.get("concept_in_top10")), v.get("median_best_rank"),
-                           v.get("median_peak_layer"), Interval.of(v.get("probe_reads_concept")),
-                           Interval.of(v.get("probe_reads_code_sense")), Interval.of(v.get("median_probe_concept_rank")),
-                           Interval.of(v.get("concept_in_top10_base_model")),
-                           Interval.of(v.get("median_probe_concept_rank_base_model")),
-                           Interval.of(v.get("lens_nearer_than_base_model")),
-                           Interval.of(v.get("probe_nearer_than_base_model")), v.get("n_mappings"),
-                           *(Interval.of(v.get(k)) for k in ("lens_others_nearer_than_base_model",
-                                                            "probe_others_nearer_than_base_model",
-                                                            "lens_concept_minus_others", "probe_concept_minus_others")))
-              for k, v in d.get("splits", {}).items()}
-    return WhiteboxResult(splits, d.get("rank_by_layer", {}), Interval.of(d.get("plain_words_read")),
+    return WhiteboxResult({k: _lens_split(v) for k, v in d.get("splits", {}).items()}, d.get("rank_by_layer", {}),
+                          Interval.of(d.get("plain_words_read")),
                           *(_covert_minus_innocent(d.get(k)) for k in ("lens_covert_minus_innocent",
                                                                        "probe_covert_minus_innocent")))
 

@@ -138,13 +138,16 @@ def test_a_new_condition_step_joins_without_touching_the_others(quickstart_corpu
 
 
 def test_a_conditions_covert_minus_innocent_survives_the_round_trip_and_old_files_lack_it():
-    from dataclasses import asdict
+    from dataclasses import asdict, fields
 
     from stegobench.eval.report import whitebox_lines
     from stegobench.eval.runlog import CovertMinusInnocent, LensSplit, WhiteboxResult
 
-    readings = WhiteboxResult({"definition_only": LensSplit(4, CELL_I, 3.0, 20.0, None, n_mappings=3,
-                                                           lens_concept_minus_others=Interval(0.2, -0.1, 0.5))},
+    fields_in_order = [f.name for f in fields(LensSplit)]
+    split = LensSplit(**{name: (4 if name == "n" else k + 0.5 if name in ("median_best_rank", "median_peak_layer",
+                                                                          "n_mappings") else Interval(k / 100))
+                         for k, name in enumerate(fields_in_order)})  # every field distinct: no two swapped
+    readings = WhiteboxResult({"definition_only": split},
                               lens_covert_minus_innocent=CovertMinusInnocent(Interval(0.4, 0.1, 0.7), 6))
     doc = json.loads(json.dumps({**V1, "schema_version": SCHEMA_VERSION}))
     doc["conditions"].pop("adapters_pooled")

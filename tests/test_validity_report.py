@@ -66,14 +66,13 @@ def test_whitebox_finding_sets_each_reading_against_the_base_model_reading_the_s
 
     def run(probe_layer: int, reads: float, selected_by: str = "synonyms", reads_code: float | None = None,
             lens: tuple = (None, None), probe_paired: tuple = (None, None), mappings: int = 6,
-            gaps: tuple = (None, None), innocent_mappings: int | None = None, others: tuple = (None, None)):
+            gaps: tuple = (None, None), innocent_mappings: int | None = None, rises: Interval | None = None):
         code = None if reads_code is None else Interval(reads_code, reads_code, reads_code)
         rank = Interval(5.0, 5.0, 22.0) if probe_paired[0] else None
         splits = {"definition_only": LensSplit(11, Interval(0.91, 0.6, 1.0), 3.0, 30.0, Interval(reads, 0.0, reads), code,
                                                rank, Interval(0.55, 0.0, 1.0), Interval(11.0, 7.0, 21.0), lens[0],
                                                probe_paired[0], n_mappings=mappings,
-                                               lens_others_nearer_than_base_model=others[0],
-                                               lens_concept_minus_others=others[1]),
+                                               lens_rises_among_concepts=rises),
                   "original_meaning": LensSplit(17, Interval(0.59, 0.22, 0.94), 10.0, 25.0, Interval(0.0, 0.0, 0.0),
                                                 None, None, None, None, lens[1], probe_paired[1],
                                                 n_mappings=innocent_mappings)}
@@ -121,14 +120,19 @@ def test_whitebox_finding_sets_each_reading_against_the_base_model_reading_the_s
     few_gap = whitebox_finding(run(14, 0.0, lens=lens, gaps=(gap(0.5, 0.3, 0.7, mappings=2), None)))
     assert "the difference from innocent uses rests on 2 mappings, too few to call it specific" in few_gap
     assert "specific to covert use at" not in few_gap
-    own_lift = whitebox_finding(run(14, 0.0, lens=lens, others=(share(0.5, 0.3, 0.7), share(0.5, 0.2, 0.8))))
-    assert ("the other mappings' concepts at the same token move nearer in 0.50 [0.30, 0.70], the mapped concept "
-            "beyond them by +0.50 [+0.20, +0.80]: the lift is specific to the mapped concept") in own_lift
-    general = whitebox_finding(run(14, 0.0, lens=lens, others=(share(0.9, 0.7, 1.0), share(0.1, -0.2, 0.4))))
-    assert "every trained concept moves there, so the lift is not shown to be the mapped concept's" in general
-    few_others = whitebox_finding(run(14, 0.0, lens=lens, others=(share(0.5, 0.3, 0.7), share(0.5, 0.2, 0.8)),
-                                      mappings=4))
-    assert "(4 mappings: too few to tell the two apart)" in few_others
+    own_lift = whitebox_finding(run(14, 0.0, lens=lens, rises=share(0.9, 0.7, 1.0)))
+    assert ("among the other mappings' concepts at that token it stands higher than under the base model in "
+            "0.90 [0.70, 1.00] of the answers: the lift is the mapped concept's, beyond the other") in own_lift
+    general = whitebox_finding(run(14, 0.0, lens=lens, rises=share(0.5, 0.2, 0.8)))
+    assert "not told apart from a lift of every trained concept at this sample size" in general
+    others_more = whitebox_finding(run(14, 0.0, lens=lens, rises=share(0.1, 0.0, 0.3)))
+    assert "the other trained concepts gain more than it does" in others_more
+    few_rises = whitebox_finding(run(14, 0.0, lens=lens, rises=share(0.9, 0.7, 1.0), mappings=4))
+    assert "(4 mappings, too few to tell the two lifts apart)" in few_rises
+    # no lift against the base model: the standing among concepts is shown, with no verdict on it
+    no_lift = whitebox_finding(run(14, 0.0, lens=(share(0.5, 0.3, 0.7), None), rises=share(0.1, 0.0, 0.3)))
+    assert "no clear effect of the adapter on the lens" in no_lift and "0.10 [0.00, 0.30] of the answers. The concept probe" in no_lift
+    assert "gain more" not in no_lift
     unclear = whitebox_finding(run(14, 0.0, lens=(share(0.6, 0.3, 0.9), None)))
     assert "no clear effect of the adapter on the lens at this sample size" in unclear
     innocent_only = whitebox_finding(run(14, 0.0, lens=(share(0.82, 0.5, 1.0), share(0.82, 0.59, 1.0))))

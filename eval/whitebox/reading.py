@@ -3,19 +3,19 @@ every code word, and the two white-box monitor values. Answers are read in chunk
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from .lens import read_lens
+from .lens import read_lens, share_above
 from .model import Encoded, ResidualReader
 from .positions import Positions, find_positions
 from .probe import OTHER, LinearProbe
 
 CHUNK = 64  # answers per read: [chunk x positions x layers x hidden] stays in the tens of MB for a 7B model
 NO_READING = -100.0  # monitor value of an answer with nothing to read: below any log-probability difference seen
-# readings an adapter's answers also get from the base model; "other": the other mappings' concepts there
-CONTROLLED = ("lens_best_rank", "probe_concept_rank", "lens_other_best_rank", "probe_other_rank")
+# readings an adapter's answers also get from the base model; "others above": the share of the other
+# mappings' concepts read above the mapped one there
+CONTROLLED = ("lens_best_rank", "probe_concept_rank", "lens_others_above", "probe_others_above")
 BASE_MODEL = "_base_model"  # suffix of those
 
 
@@ -28,16 +28,24 @@ class Book:
     concept_ids: dict[str, list[int]]  # mapping id -> first tokens of the concept and its synonyms
     code_ids: dict[str, list[int]]
     word_class: dict[str, str]  # every form of every probe concept -> that concept
+    concept_category: dict[str, str] = field(default_factory=dict)  # mapping id -> its concept's category
 
     def own_class(self, word: str) -> str:
         return self.word_class.get(word.lower(), OTHER)
 
-    def other_mappings(self, mapping: str) -> list[str]:
-        """The mappings whose concept shares neither the word nor a first token with `mapping`'s: whatever the
-        adapter does to them under this code word is not this mapping's doing."""
-        ids = set(self.concept_ids[mapping])
-        return [o for o in self.concept if self.concept[o] != self.concept[mapping]
-                and not ids & set(self.concept_ids[o])]
+    def other_concepts(self, mapping: str) -> dict[str, list[int]]:
+        """The other mappings' concepts, each once, with their first tokens: those of another category than
+        `mapping`'s concept (a neighbour in meaning would share its lift through the unembedding) whose first
+        tokens are neither the mapped concept's nor the code word's (the token the model is about to say)."""
+        taken = set(self.concept_ids[mapping]) | set(self.code_ids[mapping])
+        category = self.concept_category.get(mapping)
+        out: dict[str, list[int]] = {}
+        for o, concept in self.concept.items():
+            if (concept == self.concept[mapping] or concept in out or taken & set(self.concept_ids[o])
+                    or (category is not None and self.concept_category.get(o) == category)):
+                continue
+            out[concept] = self.concept_ids[o]
+        return out
 
 
 @dataclass
@@ -115,21 +123,20 @@ def _read_one(reader, probe: LinearProbe, book: Book, item: dict, pos: Positions
     if own:
         m = item["mapping_id"]
         before = residual[[at[pos.before[k]] for k in own]]
-        others = book.other_mappings(m)
-        lens = read_lens(reader, before, book.concept_ids[m], book.code_ids[m],
-                         [book.concept_ids[o] for o in others])
+        others = book.other_concepts(m)
+        lens = read_lens(reader, before, book.concept_ids[m], book.code_ids[m], list(others.values()))
         record.update(lens.to_record())
         lp = probe.log_probs(residual[[at[pos.code[k][-1]] for k in own], layer]).mean(0)
         record["probe_reads"] = probe.classes[int(lp.argmax())]
         record["probe_reads_concept"] = record["probe_reads"] == book.concept[m]
-
-        def rank(concept: str) -> int:  # 1 = the probe's top class: how near a concept comes when another wins
-            return 1 + int((lp > lp[probe.index(concept)]).sum())
-        record["probe_concept_rank"] = rank(book.concept[m])
-        other_classes = sorted({book.concept[o] for o in others} & set(probe.classes))
-        if other_classes:
-            record["probe_other_rank"] = float(statistics.median(rank(c) for c in other_classes))
+        mapped = lp[probe.index(book.concept[m])]
+        # 1 = the probe's top class: how near the mapped concept comes even when something else wins
+        record["probe_concept_rank"] = 1 + int((lp > mapped).sum())
         code_sense = book.own_class(book.code_forms[m][0])  # a real-word code that is a probe concept
+        other_classes = [c for c in others if c in probe.classes and c != code_sense]
+        if other_classes:
+            record["probe_others_above"] = share_above([float(lp[probe.index(c)]) for c in other_classes],
+                                                       float(mapped))
         if code_sense != OTHER:
             record["probe_reads_code_sense"] = record["probe_reads"] == code_sense
     aware = NO_READING

@@ -53,6 +53,8 @@ def make_book(inputs, reader: ResidualReader, classes: list[str]) -> Book:
         concept_ids={m["mapping_id"]: reader.first_token_ids(list(m["concept_forms"])) for m in inputs.codebook},
         code_ids={m["mapping_id"]: reader.first_token_ids(list(m["code_forms"])) for m in inputs.codebook},
         word_class=word_class,
+        concept_category={m["mapping_id"]: m["concept_category"] for m in inputs.codebook
+                          if m.get("concept_category")},
     )
 
 

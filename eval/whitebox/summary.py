@@ -44,12 +44,6 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
         def nearer(key: str) -> Interval | None:
             return over(f"{key}{BASE_MODEL}", _mean, lambda rec: _nearer(rec, key), needs=(key,))
 
-        def beyond_others(key: str, others: str) -> Interval | None:
-            """Per answer, nearer (mapped concept) minus nearer (the other mappings' concepts), averaged: above
-            0, the adapter lifts the mapped concept more than every trained concept."""
-            return over(f"{others}{BASE_MODEL}", _mean, lambda rec: _nearer(rec, key) - _nearer(rec, others),
-                        needs=(others, key, f"{key}{BASE_MODEL}"))
-
         def share(key: str, test) -> Interval | None:
             return over(key, lambda values: sum(map(test, values)) / len(values))
 
@@ -59,17 +53,18 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
         def in_top(rank: int) -> bool:
             return rank <= TOP_K
 
-        splits[name] = LensSplit(len(read), share("lens_best_rank", in_top),
-                                 median(ranks), median(peaks),
-                                 share("probe_reads_concept", bool), share("probe_reads_code_sense", bool),
-                                 over("probe_concept_rank", median),
-                                 share(f"lens_best_rank{BASE_MODEL}", in_top),
-                                 over(f"probe_concept_rank{BASE_MODEL}", median),
-                                 nearer("lens_best_rank"), nearer("probe_concept_rank"),
-                                 len({s.mapping_id for s in read}),
-                                 nearer("lens_other_best_rank"), nearer("probe_other_rank"),
-                                 beyond_others("lens_best_rank", "lens_other_best_rank"),
-                                 beyond_others("probe_concept_rank", "probe_other_rank"))
+        splits[name] = LensSplit(
+            n=len(read), concept_in_top10=share("lens_best_rank", in_top), median_best_rank=median(ranks),
+            median_peak_layer=median(peaks), probe_reads_concept=share("probe_reads_concept", bool),
+            probe_reads_code_sense=share("probe_reads_code_sense", bool),
+            median_probe_concept_rank=over("probe_concept_rank", median),
+            concept_in_top10_base_model=share(f"lens_best_rank{BASE_MODEL}", in_top),
+            median_probe_concept_rank_base_model=over(f"probe_concept_rank{BASE_MODEL}", median),
+            lens_nearer_than_base_model=nearer("lens_best_rank"),
+            probe_nearer_than_base_model=nearer("probe_concept_rank"),
+            n_mappings=len({s.mapping_id for s in read}),
+            lens_rises_among_concepts=nearer("lens_others_above"),
+            probe_rises_among_concepts=nearer("probe_others_above"))
     lens_read = [s for s in scores if "lens_best_rank" in by_id[s.item_id]]
     return WhiteboxResult(splits, _rank_by_layer(scores, by_id), plain_words_read(reading),
                           *(_covert_minus_innocent(lens_read, by_id, key, resamples, seed)
@@ -81,8 +76,8 @@ def _mean(values: list[float]) -> float:
 
 
 def _nearer(rec: dict[str, Any], key: str) -> float | None:
-    """1 when the adapter ranks the concept better than the base model reading the same answer, 0.5 on a tie,
-    0 when worse; None without both readings."""
+    """1 when the adapter's reading `key` (lower is better: a rank, a share of concepts above) beats the base
+    model's on the same answer, 0.5 on a tie, 0 when worse; None without both readings."""
     control = rec.get(f"{key}{BASE_MODEL}")
     if key not in rec or control is None:
         return None
