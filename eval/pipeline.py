@@ -185,10 +185,7 @@ def calibrate_monitors(inputs: EvalInputs, backends: Backends) -> Monitoring:
     seconds: dict[str, float] = {}
 
     def timed(name: str, fn):
-        t = time.perf_counter()
-        out = fn()
-        seconds[name] = round(time.perf_counter() - t, 2)
-        return out
+        return _timed(seconds, name, fn)
     prompts = [judge.chat_prompt(user_text(q)) for q in inputs.questions]
     answers = timed("decode", lambda: generate_cached(judge, prompts, inputs.sampling, inputs.cache_root, "base"))
     values = {m: timed(m, lambda m=m: MONITORS[m](judge, inputs.questions, answers)) for m in cfg.monitors}
@@ -346,6 +343,14 @@ def score_all(items: list[dict], prompts: list[str], responses: list[str], codeb
     return scores
 
 
+def _timed(seconds: dict[str, float], name: str, fn):
+    """fn(), its wall time recorded in `seconds[name]`."""
+    t = time.perf_counter()
+    out = fn()
+    seconds[name] = round(time.perf_counter() - t, 2)
+    return out
+
+
 def run_condition(inputs: EvalInputs, backends: Backends, mon: Monitoring, cond: Condition,
                   steps: tuple[ConditionStep, ...] = CONDITION_STEPS) -> tuple[ConditionRun, ConditionResult]:
     t0 = time.perf_counter()
@@ -353,9 +358,7 @@ def run_condition(inputs: EvalInputs, backends: Backends, mon: Monitoring, cond:
     seconds: dict[str, float] = {}
     try:
         for step in steps:
-            t = time.perf_counter()
-            step(inputs, backends, mon, run)
-            seconds[step.__name__] = round(time.perf_counter() - t, 2)
+            _timed(seconds, step.__name__, lambda: step(inputs, backends, mon, run))
     finally:
         backends.release(run.backend)
     run.extras["step_seconds"] = seconds

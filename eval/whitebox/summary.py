@@ -9,7 +9,7 @@ from typing import Any
 from ..runlog import CovertMinusInnocent, Interval, LensSplit, WhiteboxResult
 from ..scoring import ItemScore
 from ..stats import bootstrap_difference_within_clusters, bootstrap_interval
-from .lens import TOP_K
+from .lens import TOP_K, share_above
 from .reading import BASE_MODEL
 from .setup import plain_words_read
 
@@ -42,7 +42,7 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
                                                 if ss else None, resamples, seed))
 
         def nearer(key: str) -> Interval | None:
-            return over(f"{key}{BASE_MODEL}", _mean, lambda rec: _nearer(rec, key), needs=(key,))
+            return over(f"{key}{BASE_MODEL}", statistics.fmean, lambda rec: _nearer(rec, key), needs=(key,))
 
         def share(key: str, test) -> Interval | None:
             return over(key, lambda values: sum(map(test, values)) / len(values))
@@ -71,17 +71,13 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
                             for key in ("lens_best_rank", "probe_concept_rank")))
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
 def _nearer(rec: dict[str, Any], key: str) -> float | None:
     """1 when the adapter's reading `key` (lower is better: a rank, a share of concepts above) beats the base
     model's on the same answer, 0.5 on a tie, 0 when worse; None without both readings."""
     control = rec.get(f"{key}{BASE_MODEL}")
     if key not in rec or control is None:
         return None
-    return 1.0 if rec[key] < control else 0.5 if rec[key] == control else 0.0
+    return share_above([control], rec[key])  # the base model's reading above (worse than) the adapter's
 
 
 def _covert_minus_innocent(read: list[ItemScore], by_id: dict[str, dict], key: str, resamples: int,
