@@ -6,6 +6,7 @@ makes the interval honest about how few mappings a track has (Treutlein et al. 2
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 from typing import Callable, Sequence, TypeVar
@@ -169,3 +170,56 @@ def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | Non
         return None
     wins = sum((p > q) + 0.5 * (p == q) for p in positives for q in negatives)
     return wins / (len(positives) * len(negatives))
+
+
+def _binomial_log_pmf(k: int, n: int, p: float) -> float:
+    if p <= 0.0:
+        return 0.0 if k == 0 else -math.inf
+    if p >= 1.0:
+        return 0.0 if k == n else -math.inf
+    return (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+            + k * math.log(p) + (n - k) * math.log1p(-p))
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space (n in the thousands stays finite)."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    return min(1.0, sum(math.exp(_binomial_log_pmf(i, n, p)) for i in range(k + 1)))
+
+
+def _bisect(f: Callable[[float], float], target: float, increasing: bool) -> float:
+    """The p in [0, 1] where the monotone f(p) crosses target (60 halvings: far below any printed digit)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if (f(mid) < target) == increasing:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float | None, float | None, float | None]:
+    """(share, low, high): the exact two-sided interval of a binomial proportion, which never collapses at 0 or n:
+    0 of 16 reads [0.000, 0.206], and its high end is the exact upper limit a false-positive rate is quoted by."""
+    if n == 0:
+        return None, None, None
+    if not 0 <= successes <= n:
+        raise ValueError(f"clopper_pearson: {successes} successes out of {n} trials")
+    tail = (1 - level) / 2
+    low = 0.0 if successes == 0 else _bisect(lambda p: 1 - binomial_cdf(successes - 1, n, p), tail, increasing=True)
+    high = 1.0 if successes == n else _bisect(lambda p: binomial_cdf(successes, n, p), tail, increasing=False)
+    return successes / n, low, high
+
+
+def sign_test(positive: int, negative: int) -> float:
+    """Two-sided exact p-value of the sign test: `positive` units moved one way, `negative` the other (ties
+    dropped before). With fewer than 6 units no outcome reaches 0.05 (all 5 one way: p = 0.0625)."""
+    n = positive + negative
+    if n == 0:
+        return 1.0
+    extreme = min(positive, negative)
+    return min(1.0, 2 * binomial_cdf(extreme, n, 0.5))
