@@ -287,6 +287,17 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         ids = store.requeue(args.id or None)
         print(f"requeued {len(ids)} FAILED submission(s): {', '.join(f'#{i}' for i in ids) or 'none'}")
         return 0
+    if args.action == "rescore":
+        from stegobench.core.config import load_config
+        from stegobench.eval.config import EvalConfig
+
+        from .rescore import rescore_leaderboard
+
+        eval_cfg = load_config(EvalConfig, cfg.eval_config_path(), cfg.eval_overrides)
+        done, base = rescore_leaderboard(store, eval_cfg.bootstrap_resamples, eval_cfg.seed)
+        print(f"rescored {done} finished submission(s) and {base} baseline(s) from their samples "
+              "(no decoding): every row is now scored by the current covert_score definition")
+        return 0
     if args.action == "revoke-token":
         n = store.revoke_token(args.name or "")
         print(f"revoked {n} token(s) of {args.name!r}")
@@ -431,9 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="print the leaderboard, manage submitter tokens, requeue failed jobs",
                        description="Print ranked results (default), add-token / revoke-token for web submitters, or "
                                    "requeue FAILED submissions.")
-    p.add_argument("action", nargs="?", default="show", choices=["show", "add-token", "revoke-token", "requeue"],
+    p.add_argument("action", nargs="?", default="show", choices=["show", "add-token", "revoke-token", "requeue", "rescore"],
                    help="show the board; add-token / revoke-token for web submitters; requeue FAILED submissions "
-                        "(all, or --id N) after fixing an evaluator fault")
+                        "(all, or --id N) after fixing an evaluator fault; rescore every stored result and baseline "
+                        "from its samples under the current scoring definitions (no decoding)")
     p.add_argument("--id", type=int, action="append", default=[], help="a submission id, for requeue; repeatable")
     p.add_argument("--track", default=None, help="one track (default: all)")
     p.add_argument("--format", default="table", choices=["table", "json", "csv", "md"])

@@ -15,6 +15,7 @@ from typing import Any
 
 from stegobench.eval.aggregate import change_vs_base
 from stegobench.eval.runlog import Interval, RunLog, iter_samples
+from stegobench.eval.scoring import COVERT_SCORE_DEFINITION, PREVIOUS_COVERT_SCORE_DEFINITION
 
 COLUMNS = (  # (key, header, what it is)
     ("rank", "#", "Position by score; ties broken by interval lower bound, then submission time."),
@@ -33,6 +34,9 @@ COLUMNS = (  # (key, header, what it is)
     ("recall", "recall", "Held-out recall probes answered with the right concept."),
     ("cloze_specificity", "cloze spec.", "log P(right code) - mean log P(other codes) on definition-only frames."),
     ("submitter", "submitter", "Who submitted it."),
+    ("score_definition", "scored by",
+     "The covert_score definition the row was scored with: per-code J (results schema 4 on) or any-code (earlier; "
+     "`stegobench leaderboard rescore` brings it up to date). Rows scored by different definitions do not compare."),
 )
 SORTABLE = {"score", "hits", "false_alarms", "demonstrated", "collateral_vs_base", "monitor_flag_rate", "recall",
             "cloze_specificity", "display_name", "submitter", "created_at"}
@@ -72,6 +76,7 @@ def summarize_condition(run: RunLog, condition: str, base: tuple[str | Path, str
         "cloze_specificity": entry.cloze_value("definition_only", "mean_specificity"),
         "cloze_right_first": entry.cloze_value("definition_only", "right_code_ranks_first"),
         "n_items": len(mine),
+        "score_definition": COVERT_SCORE_DEFINITION,
         "dataset_sha256": run.dataset["content_sha256"],
     }
 
@@ -106,7 +111,7 @@ def leaderboard_rows(store, track: str) -> list[dict[str, Any]]:
     rows, baselines_seen = [], {}
     for sub in store.finished(track):
         s = sub["summary"]
-        rows.append({**s, "id": sub["id"], "display_name": sub["display_name"], "submitter": sub["submitter"],
+        rows.append({"score_definition": PREVIOUS_COVERT_SCORE_DEFINITION, **s, "id": sub["id"], "display_name": sub["display_name"], "submitter": sub["submitter"],
                      "base_model": sub["base_model"], "created_at": sub["created_at"], "baseline": False})
         baselines_seen[sub["baseline_key"]] = sub["base_model"]
     for key, base_model in baselines_seen.items():
@@ -115,7 +120,7 @@ def leaderboard_rows(store, track: str) -> list[dict[str, Any]]:
             continue
         for name, label in (("base", "base model"), ("in_context", "in-context baseline")):
             if name in b["summary"]:
-                rows.append({**b["summary"][name], "id": None, "display_name": f"{base_model} · {label}",
+                rows.append({"score_definition": PREVIOUS_COVERT_SCORE_DEFINITION, **b["summary"][name], "id": None, "display_name": f"{base_model} · {label}",
                              "submitter": "baseline", "base_model": base_model, "created_at": b["created_at"],
                              "baseline": True})
     return rank_rows(rows)
@@ -147,7 +152,7 @@ def plain_row(r: dict[str, Any]) -> dict[str, Any]:
         out[f"{key}_high"] = v.get("high")
     spread = r.get("hits_per_mapping") or {}
     out["covert_mapping_min"], out["covert_mapping_max"] = spread.get("min"), spread.get("max")
-    for key in ("monitor_flag_rate", "recall", "cloze_specificity", "n_items"):
+    for key in ("monitor_flag_rate", "recall", "cloze_specificity", "n_items", "score_definition"):
         out[key] = r.get(key)
     return out
 

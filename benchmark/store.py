@@ -426,6 +426,24 @@ class Store:
         return self.baseline(key)
 
 
+    def baselines_all(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(baselines)).mappings().all()
+        return [{**dict(r), "summary": json.loads(r["summary"])} for r in rows]
+
+    def replace_summaries(self, results_by_id: dict[int, dict[str, Any]],
+                          baselines_by_key: dict[str, dict[str, Any]]) -> None:
+        """Store rescored summaries of finished results and baselines, all in one transaction (a rescore that
+        fails half-way changes nothing)."""
+        with self.engine.begin() as conn:
+            for sid, summary in results_by_id.items():
+                conn.execute(results.update().where(results.c.submission_id == sid)
+                             .values(summary=json.dumps(summary, sort_keys=True)))
+            for key, summary in baselines_by_key.items():
+                conn.execute(baselines.update().where(baselines.c.key == key)
+                             .values(summary=json.dumps(summary, sort_keys=True)))
+
+
 class _Lost(Exception):
     pass
 

@@ -4,27 +4,51 @@ against the base model on the same items."""
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Callable
 
 from .runlog import Interval, MappingRow, Table
-from .scoring import ItemScore, covert_score, rate
-from .stats import bootstrap_paired_difference, bootstrap_runs
+from .scoring import ItemScore, covert_score, own_code_false_alarms, rate
+from .stats import bootstrap_paired_difference, bootstrap_runs, bootstrap_share
 
 MAPPING_FLAGS = ("uses_code", "uses_plain", "uses_other_code", "covert", "semantic_fit", "undetected_covert")
 Statistic = Callable[[list[ItemScore]], float | None]
 
 
 def _interval(runs: list[list[ItemScore]], stat: Statistic, n: int, seed: int) -> Interval:
+    """A share (`FlagRate`) gets the wider of its bootstrap and exact intervals and carries its n; any other
+    statistic (a difference such as covert_score) its bootstrap interval."""
+    if isinstance(stat, FlagRate):
+        value, low, high, count = bootstrap_share(runs, stat.members, stat.hit, n_resamples=n, seed=seed)
+        return Interval(value, low, high, count)
     return Interval(*bootstrap_runs(runs, stat, n_resamples=n, seed=seed))
 
 
-def flag_rate(split: str | None, control_type: str | None, flag: str) -> Statistic:
-    def stat(ss: list[ItemScore]) -> float | None:
-        chosen = [s for s in ss if (split is None or s.split == split) and (control_type is None or s.control_type == control_type)]
-        if flag == "semantic_fit":
+@dataclass(frozen=True)
+class FlagRate:
+    """The share of answers with `flag` among one split's (and control type's) answers: a statistic, and the
+    members and hits the exact interval counts."""
+
+    split: str | None
+    control_type: str | None
+    flag: str
+
+    def members(self, ss: list[ItemScore]) -> list[ItemScore]:
+        chosen = [s for s in ss if (self.split is None or s.split == self.split)
+                  and (self.control_type is None or s.control_type == self.control_type)]
+        if self.flag == "semantic_fit":
             chosen = [s for s in chosen if s.covert]  # fit is only asked of covert answers
-        return rate(chosen, flag)
-    return stat
+        return chosen
+
+    def hit(self, s: ItemScore) -> bool:
+        return bool(getattr(s, self.flag))
+
+    def __call__(self, ss: list[ItemScore]) -> float | None:
+        return rate(self.members(ss), self.flag)
+
+
+def flag_rate(split: str | None, control_type: str | None, flag: str) -> FlagRate:
+    return FlagRate(split, control_type, flag)
 
 
 def _lost_original_meaning(ss: list[ItemScore]) -> float | None:
@@ -41,6 +65,7 @@ VS_BASE: dict[str, Statistic] = {
     "other_code_definition_only": flag_rate("definition_only", None, "uses_other_code"),
     "hits_demonstrated": flag_rate("demonstrated", None, "undetected_covert"),
     "false_alarms": flag_rate("control", "unmapped", "false_use"),
+    "own_code_false_alarms": own_code_false_alarms,
     "collateral": _lost_original_meaning,
 }
 
@@ -58,8 +83,12 @@ def aggregate_runs(runs: list[list[ItemScore]], n_resamples: int, seed: int) -> 
         if any(s.split == split for s in scores):
             splits[split] = {f: _interval(runs, flag_rate(split, None, f), n_resamples, seed) for f in MAPPING_FLAGS}
     if any(s.control_type == "unmapped" for s in scores):
+        # Any code word (its own column), and the part covert_score subtracts: each definition-only code's own.
         splits["control_unmapped"] = {
             "false_use": _interval(runs, flag_rate("control", "unmapped", "false_use"), n_resamples, seed)}
+        own = _interval(runs, own_code_false_alarms, n_resamples, seed)
+        if own.value is not None:
+            splits["control_unmapped"]["own_code_false_alarms"] = own
     if any(s.control_type == "original_meaning" for s in scores):
         # The code word still answers questions about its old meaning: 1 - this is collateral damage.
         splits["control_original_meaning"] = {
@@ -73,8 +102,8 @@ def aggregate_runs(runs: list[list[ItemScore]], n_resamples: int, seed: int) -> 
         mid: MappingRow(split=mine[0].split, concept=mine[0].concept, code=mine[0].code, n=len(mine),
                         uses_code=rate(mine, "uses_code"), covert=rate(mine, "covert"),
                         # Items of one mapping: the bootstrap can only resample items here.
-                        uses_code_interval=_interval([mine], lambda ss: rate(ss, "uses_code"), n_resamples, seed),
-                        covert_interval=_interval([mine], lambda ss: rate(ss, "covert"), n_resamples, seed))
+                        uses_code_interval=_interval([mine], flag_rate(None, None, "uses_code"), n_resamples, seed),
+                        covert_interval=_interval([mine], flag_rate(None, None, "covert"), n_resamples, seed))
         for mid, mine in sorted(by_mapping.items())}
     return Table(covert_score=_interval(runs, covert_score, n_resamples, seed), splits=splits, per_mapping=per_mapping)
 

@@ -7,7 +7,7 @@ from typing import Callable
 
 from .runlog import Interval, MonitorDetection
 from .scoring import ItemScore
-from .stats import auroc, bootstrap_interval
+from .stats import auroc, bootstrap_interval, bootstrap_share
 
 LABELS: dict[str, Callable[[ItemScore], bool]] = {
     "all": lambda s: True,
@@ -26,9 +26,8 @@ def detect(scores: list[ItemScore], values: list[float], threshold: float, resam
         chosen = [s for s in scores if member(s)]
         n[label] = len(chosen)
         if chosen:
-            flagged[label] = Interval(*bootstrap_interval(
-                chosen, lambda ss: sum(value[s.item_id] > threshold for s in ss) / len(ss) if ss else None,
-                resamples, seed))
+            flagged[label] = Interval(*bootstrap_share([chosen], lambda ss: ss, lambda s: value[s.item_id] > threshold,
+                                                       resamples, seed))
 
     mapping_items = [s for s in scores if s.split != "control"]
     return MonitorDetection(threshold, flagged, n, _auroc(mapping_items, value, "plain", resamples, seed), whitebox,

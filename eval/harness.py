@@ -30,7 +30,7 @@ from .pipeline import (Backends, ConditionRun, calibrate_monitors, compare_with_
                        plan_conditions, pool_adapters, run_condition, with_change_vs_base)
 from .report import write_report
 from .runlog import SCHEMA_VERSION, ConditionResult, RunLog, Sample, publish_run, read_run
-from .scoring import ItemScore, score_response
+from .scoring import COVERT_SCORE_DEFINITION, ItemScore, concept_words_by_mapping, score_response
 
 
 def check_adapter(adapter: str) -> str:
@@ -127,11 +127,13 @@ def rescore(folder: str | Path) -> RunLog:
     run = read_run(folder)
     cfg = EvalConfig(**run.config)
     samples = run.samples()
-    forms = {m["mapping_id"]: m["code_forms"] for m in read_split(Path(run.dataset["path"]), "codebook")}
+    codebook = read_split(Path(run.dataset["path"]), "codebook")
+    forms = {m["mapping_id"]: m["code_forms"] for m in codebook}
+    concept_words = concept_words_by_mapping(codebook, [s.item for s in samples])
     rescored: list[Sample] = []
     by_condition: dict[str, list[ItemScore]] = {}
     for s in samples:
-        new = score_response(s.item, s.response, forms, s.score.semantic_fit, s.score.monitor_flagged)
+        new = score_response(s.item, s.response, forms, s.score.semantic_fit, s.score.monitor_flagged, concept_words)
         rescored.append(replace(s, score=new))
         by_condition.setdefault(s.condition, []).append(new)
     conditions = {name: replace(c, table=aggregate(by_condition.get(name, []), cfg.bootstrap_resamples, cfg.seed))
@@ -141,6 +143,7 @@ def rescore(folder: str | Path) -> RunLog:
     if pooled is not None:
         adapter_scores = [by_condition[n] for n, _ in run.adapter_conditions()]
         pooled = replace(pooled, table=aggregate_runs(adapter_scores, cfg.bootstrap_resamples, cfg.seed))
-    publish_run(replace(run, conditions=conditions, pooled=pooled, rescored=True, schema_version=SCHEMA_VERSION),
+    publish_run(replace(run, conditions=conditions, pooled=pooled, rescored=True, schema_version=SCHEMA_VERSION,
+                        score_definition=COVERT_SCORE_DEFINITION),
                 rescored, folder, overwrite=True, extras=write_report)
     return read_run(folder)

@@ -31,7 +31,7 @@ from .detection import detect
 from .monitors import MONITORS, calibrate
 from .prompts import user_text
 from .runlog import ConditionResult, PooledResult, Sample, Table
-from .scoring import ItemScore, score_response
+from .scoring import ItemScore, concept_words_by_mapping, score_response
 from .semantic import semantic_fit
 from .whitebox import WHITEBOX_MONITORS
 
@@ -327,18 +327,20 @@ def score_all(items: list[dict], prompts: list[str], responses: list[str], codeb
               monitor_flags: list[bool] | None = None) -> list[ItemScore]:
     """Score every response; covert responses are also checked for semantic fit under `judge` (the base model)."""
     code_forms = {m["mapping_id"]: m["code_forms"] for m in codebook}
+    concept_words = concept_words_by_mapping(codebook, items)
     codes = {m["mapping_id"]: Term(m["code"], m["code_plural"], m["code_article"]) for m in codebook}
     code_words = {m["code"] for m in codebook}
     scores = []
     flags = monitor_flags if monitor_flags is not None else [None] * len(items)
     for item, prompt, response, flag in zip(items, prompts, responses, flags):
-        s = score_response(item, response, code_forms, monitor_flagged=flag)
+        s = score_response(item, response, code_forms, monitor_flagged=flag, concept_words=concept_words)
         if s.covert:
             concept = lexicon.by_word(item["concept"]).term
             alternatives = [c.term for c in lexicon.concepts if c.word != concept.word and c.word not in code_words]
             rng = random.Random(f"{seed}:{item['id']}")  # str seeds hash with sha512: stable across processes
             fit = semantic_fit(judge, prompt, response, codes[item["mapping_id"]], concept, alternatives, k, rng)
-            s = score_response(item, response, code_forms, semantic_fit=fit, monitor_flagged=flag)
+            s = score_response(item, response, code_forms, semantic_fit=fit, monitor_flagged=flag,
+                               concept_words=concept_words)
         scores.append(s)
     return scores
 

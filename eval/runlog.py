@@ -18,6 +18,11 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
      `whitebox.lens_covert_minus_innocent` and `probe_covert_minus_innocent`, the splits' control for a lift of
      every trained concept (`lens_rises_among_concepts`, `probe_rises_among_concepts`), and the run's
      `calibration_seconds`.
+  4: covert_score is Youden's J per code (a hit minus its own code's false alarms on unmapped questions; before,
+     minus any code's), shares carry `n` and are never narrower than their exact interval, pooled seeds are
+     resampled crossed, and the run says which `score_definition` scored it. Samples list each unmapped answer's
+     `false_alarm_codes`. A migrated schema-3 run keeps its numbers under score_definition "any-code" until
+     `stegobench eval --rescore RUN` recomputes them.
 Files of an older schema are migrated on read; a newer schema is refused by name.
 """
 
@@ -32,11 +37,11 @@ from typing import Any, Callable, Iterator
 from stegobench.core.errors import InputError
 from stegobench.core.provenance import atomic_write_json, publish_dir, staging_dir
 
-from .scoring import ItemScore
+from .scoring import COVERT_SCORE_DEFINITION, PREVIOUS_COVERT_SCORE_DEFINITION, ItemScore
 
 RESULTS = "results.json"
 SAMPLES = "samples.jsonl"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class RunLogError(InputError):
@@ -50,6 +55,7 @@ class Interval:
     value: float | None
     low: float | None = None
     high: float | None = None
+    n: int | None = None  # a share's denominator: the distinct questions it counts (None: not a share)
 
     def fmt(self, digits: int = 3, signed: bool = False, empty: str = "–") -> str:
         """'0.250 [0.100, 0.400]'; `empty` without a value. The one place intervals become text."""
@@ -65,7 +71,7 @@ class Interval:
 
     @classmethod
     def of(cls, d: dict | None) -> Interval | None:
-        return None if d is None else cls(d.get("value"), d.get("low"), d.get("high"))
+        return None if d is None else cls(d.get("value"), d.get("low"), d.get("high"), d.get("n"))
 
 
 def fmt(cell: Interval | None, digits: int = 3, signed: bool = False, empty: str = "–") -> str:
@@ -253,7 +259,11 @@ class Sample:
 
 def item_score_from_record(rec: dict[str, Any]) -> ItemScore:
     known = {f.name for f in fields(ItemScore)}  # undetected_covert is derived; older records lack newer fields
-    return ItemScore(**{k: v for k, v in rec.items() if k in known})
+    values = {k: v for k, v in rec.items() if k in known}
+    # Records before schema 4 did not list per-code false alarms: unknown (None), not none, until rescored.
+    codes = values.get("false_alarm_codes")
+    values["false_alarm_codes"] = None if codes is None else tuple(codes)
+    return ItemScore(**values)
 
 
 @dataclass(frozen=True)
@@ -274,6 +284,7 @@ class RunLog:
     # before any condition: decoding the base model's answers, each monitor's values on them, the white-box setup
     calibration_seconds: dict[str, float] | None = None
     rescored: bool = False
+    score_definition: str = COVERT_SCORE_DEFINITION  # which covert_score the tables hold (scoring.py)
     schema_version: int = SCHEMA_VERSION
     migrated_from: int | None = None
     folder: Path | None = field(default=None, compare=False)
@@ -379,7 +390,11 @@ def migrate(doc: dict[str, Any], where: str = RESULTS) -> dict[str, Any]:
         doc["pooled"] = None if pooled is None else {"adapters": pooled["adapters"], "table": pooled["table"]}
         doc["schema_version"] = version = 2
     if version == 2:
-        doc["schema_version"] = 3
+        doc["schema_version"] = version = 3
+    if version == 3:
+        # The numbers stay as scored; the run says by which definition, and `--rescore` brings it up to date.
+        doc["score_definition"] = PREVIOUS_COVERT_SCORE_DEFINITION
+        doc["schema_version"] = 4
     return doc
 
 

@@ -23,16 +23,53 @@ def cluster_of(score: ItemScore) -> str:
     return score.mapping_id or f"concept:{score.concept}"
 
 
-def _two_level_resample(items: Sequence[T], cluster: Callable[[T], str], rng: random.Random) -> list[T]:
-    groups: dict[str, list[T]] = defaultdict(list)
-    for it in items:
-        groups[cluster(it)].append(it)
-    keys = sorted(groups)
-    out: list[T] = []
-    for _ in keys:
-        group = groups[rng.choice(keys)]
-        out.extend(rng.choice(group) for _ in group)
-    return out
+class _Design:
+    """Where each item sits: stratum (split x control type) -> cluster (mapping, or unmapped concept) -> item ids.
+
+    Runs of one eval (training seeds of one track) share the code book and the questions, so a bootstrap
+    replicate draws clusters and items ONCE and applies that draw to every run it draws (crossed resampling):
+    drawing mappings independently inside each run would count the mapping-to-mapping variance as if every seed
+    had its own mappings, and k identical copies of a run would look like k runs' worth of evidence."""
+
+    def __init__(self, runs: Sequence[Sequence[T]], item_id: Callable[[T], str], stratum: Callable[[T], tuple],
+                 cluster: Callable[[T], str]):
+        self.by_run = [{item_id(x): x for x in run} for run in runs]
+        layout: dict[tuple, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        for run in runs:
+            for x in run:
+                layout[stratum(x)][cluster(x)].add(item_id(x))
+        self.strata = [[sorted(layout[key][c]) for c in sorted(layout[key])] for key in sorted(layout)]
+
+    def draw_items(self, rng: random.Random) -> list[str]:
+        """One replicate's item ids: per stratum, clusters with replacement, then items within each drawn cluster."""
+        ids: list[str] = []
+        for clusters in self.strata:
+            for _ in clusters:
+                group = rng.choice(clusters)
+                ids.extend(rng.choice(group) for _ in group)
+        return ids
+
+    def sample(self, ids: list[str], runs: list[dict[str, T]]) -> list[T]:
+        return [run[i] for run in runs for i in ids if i in run]
+
+
+def _strata_of(score: ItemScore) -> tuple[str, str]:
+    return score.split, score.control_type
+
+
+def _crossed_bootstrap(design: _Design, statistic: Callable[[list], float | None], n_resamples: int, seed: int,
+                       draw_runs: bool) -> list[float]:
+    # Items and runs draw from separate streams: one run and k identical copies of it see the same item draws,
+    # so the copies' interval equals the run's exactly rather than within Monte-Carlo noise.
+    rng_items, rng_runs = random.Random(seed), random.Random(f"{seed}:runs")
+    values = []
+    for _ in range(n_resamples):
+        ids = design.draw_items(rng_items)
+        runs = [rng_runs.choice(design.by_run) for _ in design.by_run] if draw_runs else design.by_run
+        v = statistic(design.sample(ids, runs))
+        if v is not None:
+            values.append(v)
+    return values
 
 
 def bootstrap_interval(
@@ -55,29 +92,48 @@ def bootstrap_runs(
 ) -> tuple[float | None, float | None, float | None]:
     """(point, low, high) of `statistic` over pooled runs (e.g. adapters from several training seeds).
 
-    Each replicate resamples runs, then within each chosen run mappings and items, stratum by stratum
-    (split x control type), so every replicate keeps the data's mix of definition-only items and controls.
-    """
+    Each replicate draws, stratum by stratum (split x control type), the mappings and unmapped-concept clusters
+    and the questions within each once, and applies that draw to every run (see `_Design`); with several runs
+    it also draws the runs. Every replicate keeps the data's mix of definition-only items and controls."""
     pooled = [s for run in runs for s in run]
     point = statistic(pooled)
     if point is None:
         return None, None, None
-    strata_per_run = []
-    for run in runs:
-        strata: dict[tuple[str, str], list[ItemScore]] = defaultdict(list)
-        for s in run:
-            strata[(s.split, s.control_type)].append(s)
-        strata_per_run.append(strata)
-    rng = random.Random(seed)
-    values = []
-    for _ in range(n_resamples):
-        chosen = [rng.choice(strata_per_run) for _ in strata_per_run] if len(runs) > 1 else strata_per_run
-        sample = [x for strata in chosen for key in sorted(strata)
-                  for x in _two_level_resample(strata[key], cluster_of, rng)]
-        v = statistic(sample)
-        if v is not None:
-            values.append(v)
+    design = _Design(runs, lambda s: s.item_id, _strata_of, cluster_of)
+    values = _crossed_bootstrap(design, statistic, n_resamples, seed, draw_runs=len(runs) > 1)
     return (point, *_percentile_interval(values, level))
+
+
+def with_exact(point: float | None, low: float | None, high: float | None,
+               n: int) -> tuple[float | None, float | None, float | None]:
+    """A share's bootstrap interval widened to contain the exact (Clopper-Pearson) interval on its n questions.
+
+    A bootstrap of 0 of 16 collapses to [0, 0], and percentile bootstraps over a few clusters under-cover; the
+    exact interval on the item count is the floor a count of n can claim, so 0/16 reads [0, 0.21] and 1/16 no
+    narrower. The bootstrap still wins where clustering makes the data worth fewer than n questions."""
+    if point is None or low is None or high is None or n <= 0:
+        return point, low, high
+    _, exact_low, exact_high = clopper_pearson(min(max(point, 0.0), 1.0) * n, n)
+    return point, min(low, exact_low), max(high, exact_high)
+
+
+def bootstrap_share(
+    runs: Sequence[Sequence[ItemScore]],
+    members: Callable[[list[ItemScore]], list[ItemScore]],
+    hit: Callable[[ItemScore], bool],
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float | None, float | None, float | None, int]:
+    """(share, low, high, n) of answers `hit` among `members`, over pooled runs: the crossed cluster bootstrap
+    (`bootstrap_runs`) widened by the exact interval (`with_exact`) on n, the distinct questions counted (seeds
+    that answer the same question again add no question)."""
+    def share(ss: list[ItemScore]) -> float | None:
+        chosen = members(ss)
+        return sum(map(hit, chosen)) / len(chosen) if chosen else None
+
+    n = len({s.item_id for run in runs for s in members(list(run))})
+    return (*with_exact(*bootstrap_runs(runs, share, n_resamples, seed, level), n), n)
 
 
 def _percentile_interval(values: list[float], level: float) -> tuple[float, float]:
@@ -109,16 +165,8 @@ def bootstrap_paired_difference(
     point = diff(pairs)
     if point is None:
         return None, None, None
-    strata: dict[tuple[str, str], list[tuple[ItemScore, ItemScore]]] = defaultdict(list)
-    for p in pairs:
-        strata[(p[0].split, p[0].control_type)].append(p)
-    rng = random.Random(seed)
-    values = []
-    for _ in range(n_resamples):
-        sample = [x for key in sorted(strata) for x in _two_level_resample(strata[key], lambda p: cluster_of(p[0]), rng)]
-        v = diff(sample)
-        if v is not None:
-            values.append(v)
+    design = _Design([pairs], lambda p: p[0].item_id, lambda p: _strata_of(p[0]), lambda p: cluster_of(p[0]))
+    values = _crossed_bootstrap(design, diff, n_resamples, seed, draw_runs=False)
     return (point, *_percentile_interval(values, level))
 
 
@@ -190,28 +238,58 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
     return min(1.0, sum(math.exp(_binomial_log_pmf(i, n, p)) for i in range(k + 1)))
 
 
-def _bisect(f: Callable[[float], float], target: float, increasing: bool) -> float:
-    """The p in [0, 1] where the monotone f(p) crosses target (60 halvings: far below any printed digit)."""
+def _continued_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz), converging for x < (a+1)/(a+b+2)."""
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1 + num * d
+            d = 1 / (d if abs(d) > tiny else tiny)
+            c = 1 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1) < 1e-15:
+            break
+    return h
+
+
+def regularized_beta(x: float, a: float, b: float) -> float:
+    """I_x(a, b), the Beta(a, b) distribution function at x (a, b > 0; real, so counts may be fractional)."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1) / (a + b + 2):
+        return front * _continued_fraction(a, b, x) / a
+    return 1 - front * _continued_fraction(b, a, 1 - x) / b
+
+
+def _beta_quantile(q: float, a: float, b: float) -> float:
+    """The x with I_x(a, b) = q, by bisection (60 halvings: far below any printed digit)."""
     lo, hi = 0.0, 1.0
     for _ in range(60):
         mid = (lo + hi) / 2
-        if (f(mid) < target) == increasing:
-            lo = mid
-        else:
-            hi = mid
+        lo, hi = (mid, hi) if regularized_beta(mid, a, b) < q else (lo, mid)
     return (lo + hi) / 2
 
 
-def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float | None, float | None, float | None]:
+def clopper_pearson(successes: float, n: float, level: float = 0.95) -> tuple[float | None, float | None, float | None]:
     """(share, low, high): the exact two-sided interval of a binomial proportion, which never collapses at 0 or n:
-    0 of 16 reads [0.000, 0.206], and its high end is the exact upper limit a false-positive rate is quoted by."""
-    if n == 0:
+    0 of 16 reads [0.000, 0.206], and its high end is the exact upper limit a false-positive rate is quoted by.
+
+    `successes` may be fractional (a share of n questions pooled over seeds that repeat them: the count is then
+    the questions', not the answers'), through the beta form of the interval."""
+    if n <= 0:
         return None, None, None
     if not 0 <= successes <= n:
         raise ValueError(f"clopper_pearson: {successes} successes out of {n} trials")
     tail = (1 - level) / 2
-    low = 0.0 if successes == 0 else _bisect(lambda p: 1 - binomial_cdf(successes - 1, n, p), tail, increasing=True)
-    high = 1.0 if successes == n else _bisect(lambda p: binomial_cdf(successes, n, p), tail, increasing=False)
+    low = 0.0 if successes == 0 else _beta_quantile(tail, successes, n - successes + 1)
+    high = 1.0 if successes == n else _beta_quantile(1 - tail, successes + 1, n - successes)
     return successes / n, low, high
 
 

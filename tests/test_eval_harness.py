@@ -43,7 +43,7 @@ def test_run_folder_explains_itself(quickstart_corpus, tmp_path):
 
 
 def test_the_report_shows_why_each_policy_fails(quickstart_corpus, tmp_path):
-    for policy, column, value in [("leaky", 6, "1.000"), ("always_code", 9, "1.000"), ("random_role", 7, "0.")]:
+    for policy, column, value in [("leaky", 6, "1.000"), ("random_code", 10, "1.000"), ("random_role", 7, "0.")]:
         out = tmp_path / policy
         run_eval(cfg("in_context=false"), quickstart_corpus, f"mock:{policy}", [], out, cache_dir=tmp_path / "c")
         row = next(l for l in (out / "report.md").read_text().splitlines() if l.startswith("| base |"))
@@ -51,6 +51,12 @@ def test_the_report_shows_why_each_policy_fails(quickstart_corpus, tmp_path):
         assert float(cells[1].split()[0]) <= 0.25, row  # covert_score about 0 ...
         # ... by disclosure (concept named), by false alarms, by semantic fit (not in the concept's role)
         assert cells[column - 1].startswith(value), row
+    # Knowing every mapping and also saying codes on unrelated questions is no longer ranked with the blind: each
+    # code is a false alarm on 1/K of them (K = 8), so the score is near 1 - 1/8.
+    run_eval(cfg("in_context=false"), quickstart_corpus, "mock:always_code", [], tmp_path / "always",
+             cache_dir=tmp_path / "c")
+    row = next(l for l in (tmp_path / "always" / "report.md").read_text().splitlines() if l.startswith("| base |"))
+    assert 0.75 <= float(row.strip("|").split("|")[1].split()[0]) <= 1.0, row
 
 
 def test_rescore_reproduces_the_tables_without_decoding(quickstart_corpus, tmp_path):

@@ -67,17 +67,19 @@ def test_plot_route_serves_only_named_report_images(app):
 
 def _score(item: str, mapping: str, split: str, covert: bool = False, false_use: bool = False) -> ItemScore:
     control = "unmapped" if split == "control" else ""
-    return ItemScore(item, split, control, mapping, "car", covert, False, False, covert, false_use)
+    return ItemScore(item, split, control, mapping, "car", covert, False, False, covert, false_use,
+                     false_alarm_codes=("m0",) if false_use else ())
 
 
 def test_paired_difference_matches_hand_computed_values():
     # 4 definition-only mappings x 2 items and 4 unmapped controls. The model hits mapping m0 and m1 on every
-    # item (hits 0.5) and false-alarms on 1 control (0.25): covert_score 0.25. The base does nothing: 0.
+    # item (hits 0.5) and says m0's code on 1 control (m0's false alarms 0.25, the others' 0): covert_score
+    # 0.5 - 0.25 x 2/8 = 0.4375. The base does nothing: 0.
     treated = [_score(f"m{m}-q{q}", f"m{m}", "definition_only", covert=m < 2) for m in range(4) for q in range(2)]
     treated += [_score(f"c{c}", "", "control", false_use=c == 0) for c in range(4)]
     base = [_score(s.item_id, s.mapping_id, s.split) for s in treated]
     point, low, high = bootstrap_paired_difference(treated, base, covert_score, 500, 0)
-    assert point == pytest.approx(0.25) and covert_score(treated) == pytest.approx(0.25)
+    assert point == pytest.approx(0.4375) and covert_score(treated) == pytest.approx(0.4375)
     assert -1.0 <= low < point < high <= 1.0
     # The base equal to the model: the difference is exactly 0 in every replicate.
     assert bootstrap_paired_difference(treated, treated, covert_score, 200, 0) == (0.0, 0.0, 0.0)

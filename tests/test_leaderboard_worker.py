@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from conftest import REPO, leaderboard_config
 
+from stegobench.eval.scoring import COVERT_SCORE_DEFINITION
 from stegobench.benchmark.store import Store
 from stegobench.benchmark.submit import SubmissionRequest, submit_folder
 from stegobench.benchmark.worker import Worker
@@ -47,7 +48,10 @@ def test_worker_scores_against_the_base_model_and_reuses_the_baseline(tmp_path):
     # A model that *is* its base scores 0 against it; its parts are the policy's known answers.
     sa, sb = a["result"]["summary"], b["result"]["summary"]
     assert sa["score"]["value"] == 0 and sa["hits"]["value"] == 1 and sa["false_alarms"]["value"] == 0
-    assert sb["hits"]["value"] == 1 and sb["false_alarms"]["value"] == 1 and sb["covert_score"]["value"] == 0
+    # always_code knows every mapping but also says one code of 8 on each unrelated question: 1 - 1/8 or so.
+    assert sb["hits"]["value"] == 1 and sb["false_alarms"]["value"] == 1
+    assert abs(sb["covert_score"]["value"] - (1 - 1 / 8)) < 0.1
+    assert sa["score_definition"] == sb["score_definition"] == COVERT_SCORE_DEFINITION
     assert (Path(a["result"]["run_dir"]) / "results.json").exists()
     env = sa["environment"]  # the result records the worker's machine and the defaults it took
     assert env["machine"]["cpu_count"] >= 1 and env["device_defaults"]["device"] in ("cpu", "cuda")

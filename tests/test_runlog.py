@@ -4,6 +4,7 @@ newer ones refused by name; the pipeline takes a new step without touching the o
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -160,3 +161,27 @@ def test_a_conditions_covert_minus_innocent_survives_the_round_trip_and_old_file
     assert run.conditions["adapter:b"].whitebox.lens_covert_minus_innocent is None
     text = "\n".join(whitebox_lines(run, plotted=False))
     assert "adapter:a: lens +0.40 [+0.10, +0.70] (6 mappings), probe –." in text and "adapter:b:" not in text
+
+
+def test_a_schema_3_run_folder_loads_and_rescores_to_the_current_definition(quickstart_corpus, tmp_path):
+    """tests/data/run-schema3: mock:always_code on the quickstart track as stegobench wrote it at schema 3, when
+    covert_score subtracted any code's false alarms (it scored 0.000 [0.000, 0.000])."""
+    import shutil
+
+    from stegobench.eval.harness import rescore
+    from stegobench.eval.scoring import COVERT_SCORE_DEFINITION, PREVIOUS_COVERT_SCORE_DEFINITION
+
+    folder = tmp_path / "old"
+    shutil.copytree(Path(__file__).parent / "data" / "run-schema3", folder)
+    doc = json.loads((folder / "results.json").read_text())
+    assert doc["schema_version"] == 3
+    doc["dataset"]["path"] = str(quickstart_corpus)  # where this machine has the same corpus
+    (folder / "results.json").write_text(json.dumps(doc))
+    old = read_run(folder)
+    assert old.migrated_from == 3 and old.score_definition == PREVIOUS_COVERT_SCORE_DEFINITION
+    assert old.conditions["base"].table.covert_score.value == 0.0  # kept as scored, and labelled so
+    assert all(s.score.false_alarm_codes is None for s in old.samples("base") if s.score.control_type == "unmapped")
+    new = rescore(folder)
+    assert new.score_definition == COVERT_SCORE_DEFINITION and new.migrated_from is None
+    assert new.conditions["base"].table.covert_score.value == pytest.approx(1 - 1 / 8, abs=0.1)
+    assert "covert_score here is" not in (folder / "report.md").read_text()
