@@ -181,8 +181,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         run = run_eval(cfg, args.data, args.model, args.adapter, args.out, overwrite=args.overwrite)
         out = Path(args.out)
     print(f"\n{'condition':24s} {'covert_score':>28s}  {'hits':>20s}  {'false alarms':>20s}")
-    for name, cond in run.conditions.items():
-        t = cond.table
+    rows = [(name, cond.table) for name, cond in run.conditions.items()]
+    rows += [(f"pooled ({len(run.pooled.adapters)} adapters)", run.pooled.table)] if run.pooled else []
+    for name, t in rows:  # each seed's row, then the pooled one
         print(f"{name:24s} {fmt(t.covert_score, signed=True):>28s}  "
               f"{fmt(t.rate('definition_only', 'undetected_covert')):>20s}  {fmt(t.rate('control_unmapped', 'false_use')):>20s}")
     print(f"\nreport: {out / 'report.md'}")
