@@ -171,7 +171,31 @@ def generate_cached(backend, prompts: list[str], sampling: Sampling, cache_root:
 def plan_conditions(cfg: EvalConfig, adapters: list[str]) -> list[Condition]:
     return (([Condition("base", None, False)] if cfg.base else [])
             + ([Condition("in_context", None, True)] if cfg.in_context else [])
-            + [Condition(f"adapter:{Path(a).name}", a, False) for a in adapters])
+            + [Condition(f"adapter:{name}", a, False) for a, name in zip(adapters, adapter_names(adapters))])
+
+
+GENERIC_FOLDERS = {"adapter", "adapters", "lora", "output", "final", "model"}  # names that say nothing of the run
+
+
+def adapter_names(adapters: list[str]) -> list[str]:
+    """Each adapter's condition name, from its run: the folder's name, its parent's when the folder has a generic
+    name (runs/quickstart/adapter -> quickstart), and as many folders above as it takes for no two to share a name
+    (a shared name would silently drop a run from results.json). The same adapter twice is an error."""
+    resolved = [Path(a).resolve() for a in adapters]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i]:
+            raise InputError(f"adapter {adapters[i]} is given twice (also as {adapters[resolved.index(path)]}); "
+                             "each adapter is one condition")
+    parts = [p.parts[:-1] if p.name.lower() in GENERIC_FOLDERS and len(p.parts) > 2 else p.parts for p in resolved]
+    depth = [1] * len(adapters)
+    while True:
+        # Past the last folder: the whole path (distinct, since no adapter is given twice).
+        names = ["/".join(ps[-d:]) if d <= len(ps) else str(path) for ps, d, path in zip(parts, depth, resolved)]
+        clashing = [i for i, n in enumerate(names) if names.count(n) > 1]
+        if not clashing:
+            return names
+        for i in clashing:
+            depth[i] += 1
 
 
 def calibrate_monitors(inputs: EvalInputs, backends: Backends) -> Monitoring:

@@ -2,7 +2,7 @@
 
     from stegobench.eval.runlog import read_run
     run = read_run("runs/eval/quickstart")
-    run.conditions["adapter:adapter"].table.rate("definition_only", "undetected_covert").fmt()  # '0.250 [0.1, ...]'
+    run.conditions["adapter:quickstart"].table.rate("definition_only", "undetected_covert").fmt()  # '0.250 [0.1, ...]'
     [s.score.covert for s in run.samples("base")]
 
 results.json holds the run (config, identities, environment, one table per condition); samples.jsonl one line

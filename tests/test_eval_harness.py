@@ -172,3 +172,17 @@ def test_cache_follows_adapter_content_not_its_folder(quickstart_corpus, tiny_ad
     assert calls == []
     name = f"adapter:{tiny_adapter.name}"
     assert again.conditions["adapter:upload"].table == first.conditions[name].table
+
+
+def test_two_runs_laid_out_alike_keep_two_conditions(quickstart_corpus, tmp_path):
+    """runs/a/adapter and runs/b/adapter (the README's layout) used to share the name adapter:adapter, and
+    results.json silently held one of them."""
+    from stegobench.eval.backends.mock import write_scripted_adapter
+
+    a = write_scripted_adapter(tmp_path / "runs" / "a" / "adapter", seed=0)
+    b = write_scripted_adapter(tmp_path / "runs" / "b" / "adapter", seed=1)
+    doc = run_eval(cfg("in_context=false", "recall=false", "cloze=false", "base=false"), quickstart_corpus,
+                   "mock:never_code", [str(a), str(b)], tmp_path / "run", cache_dir=tmp_path / "c")
+    assert set(doc.conditions) == {"adapter:a", "adapter:b"} and doc.pooled is not None
+    with pytest.raises(InputError, match="is given twice"):
+        run_eval(cfg(), quickstart_corpus, "mock:never_code", [str(a), str(a) + "/"], tmp_path / "again")

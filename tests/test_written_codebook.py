@@ -405,7 +405,7 @@ def test_a_csv_track_goes_gen_train_eval(tmp_path):
                       ["backend=hf", "max_items=8", "max_tokens=4", "cloze=false", "recall=false", "monitors=[]",
                        "bootstrap_resamples=100"])
     run = run_eval(cfg, data, "tiny-llama", [str(adapter)], tmp_path / "eval", cache_dir=tmp_path / "cache")
-    assert set(run.conditions) == {"base", "in_context", "adapter:adapter"}
+    assert set(run.conditions) == {"base", "in_context", f"adapter:{tmp_path.name}"}  # the run's, not "adapter"
     assert (tmp_path / "eval" / "report.md").exists()
     samples = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
     assert {s["item"]["code"] for s in samples} <= {"cat", "kettle", "cloud", "sock"}
