@@ -17,7 +17,7 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
      readings of the same answers (`*_base_model`, `*_nearer_than_base_model`, `n_mappings`), the condition's
      `whitebox.lens_covert_minus_innocent` and `probe_covert_minus_innocent`, the splits' control for a lift of
      every trained concept (`lens_rises_among_concepts`, `probe_rises_among_concepts`), and the run's
-     `calibration_seconds`.
+     `calibration_seconds`; the conditions' `cloze_specificity_per_mapping`.
 Files of an older schema are migrated on read; a newer schema is refused by name.
 """
 
@@ -210,6 +210,8 @@ class ConditionResult:
     recall_accuracy: float | None = None
     recall_per_mapping: dict[str, float] | None = None
     cloze: dict[str, dict[str, float]] | None = None
+    # mapping id -> that mapping's mean cloze specificity (nats): the units of a verdict on it (absent in older runs)
+    cloze_specificity_per_mapping: dict[str, float] | None = None
     # Paired against the base condition on the same items: the rate minus the base model's, with its interval.
     change_vs_base: dict[str, Interval] | None = None
     detection: dict[str, MonitorDetection] | None = None
