@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Callable, Iterable, Sequence
 
 from .runlog import Interval
-from .scoring import ItemScore
+from .scoring import ItemScore, covert_score
 from .stats import N_RESAMPLES, bootstrap_difference_within_clusters, sign_test
 
 MIN_MAPPINGS = 6  # the fewest units an exact two-sided sign test can reach 5% with (6 of 6 agreeing: p = 0.031)
@@ -62,7 +62,7 @@ class Finding:
     subject: str
     effect: Interval | None
     null: float
-    n_mappings: int
+    n_mappings: int | None  # None: not known (a run without its samples)
     above: int | None
     below: int | None
     p_value: float | None
@@ -75,6 +75,19 @@ class Finding:
         v = None if self.effect is None else self.effect.value
         return 0 if v is None or v == self.null else (1 if v > self.null else -1)
 
+    def to_record(self) -> dict:
+        """Plain JSON (stored with a leaderboard row); `from_record` reads it back."""
+        return {"claim": self.claim.value, "subject": self.subject,
+                "effect": None if self.effect is None else {"value": self.effect.value, "low": self.effect.low,
+                                                            "high": self.effect.high},
+                "null": self.null, "n_mappings": self.n_mappings, "above": self.above, "below": self.below,
+                "p_value": self.p_value, "verdict": self.verdict.value, "reason": self.reason}
+
+    @classmethod
+    def from_record(cls, d: dict) -> Finding:
+        return cls(Claim(d["claim"]), d["subject"], Interval.of(d["effect"]), d["null"], d["n_mappings"], d["above"],
+                   d["below"], d["p_value"], Verdict(d["verdict"]), d.get("reason", ""))
+
     @property
     def shown_above(self) -> bool:
         return self.verdict is Verdict.SHOWN and self.direction > 0
@@ -84,9 +97,10 @@ class Finding:
         return self.verdict is Verdict.SHOWN and self.direction < 0
 
 
-def verdict(effect: Interval | None, null: float, n_mappings: int, above: int | None, below: int | None) -> Verdict:
+def verdict(effect: Interval | None, null: float, n_mappings: int | None, above: int | None,
+            below: int | None) -> Verdict:
     """The one rule (module docstring). `above`/`below` None: the per-mapping signs are not known."""
-    if effect is None or effect.value is None:
+    if effect is None or effect.value is None or n_mappings is None:
         return Verdict.NOT_MEASURED
     if n_mappings < MIN_MAPPINGS:
         return Verdict.TOO_FEW_MAPPINGS
@@ -112,7 +126,7 @@ def _missing(effect: Interval | None, means: dict[str, float] | None) -> str:
     return "no interval" if effect.low is None or effect.high is None else "no per-mapping values for the sign test"
 
 
-def _finding(claim: Claim, subject: str, effect: Interval | None, null: float, n_mappings: int,
+def _finding(claim: Claim, subject: str, effect: Interval | None, null: float, n_mappings: int | None,
              means: dict[str, float] | None, reason: str = "") -> Finding:
     above = None if means is None else sum(v > null for v in means.values())
     below = None if means is None else sum(v < null for v in means.values())
@@ -128,7 +142,7 @@ def judge(claim: Claim, subject: str, values: Values | None, null: float = 0.0, 
     it is); without one, the mean and its interval come from resampling mappings, then values within each.
     `n_mappings` counts the mappings when `values` is None (the signs unknown); with values, their mappings count."""
     means = None if values is None else _mapping_means(values)
-    n = len(means) if means is not None else (n_mappings or 0)
+    n = len(means) if means is not None else n_mappings
     if effect is None and means:
         # the second side is the null, constant: the helper then resamples the first side's mappings and values
         point, low, high, _ = bootstrap_difference_within_clusters(list(values), [(m, 0.0) for m in means],
@@ -151,7 +165,7 @@ def judge_difference(claim: Claim, subject: str, first: Values, second: Values, 
 
 
 def not_measured(claim: Claim, subject: str, reason: str) -> Finding:
-    return Finding(claim, subject, None, 0.0, 0, None, None, None, Verdict.NOT_MEASURED, reason)
+    return Finding(claim, subject, None, 0.0, None, None, None, None, Verdict.NOT_MEASURED, reason)
 
 
 # ---------------------------------------------------------------- per-mapping values from a run's scores
@@ -178,6 +192,20 @@ def mapping_statistic(scores: Sequence[ItemScore], statistic: Callable[[list[Ite
         if v is not None:
             out.append((mapping, v))
     return out
+
+
+def score_findings(subject: str, covert: Interval | None, scores: Sequence[ItemScore] | None,
+                   base_scores: Sequence[ItemScore] | None = None, change: Interval | None = None,
+                   ) -> tuple[Finding, Finding | None]:
+    """covert_score against 0 (its table interval, mapping by mapping signs), and, with the base model's scores
+    on the same items, its change against the base model (the paired interval `change`, or one resampling
+    mappings): the findings report.md and a leaderboard row state."""
+    mine = None if scores is None else mapping_statistic(scores, covert_score)
+    level = judge(Claim.COVERT_SCORE, subject, mine, effect=covert, reason="the run has no samples")
+    if base_scores is None or mine is None:
+        return level, None
+    return level, judge_difference(Claim.SCORE_VS_BASE, subject, mine, mapping_statistic(base_scores, covert_score),
+                                   effect=change)
 
 
 # ---------------------------------------------------------------- words

@@ -269,7 +269,7 @@ def reader_findings(run: RunLog, condition: str, entry: ConditionResult, reader:
             return None
         values = _paired_values(run, condition, split_name, key)
         return judge(claim, f"{reader.name}, {split_name.replace('_', '-')}", values, null=0.5, effect=effect,
-                     n_mappings=split.n_mappings or 0)
+                     n_mappings=split.n_mappings)
 
     gap = getattr(entry.whitebox, f"{reader.name}_covert_minus_innocent")
     difference = None
