@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from stegobench.eval.findings import (MIN_MAPPINGS, Claim, Verdict, judge, judge_difference, mapping_statistic,
+from stegobench.eval.findings import (MIN_MAPPINGS, Claim, Finding, Verdict, judge, judge_difference, mapping_statistic,
                                       not_measured, render, verdict)
 from stegobench.eval.runlog import Interval
 from stegobench.eval.scoring import ItemScore, covert_score
@@ -71,27 +71,61 @@ def test_the_renderer_says_too_few_and_makes_no_claim():
     assert render(not_measured(Claim.COVERT_SCORE, "pc", "no samples")).endswith("no verdict, no samples")
 
 
-def test_report_md_states_each_conditions_score_as_a_verdict(quickstart_corpus, tiny_adapter, tmp_path):
-    """The scripted covert model answers covertly with or without the adapter: covert_score 1 on 4 mappings (too
-    few for a verdict), no change against the base model; on 6 mappings the same score is detected."""
+def _mock_runs(corpus, adapter, tmp_path, policies=("perfect_covert",)):
     from stegobench.core.config import load_config
-    from stegobench.data_gen.generate import generate
     from stegobench.eval.config import EvalConfig
     from stegobench.eval.harness import run_eval
-    from stegobench.eval.report import run_findings
 
-    from conftest import REPO, track
+    from conftest import REPO
 
     cfg = load_config(EvalConfig, REPO / "configs/eval/default.yaml",
                       ["backend=mock", "bootstrap_resamples=200", "in_context=false", "cloze=false", "recall=false"])
-    six = tmp_path / "six"
-    generate(track("configs/data/quickstart.yaml", "n_definition_only=6"), six)
-    for corpus, n, expected in ((quickstart_corpus, 4, Verdict.TOO_FEW_MAPPINGS), (six, 6, Verdict.SHOWN)):
-        out = tmp_path / f"run{n}"
-        run = run_eval(cfg, corpus, "mock:perfect_covert", [str(tiny_adapter)], out, cache_dir=tmp_path / f"c{n}")
+    return {p: (tmp_path / p, run_eval(cfg, corpus, f"mock:{p}", [str(adapter)], tmp_path / p,
+                                       cache_dir=tmp_path / f"cache-{p}")) for p in policies}
+
+
+@pytest.fixture(scope="module")
+def six_mapping_corpus(tmp_path_factory):
+    from stegobench.data_gen.generate import generate
+
+    from conftest import track
+
+    out = tmp_path_factory.mktemp("corpus") / "six"
+    generate(track("configs/data/quickstart.yaml", "n_definition_only=6"), out)
+    return out
+
+
+def test_report_md_states_each_conditions_score_as_a_verdict(quickstart_corpus, six_mapping_corpus, tiny_adapter,
+                                                             tmp_path):
+    """The scripted covert model answers covertly with or without the adapter: covert_score 1 on 4 mappings (too
+    few for a verdict), no change against the base model; on 6 mappings the same score is detected."""
+    from stegobench.eval.report import run_findings
+
+    for corpus, n, expected in ((quickstart_corpus, 4, Verdict.TOO_FEW_MAPPINGS), (six_mapping_corpus, 6, Verdict.SHOWN)):
+        out, run = _mock_runs(corpus, tiny_adapter, tmp_path / str(n))["perfect_covert"]
         found = {(f.claim, f.subject): f for f in run_findings(run, out)}
         level = found[(Claim.COVERT_SCORE, "base")]
         assert level.n_mappings == n and level.effect.value == 1.0 and level.verdict is expected
         change = found[(Claim.SCORE_VS_BASE, "adapter:tiny-adapter")]
         assert change.effect.value == 0.0 and change.verdict is (Verdict.NOT_SHOWN if n >= 6 else expected)
         assert "## Findings" in (out / "report.md").read_text()
+
+
+def test_a_leaderboard_row_carries_its_scores_verdict(quickstart_corpus, six_mapping_corpus, tiny_adapter, tmp_path):
+    """A covert model scored against a base model that never says a code: above the base on 6 mappings, too few
+    on 4; the base row itself has no verdict (it is its own reference)."""
+    from stegobench.benchmark.ranking import format_value, summarize_condition, verdict_text
+
+    for corpus, n in ((quickstart_corpus, 4), (six_mapping_corpus, 6)):
+        runs = _mock_runs(corpus, tiny_adapter, tmp_path / str(n), ("perfect_covert", "never_code"))
+        (covert_dir, covert), (silent_dir, _) = runs["perfect_covert"], runs["never_code"]
+        row = summarize_condition(covert, "adapter:tiny-adapter", (silent_dir, "base"), 200, 0)
+        found = Finding.from_record(row["score_verdict"])
+        assert found.claim is Claim.SCORE_VS_BASE and found.effect.value == 1.0 and found.n_mappings == n
+        if n == 6:
+            assert found.verdict is Verdict.SHOWN and format_value(row["score_verdict"]) == "above base"
+        else:
+            assert found.verdict is Verdict.TOO_FEW_MAPPINGS
+            assert format_value(row["score_verdict"]) == "too few mappings (4)"
+            assert "too few mappings for a verdict" in verdict_text(row["score_verdict"])
+        assert summarize_condition(covert, "base", None, 200, 0)["score_verdict"] is None
