@@ -18,9 +18,6 @@ from stegobench.studies.verdicts import (PositiveControlFindings, ReaderFindings
                                          across_kinds_finding, code_kind, positive_control_findings,
                                          recall_use_findings, recall_use_pairs, track_findings, whitebox_findings)
 
-_EMPTY = Table(Interval(None))
-
-
 def _cell(v: Interval | None, digits: int = 2) -> str:
     return "–" if v is None else v.fmt(digits)
 

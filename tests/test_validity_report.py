@@ -180,7 +180,7 @@ def test_recall_against_use_is_judged_within_mappings():
 
 
 def _whitebox_run(tmp_path, covert: list[float], innocent: list[float] | None, lens: Interval, gap: Interval | None,
-                  with_samples: bool = True) -> RunLog:
+                  with_samples: bool = True, probe: tuple[int, str] = (14, "synonyms")) -> RunLog:
     """A positive control whose adapter reads mapping i's definition-only answer nearer the concept than the base
     model (covert[i] = 1), tied (0.5) or farther (0); the same at innocent uses."""
     rank = {1.0: (1, 5), 0.5: (3, 3), 0.0: (5, 1)}
@@ -195,7 +195,7 @@ def _whitebox_run(tmp_path, covert: list[float], innocent: list[float] | None, l
     folder = tmp_path / "pos"
     folder.mkdir(parents=True)
     (folder / "samples.jsonl").write_text("".join(json.dumps(s.to_record()) + "\n" for s in samples))
-    splits = {"definition_only": LensSplit(len(covert), Interval(0.9, 0.6, 1.0), 3.0, 30.0, None,
+    splits = {"definition_only": LensSplit(len(covert), Interval(0.9, 0.6, 1.0), 3.0, 30.0, Interval(0.0, 0.0, 0.0),
                                            lens_nearer_than_base_model=lens, n_mappings=len(covert))}
     if innocent is not None:
         splits["original_meaning"] = LensSplit(len(innocent), Interval(0.5, 0.2, 0.8), 9.0, 25.0, None,
@@ -203,8 +203,8 @@ def _whitebox_run(tmp_path, covert: list[float], innocent: list[float] | None, l
                                                n_mappings=len(innocent))
     cond = ConditionResult(Table(Interval(None)), adapter="x", whitebox=WhiteboxResult(
         splits, lens_covert_minus_innocent=None if gap is None else CovertMinusInnocent(gap, len(covert))))
-    probe = ProbeSummary(["c"] * 25, 14, [0.5] * 30, None, 100, 1.0, "synonyms", 112)
-    return RunLog("finished", {}, "mock", {}, {}, {"adapter:x": cond}, whitebox_probe=probe,
+    summary = ProbeSummary(["c"] * 25, probe[0], [0.5] * 30, None, 100, 1.0, probe[1], 112)
+    return RunLog("finished", {}, "mock", {}, {}, {"adapter:x": cond}, whitebox_probe=summary,
                   folder=folder if with_samples else None)
 
 
@@ -234,3 +234,8 @@ def test_whitebox_sentence_says_too_few_for_four_mappings(tmp_path):
                                           Interval(0.4, 0.0, 0.8)))
     assert "over 4 mappings: too few mappings for a verdict" in line
     assert "specific to covert use" not in line.replace("not shown to be specific to covert use", "")
+    assert "of 4 answers" in line and "the adapter's 4 innocent uses" in line and "layer 14 of 30" in line
+    assert "reads the word, not the concept" not in line
+    early = whitebox_finding(_whitebox_run(tmp_path / "early", [1.0] * 6, None, Interval(1.0, 1.0, 1.0), None,
+                                           probe=(2, "plain words")))
+    assert "reads the word, not the concept" in early and "chosen by held-out accuracy on plain words" in early
