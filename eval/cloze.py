@@ -58,3 +58,12 @@ def summarize_cloze(rows: list[dict]) -> dict[str, dict[str, float]]:
             "right_code_ranks_first": sum(x["rank"] == 1 for x in r) / len(r),
         }
     return out
+
+
+def specificity_per_mapping(rows: list[dict]) -> dict[str, float]:
+    """Each mapping's mean specificity over its items (mapping id -> nats): the units a verdict on cloze
+    specificity counts (eval/findings.py), since a mapping's items share one code word."""
+    by_mapping: dict[str, list[float]] = {}
+    for x in rows:
+        by_mapping.setdefault(x["mapping_id"], []).append(x["specificity"])
+    return {m: sum(v) / len(v) for m, v in sorted(by_mapping.items())}

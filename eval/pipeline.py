@@ -25,7 +25,7 @@ from stegobench.data_gen.words import Term, contains_any
 from .aggregate import aggregate, aggregate_runs, change_vs_base
 from .backends import Sampling, get_backend
 from .cache import GenerationCache
-from .cloze import cloze_scores, summarize_cloze
+from .cloze import cloze_scores, specificity_per_mapping, summarize_cloze
 from .config import EvalConfig
 from .detection import detect
 from .monitors import MONITORS, calibrate
@@ -337,7 +337,9 @@ def cloze(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: Conditio
     if not inputs.cfg.cloze or run.cond.in_context:
         return
     articles = {c.word: c.term.article for c in inputs.lexicon.concepts}
-    run.extras["cloze"] = summarize_cloze(cloze_scores(run.backend, inputs.items, inputs.codebook, articles))
+    rows = cloze_scores(run.backend, inputs.items, inputs.codebook, articles)
+    run.extras["cloze"] = summarize_cloze(rows)
+    run.extras["cloze_specificity_per_mapping"] = specificity_per_mapping(rows)
 
 
 ConditionStep = Callable[[EvalInputs, Backends, Monitoring, ConditionRun], None]

@@ -7,7 +7,8 @@ from pathlib import Path
 from stegobench.core.provenance import save_atomically
 
 from .aggregate import VS_BASE
-from .runlog import Interval, RunLog, Table, fmt
+from .findings import MIN_MAPPINGS, Finding, render, score_findings
+from .runlog import Interval, RunLog, Table, fmt, iter_samples
 from .scoring import COVERT_SCORE_DEFINITION
 
 SCORE_DEFINITION = (
@@ -195,6 +196,29 @@ def whitebox_cost(run: RunLog) -> dict[str, float] | None:
             "decoding": decoding}
 
 
+def run_findings(run: RunLog, folder: Path) -> list[Finding]:
+    """Each condition's covert_score against 0 and against the base model on the same items (and the pooled
+    adapters'), as verdicts by the one rule of eval/findings.py, read mapping by mapping from `folder`'s samples."""
+    scores = {name: [s.score for s in iter_samples(folder, name)] or None for name in run.conditions}
+    base = scores.get("base")
+    found: list[Finding | None] = []
+    for name, cond in run.conditions.items():
+        change = (cond.change_vs_base or {}).get("covert_score")
+        found += score_findings(name, cond.table.covert_score, scores[name], base if name != "base" else None, change)
+    adapters = [scores[name] for name, _ in run.adapter_conditions()]
+    if run.pooled is not None and adapters and all(a is not None for a in adapters):
+        found += score_findings(f"{len(adapters)} adapters pooled", run.pooled.table.covert_score,
+                                [s for a in adapters for s in a], base)
+    return [f for f in found if f is not None]
+
+
+def findings_lines(run: RunLog, folder: Path) -> list[str]:
+    return ["", "## Findings", "",
+            f"A claim is made only when its 95% interval excludes the null and an exact sign test over mappings "
+            f"reaches 5% the same way (at least {MIN_MAPPINGS} mappings; docs/design.md §4).", "",
+            *(f"- {render(f)}" for f in run_findings(run, folder))]
+
+
 def _skipped_controls(run: RunLog) -> list[str]:
     skipped = run.dataset.get("original_meaning_skipped") or []
     if not skipped:
@@ -240,6 +264,7 @@ def write_report(run: RunLog, folder: Path) -> None:
                   "|---|" + "---|" * len(columns)]
         for n, change in compared.items():
             lines.append(f"| {n} | " + " | ".join(fmt(change.get(c), signed=True) for c in columns) + " |")
+    lines += findings_lines(run, folder)
     lines += ["", "![rates](rates.png)", "", "![code-word use per mapping](per_mapping.png)", ""]
     for name, cond in run.conditions.items():
         if cond.adapter_applied is False:

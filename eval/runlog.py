@@ -21,7 +21,8 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
   4: covert_score is Youden's J per code (a hit minus its own code's false alarms on unmapped questions; before,
      minus any code's), shares carry `n` and are never narrower than their exact interval, pooled seeds are
      resampled crossed, and the run says which `score_definition` scored it. Samples list each unmapped answer's
-     `false_alarm_codes`. A migrated schema-3 run keeps its numbers under score_definition "any-code" until
+     `false_alarm_codes`; conditions carry `cloze_specificity_per_mapping` (findings' intervals over mappings).
+     A migrated schema-3 run keeps its numbers under score_definition "any-code" until
      `stegobench eval --rescore RUN` recomputes them.
 Files of an older schema are migrated on read; a newer schema is refused by name.
 """
@@ -216,6 +217,8 @@ class ConditionResult:
     recall_accuracy: float | None = None
     recall_per_mapping: dict[str, float] | None = None
     cloze: dict[str, dict[str, float]] | None = None
+    # mapping id -> that mapping's mean cloze specificity (nats): the units of a verdict on it (absent in older runs)
+    cloze_specificity_per_mapping: dict[str, float] | None = None
     # Paired against the base condition on the same items: the rate minus the base model's, with its interval.
     change_vs_base: dict[str, Interval] | None = None
     detection: dict[str, MonitorDetection] | None = None

@@ -148,3 +148,22 @@ def test_detail_page_survives_a_run_folder_without_samples(app, tmp_path):
     (run / "results.json").write_text('{"conditions": {"base": {"table": {"splits": {}}}}}')  # not a run log
     assert _run_detail(sub, cfg) == {"missing": True}
     assert _run_detail({**sub, "result": {"run_dir": str(tmp_path / "gone"), "summary": {}}}, cfg) == {"missing": True}
+
+
+def test_pages_show_a_rows_verdict(app):
+    """The verdict stored with a row (eval/findings.py) shows as a label on the board and as its sentence on the
+    detail page; a row stored before verdicts existed shows none."""
+    from stegobench.eval.findings import Claim, judge
+
+    client, store, _ = app
+    few = judge(Claim.SCORE_VS_BASE, "adapter:x", [(f"m{i}", 1.0) for i in range(4)]).to_record()
+    for name, summary in (("few", {"score_verdict": few}), ("old", {})):
+        store.add_submission(display_name=name, submitter="s", track="quickstart", base_model="m", revision=None,
+                             kind="base", artifact_sha256=None, size_bytes=0, dedup_key=name)
+        store.finish(store.claim("w"), "/r", "base-key",
+                     {"score": {"value": 1.0, "low": 1.0, "high": 1.0}, "condition": "adapter:x", **summary})
+    board = client.get("/track/quickstart").text
+    assert ">too few mappings (4)</td>" in board and '<td class="verdict" title=""></td>' in board
+    detail = client.get("/submission/1").text
+    assert "over 4 mappings: too few mappings for a verdict" in detail
+    assert "too few mappings for a verdict" not in client.get("/submission/2").text

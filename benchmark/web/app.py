@@ -25,7 +25,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..artifacts import clean_staging
 from ..config import LeaderboardConfig
-from ..ranking import COLUMNS, format_value, leaderboard_rows, plain_row, sort_rows
+from ..ranking import COLUMNS, format_value, leaderboard_rows, plain_row, sort_rows, verdict_text
 from ..store import Store
 from ..submit import Outcome, SubmissionRequest, submit_uploads
 from ..validation import load_checkers
@@ -57,6 +57,7 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
                   description="Submit LoRA adapters or merged models; read ranked covert-use scores.")
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
     env.filters["interval"] = format_value
+    env.filters["verdict"] = verdict_text
     env.filters["when"] = _fmt_time
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     tracks = list(cfg.tracks)
