@@ -284,9 +284,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(f"token for {args.name} (shown once; only its sha256 is stored):\n{token}")
         return 0
     if args.action == "requeue":
-        ids = store.requeue(args.id or None)
-        print(f"requeued {len(ids)} FAILED submission(s): {', '.join(f'#{i}' for i in ids) or 'none'}")
-        return 0
+        from .submit import requeue
+
+        out = requeue(cfg, store, args.id or None)
+        print(f"requeued {len(out.ids)} FAILED submission(s): {', '.join(f'#{i}' for i in out.ids) or 'none'}")
+        for sid, why in out.refused.items():
+            print(f"not requeued #{sid}: {why}", file=sys.stderr)
+        return 1 if out.refused else 0
     if args.action == "revoke-token":
         n = store.revoke_token(args.name or "")
         print(f"revoked {n} token(s) of {args.name!r}")

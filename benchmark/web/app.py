@@ -52,7 +52,7 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
     if removed:
         log.warning("removed %d staging folder(s) left by a stopped upload: %s", len(removed), ", ".join(removed))
     # Imported now, once: a lazy `transformers` import racing in parallel first uploads failed them with 500s.
-    load_checkers()
+    load_checkers(isolated=True)  # uploads are validated in processes forked from a server started now
     app = FastAPI(title="stegobench leaderboard", version="1",
                   description="Submit LoRA adapters or merged models; read ranked covert-use scores.")
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
