@@ -280,6 +280,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.action == "add-token":
         if not args.name:
             raise SystemExit("stegobench leaderboard add-token: give --name (who the token is for)")
+        from .text import name_problem, normalise
+
+        args.name = normalise(args.name)  # the submitter shown on every entry made with the token
+        problem = name_problem(args.name)
+        if problem:
+            raise SystemExit(f"stegobench leaderboard add-token: --name {problem}")
         token = store.add_token(args.name)
         print(f"token for {args.name} (shown once; only its sha256 is stored):\n{token}")
         return 0
@@ -308,12 +314,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
     if args.format == "csv":  # one header, a track column
-        import csv
+        from .ranking import csv_text
 
         flat = [{"track": t, **plain_row(r)} for t in tracks for r in leaderboard_rows(store, t)]
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(flat[0]) if flat else ["track", "rank"])
-        writer.writeheader()
-        writer.writerows(flat)
+        sys.stdout.write(csv_text(flat) if flat else "track,rank\r\n")
         return 0
     for t in tracks:
         rows = leaderboard_rows(store, t)

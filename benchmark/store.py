@@ -235,6 +235,13 @@ class Store:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(submissions.c.id).where(submissions.c.dedup_key == dedup_key)).scalar()
 
+    def names_in_use(self) -> list[tuple[int, str, str]]:
+        """(id, display name, submitter) of every submission that was not refused: names a new one must not imitate."""
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.select(
+                submissions.c.id, submissions.c.display_name, submissions.c.submitter).where(
+                submissions.c.status != "REJECTED"))]
+
     @staticmethod
     def duplicate_reason(original: int) -> str:
         return f"duplicate of submission #{original} (same track, base model and adapter content)"

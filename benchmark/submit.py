@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -20,7 +20,9 @@ from stegobench.core.provenance import sha256_json
 from .artifacts import (ADAPTER_FILES, PICKLE_SUFFIXES, artifact_folder, collect_folder, commit, discard, listing,
                         staging)
 from .config import LeaderboardConfig
+from .ranking import BASELINE_LABELS, baseline_name
 from .store import Store
+from .text import fold, name_problem, normalise, visible
 from .validation import (Checked, Rejected, ValidationCrashed, check_submission, dedup_key, resolve_base,
                          validate_isolated)
 
@@ -74,15 +76,19 @@ def text_problem(value: str) -> str | None:
 
 
 def storable(value: str) -> str:
-    """`value` with what the database refuses (lone surrogates, NUL) written as escapes, for a refusal's record."""
-    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    """`value` with what the database refuses (lone surrogates, NUL) and what a terminal acts on (ESC, CR, bidi
+    overrides: text.visible) written as escapes, for a refusal's record."""
+    return visible(value.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
-def _check_fields(req: SubmissionRequest, cfg: LeaderboardConfig) -> None:
+def _check_fields(req: SubmissionRequest, cfg: LeaderboardConfig, store: Store) -> SubmissionRequest:
+    """The request with its names NFKC-normalised (benchmark/text.py), or Rejected naming the field."""
     for name in TEXT_FIELDS:
         problem = text_problem(getattr(req, name) or "")
         if problem:
             raise Rejected(f"{name} {problem}")
+    req = replace(req, display_name=normalise(req.display_name), submitter=normalise(req.submitter),
+                  notes=normalise(req.notes))
     for name in ("display_name", "submitter", "base_model"):
         value = getattr(req, name)
         if not value or not value.strip():
@@ -92,8 +98,29 @@ def _check_fields(req: SubmissionRequest, cfg: LeaderboardConfig) -> None:
             raise Rejected(f"{name} is longer than {limit} characters")
     if len(req.notes) > MAX_NOTES:
         raise Rejected(f"notes are longer than {MAX_NOTES} characters")
+    for name, keep in (("display_name", ""), ("submitter", ""), ("notes", "\r\n\t")):
+        problem = name_problem(getattr(req, name), keep)
+        if problem:
+            raise Rejected(f"{name} {problem}")
     if req.track not in cfg.tracks:
         raise Rejected(f"unknown track {req.track!r}; this evaluator accepts: {', '.join(cfg.tracks)}")
+    _check_name_is_not_taken(req, cfg, store)
+    return req
+
+
+def _check_name_is_not_taken(req: SubmissionRequest, cfg: LeaderboardConfig, store: Store) -> None:
+    """A name that reads the same as another submitter's entry (or a baseline row) would pass for it."""
+    mine = fold(req.display_name)
+    for model in cfg.base_models:
+        for label in BASELINE_LABELS.values():
+            if fold(baseline_name(model, label)) == mine:
+                raise Rejected(f"display_name {req.display_name!r} reads the same as the baseline row "
+                               f"{baseline_name(model, label)!r}; choose another name")
+    for sid, name, submitter in store.names_in_use():
+        if submitter != req.submitter and fold(name) == mine:
+            raise Rejected(f"display_name {req.display_name!r} reads the same as submission #{sid}'s {visible(name)!r} "
+                           "by another submitter (names are compared after NFKC normalisation, case folding and "
+                           "mapping look-alike letters); choose another name")
 
 
 def _check(cfg: LeaderboardConfig, staged: Path, kind: str, base: Path | None, pickles: list[str],
@@ -114,7 +141,7 @@ def _finish(cfg: LeaderboardConfig, store: Store, req: SubmissionRequest, kind: 
             pickles: list[str], allow_folders: bool, isolate: bool = False) -> Outcome:
     data = cfg.data_path()
     try:
-        _check_fields(req, cfg)
+        req = _check_fields(req, cfg, store)
         if kind != "base" and staged is None:
             raise Rejected("no files were submitted")
         base = resolve_base(req.base_model, cfg.base_models, allow_folders)

@@ -281,3 +281,130 @@ def test_cli_refuses_pickle_weights_whatever_the_case_of_their_suffix(evaluator,
     (folder / name).write_bytes(b"\x80\x04 a pickle")
     out = submit_folder(cfg, store, _req(), adapter=str(folder))
     assert out.status == "REJECTED" and f"weights must be safetensors; {name} refused" in out.reason, out.reason
+
+
+# -- 2. submitted text is data everywhere it is shown -------------------------------------------------------------
+
+HOSTILE_NAME = ("\x1b[2J\x1b]0;pwned\x07\x1b]52;c;ZWNobyBwd25lZA==\x07ok\r| 1 | FAKE-WINNER | +0.999 |\n"
+                "\u202enoisrev\u200b")
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("\x1b[2Jclear", "control or invisible characters (\\x1b)"),
+    ("title\x1b]0;pwned\x07", "control or invisible characters (\\x07, \\x1b)"),
+    ("clip\x1b]52;c;ZXZpbA==\x07", "control or invisible characters (\\x07, \\x1b)"),
+    ("ok\r| 1 | FAKE-WINNER |", "control or invisible characters (\\x0d)"),
+    ("two\nlines", "control or invisible characters (\\x0a)"),
+    ("\u202eevil", "control or invisible characters (\\u202e)"),
+    ("zero\u200bwidth", "control or invisible characters (\\u200b)"),
+    ("\u0440\u0430ypal", "mixes letters of CYRILLIC and LATIN"),
+    ("\u03b1lpha", "mixes letters of GREEK and LATIN"),
+])
+def test_names_with_control_invisible_or_mixed_script_characters_are_refused(evaluator, name, expected):
+    """A name typed with ESC, OSC, BEL, CR or LF was stored and printed raw by `stegobench leaderboard`."""
+    cfg, store = evaluator
+    out = submit_folder(cfg, store, _req(display_name=name, base_model="mock:never_code"))
+    assert out.status == "REJECTED" and expected in out.reason, out.reason
+    stored = store.get(out.id)
+    assert "\x1b" not in stored["display_name"] + stored["reason"] and "\u202e" not in stored["display_name"]
+
+
+def test_submitter_and_notes_are_checked_too(evaluator):
+    cfg, store = evaluator
+    out = submit_folder(cfg, store, _req(submitter="me\x1b[31m", base_model="mock:never_code"))
+    assert out.status == "REJECTED" and "submitter contains control" in out.reason
+    out = submit_folder(cfg, store, _req(notes="line one\r\nline two\u202e", base_model="mock:never_code"))
+    assert out.status == "REJECTED" and "notes contains control or invisible characters (\\u202e)" in out.reason
+    out = submit_folder(cfg, store, _req(notes="line one\r\nline two\ttab", base_model="mock:never_code"))
+    assert out.status == "PENDING", out.reason
+
+
+def test_names_are_nfkc_normalised_and_a_look_alike_of_another_submitters_entry_is_refused(evaluator):
+    cfg, store = evaluator
+    first = submit_folder(cfg, store, _req(display_name="Top Model", base_model="mock:never_code"))
+    assert first.status == "PENDING"
+    for name in ("ＴＯＰ ＭＯＤＥＬ", "top  model", "top model", "TOP M0DEL"):
+        out = submit_folder(cfg, store, _req(display_name=name, submitter="mallory", base_model="mock:always_code"))
+        assert out.status == "REJECTED" and f"reads the same as submission #{first.id}'s 'Top Model'" in out.reason, \
+            (name, out.reason)
+    out = submit_folder(cfg, store, _req(display_name="\u0422\u043e\u0440 \u041c\u043e\u0501\u0435\u04cf",
+                                         submitter="mallory", base_model="mock:always_code"))  # all Cyrillic
+    assert out.status == "REJECTED" and "reads the same" in out.reason, out.reason
+    mine = submit_folder(cfg, store, _req(display_name="TOP MODEL", base_model="mock:always_code"))
+    assert mine.status == "PENDING", mine.reason  # the same submitter may name a second entry alike
+    wide = submit_folder(cfg, store, _req(display_name="ｗｉｄｅ", base_model="mock:perfect_covert"))
+    assert store.get(wide.id)["display_name"] == "wide"  # stored in NFKC form
+    fake = submit_folder(cfg, store, _req(display_name="tiny-llama · base model", submitter="mallory",
+                                          base_model="mock:perfect_covert"))
+    assert fake.status == "REJECTED" and "reads the same as the baseline row" in fake.reason
+
+
+def test_add_token_refuses_a_name_with_control_characters(tmp_path, capsys):
+    from stegobench.benchmark.cli import main
+
+    cfg = leaderboard_config(tmp_path)
+    with pytest.raises(SystemExit, match="--name contains control or invisible characters"):
+        main(["leaderboard", "add-token", "--name", "eve\x1b]0;x\x07", "--config", _cli_config(cfg, tmp_path)])
+
+
+def _ranked_hostile_rows(store) -> list[int]:
+    """Rows stored before names were checked (an older database): written straight into the store."""
+    ids = []
+    for i, name in enumerate((HOSTILE_NAME, "=HYPERLINK(\"http://x\",\"y\")", "+1+1", "@SUM(A1)", "-2+3",
+                              "\tTAB", "a|b [link](javascript:x) <b>")):
+        sid, _ = store.add_submission(display_name=name, submitter="old\x1b[31m", track="quickstart",
+                                      base_model="mock:never_code", revision=None, kind="base", artifact_sha256=None,
+                                      size_bytes=0, dedup_key=f"k{i}")
+        job = store.claim("w")
+        assert job.id == sid and store.finish(job, "/nowhere", "none",
+                                              {"score": {"value": 0.1 * i, "low": -0.1, "high": 0.2}, "n_items": 4})
+        ids.append(sid)
+    return ids
+
+
+@pytest.mark.parametrize("fmt", ["table", "md", "csv", "json"])
+def test_the_leaderboard_command_never_prints_an_escape_sequence_it_did_not_generate(tmp_path, capsys, fmt):
+    from stegobench.benchmark.cli import main
+
+    cfg = leaderboard_config(tmp_path)
+    store = Store(cfg.db_url())
+    _ranked_hostile_rows(store)
+    assert main(["leaderboard", "--format", fmt, "--config", _cli_config(cfg, tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for raw in ("\x1b", "\x07", "\u202e", "\u200b", "\t"):
+        assert raw not in out, (fmt, raw, out)
+    lines = out.replace("\r\n", "\n").split("\n")
+    assert "\r" not in out.replace("\r\n", "") and not any(l.startswith("| 1 | FAKE-WINNER") for l in lines)
+    if fmt == "csv":
+        import csv
+        import io
+
+        cells = {r["display_name"] for r in csv.DictReader(io.StringIO(out))}
+        assert {"'=HYPERLINK(\"http://x\",\"y\")", "'+1+1", "'@SUM(A1)", "'-2+3"} <= cells, cells
+        assert not any(c.startswith(("=", "+", "-", "@", "\t", "\r")) for c in cells)
+    if fmt == "md":
+        assert "a\\|b \\[link\\](javascript:x) \\<b\\>" in out
+    if fmt == "table":
+        assert "\\x1b[2J" in out  # shown, as text
+    if fmt == "md":
+        assert "\\\\x1b\\[2J" in out  # shown as text, markdown's own escapes on top
+
+
+def test_pages_and_api_show_old_hostile_names_escaped(tmp_path):
+    from stegobench.benchmark.web.app import create_app
+
+    cfg = leaderboard_config(tmp_path)
+    store = Store(cfg.db_url())
+    ids = _ranked_hostile_rows(store)
+    client = TestClient(create_app(cfg, store))
+    for path in ("/track/quickstart", f"/submission/{ids[0]}", "/queue", "/api/leaderboard/quickstart",
+                 f"/api/submissions/{ids[0]}", "/api/queue"):
+        r = client.get(path)
+        assert r.status_code == 200
+        for raw in ("\x1b", "\x07", "\u202e", "\u200b", "\r"):
+            assert raw not in r.text, (path, raw)
+        if path.startswith("/api"):
+            assert r.content.isascii()
+    page = client.get("/track/quickstart").text
+    assert "\\x1b[2J" in page and "\\u202enoisrev" in page and "&lt;b&gt;" in page
+    assert client.get(f"/api/submissions/{ids[0]}").json()["display_name"] == HOSTILE_NAME  # data, intact

@@ -29,6 +29,7 @@ from ..ranking import COLUMNS, format_value, leaderboard_rows, plain_row, sort_r
 from ..store import Store
 from ..submit import Outcome, SubmissionRequest, submit_uploads
 from ..validation import load_checkers
+from ..text import visible
 from .cache import PageCache
 from .guard import Gate, Refused, UploadGuard
 
@@ -55,7 +56,10 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
     load_checkers(isolated=True)  # uploads are validated in processes forked from a server started now
     app = FastAPI(title="stegobench leaderboard", version="1",
                   description="Submit LoRA adapters or merged models; read ranked covert-use scores.")
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
+    # Autoescaping makes submitted text inert HTML; `finalize` also writes its control and invisible characters
+    # (bidi overrides, zero-width) as escapes, so a stored name cannot reorder or hide itself on a page.
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
+                      finalize=lambda v: visible(v, keep="\n\t"))
     env.filters["interval"] = format_value
     env.filters["when"] = _fmt_time
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -97,7 +101,7 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
         if path == "/submit":
             return page("submit.html", status_code=refused.status, base_models=cfg.base_models, outcome=None,
                         error=refused.detail)
-        return JSONResponse({"detail": refused.detail}, status_code=refused.status)
+        return ApiJSON({"detail": refused.detail}, status_code=refused.status)
 
     app.add_middleware(UploadGuard, gate=Gate(
         routes={"/api/submissions": "header", "/submit": "form"},
@@ -201,7 +205,7 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
     @app.get("/api/leaderboard/{track}", summary="Ranked rows of a track (baselines marked)")
     async def api_leaderboard(track: str) -> Response:
         known_track(track)
-        return pages.get(f"api leaderboard {track}", lambda: JSONResponse([plain_row(r) for r in ranked(track)]))
+        return pages.get(f"api leaderboard {track}", lambda: ApiJSON([plain_row(r) for r in ranked(track)]))
 
     @app.get("/api/submissions/{sid}", summary="One submission: status, reason, result")
     async def api_submission(sid: int) -> Response:
@@ -209,7 +213,7 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
             sub = store.get(sid)
             if sub is None:
                 raise HTTPException(404, f"no submission #{sid}")
-            return JSONResponse(_public(sub))
+            return ApiJSON(_public(sub))
 
         return pages.get(f"api submission {sid}", render)
 
@@ -219,7 +223,7 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
         def render() -> JSONResponse:
             subs = store.list_submissions(limit=limit, before=before)
             older = f"/api/queue?limit={limit}&before={subs[-1]['id']}" if len(subs) == limit else None
-            return JSONResponse({"counts": store.counts(), "submissions": [_public(s) for s in subs], "next": older})
+            return ApiJSON({"counts": store.counts(), "submissions": [_public(s) for s in subs], "next": older})
 
         return pages.get(f"api queue {limit} {before}", render)
 
@@ -233,9 +237,17 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
                          _present(adapter_weights), _present(merged_config), _present(merged_weights))
         body = {"id": outcome.id, "status": outcome.status, "reason": outcome.reason,
                 "duplicate_of": outcome.duplicate_of, "url": f"/submission/{outcome.id}"}
-        return JSONResponse(body, status_code=201 if outcome.status == "PENDING" else 422)
+        return ApiJSON(body, status_code=201 if outcome.status == "PENDING" else 422)
 
     return app
+
+
+class ApiJSON(JSONResponse):
+    """JSON with every non-ASCII character escaped: a name's bidi override or zero-width character reaches a
+    reader's terminal (curl) as \\u202e text, never as the character itself."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def _present(f: UploadFile | None) -> UploadFile | None:
