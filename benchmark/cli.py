@@ -266,6 +266,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     print(f"worker {worker.name} on {store.safe_url()} (data {cfg.data_path()})", flush=True)
     done = worker.run(once=args.once, max_jobs=args.max_jobs)
     print(f"worker {worker.name}: {done} job(s) run; queue {store.counts()}")
+    for held in worker.held:
+        print(f"worker {worker.name}: {held.describe(cfg.heartbeat_timeout_seconds)}", file=sys.stderr)
     if worker.faults:
         print(f"worker {worker.name}: {worker.faults} job(s) given back PENDING by the evaluator's own fault (the "
               "errors above); fix it and run the worker again", file=sys.stderr)

@@ -332,6 +332,13 @@ class Store:
                 return None
         return None
 
+    def running(self) -> list[dict[str, Any]]:
+        """RUNNING jobs: id, worker and last heartbeat (time.time() of the worker's clock)."""
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.select(
+                submissions.c.id, submissions.c.worker, submissions.c.heartbeat_at).where(
+                submissions.c.status == "RUNNING").order_by(submissions.c.id)).mappings()]
+
     def pending_tracks(self) -> dict[str, int]:
         """{track: number of PENDING jobs}."""
         with self.engine.connect() as conn:

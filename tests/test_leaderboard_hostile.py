@@ -408,3 +408,81 @@ def test_pages_and_api_show_old_hostile_names_escaped(tmp_path):
     page = client.get("/track/quickstart").text
     assert "\\x1b[2J" in page and "\\u202enoisrev" in page and "&lt;b&gt;" in page
     assert client.get(f"/api/submissions/{ids[0]}").json()["display_name"] == HOSTILE_NAME  # data, intact
+
+
+# -- 4. connections and workers that cannot be held hostage ------------------------------------------------------
+
+BOUNDARY = "hostileboundary"
+
+
+def _upload_head(fields: dict[str, str]) -> bytes:
+    parts = b"".join(b"--" + BOUNDARY.encode() + b'\r\nContent-Disposition: form-data; name="' + k.encode() +
+                     b'"\r\n\r\n' + v.encode() + b"\r\n" for k, v in fields.items())
+    return parts + b"--" + BOUNDARY.encode() + b'\r\nContent-Disposition: form-data; name="adapter_weights"; ' \
+                                               b'filename="w.safetensors"\r\n\r\n'
+
+
+def _slow_call(app, path: str, headers: dict[str, str], receive, limit: float) -> tuple[int, bytes, float]:
+    """One ASGI request whose body comes from `receive`; gives up (and fails) after `limit` seconds."""
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(k.lower().encode(), v.encode()) for k, v in
+                         {"content-type": f"multipart/form-data; boundary={BOUNDARY}", **headers}.items()],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    import asyncio
+
+    start = time.perf_counter()
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), limit))
+    first = next(m for m in sent if m["type"] == "http.response.start")
+    return first["status"], b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"), \
+        time.perf_counter() - start
+
+
+@pytest.mark.parametrize("path", ["/api/submissions", "/submit"])
+@pytest.mark.parametrize("pace", ["stalls", "trickles"])
+def test_an_upload_that_stalls_or_trickles_is_cut(tmp_path, path, pace):
+    """An upload sending one byte every two seconds held its connection indefinitely: no body or idle timeout."""
+    import asyncio
+
+    from stegobench.benchmark.web.app import create_app
+
+    cfg = leaderboard_config(tmp_path, "upload_idle_timeout_seconds=0.4", "upload_timeout_seconds=1.5")
+    store = Store(cfg.db_url())
+    app = create_app(cfg, store)
+    token = store.add_token("a")
+    fields = {"token": token, **{"display_name": "slow", "track": "quickstart", "base_model": "mock:never_code"}} \
+        if path == "/submit" else {"display_name": "slow", "track": "quickstart", "base_model": "mock:never_code"}
+    chunks = [_upload_head(fields)]
+
+    async def receive() -> dict:
+        if chunks:
+            return {"type": "http.request", "body": chunks.pop(), "more_body": True}
+        await asyncio.sleep(3600 if pace == "stalls" else 0.2)  # nothing ever, or a byte every 0.2 s
+        return {"type": "http.request", "body": b"\0", "more_body": True}
+
+    headers = {} if path == "/submit" else {"authorization": f"Bearer {token}"}
+    status, body, took = _slow_call(app, path, headers, receive, limit=10)
+    expected = b"sent nothing for 0.4 s" if pace == "stalls" else b"did not arrive within 1.5 s"
+    assert status == 408 and expected in body, (status, body[:300])
+    assert took < 4, took
+    assert sum(store.counts().values()) == 0
+
+
+def test_worker_once_says_a_job_is_held_by_a_worker_whose_heartbeat_has_not_expired(tmp_path, capsys):
+    """`worker --once` right after a worker was killed exited 0 while that worker's job stayed RUNNING, silently."""
+    from stegobench.benchmark.cli import main
+
+    cfg = leaderboard_config(tmp_path, "heartbeat_timeout_seconds=120")
+    store = Store(cfg.db_url())
+    out = submit_folder(cfg, store, _req(base_model="mock:never_code"))
+    assert store.claim("killed-worker").id == out.id  # its worker died just now, heartbeat 0 s old
+    code = main(["worker", "--once", "--config", _cli_config(cfg, tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 0 and f"job #{out.id} is RUNNING on worker killed-worker" in err, err
+    left = int(re.search(r"goes back to PENDING in (\d+) s", err).group(1))
+    assert 115 <= left <= 120, err

@@ -107,7 +107,8 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
         routes={"/api/submissions": "header", "/submit": "form"},
         max_body=int(cfg.max_upload_mb * 2**20) + 2**20,  # the files plus room for the form's text fields
         too_large=f"upload over this evaluator's cap of {cfg.max_upload_mb:.0f} MiB",
-        authenticate=authenticate, reserve=reserve, respond=refusal))
+        authenticate=authenticate, reserve=reserve, respond=refusal,
+        idle_timeout=cfg.upload_idle_timeout_seconds, body_timeout=cfg.upload_timeout_seconds))
 
     def owner_of(request: Request) -> tuple[int, str]:
         owner = getattr(request.state, "owner", None)  # set by the guard, which admitted this upload
