@@ -486,3 +486,38 @@ def test_worker_once_says_a_job_is_held_by_a_worker_whose_heartbeat_has_not_expi
     assert code == 0 and f"job #{out.id} is RUNNING on worker killed-worker" in err, err
     left = int(re.search(r"goes back to PENDING in (\d+) s", err).group(1))
     assert 115 <= left <= 120, err
+
+
+# -- 5. read pages under load: answered in front of the app ----------------------------------------------------
+
+def test_cached_reads_answer_a_fresh_copy_without_the_app_and_keep_only_complete_200_pages():
+    import asyncio
+
+    from stegobench.benchmark.web.cache import CachedReads
+
+    calls: list[str] = []
+
+    async def app(scope, receive, send):
+        calls.append(scope["path"])
+        status = 404 if scope["path"] == "/missing" else 200
+        kind = b"image/png" if scope["path"] == "/plot" else b"text/html; charset=utf-8"
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", kind)]})
+        await send({"type": "http.response.body", "body": f"page {len(calls)}".encode()})
+
+    cached = CachedReads(app, ttl=0.4)
+
+    def get(path: str, query: bytes = b"") -> bytes:
+        sent: list[dict] = []
+
+        async def send(m):
+            sent.append(m)
+
+        asyncio.run(cached({"type": "http", "method": "GET", "path": path, "query_string": query}, None, send))
+        return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+    assert get("/queue") == get("/queue") == b"page 1" and calls == ["/queue"]
+    assert get("/queue", b"before=5") == b"page 2"  # another target, another page
+    get("/missing"), get("/missing"), get("/plot"), get("/plot")
+    assert calls.count("/missing") == 2 and calls.count("/plot") == 2  # errors and images are never kept
+    time.sleep(0.45)
+    assert get("/queue") != b"page 1"  # at most ttl old

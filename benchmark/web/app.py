@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from ..store import Store
 from ..submit import Outcome, SubmissionRequest, submit_uploads
 from ..validation import load_checkers
 from ..text import visible
-from .cache import PageCache
+from .cache import CachedReads
 from .guard import Gate, Refused, UploadGuard
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ PLOTS = ("rates.png", "per_mapping.png")  # report images a detail page may show
 SAMPLES_SHOWN = 24
 CACHE_SECONDS = 1.0  # a finished job shows up within a second; measured: see speed/serve_load.py
 QUEUE_PAGE = 50  # submissions per queue page
+DETAILS_KEPT = 256  # finished runs' detail tables kept in memory
 MAX_ID = 2**63 - 1  # the id column's range: a `before` past it is refused (422), not a database error
 
 
@@ -65,7 +67,6 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     tracks = list(cfg.tracks)
     cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
-    pages = PageCache(CACHE_SECONDS)
 
     def ranked(track: str) -> list[dict[str, Any]]:
         """Leaderboard rows, recomputed at most once per CACHE_SECONDS: readers far outnumber finished jobs."""
@@ -73,6 +74,24 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
         if hit is None or time.monotonic() - hit[0] > CACHE_SECONDS:
             hit = cache[track] = (time.monotonic(), leaderboard_rows(store, track))
         return [dict(r) for r in hit[1]]
+
+    details: OrderedDict[tuple[int, str], dict[str, Any]] = OrderedDict()
+
+    def run_detail(sub: dict[str, Any]) -> dict[str, Any]:
+        """_run_detail, kept per finished run: a run folder never changes once its job is FINISHED, and reading
+        its samples was the slowest part of any page (a render blocks the event loop: web/cache.py)."""
+        if not sub.get("result"):
+            return _run_detail(sub, cfg)
+        key = (sub["id"], sub["result"]["run_dir"])
+        if key not in details:
+            detail = _run_detail(sub, cfg)
+            if detail.get("missing"):
+                return detail  # the operator may restore the folder
+            details[key] = detail
+            while len(details) > DETAILS_KEPT:
+                details.popitem(last=False)
+        details.move_to_end(key)
+        return details[key]
 
     def page(name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
         html = env.get_template(name).render(tracks=tracks, **ctx)
@@ -132,7 +151,9 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
         return submit_uploads(cfg, store, req, kind if uploads else "base", uploads)
 
     # -- pages ------------------------------------------------------------------------------------------
-    # Read routes are async and answered from `pages`, rendered at most once per CACHE_SECONDS (web/cache.py).
+    # Read routes are async (rendered on the event loop), and CachedReads answers a repeated read in front of
+    # them: each page is rendered at most once per CACHE_SECONDS (web/cache.py).
+    app.add_middleware(CachedReads, ttl=CACHE_SECONDS)
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:
@@ -142,26 +163,20 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
     async def track_page(track: str, sort: str = "rank", order: str = "desc") -> Response:
         known_track(track)
 
-        def render() -> HTMLResponse:
-            rows = ranked(track)
-            if sort != "rank":
-                rows = sort_rows(rows, sort, order != "asc")
-            return page("leaderboard.html", track=track, rows=rows, columns=COLUMNS, sort=sort, order=order,
-                        private=cfg.tracks[track].is_private)
-
-        return pages.get(f"track {track} {sort} {order}", render)
+        rows = ranked(track)
+        if sort != "rank":
+            rows = sort_rows(rows, sort, order != "asc")
+        return page("leaderboard.html", track=track, rows=rows, columns=COLUMNS, sort=sort, order=order,
+                    private=cfg.tracks[track].is_private)
 
     @app.get("/submission/{sid}", response_class=HTMLResponse, include_in_schema=False)
     async def detail_page(sid: int) -> Response:
-        def render() -> HTMLResponse:
-            sub = store.get(sid)
-            if sub is None:
-                raise HTTPException(404, f"no submission #{sid}")
-            detail = _run_detail(sub, cfg)
-            return page("detail.html", sub=_shown(sub), detail=detail,
-                        plots=[p for p in PLOTS if p in detail.get("plots", [])])
-
-        return pages.get(f"detail {sid}", render)
+        sub = store.get(sid)
+        if sub is None:
+            raise HTTPException(404, f"no submission #{sid}")
+        detail = run_detail(sub)
+        return page("detail.html", sub=_shown(sub), detail=detail,
+                    plots=[p for p in PLOTS if p in detail.get("plots", [])])
 
     @app.get("/submission/{sid}/plot/{name}", include_in_schema=False)
     def plot(sid: int, name: str) -> FileResponse:
@@ -175,13 +190,10 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
 
     @app.get("/queue", response_class=HTMLResponse, include_in_schema=False)
     async def queue_page(before: int | None = Query(None, ge=1, le=MAX_ID)) -> Response:
-        def render() -> HTMLResponse:
-            subs = store.list_submissions(limit=QUEUE_PAGE, before=before)
-            older = subs[-1]["id"] if len(subs) == QUEUE_PAGE else None
-            return page("queue.html", subs=[_shown(x) for x in subs], counts=store.counts(), older=older,
-                        first_page=before is None)
-
-        return pages.get(f"queue {before}", render)
+        subs = store.list_submissions(limit=QUEUE_PAGE, before=before)
+        older = subs[-1]["id"] if len(subs) == QUEUE_PAGE else None
+        return page("queue.html", subs=[_shown(x) for x in subs], counts=store.counts(), older=older,
+                    first_page=before is None)
 
     @app.get("/submit", response_class=HTMLResponse, include_in_schema=False)
     def submit_form() -> HTMLResponse:
@@ -206,27 +218,21 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
     @app.get("/api/leaderboard/{track}", summary="Ranked rows of a track (baselines marked)")
     async def api_leaderboard(track: str) -> Response:
         known_track(track)
-        return pages.get(f"api leaderboard {track}", lambda: ApiJSON([plain_row(r) for r in ranked(track)]))
+        return ApiJSON([plain_row(r) for r in ranked(track)])
 
     @app.get("/api/submissions/{sid}", summary="One submission: status, reason, result")
     async def api_submission(sid: int) -> Response:
-        def render() -> JSONResponse:
-            sub = store.get(sid)
-            if sub is None:
-                raise HTTPException(404, f"no submission #{sid}")
-            return ApiJSON(_public(sub))
-
-        return pages.get(f"api submission {sid}", render)
+        sub = store.get(sid)
+        if sub is None:
+            raise HTTPException(404, f"no submission #{sid}")
+        return ApiJSON(_public(sub))
 
     @app.get("/api/queue", summary="Counts by state and the latest submissions, newest first, a page at a time")
     async def api_queue(limit: int = Query(100, ge=1, le=200), before: int | None = Query(None, ge=1, le=MAX_ID),
                         ) -> Response:
-        def render() -> JSONResponse:
-            subs = store.list_submissions(limit=limit, before=before)
-            older = f"/api/queue?limit={limit}&before={subs[-1]['id']}" if len(subs) == limit else None
-            return ApiJSON({"counts": store.counts(), "submissions": [_public(s) for s in subs], "next": older})
-
-        return pages.get(f"api queue {limit} {before}", render)
+        subs = store.list_submissions(limit=limit, before=before)
+        older = f"/api/queue?limit={limit}&before={subs[-1]['id']}" if len(subs) == limit else None
+        return ApiJSON({"counts": store.counts(), "submissions": [_public(s) for s in subs], "next": older})
 
     @app.post("/api/submissions", status_code=201, summary="Submit an adapter or merged model (Bearer token)")
     def api_submit(request: Request, display_name: str = Form(...), track: str = Form(...),
