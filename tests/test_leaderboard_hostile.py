@@ -521,3 +521,15 @@ def test_cached_reads_answer_a_fresh_copy_without_the_app_and_keep_only_complete
     assert calls.count("/missing") == 2 and calls.count("/plot") == 2  # errors and images are never kept
     time.sleep(0.45)
     assert get("/queue") != b"page 1"  # at most ttl old
+
+
+def test_the_load_script_sends_to_the_loopback_address_only():
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    for base in ("http://10.1.2.3:8000", "http://example.org", "http://127.0.0.1.example.org:80"):
+        out = subprocess.run([sys.executable, str(REPO / "speed/serve_load.py"), "--client", "paced", "--base", base,
+                              "--duration", "0.1"], capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and "is not a loopback address" in out.stderr, (base, out.stderr[-500:])
