@@ -17,6 +17,10 @@ import unicodedata
 # Unicode categories of characters that are acted on or invisible: controls, format characters (zero-width,
 # bidirectional overrides, soft hyphen), private use, surrogates, unassigned, line and paragraph separators.
 _HIDDEN = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}
+# Unicode's Default_Ignorable_Code_Point ranges outside those categories: blank letters (Hangul fillers), variation
+# selectors, the combining grapheme joiner; they render as nothing.
+_IGNORABLE = ((0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F), (0x3164, 0x3164),
+              (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
 # Scripts whose letters are counted (the first word of a letter's Unicode name); other letters are common.
 _SCRIPTS = {"LATIN", "GREEK", "COPTIC", "CYRILLIC", "ARMENIAN", "HEBREW", "ARABIC", "SYRIAC", "THAANA", "DEVANAGARI",
             "BENGALI", "GURMUKHI", "GUJARATI", "ORIYA", "TAMIL", "TELUGU", "KANNADA", "MALAYALAM", "SINHALA", "THAI",
@@ -47,7 +51,12 @@ def _shown(c: str) -> str:
 
 
 def _hidden(c: str, keep: str = "") -> bool:
-    return c not in keep and (unicodedata.category(c) in _HIDDEN or (c.isspace() and c != " "))
+    if c in keep:
+        return False
+    if unicodedata.category(c) in _HIDDEN or (c.isspace() and c != " "):
+        return True
+    code = ord(c)
+    return code >= 0x034F and any(low <= code <= high for low, high in _IGNORABLE)
 
 
 def scripts(value: str) -> set[str]:

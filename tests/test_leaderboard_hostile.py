@@ -297,6 +297,8 @@ HOSTILE_NAME = ("\x1b[2J\x1b]0;pwned\x07\x1b]52;c;ZWNobyBwd25lZA==\x07ok\r| 1 | 
     ("two\nlines", "control or invisible characters (\\x0a)"),
     ("\u202eevil", "control or invisible characters (\\u202e)"),
     ("zero\u200bwidth", "control or invisible characters (\\u200b)"),
+    ("blank\u3164filler", "control or invisible characters (\\u1160)"),  # NFKC: U+3164 -> U+1160
+    ("variation\ufe0f", "control or invisible characters (\\ufe0f)"),
     ("\u0440\u0430ypal", "mixes letters of CYRILLIC and LATIN"),
     ("\u03b1lpha", "mixes letters of GREEK and LATIN"),
 ])
