@@ -217,9 +217,9 @@ class Store:
                                           ).inserted_primary_key[0]
                 return new_id, None
             except IntegrityError:
-                original = self.holder(dedup_key)
-                if original is None:  # freed since (FAILED): rare, and the submitter may simply submit again
-                    original = 0
+                with self.engine.connect() as conn:
+                    original = conn.execute(sa.select(submissions.c.id).where(submissions.c.dedup_key == dedup_key)
+                                            ).scalar() or 0  # 0: freed again since (FAILED); rare
                 reason = self.duplicate_reason(original)
                 with self.engine.begin() as conn:
                     new_id = conn.execute(submissions.insert().values(**row, status="REJECTED", reason=reason)

@@ -228,7 +228,7 @@ def test_a_refused_duplicate_leaves_no_files(evaluator, tiny_adapter, tmp_path, 
     if race:
         monkeypatch.setattr(Store, "holder", lambda self, key: None, raising=True)
     again = submit_folder(cfg, store, _req(display_name="again"), adapter=str(indented))
-    assert again.status == "REJECTED" and again.duplicate_of in (first.id, 0), again
+    assert again.status == "REJECTED" and again.duplicate_of == first.id, again
     assert _stored_files(cfg) == before
     assert not any((cfg.data_path() / "incoming").glob("*"))
 
