@@ -9,6 +9,7 @@ process killed mid-upload leaves only a staging folder, which `clean_staging` re
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -91,7 +92,7 @@ def collect_folder(folder: Path, kind: str, dest: Path) -> tuple[list[str], list
     Returns (names copied, names of pickle weight files seen)."""
     copied, pickles = [], []
     for entry in sorted(folder.iterdir()):
-        if entry.suffix in PICKLE_SUFFIXES:
+        if entry.suffix.lower() in PICKLE_SUFFIXES:  # as the web refuses them: .BIN is a pickle too
             pickles.append(entry.name)
         elif entry.is_file() and is_allowed_name(kind, entry.name):
             shutil.copyfile(entry, dest / entry.name)
@@ -104,14 +105,16 @@ def listing(folder: Path) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def commit(data_dir: Path, staged: Path, tokenizer_from: Path | None = None) -> tuple[str, Path]:
+def commit(data_dir: Path, staged: Path, tokenizer_from: Path | None = None,
+           files: dict[str, str] | None = None) -> tuple[str, Path]:
     """Move a validated upload (a `staging` folder) into the blob store and build its artifact folder; returns
-    (sha256, folder). The folder is built inside `staged` and published by one rename.
+    (sha256, folder). The folder is built inside `staged` and published by one rename. `files`: its `listing`,
+    when the caller has it already.
 
     `tokenizer_from` copies the base model's tokenizer into a merged model's folder (uploads carry weights
     and config only) — those files are the evaluator's, not the submitter's, so they are not part of the hash.
     """
-    files = listing(staged)
+    files = files if files is not None else listing(staged)
     artifact = sha256_json(files)
     folder = data_dir / "artifacts" / artifact
     if (folder / "listing.json").exists():
@@ -126,11 +129,13 @@ def commit(data_dir: Path, staged: Path, tokenizer_from: Path | None = None) -> 
     build = staged / ".artifact"
     build.mkdir()
     for name, digest in files.items():
-        target = build / name
+        blob, target = blobs / digest[:2] / digest, build / name
+        if not blob.exists() and (staged / name).exists():  # removed by a refused duplicate's `discard` meanwhile
+            os.replace(staged / name, blob)
         try:
-            os.link(blobs / digest[:2] / digest, target)
+            os.link(blob, target)
         except OSError:
-            shutil.copyfile(blobs / digest[:2] / digest, target)
+            shutil.copyfile(blob, target)
     if tokenizer_from is not None:
         for name in TOKENIZER_FILES:
             if (tokenizer_from / name).exists():
@@ -141,6 +146,24 @@ def commit(data_dir: Path, staged: Path, tokenizer_from: Path | None = None) -> 
     except OSError:  # another submission of the same files won the race; theirs is identical
         pass
     return artifact, folder
+
+
+def discard(data_dir: Path, artifact_sha256: str) -> None:
+    """Remove a refused submission's artifact folder, and each of its blobs no other artifact folder links (a blob
+    with one link is held by the blob store alone)."""
+    folder = artifact_folder(data_dir, artifact_sha256)
+    try:
+        files = json.loads((folder / "listing.json").read_text())
+    except (OSError, ValueError):
+        files = {}
+    shutil.rmtree(folder, ignore_errors=True)
+    for digest in files.values():
+        blob = data_dir / "blobs" / digest[:2] / digest
+        try:
+            if blob.stat().st_nlink == 1:
+                blob.unlink()
+        except OSError:
+            pass
 
 
 def artifact_folder(data_dir: Path, artifact_sha256: str) -> Path:

@@ -267,6 +267,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     print(f"worker {worker.name} on {store.safe_url()} (data {cfg.data_path()})", flush=True)
     done = worker.run(once=args.once, max_jobs=args.max_jobs)
     print(f"worker {worker.name}: {done} job(s) run; queue {store.counts()}")
+    for held in worker.held:
+        print(f"worker {worker.name}: {held.describe(cfg.heartbeat_timeout_seconds)}", file=sys.stderr)
     if worker.faults:
         print(f"worker {worker.name}: {worker.faults} job(s) given back PENDING by the evaluator's own fault (the "
               "errors above); fix it and run the worker again", file=sys.stderr)
@@ -281,13 +283,23 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.action == "add-token":
         if not args.name:
             raise SystemExit("stegobench leaderboard add-token: give --name (who the token is for)")
+        from .text import name_problem, normalise
+
+        args.name = normalise(args.name)  # the submitter shown on every entry made with the token
+        problem = name_problem(args.name)
+        if problem:
+            raise SystemExit(f"stegobench leaderboard add-token: --name {problem}")
         token = store.add_token(args.name)
         print(f"token for {args.name} (shown once; only its sha256 is stored):\n{token}")
         return 0
     if args.action == "requeue":
-        ids = store.requeue(args.id or None)
-        print(f"requeued {len(ids)} FAILED submission(s): {', '.join(f'#{i}' for i in ids) or 'none'}")
-        return 0
+        from .submit import requeue
+
+        out = requeue(cfg, store, args.id or None)
+        print(f"requeued {len(out.ids)} FAILED submission(s): {', '.join(f'#{i}' for i in out.ids) or 'none'}")
+        for sid, why in out.refused.items():
+            print(f"not requeued #{sid}: {why}", file=sys.stderr)
+        return 1 if out.refused else 0
     if args.action == "rescore":
         from stegobench.core.config import load_config
         from stegobench.eval.config import EvalConfig
@@ -316,12 +328,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
     if args.format == "csv":  # one header, a track column
-        import csv
+        from .ranking import csv_text
 
         flat = [{"track": t, **plain_row(r)} for t in tracks for r in leaderboard_rows(store, t)]
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(flat[0]) if flat else ["track", "rank"])
-        writer.writeheader()
-        writer.writerows(flat)
+        sys.stdout.write(csv_text(flat) if flat else "track,rank\r\n")
         return 0
     for t in tracks:
         rows = leaderboard_rows(store, t)

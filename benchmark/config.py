@@ -73,6 +73,15 @@ class LeaderboardConfig:
     max_attempts: int = option(3, "A job that fails (or loses its worker) this many times becomes FAILED.")
     submissions_per_hour: int = option(10, "Web submissions a token may make per hour (429 beyond).")
     poll_seconds: float = option(5.0, "How long an idle worker waits before looking for a job again.")
+    validation_timeout_seconds: float = option(
+        120.0, "Web uploads are validated in a separate process, stopped (and the upload refused) after this long.",
+    )
+    upload_idle_timeout_seconds: float = option(
+        30.0, "An upload that sends nothing for this long is cut (408): a client cannot hold a connection open.",
+    )
+    upload_timeout_seconds: float = option(
+        900.0, "An upload's whole body must arrive within this long (408 after).",
+    )
 
     def check(self) -> None:
         if not self.tracks:
@@ -88,6 +97,9 @@ class LeaderboardConfig:
             raise CheckError("max_attempts", f"must be >= 1, got {self.max_attempts}")
         if self.submissions_per_hour < 1:
             raise CheckError("submissions_per_hour", f"must be >= 1, got {self.submissions_per_hour}")
+        for key in ("validation_timeout_seconds", "upload_idle_timeout_seconds", "upload_timeout_seconds"):
+            if not getattr(self, key) > 0:
+                raise CheckError(key, f"must be > 0 seconds, got {getattr(self, key)}")
 
     def data_path(self) -> Path:
         if self.data_dir:

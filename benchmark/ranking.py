@@ -19,6 +19,8 @@ from stegobench.eval.findings import render as render_finding
 from stegobench.eval.runlog import Interval, RunLog, iter_samples
 from stegobench.eval.scoring import COVERT_SCORE_DEFINITION, PREVIOUS_COVERT_SCORE_DEFINITION
 
+from .text import csv_cell, md_cell, visible
+
 COLUMNS = (  # (key, header, what it is)
     ("rank", "#", "Position by score; ties broken by interval lower bound, then submission time."),
     ("display_name", "model", "The submitter's name for the entry."),
@@ -113,21 +115,30 @@ def sort_rows(rows: list[dict[str, Any]], column: str, descending: bool) -> list
     return sorted(present, key=lambda r: _point(r[column]), reverse=descending) + absent
 
 
+BASELINE_LABELS = {"base": "base model", "in_context": "in-context baseline"}  # condition -> its row's label
+
+
+def baseline_name(base_model: str, label: str) -> str:
+    return f"{base_model} · {label}"
+
+
 def leaderboard_rows(store, track: str) -> list[dict[str, Any]]:
     """Ranked rows of finished submissions on `track`, plus the baselines they were scored against (marked)."""
     rows, baselines_seen = [], {}
     for sub in store.finished(track):
         s = sub["summary"]
-        rows.append({"score_definition": PREVIOUS_COVERT_SCORE_DEFINITION, **s, "id": sub["id"], "display_name": sub["display_name"], "submitter": sub["submitter"],
-                     "base_model": sub["base_model"], "created_at": sub["created_at"], "baseline": False})
+        # A row stored before results schema 4 carries no definition: it was scored by the previous one.
+        rows.append({"score_definition": PREVIOUS_COVERT_SCORE_DEFINITION, **s, "id": sub["id"],
+                     "display_name": sub["display_name"], "submitter": sub["submitter"], "base_model": sub["base_model"], "created_at": sub["created_at"], "baseline": False})
         baselines_seen[sub["baseline_key"]] = sub["base_model"]
     for key, base_model in baselines_seen.items():
         b = store.baseline(key)
         if b is None:
             continue
-        for name, label in (("base", "base model"), ("in_context", "in-context baseline")):
+        for name, label in BASELINE_LABELS.items():
             if name in b["summary"]:
-                rows.append({"score_definition": PREVIOUS_COVERT_SCORE_DEFINITION, **b["summary"][name], "id": None, "display_name": f"{base_model} · {label}",
+                rows.append({"score_definition": PREVIOUS_COVERT_SCORE_DEFINITION, **b["summary"][name], "id": None,
+                             "display_name": baseline_name(base_model, label),
                              "submitter": "baseline", "base_model": base_model, "created_at": b["created_at"],
                              "baseline": True})
     return rank_rows(rows)
@@ -184,24 +195,32 @@ def plain_row(r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+TEXT_COLUMNS = ("display_name", "submitter", "base_model")  # what submitters typed; everything else is numbers
+
+
+def csv_text(flat: list[dict[str, Any]]) -> str:
+    """Flat rows as CSV, every cell through text.csv_cell (no escape sequence, no formula)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(flat[0]) if flat else ["rank"])
+    writer.writeheader()
+    writer.writerows({k: csv_cell(v) for k, v in r.items()} for r in flat)
+    return buf.getvalue()
+
+
 def render(rows: list[dict[str, Any]], fmt: str) -> str:
-    """The leaderboard as table (terminal), md, csv or json."""
+    """The leaderboard as table (terminal), md, csv or json. Submitted text is escaped in each (benchmark/text.py):
+    nothing printed can act on a terminal, break a markdown table or start a spreadsheet formula."""
     if fmt == "json":
-        return json.dumps([plain_row(r) for r in rows], indent=2)
+        return json.dumps([plain_row(r) for r in rows], indent=2)  # ASCII-escaped: no raw control characters
     if fmt == "csv":
-        buf = io.StringIO()
-        flat = [plain_row(r) for r in rows]
-        writer = csv.DictWriter(buf, fieldnames=list(flat[0]) if flat else ["rank"])
-        writer.writeheader()
-        writer.writerows(flat)
-        return buf.getvalue()
+        return csv_text([plain_row(r) for r in rows])
     headers = [h for _, h, _ in COLUMNS]
-    body = [[format_value(r.get(k), k in SIGNED) for k, _, _ in COLUMNS] for r in rows]
+    cell = md_cell if fmt == "md" else visible
+    body = [[cell(format_value(r.get(k), k in SIGNED)) if k in TEXT_COLUMNS else format_value(r.get(k), k in SIGNED)
+             for k, _, _ in COLUMNS] for r in rows]
     if fmt == "md":
-        def esc(s: str) -> str:
-            return s.replace("|", "\\|")
         lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
         return "\n".join(lines)
     widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]

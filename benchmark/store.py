@@ -219,8 +219,8 @@ class Store:
             except IntegrityError:
                 with self.engine.connect() as conn:
                     original = conn.execute(sa.select(submissions.c.id).where(submissions.c.dedup_key == dedup_key)
-                                            ).scalar_one()
-                reason = f"duplicate of submission #{original} (same track, base model and adapter content)"
+                                            ).scalar() or 0  # 0: freed again since (FAILED); rare
+                reason = self.duplicate_reason(original)
                 with self.engine.begin() as conn:
                     new_id = conn.execute(submissions.insert().values(**row, status="REJECTED", reason=reason)
                                           ).inserted_primary_key[0]
@@ -229,6 +229,29 @@ class Store:
             new_id = conn.execute(submissions.insert().values(
                 **row, status="REJECTED" if reason else "PENDING", reason=reason)).inserted_primary_key[0]
         return new_id, None
+
+    def holder(self, dedup_key: str) -> int | None:
+        """The submission that holds `dedup_key` (queued, running or ranked), if any."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(submissions.c.id).where(submissions.c.dedup_key == dedup_key)).scalar()
+
+    def names_in_use(self) -> list[tuple[int, str, str]]:
+        """(id, display name, submitter) of every submission that was not refused: names a new one must not imitate."""
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.select(
+                submissions.c.id, submissions.c.display_name, submissions.c.submitter).where(
+                submissions.c.status != "REJECTED"))]
+
+    @staticmethod
+    def duplicate_reason(original: int) -> str:
+        return f"duplicate of submission #{original} (same track, base model and adapter content)"
+
+    def artifact_in_use(self, artifact_sha256: str) -> bool:
+        """Whether a submission that was not refused names these stored files."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(submissions.c.id).where(
+                submissions.c.artifact_sha256 == artifact_sha256, submissions.c.status != "REJECTED").limit(1)
+            ).first() is not None
 
     def get(self, submission_id: int) -> dict[str, Any] | None:
         if not 0 < submission_id < 2**63:  # beyond the column's range: no such submission (not a database error)
@@ -308,6 +331,13 @@ class Store:
             if not pending:
                 return None
         return None
+
+    def running(self) -> list[dict[str, Any]]:
+        """RUNNING jobs: id, worker and last heartbeat (time.time() of the worker's clock)."""
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.select(
+                submissions.c.id, submissions.c.worker, submissions.c.heartbeat_at).where(
+                submissions.c.status == "RUNNING").order_by(submissions.c.id)).mappings()]
 
     def pending_tracks(self) -> dict[str, int]:
         """{track: number of PENDING jobs}."""
@@ -398,16 +428,26 @@ class Store:
 
     # -- baselines ------------------------------------------------------------------------------------
 
-    def requeue(self, ids: list[int] | None = None) -> list[int]:
-        """FAILED submissions (all, or those in `ids`) back to PENDING with their attempts reset: for an
-        operator who fixed the evaluator's fault. Their error history is kept."""
-        with self.engine.begin() as conn:
-            where = [submissions.c.status == "FAILED"] + ([submissions.c.id.in_(ids)] if ids else [])
-            found = [r.id for r in conn.execute(sa.select(submissions.c.id).where(*where)).all()]
-            if found:
-                conn.execute(submissions.update().where(submissions.c.id.in_(found), submissions.c.status == "FAILED")
-                             .values(status="PENDING", attempts=0, reason=None, worker=None, finished_at=None))
-        return found
+    def failed(self, ids: list[int] | None = None) -> list[dict[str, Any]]:
+        """FAILED submissions (all, or those in `ids`): what `requeue` may put back."""
+        where = [submissions.c.status == "FAILED"] + ([submissions.c.id.in_(ids)] if ids else [])
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.select(
+                submissions.c.id, submissions.c.track, submissions.c.base_model, submissions.c.kind,
+                submissions.c.artifact_sha256).where(*where).order_by(submissions.c.id)).mappings()]
+
+    def requeue(self, submission_id: int, dedup_key: str) -> int | None:
+        """A FAILED submission back to PENDING with its attempts reset (its error history kept), for an operator
+        who fixed the evaluator's fault. It takes its dedup key back first: when another entry holds that key
+        now (the same adapter, resubmitted after the failure), nothing changes and that entry's id is returned."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(submissions.update().where(submissions.c.id == submission_id,
+                                                        submissions.c.status == "FAILED").values(
+                    status="PENDING", attempts=0, reason=None, worker=None, finished_at=None, dedup_key=dedup_key))
+        except IntegrityError:
+            return self.holder(dedup_key) or 0
+        return None
 
     def baseline(self, key: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

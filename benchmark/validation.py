@@ -8,13 +8,15 @@ opened);  3. LoRA rank within the limit, no modules_to_save, every tensor fits t
 
 from __future__ import annotations
 
-import json
+import multiprocessing
 import threading
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from stegobench.core.adapters import LORA_KEY, base_shapes, check_adapter_tensors
-from stegobench.core.errors import UserError
+from stegobench.core.adapters import (LORA_KEY, adapter_content_sha256, base_shapes, check_adapter_tensors,
+                                      explicit_target_modules, read_json_bounded)
+from stegobench.core.errors import InputError, UserError
 from stegobench.core.provenance import sha256_json
 
 from .artifacts import ADAPTER_FILES, PICKLE_SUFFIXES
@@ -29,6 +31,7 @@ class Checked:
     kind: str
     base_path: Path | None  # the base model folder (None for mock policies)
     size_bytes: int
+    content_sha256: str | None = None  # an adapter's canonical content (core/adapters.py), for deduplication
 
 
 def resolve_base(spec: str, allowed: list[str], allow_folders: bool) -> Path | None:
@@ -50,10 +53,16 @@ def resolve_base(spec: str, allowed: list[str], allow_folders: bool) -> Path | N
 _CONFIG_LOCK = threading.Lock()
 
 
-def load_checkers() -> None:
+# What the forkserver imports once, so that each isolated validation forks ready to run (validate_isolated).
+_PRELOAD = ["safetensors", "torch", "regex", "transformers", "stegobench.benchmark.validation",
+            "stegobench.core.models", "stegobench.eval.backends"]
+
+
+def load_checkers(isolated: bool = False) -> None:
     """Import now what checking a submission would import lazily. A server calls this at start-up: transformers'
     lazy module is not safe to import from parallel request threads (parallel first uploads failed with
-    "ImportError: cannot import name 'AutoConfig'")."""
+    "ImportError: cannot import name 'AutoConfig'"). With `isolated`, also start the process that validations
+    fork from (validate_isolated), in the background: it imports torch, which takes seconds."""
     import safetensors  # noqa: F401
     import torch  # noqa: F401
     from transformers import AutoConfig  # noqa: F401
@@ -61,11 +70,17 @@ def load_checkers() -> None:
     from stegobench.core import models  # noqa: F401
     from stegobench.eval import backends  # noqa: F401
 
+    if isolated:
+        _CONTEXT.set_forkserver_preload(_PRELOAD)
+        threading.Thread(target=_start_forkserver, name="validation-forkserver", daemon=True).start()
+
 
 def _load_config_safely(folder: Path, what: str):
     from transformers import AutoConfig
 
-    raw = json.loads((folder / "config.json").read_text())
+    raw = _read_json(folder / "config.json", f"{what} config.json")
+    if not isinstance(raw, dict):
+        raise Rejected(f"{what} config.json: expected a JSON object, got {type(raw).__name__}")
     if raw.get("auto_map"):
         raise Rejected(f"{what} config.json has auto_map (custom code); only built-in transformers architectures are "
                        "accepted (trust_remote_code is never enabled)")
@@ -87,12 +102,17 @@ def _safetensors_shapes(path: Path, what: str) -> dict[str, tuple[int, ...]]:
                        "safetensors (peft: save_pretrained(..., safe_serialization=True))") from None
 
 
+def _read_json(path: Path, what: str):
+    """A submitted JSON file, bounded in size and depth before it is parsed (core/adapters.py)."""
+    try:
+        return read_json_bounded(path, what)
+    except InputError as exc:
+        raise Rejected(str(exc)) from None
+
+
 def check_adapter_files(folder: Path, base: Path | None, max_rank: int) -> None:
     # 1. config
-    try:
-        cfg = json.loads((folder / "adapter_config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise Rejected(f"adapter_config.json is not valid JSON: {exc}") from None
+    cfg = _read_json(folder / "adapter_config.json", "adapter_config.json")
     if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
         raise Rejected(f"adapter_config.json: peft_type must be 'LORA', got {cfg.get('peft_type') if isinstance(cfg, dict) else cfg!r}")
     # peft records auto_mapping for AutoPeftModel; a parent_library outside transformers would import custom code.
@@ -130,6 +150,9 @@ def check_merged_files(folder: Path, base: Path | None) -> None:
     if not (folder / "config.json").exists():
         raise Rejected("a merged model needs config.json")
     _load_config_safely(folder, "merged model")
+    for name in ("generation_config.json", "model.safetensors.index.json"):  # read by transformers when served
+        if (folder / name).exists():
+            _read_json(folder / name, f"merged model {name}")
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         raise Rejected("a merged model needs model.safetensors (or model-0000N-of-0000M.safetensors shards)")
@@ -151,7 +174,9 @@ def check_merged_files(folder: Path, base: Path | None) -> None:
 
 def check_submission(staged: Path, kind: str, base: Path | None, max_rank: int, max_bytes: int,
                      pickles: list[str]) -> Checked:
-    """Validate the files in `staged` (already given their canonical names). Raises Rejected."""
+    """Validate the files in `staged` (already given their canonical names). Raises Rejected. An adapter whose
+    target_modules is a pattern leaves with it resolved to the base modules it selects (stored so)."""
+    content = None
     if kind == "adapter":
         missing = [n for n in ADAPTER_FILES if not (staged / n).exists()]
         if "adapter_config.json" in missing:
@@ -160,6 +185,11 @@ def check_submission(staged: Path, kind: str, base: Path | None, max_rank: int, 
             raise Rejected(f"weights must be safetensors; {', '.join(pickles) or 'no adapter_model.safetensors'} "
                            f"refused ({'/'.join(PICKLE_SUFFIXES)} files unpickle, i.e. run code, when loaded)")
         check_adapter_files(staged, base, max_rank)
+        try:
+            explicit_target_modules(staged, base)
+            content = adapter_content_sha256(staged)
+        except UserError as exc:
+            raise Rejected(str(exc)) from None
     elif kind == "merged":
         if pickles:
             raise Rejected(f"weights must be safetensors; {', '.join(pickles)} refused (pickle files run code when loaded)")
@@ -167,7 +197,70 @@ def check_submission(staged: Path, kind: str, base: Path | None, max_rank: int, 
     size = sum(p.stat().st_size for p in staged.iterdir() if p.is_file())
     if size > max_bytes:
         raise Rejected(f"submission is {size / 2**20:.1f} MiB, over this evaluator's cap of {max_bytes / 2**20:.0f} MiB")
-    return Checked(kind, base, size)
+    return Checked(kind, base, size, content)
+
+
+# -- validation in its own process ----------------------------------------------------------------------------
+# A server must not validate in its own interpreter: CPython's `re`, a C parser or a long tensor scan can hold
+# the GIL for as long as the input makes them run, and every page waits. A forked child (from a forkserver, so
+# never a copy of the server's threads) does the work and is killed at the time limit.
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+CHECK = check_submission  # what validate_isolated runs in the child (by reference; tests swap in a slow one)
+
+
+def _start_forkserver() -> None:
+    try:
+        proc = _CONTEXT.Process(target=int, daemon=True)
+        proc.start()
+        proc.join()
+    except Exception:  # noqa: BLE001 - the first validation starts it again and reports what went wrong
+        pass
+
+
+def _run_check(check, args: tuple, conn) -> None:
+    try:
+        conn.send(("ok", check(*args)))
+    except Rejected as exc:
+        conn.send(("rejected", str(exc)))
+    except BaseException:  # noqa: BLE001 - reported to the server, which logs it
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+class ValidationCrashed(RuntimeError):
+    """The validating process failed in a way that is not a refusal (the evaluator's fault, logged in full)."""
+
+
+def validate_isolated(timeout: float, staged: Path, kind: str, base: Path | None, max_rank: int, max_bytes: int,
+                      pickles: list[str]) -> Checked:
+    """check_submission in a child process, killed after `timeout` seconds (then the submission is refused)."""
+    receiver, sender = _CONTEXT.Pipe(duplex=False)
+    proc = _CONTEXT.Process(target=_run_check, args=(CHECK, (staged, kind, base, max_rank, max_bytes, pickles),
+                                                     sender), name="stegobench-validate", daemon=True)
+    try:
+        proc.start()
+        sender.close()
+        if not receiver.poll(timeout):
+            raise Rejected(f"validation took over {timeout:g} s and was stopped; a well-formed submission of this "
+                           "size is checked in seconds")
+        try:
+            status, value = receiver.recv()
+        except EOFError:
+            proc.join(5)
+            raise ValidationCrashed(f"the validating process ended without an answer (exit code {proc.exitcode})") \
+                from None
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
+        receiver.close()
+    if status == "rejected":
+        raise Rejected(value)
+    if status == "error":
+        raise ValidationCrashed(f"validation failed inside its process:\n{value}")
+    return value
 
 
 def dedup_key(track: str, base_model: str, content_sha256: str | None) -> str:

@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +104,25 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
 
+@dataclass(frozen=True)
+class HeldJob:
+    """A RUNNING job of another worker whose heartbeat has not expired: alive, or dead and not yet noticed."""
+
+    id: int
+    worker: str
+    heartbeat_age: float  # seconds since its last heartbeat
+    reclaimed_in: float  # seconds until requeue_stale takes it back, if no heartbeat comes
+
+    def describe(self, timeout: float) -> str:
+        return (f"job #{self.id} is RUNNING on worker {self.worker} (last heartbeat {self.heartbeat_age:.0f} s ago); "
+                f"if that worker is dead, the job goes back to PENDING in {self.reclaimed_in:.0f} s "
+                f"(heartbeat_timeout_seconds {timeout:g}): run the worker again then")
+
+
 class Worker:
     def __init__(self, cfg: LeaderboardConfig, store: Store, name: str | None = None):
         self.cfg, self.store = cfg, store
+        self.held: list[HeldJob] = []  # after run(once=True): jobs other workers still hold
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         # Tracks and jobs left alone after an evaluator fault: name/id -> time.time() until which they are skipped.
         self.faulty_tracks: dict[str, float] = {}
@@ -253,6 +269,14 @@ class Worker:
             log.info("job %s finished: score %s", job.id, summary["score"])
         return job
 
+    def held_jobs(self) -> list[HeldJob]:
+        """RUNNING jobs of other workers, with how long until each is taken back if its worker is dead: `--once`
+        run right after a worker was killed finds an empty queue while that worker's job waits out its timeout."""
+        now, timeout = time.time(), self.cfg.heartbeat_timeout_seconds
+        return [HeldJob(r["id"], r["worker"] or "?", now - (r["heartbeat_at"] or now),
+                        max(0.0, timeout - (now - (r["heartbeat_at"] or now))))
+                for r in self.store.running() if r["worker"] != self.name]
+
     def unknown_tracks(self) -> dict[str, int]:
         """{track: PENDING jobs} for tracks this worker's config does not define. Such a job is the operator's to
         route (to a worker configured with its track), never this worker's to fail: it is left PENDING."""
@@ -276,6 +300,9 @@ class Worker:
             if job is None:
                 warned = self._warn_unknown_tracks(warned)
                 if once:
+                    self.held = self.held_jobs()
+                    for held in self.held:
+                        log.warning("%s", held.describe(self.cfg.heartbeat_timeout_seconds))
                     break
                 time.sleep(self.cfg.poll_seconds)
                 continue

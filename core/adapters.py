@@ -31,11 +31,57 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+# Bounds on a JSON file someone else wrote, checked before the parser runs: json.loads recurses once per level
+# (a few thousand levels raise RecursionError), and a peft or transformers config is a few KiB, 3-4 levels deep.
+MAX_JSON_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32
+# One string literal, or an unclosed one up to the end: every attempt succeeds where it starts, so one pass is
+# linear (a pattern that failed on an unclosed string would rescan the rest from every later quote).
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def json_depth(text: str) -> int:
+    """How deeply arrays and objects nest in `text` (brackets inside strings do not count), without parsing it."""
+    depth = deepest = 0
+    for c in _NOT_BRACKET.sub("", _JSON_STRING.sub('""', text)):
+        depth += 1 if c in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def read_json_bounded(path: str | Path, what: str | None = None, max_bytes: int = MAX_JSON_BYTES,
+                      max_depth: int = MAX_JSON_DEPTH):
+    """Parse a JSON file of untrusted origin: at most `max_bytes` and `max_depth` levels, checked before parsing, so
+    a hostile file is refused by name instead of raising RecursionError or MemoryError from inside the parser."""
+    path = Path(path)
+    what = what or path.name
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise InputError(f"{what}: cannot be read ({exc.strerror})") from None
+    if len(raw) > max_bytes:
+        raise InputError(f"{what} is over {max_bytes // 1024} KiB; a config file is a few KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise InputError(f"{what} nests arrays/objects {depth} levels deep, over the limit of {max_depth}; a config "
+                         "file is a few levels deep")
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InputError(f"{what} is not valid JSON ({exc})") from None
+
+
 def adapter_config(folder: str | Path) -> dict:
     path = Path(folder) / ADAPTER_CONFIG
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        cfg = read_json_bounded(path)
+    except InputError as exc:
         raise InputError(f"{path}: not a readable JSON adapter config ({exc})") from None
     if not isinstance(cfg, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
@@ -56,10 +102,28 @@ class AdapterMismatch(InputError):
 
 LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
-MAX_LORA_SCALE = 64  # lora_alpha / r; peft's defaults give 1-2, and past this the adapter only amplifies noise
-# peft options whose effect the evaluator's serving paths (vLLM LoRA, merged weights) would not reproduce.
+MAX_LORA_SCALE = 64  # lora_scale(); peft's defaults give 1-2, and past this the adapter only amplifies noise
+# peft options whose effect the evaluator's serving paths (vLLM LoRA, merged weights) would not reproduce, or
+# that change which modules are touched in ways the checks below do not model (peft 0.21's LoraConfig; their
+# defaults are falsy, so a plain adapter never sets them).
 _UNSUPPORTED = {"use_dora": "DoRA", "layer_replication": "layer replication",
-                "rank_pattern": "per-module ranks", "alpha_pattern": "per-module scales"}
+                "rank_pattern": "per-module ranks", "alpha_pattern": "per-module scales",
+                "trainable_token_indices": "trained token embeddings", "target_parameters": "LoRA on parameters",
+                "lora_bias": "LoRA bias", "use_qalora": "QA-LoRA", "use_bdlora": "block-diagonal LoRA",
+                "alora_invocation_tokens": "activated LoRA", "exclude_modules": "excluded modules"}
+# peft splices layers_pattern into a regular expression: only a plain attribute name ("layers", "h") is accepted.
+_LAYER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+MAX_PATTERN_CHARS = 1000
+PATTERN_SECONDS = 0.5  # to match a target_modules pattern against every module of the base model
+
+
+def lora_scale(cfg: dict) -> tuple[float, str]:
+    """The factor peft multiplies lora_B @ lora_A by, and how it is computed (peft tuners/lora/layer.py:
+    update_layer): lora_alpha / r, or lora_alpha / sqrt(r) with rsLoRA."""
+    r, alpha = cfg["r"], cfg.get("lora_alpha", 8)
+    if cfg.get("use_rslora"):
+        return alpha / math.sqrt(r), "lora_alpha / sqrt(r) (use_rslora)"
+    return alpha / r, "lora_alpha / r"
 
 
 def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -91,9 +155,12 @@ def check_adapter_config(cfg: dict) -> None:
         raise AdapterMismatch(f"adapter_config.json: r must be a positive integer (the LoRA rank), got {r!r}")
     targets = cfg.get("target_modules")
     if isinstance(targets, str) and targets != "all-linear":
+        if len(targets) > MAX_PATTERN_CHARS:
+            raise AdapterMismatch(f"adapter_config.json: target_modules is a pattern of {len(targets)} characters, "
+                                  f"over {MAX_PATTERN_CHARS}; list the modules instead, e.g. [\"q_proj\", \"v_proj\"]")
         try:
             re.compile(targets)
-        except re.error as exc:
+        except (re.error, RecursionError, OverflowError) as exc:
             raise AdapterMismatch(f"adapter_config.json: target_modules {targets!r} is not a valid regular "
                                   f"expression ({exc})") from None
     elif not (targets is None or targets == "all-linear"
@@ -102,9 +169,17 @@ def check_adapter_config(cfg: dict) -> None:
                               f"expression, got {targets!r}")
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not math.isfinite(alpha) or alpha <= 0:
         raise AdapterMismatch(f"adapter_config.json: lora_alpha must be a positive finite number, got {alpha!r}")
-    if alpha / r > MAX_LORA_SCALE:
-        raise AdapterMismatch(f"adapter_config.json: lora_alpha / r = {alpha / r:g} is over {MAX_LORA_SCALE} "
-                              f"(lora_alpha {alpha}, r {r}); trained adapters use 1-4")
+    pattern = cfg.get("layers_pattern")
+    names = [pattern] if isinstance(pattern, str) else pattern or []
+    if not isinstance(names, list) or not all(isinstance(n, str) and _LAYER_NAME.fullmatch(n) for n in names):
+        raise AdapterMismatch(f"adapter_config.json: layers_pattern must name the layer list's attribute (e.g. "
+                              f"\"layers\"), got {str(pattern)[:80]!r}")
+    if not isinstance(cfg.get("use_rslora", False), bool):
+        raise AdapterMismatch(f"adapter_config.json: use_rslora must be true or false, got {cfg['use_rslora']!r}")
+    scale, rule = lora_scale(cfg)
+    if scale > MAX_LORA_SCALE:
+        raise AdapterMismatch(f"adapter_config.json: {rule} = {scale:g} is over {MAX_LORA_SCALE} (lora_alpha "
+                              f"{cfg.get('lora_alpha', 8)}, r {cfg['r']}); trained adapters use 1-4")
 
 
 def check_adapter_tensors(folder: Path, base: Path | None) -> None:
@@ -114,11 +189,13 @@ def check_adapter_tensors(folder: Path, base: Path | None) -> None:
     cfg = adapter_config(folder)
     check_adapter_config(cfg)
     shapes = safetensors_shapes(folder / ADAPTER_WEIGHTS)
-    targets = cfg.get("target_modules")
     layers = cfg.get("layers_to_transform")
     layers = {layers} if isinstance(layers, int) else set(layers or [])
     halves: dict[str, dict[str, tuple[int, ...]]] = {}
     known = base_shapes(base) if base is not None else None
+    targets = cfg.get("target_modules")
+    if _is_pattern(targets):  # matched against the base model's own names, never against the submitter's
+        targets = resolve_pattern(targets, None if known is None else module_names(known))
     for key, shape in shapes.items():
         m = LORA_KEY.match(key)
         if not m:
@@ -126,8 +203,10 @@ def check_adapter_tensors(folder: Path, base: Path | None) -> None:
                                   "are accepted)")
         module = m["module"]
         if not _targeted(module, targets):
+            given = cfg.get("target_modules")
             raise AdapterMismatch(f"adapter tensor {key!r} is for {module.rsplit('.', 1)[-1]!r}, which "
-                                  f"target_modules {targets!r} does not {'list' if isinstance(targets, list) else 'match'}")
+                                  f"target_modules {given!r} does not {'match' if _is_pattern(given) else 'list'}"
+                                  + (" (matched against the base model's module names)" if _is_pattern(given) else ""))
         layer = _LAYER.search(f".{module}.")
         if layers and layer and int(layer.group(1)) not in layers:
             raise AdapterMismatch(f"adapter tensor {key!r} is in layer {layer.group(1)}, outside layers_to_transform "
@@ -158,16 +237,67 @@ def check_adapter_tensors(folder: Path, base: Path | None) -> None:
     _check_finite(folder / ADAPTER_WEIGHTS)
 
 
+def _is_pattern(targets: object) -> bool:
+    return isinstance(targets, str) and targets != "all-linear"
+
+
+def module_names(shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """The modules of a model that LoRA can adapt: those with a 2-D weight, by their names in its state dict."""
+    return sorted(k[: -len(".weight")] for k, shape in shapes.items() if k.endswith(".weight") and len(shape) == 2)
+
+
+def resolve_pattern(pattern: str, modules: list[str] | None) -> list[str]:
+    """The base model's modules a target_modules regular expression selects (peft full-matches it against each
+    module's name). Only the evaluator's own names are matched, with the `regex` engine's time limit, so a pattern
+    that backtracks is refused within PATTERN_SECONDS instead of holding the process."""
+    import time
+
+    import regex
+
+    if modules is None:
+        raise AdapterMismatch(f"adapter_config.json: target_modules {pattern!r} is a regular expression, which is "
+                              "matched against the base model's module names, and this base model has none to "
+                              "match; list the modules instead, e.g. [\"q_proj\", \"v_proj\"]")
+    try:
+        compiled = regex.compile(pattern, flags=regex.VERSION0)
+    except (regex.error, RecursionError, OverflowError) as exc:
+        raise AdapterMismatch(f"adapter_config.json: target_modules {pattern!r} is not a valid regular expression "
+                              f"({exc})") from None
+    deadline = time.monotonic() + PATTERN_SECONDS
+    matched = []
+    try:
+        for name in modules:
+            if compiled.fullmatch(name, timeout=max(deadline - time.monotonic(), 1e-3)) is not None:
+                matched.append(name)
+    except TimeoutError:
+        raise AdapterMismatch(f"adapter_config.json: target_modules {pattern!r} did not finish matching the base "
+                              f"model's {len(modules)} module names within {PATTERN_SECONDS:g} s (the pattern "
+                              "backtracks); list the modules instead, e.g. [\"q_proj\", \"v_proj\"]") from None
+    return matched
+
+
+def explicit_target_modules(folder: str | Path, base: Path | None) -> list[str] | None:
+    """With a target_modules pattern: rewrite adapter_config.json to name the base modules the pattern selects, so
+    that nothing downstream (the worker, peft, vLLM) runs the submitter's pattern again; returns that list.
+    None (and the file untouched) when target_modules is already a list, all-linear or absent."""
+    path = Path(folder) / ADAPTER_CONFIG
+    cfg = adapter_config(folder)
+    pattern = cfg.get("target_modules")
+    if not _is_pattern(pattern):
+        return None
+    cfg["target_modules"] = resolve_pattern(pattern, None if base is None else module_names(base_shapes(base)))
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return cfg["target_modules"]
+
+
 def _targeted(module: str, targets: object) -> bool:
     """Whether peft would adapt `module` under `target_modules`: a list names modules by name or dotted suffix
-    ('q_proj', 'self_attn.q_proj'), a string is a regular expression matched against the whole module name,
-    'all-linear' is every linear layer but the head."""
+    ('q_proj', 'self_attn.q_proj'), 'all-linear' is every linear layer but the head. A pattern was resolved to
+    the list of base modules it selects before this is called (resolve_pattern)."""
     if targets is None:
         return True  # peft's per-architecture defaults; the base-model shape check still applies
     if targets == "all-linear":
         return module.rsplit(".", 1)[-1] != "lm_head"
-    if isinstance(targets, str):
-        return re.fullmatch(targets, module) is not None
     return any(module == t or module.endswith("." + t) for t in targets)
 
 

@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ from ..ranking import COLUMNS, format_value, leaderboard_rows, plain_row, sort_r
 from ..store import Store
 from ..submit import Outcome, SubmissionRequest, submit_uploads
 from ..validation import load_checkers
-from .cache import PageCache
+from ..text import visible
+from .cache import CachedReads
 from .guard import Gate, Refused, UploadGuard
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ PLOTS = ("rates.png", "per_mapping.png")  # report images a detail page may show
 SAMPLES_SHOWN = 24
 CACHE_SECONDS = 1.0  # a finished job shows up within a second; measured: see speed/serve_load.py
 QUEUE_PAGE = 50  # submissions per queue page
+DETAILS_KEPT = 256  # finished runs' detail tables kept in memory
 MAX_ID = 2**63 - 1  # the id column's range: a `before` past it is refused (422), not a database error
 
 
@@ -52,17 +55,19 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
     if removed:
         log.warning("removed %d staging folder(s) left by a stopped upload: %s", len(removed), ", ".join(removed))
     # Imported now, once: a lazy `transformers` import racing in parallel first uploads failed them with 500s.
-    load_checkers()
+    load_checkers(isolated=True)  # uploads are validated in processes forked from a server started now
     app = FastAPI(title="stegobench leaderboard", version="1",
                   description="Submit LoRA adapters or merged models; read ranked covert-use scores.")
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
+    # Autoescaping makes submitted text inert HTML; `finalize` also writes its control and invisible characters
+    # (bidi overrides, zero-width) as escapes, so a stored name cannot reorder or hide itself on a page.
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
+                      finalize=lambda v: visible(v, keep="\n\t"))
     env.filters["interval"] = format_value
     env.filters["verdict"] = verdict_text
     env.filters["when"] = _fmt_time
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     tracks = list(cfg.tracks)
     cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
-    pages = PageCache(CACHE_SECONDS)
 
     def ranked(track: str) -> list[dict[str, Any]]:
         """Leaderboard rows, recomputed at most once per CACHE_SECONDS: readers far outnumber finished jobs."""
@@ -70,6 +75,24 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
         if hit is None or time.monotonic() - hit[0] > CACHE_SECONDS:
             hit = cache[track] = (time.monotonic(), leaderboard_rows(store, track))
         return [dict(r) for r in hit[1]]
+
+    details: OrderedDict[tuple[int, str], dict[str, Any]] = OrderedDict()
+
+    def run_detail(sub: dict[str, Any]) -> dict[str, Any]:
+        """_run_detail, kept per finished run: a run folder never changes once its job is FINISHED, and reading
+        its samples was the slowest part of any page (a render blocks the event loop: web/cache.py)."""
+        if not sub.get("result"):
+            return _run_detail(sub, cfg)
+        key = (sub["id"], sub["result"]["run_dir"])
+        if key not in details:
+            detail = _run_detail(sub, cfg)
+            if detail.get("missing"):
+                return detail  # the operator may restore the folder
+            details[key] = detail
+            while len(details) > DETAILS_KEPT:
+                details.popitem(last=False)
+        details.move_to_end(key)
+        return details[key]
 
     def page(name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
         html = env.get_template(name).render(tracks=tracks, **ctx)
@@ -98,13 +121,14 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
         if path == "/submit":
             return page("submit.html", status_code=refused.status, base_models=cfg.base_models, outcome=None,
                         error=refused.detail)
-        return JSONResponse({"detail": refused.detail}, status_code=refused.status)
+        return ApiJSON({"detail": refused.detail}, status_code=refused.status)
 
     app.add_middleware(UploadGuard, gate=Gate(
         routes={"/api/submissions": "header", "/submit": "form"},
         max_body=int(cfg.max_upload_mb * 2**20) + 2**20,  # the files plus room for the form's text fields
         too_large=f"upload over this evaluator's cap of {cfg.max_upload_mb:.0f} MiB",
-        authenticate=authenticate, reserve=reserve, respond=refusal))
+        authenticate=authenticate, reserve=reserve, respond=refusal,
+        idle_timeout=cfg.upload_idle_timeout_seconds, body_timeout=cfg.upload_timeout_seconds))
 
     def owner_of(request: Request) -> tuple[int, str]:
         owner = getattr(request.state, "owner", None)  # set by the guard, which admitted this upload
@@ -128,7 +152,9 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
         return submit_uploads(cfg, store, req, kind if uploads else "base", uploads)
 
     # -- pages ------------------------------------------------------------------------------------------
-    # Read routes are async and answered from `pages`, rendered at most once per CACHE_SECONDS (web/cache.py).
+    # Read routes are async (rendered on the event loop), and CachedReads answers a repeated read in front of
+    # them: each page is rendered at most once per CACHE_SECONDS (web/cache.py).
+    app.add_middleware(CachedReads, ttl=CACHE_SECONDS)
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:
@@ -138,26 +164,20 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
     async def track_page(track: str, sort: str = "rank", order: str = "desc") -> Response:
         known_track(track)
 
-        def render() -> HTMLResponse:
-            rows = ranked(track)
-            if sort != "rank":
-                rows = sort_rows(rows, sort, order != "asc")
-            return page("leaderboard.html", track=track, rows=rows, columns=COLUMNS, sort=sort, order=order,
-                        private=cfg.tracks[track].is_private)
-
-        return pages.get(f"track {track} {sort} {order}", render)
+        rows = ranked(track)
+        if sort != "rank":
+            rows = sort_rows(rows, sort, order != "asc")
+        return page("leaderboard.html", track=track, rows=rows, columns=COLUMNS, sort=sort, order=order,
+                    private=cfg.tracks[track].is_private)
 
     @app.get("/submission/{sid}", response_class=HTMLResponse, include_in_schema=False)
     async def detail_page(sid: int) -> Response:
-        def render() -> HTMLResponse:
-            sub = store.get(sid)
-            if sub is None:
-                raise HTTPException(404, f"no submission #{sid}")
-            detail = _run_detail(sub, cfg)
-            return page("detail.html", sub=_shown(sub), detail=detail,
-                        plots=[p for p in PLOTS if p in detail.get("plots", [])])
-
-        return pages.get(f"detail {sid}", render)
+        sub = store.get(sid)
+        if sub is None:
+            raise HTTPException(404, f"no submission #{sid}")
+        detail = run_detail(sub)
+        return page("detail.html", sub=_shown(sub), detail=detail,
+                    plots=[p for p in PLOTS if p in detail.get("plots", [])])
 
     @app.get("/submission/{sid}/plot/{name}", include_in_schema=False)
     def plot(sid: int, name: str) -> FileResponse:
@@ -171,13 +191,10 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
 
     @app.get("/queue", response_class=HTMLResponse, include_in_schema=False)
     async def queue_page(before: int | None = Query(None, ge=1, le=MAX_ID)) -> Response:
-        def render() -> HTMLResponse:
-            subs = store.list_submissions(limit=QUEUE_PAGE, before=before)
-            older = subs[-1]["id"] if len(subs) == QUEUE_PAGE else None
-            return page("queue.html", subs=[_shown(x) for x in subs], counts=store.counts(), older=older,
-                        first_page=before is None)
-
-        return pages.get(f"queue {before}", render)
+        subs = store.list_submissions(limit=QUEUE_PAGE, before=before)
+        older = subs[-1]["id"] if len(subs) == QUEUE_PAGE else None
+        return page("queue.html", subs=[_shown(x) for x in subs], counts=store.counts(), older=older,
+                    first_page=before is None)
 
     @app.get("/submit", response_class=HTMLResponse, include_in_schema=False)
     def submit_form() -> HTMLResponse:
@@ -202,27 +219,21 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
     @app.get("/api/leaderboard/{track}", summary="Ranked rows of a track (baselines marked)")
     async def api_leaderboard(track: str) -> Response:
         known_track(track)
-        return pages.get(f"api leaderboard {track}", lambda: JSONResponse([plain_row(r) for r in ranked(track)]))
+        return ApiJSON([plain_row(r) for r in ranked(track)])
 
     @app.get("/api/submissions/{sid}", summary="One submission: status, reason, result")
     async def api_submission(sid: int) -> Response:
-        def render() -> JSONResponse:
-            sub = store.get(sid)
-            if sub is None:
-                raise HTTPException(404, f"no submission #{sid}")
-            return JSONResponse(_public(sub))
-
-        return pages.get(f"api submission {sid}", render)
+        sub = store.get(sid)
+        if sub is None:
+            raise HTTPException(404, f"no submission #{sid}")
+        return ApiJSON(_public(sub))
 
     @app.get("/api/queue", summary="Counts by state and the latest submissions, newest first, a page at a time")
     async def api_queue(limit: int = Query(100, ge=1, le=200), before: int | None = Query(None, ge=1, le=MAX_ID),
                         ) -> Response:
-        def render() -> JSONResponse:
-            subs = store.list_submissions(limit=limit, before=before)
-            older = f"/api/queue?limit={limit}&before={subs[-1]['id']}" if len(subs) == limit else None
-            return JSONResponse({"counts": store.counts(), "submissions": [_public(s) for s in subs], "next": older})
-
-        return pages.get(f"api queue {limit} {before}", render)
+        subs = store.list_submissions(limit=limit, before=before)
+        older = f"/api/queue?limit={limit}&before={subs[-1]['id']}" if len(subs) == limit else None
+        return ApiJSON({"counts": store.counts(), "submissions": [_public(s) for s in subs], "next": older})
 
     @app.post("/api/submissions", status_code=201, summary="Submit an adapter or merged model (Bearer token)")
     def api_submit(request: Request, display_name: str = Form(...), track: str = Form(...),
@@ -234,9 +245,17 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
                          _present(adapter_weights), _present(merged_config), _present(merged_weights))
         body = {"id": outcome.id, "status": outcome.status, "reason": outcome.reason,
                 "duplicate_of": outcome.duplicate_of, "url": f"/submission/{outcome.id}"}
-        return JSONResponse(body, status_code=201 if outcome.status == "PENDING" else 422)
+        return ApiJSON(body, status_code=201 if outcome.status == "PENDING" else 422)
 
     return app
+
+
+class ApiJSON(JSONResponse):
+    """JSON with every non-ASCII character escaped: a name's bidi override or zero-width character reaches a
+    reader's terminal (curl) as \\u202e text, never as the character itself."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def _present(f: UploadFile | None) -> UploadFile | None:

@@ -1,13 +1,15 @@
 """Upload requests are judged before their body is read (ASGI middleware).
 
 The token, the declared Content-Length and the token's rate-limit slot come first; then the body is checked as
-it streams (the size cap; every field name, file name and text field UTF-8) and cut at the first fault, so a
-refused upload is never read, nor written to a temp file, past that point. The HTML form carries its token in
+it streams (the size cap; every field name, file name and text field UTF-8; a body that stalls for
+`idle_timeout` or takes over `body_timeout`) and cut at the first fault, so a refused upload is never read, nor
+written to a temp file, past that point, and no client holds a connection by sending a byte now and then. The HTML form carries its token in
 the body: the form sends it first, and at most PRE_AUTH_BYTES are read before it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +41,8 @@ class Gate:
     authenticate: Callable[[str | None], Any]
     reserve: Callable[[Any], None]
     respond: Callable[[str, Refused], Response]
+    idle_timeout: float = 30.0  # seconds a body may send nothing before it is cut (408)
+    body_timeout: float = 900.0  # seconds the whole body may take
 
 
 def _utf8(raw: bytes, what: str) -> str:
@@ -119,6 +123,8 @@ class _Upload:
         self.held: list[dict] = []  # messages read before admission, replayed to the app
         self.refused: Refused | None = None
         self.inspector: _FormInspector | None = None
+        self.body_done = False
+        self.deadline = asyncio.get_running_loop().time() + gate.body_timeout
 
     async def admit(self) -> None:
         if self.gate.routes[self.scope["path"]] == "header":
@@ -155,8 +161,24 @@ class _Upload:
                 break
         return self.inspector.token
 
+    async def _receive_in_time(self) -> dict:
+        """The next message of the body, or Refused(408) when the client holds the connection without sending
+        it: nothing for idle_timeout seconds, or not all of it within body_timeout."""
+        if self.body_done:  # after the body: a disconnect, waited for as long as the app likes
+            return await self._receive()
+        left = self.deadline - asyncio.get_running_loop().time()
+        idle = left > self.gate.idle_timeout
+        try:
+            message = await asyncio.wait_for(self._receive(), max(min(left, self.gate.idle_timeout), 0.0))
+        except asyncio.TimeoutError:
+            raise Refused(408, f"the upload sent nothing for {self.gate.idle_timeout:g} s; connection closed" if idle
+                          else f"the upload did not arrive within {self.gate.body_timeout:g} s; connection closed"
+                          ) from None
+        self.body_done = message["type"] != "http.request" or not message.get("more_body", False)
+        return message
+
     async def _next(self) -> dict:
-        message = await self._receive()
+        message = await self._receive_in_time()
         if message["type"] == "http.request":
             body = message.get("body", b"")
             self.read += len(body)
