@@ -186,8 +186,7 @@ def _rank_monitors(lens: LensLogits | None, n_layers: int, concept_ids: list[lis
         return {"wb_lens_intermediate_rank": NO_READING, "bb_output_rank": NO_READING}
     output = output_concept_ranks(lens.logits[:, -1], concept_ids)
     middle = list(LensScope.INTERMEDIATE.layers(n_layers))
-    inner = [int(ranks(lens.logits[k, middle], ids, lens.ascending[k, middle]).min())
-             for k, ids in enumerate(concept_ids)] if middle else []
+    inner = [int(ranks(lens.logits[k, middle], ids).min()) for k, ids in enumerate(concept_ids)] if middle else []
     return {"wb_lens_intermediate_rank": max(map(rank_value, inner), default=NO_READING),
             "bb_output_rank": max(map(rank_value, output))}
 
