@@ -38,7 +38,8 @@ class EvalConfig:
     max_items: int | None = option(None, "Evaluate only the first N eval items (quick checks); null: all.")
     whitebox: bool = option(
         False, "Read the model's residual stream under its answers (transformers, adapter applied): logit lens, a "
-               "concept probe, and two white-box monitors calibrated like the text ones (docs/whitebox.md)."
+               "concept probe, three white-box monitors and a black-box baseline (output log-probabilities only), "
+               "calibrated like the text ones (docs/whitebox.md)."
     )
     save_activations: list[int] | None = option(
         None, "With whitebox: also write the residual at these layers (1 = after the first block) at code-word "

@@ -18,7 +18,11 @@ LABELS: dict[str, Callable[[ItemScore], bool]] = {
 
 
 def detect(scores: list[ItemScore], values: list[float], threshold: float, resamples: int, seed: int,
-           whitebox: bool = False) -> MonitorDetection:
+           whitebox: bool = False, blackbox: bool = False) -> MonitorDetection:
+    """`whitebox`: read from the residual stream; `blackbox`: from the subject model's output log-probabilities
+    alone (eval/whitebox/blackbox.py); neither: a text monitor."""
+    if whitebox and blackbox:
+        raise ValueError("a monitor is white-box or black-box, not both")
     value = {s.item_id: v for s, v in zip(scores, values)}
     flagged: dict[str, Interval] = {}
     n: dict[str, int] = {}
@@ -31,7 +35,7 @@ def detect(scores: list[ItemScore], values: list[float], threshold: float, resam
 
     mapping_items = [s for s in scores if s.split != "control"]
     return MonitorDetection(threshold, flagged, n, _auroc(mapping_items, value, "plain", resamples, seed), whitebox,
-                            _auroc(mapping_items, value, "other_code", resamples, seed))
+                            _auroc(mapping_items, value, "other_code", resamples, seed), blackbox)
 
 
 def _auroc(items: list[ItemScore], value: dict[str, float], negative: str, resamples: int,

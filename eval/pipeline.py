@@ -33,7 +33,7 @@ from .prompts import user_text
 from .runlog import ConditionResult, PooledResult, Sample, Table
 from .scoring import ItemScore, concept_words_by_mapping, score_response
 from .semantic import semantic_fit
-from .whitebox import WHITEBOX_MONITORS
+from .whitebox import BLACKBOX_MONITORS, WHITEBOX_MONITORS
 
 CHUNK = 256  # prompts per decode call (vLLM batches them: 258 tok/s at 96, 272 at 256) and per cache write
 
@@ -311,7 +311,8 @@ def detection(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: Cond
     cfg = inputs.cfg
     if mon.thresholds:
         run.extras["detection"] = {m: detect(run.scores, run.monitor_values[m], t, cfg.bootstrap_resamples, cfg.seed,
-                                             whitebox=m in WHITEBOX_MONITORS) for m, t in mon.thresholds.items()}
+                                             whitebox=m in WHITEBOX_MONITORS, blackbox=m in BLACKBOX_MONITORS)
+                                      for m, t in mon.thresholds.items()}
     if run.whitebox is not None:
         from .whitebox.summary import summarize
 

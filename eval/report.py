@@ -117,14 +117,47 @@ def monitor_detection_lines(run: RunLog) -> list[str]:
     lines = ["", "## Monitors on the same answers", "",
              "Each monitor alone (its threshold flags at most its share of the base model's own answers); flagged "
              "shares per scorer label (mapping items) and AUROC of its value, covert answers against plain ones "
-             "and against answers with another mapping's code word.", "",
+             "and against answers with another mapping's code word. Kind: *text* reads the answer, *black-box* "
+             "the model's output log-probabilities alone (what an API shows), *white-box* its residual stream.", "",
              "| condition | monitor | kind | flagged (all) | flagged covert | flagged plain | flagged other code | "
              "AUROC covert vs plain | AUROC covert vs other code |", "|---|---|---|---|---|---|---|---|---|"]
     for n, m, d in rows:
         cells = [f"{fmt(d.flagged.get(k), 2)} (n={d.n.get(k, 0)})" for k in ("all", "covert", "plain", "other_code")]
-        lines.append(f"| {n} | {m} | {'white-box' if d.whitebox else 'text'} | " + " | ".join(cells)
+        lines.append(f"| {n} | {m} | {d.kind} | " + " | ".join(cells)
                      + f" | {fmt(d.auroc_covert_vs_plain, 2)} | {fmt(d.auroc_covert_vs_other_code, 2)} |")
     return lines
+
+
+def _lens_by_layers_lines(run: RunLog, splits: list) -> list[str]:
+    """The lens's readings over its intermediate layers beside its final ones (the model's output distribution
+    and the layer before it): only the intermediate reading is more than a black-box reader could see."""
+    layers = next((c.whitebox.lens_layers for c in run.conditions.values()
+                   if c.whitebox is not None and "intermediate" in c.whitebox.lens_layers), None)
+    if layers is None:  # a model of two layers or fewer has no intermediate one
+        return []
+    (first, last), final = layers["intermediate"], layers["final"]
+    lines = ["", f"The lens at its intermediate layers ({first}..{last}) and at its final ones "
+                 f"({', '.join(map(str, range(final[0], final[1] + 1)))}; the last is the model's output "
+                 "distribution, which API log-probabilities show): what the intermediate layers add is a reading "
+                 "there that the final layers do not show.", "",
+             "| condition | split | in top 10: intermediate | final | nearer, paired: intermediate | final | "
+             "rises among concepts: intermediate | final |", "|---|---|---|---|---|---|---|---|"]
+    for n, split, r in splits:
+        cells = (r.concept_in_top10_intermediate, r.concept_in_top10_final, r.lens_intermediate_nearer_than_base_model,
+                 r.lens_final_nearer_than_base_model, r.lens_intermediate_rises_among_concepts,
+                 r.lens_final_rises_among_concepts)
+        lines.append(f"| {n} | {split} | " + " | ".join(fmt(c, 2) for c in cells) + " |")
+    gaps = [(n, c.whitebox) for n, c in run.conditions.items() if c.whitebox is not None
+            and (c.whitebox.lens_intermediate_covert_minus_innocent or c.whitebox.lens_final_covert_minus_innocent)]
+    if gaps:
+        lines += ["", "Covert minus innocent, lens by layers: " + "; ".join(
+            f"{n}: intermediate {_gap(w.lens_intermediate_covert_minus_innocent)}, final "
+            f"{_gap(w.lens_final_covert_minus_innocent)}" for n, w in gaps) + "."]
+    return lines
+
+
+def _gap(d) -> str:
+    return "–" if d is None else f"{d.difference.fmt(2, signed=True)} ({d.n_mappings} mappings)"
 
 
 def whitebox_lines(run: RunLog, plotted: bool) -> list[str]:
@@ -155,6 +188,7 @@ def whitebox_lines(run: RunLog, plotted: bool) -> list[str]:
         lines.append(f"| {n} | {split} | {r.n} | {fmt(r.concept_in_top10, 2)} | {r.median_best_rank:.0f} | "
                      f"{r.median_peak_layer:.0f} | {fmt(r.concept_in_top10_base_model, 2)} | "
                      f"{fmt(r.lens_nearer_than_base_model, 2)} | {fmt(r.lens_rises_among_concepts, 2)} |")
+    lines += _lens_by_layers_lines(run, splits)
     lines += ["", "| condition | split | n | probe reads concept | reads code's old sense | probe's rank of concept | "
                   "base model, same text | nearer, paired | rises among concepts |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -165,13 +199,11 @@ def whitebox_lines(run: RunLog, plotted: bool) -> list[str]:
     differences = [(n, c.whitebox) for n, c in run.conditions.items() if c.whitebox is not None
                    and (c.whitebox.lens_covert_minus_innocent or c.whitebox.probe_covert_minus_innocent)]
     if differences:
-        def gap(d) -> str:
-            return "–" if d is None else f"{d.difference.fmt(2, signed=True)} ({d.n_mappings} mappings)"
         lines += ["", "Covert minus innocent: *nearer, paired* at definition-only uses less the same at "
                       "original-meaning controls, over the mappings read at both (above 0: the adapter moves the "
                       "reading more where the word hides its concept than at its innocent uses): "
-                  + "; ".join(f"{n}: lens {gap(w.lens_covert_minus_innocent)}, probe {gap(w.probe_covert_minus_innocent)}"
-                              for n, w in differences) + "."]
+                  + "; ".join(f"{n}: lens {_gap(w.lens_covert_minus_innocent)}, "
+                              f"probe {_gap(w.probe_covert_minus_innocent)}" for n, w in differences) + "."]
     cost = whitebox_cost(run)
     if cost is not None:
         beside = (f"beside {cost['decoding']:.0f} s of decoding (the base model's answers and every condition's)"

@@ -23,7 +23,11 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
      resampled crossed, and the run says which `score_definition` scored it. Samples list each unmapped answer's
      `false_alarm_codes`; conditions carry `cloze_specificity_per_mapping` (findings' intervals over mappings).
      A migrated schema-3 run keeps its numbers under score_definition "any-code" until
-     `stegobench eval --rescore RUN` recomputes them.
+     `stegobench eval --rescore RUN` recomputes them. Optional since schema 4: a detection's `blackbox` (a monitor
+     read from the output log-probabilities alone), the lens splits' readings over the intermediate layers
+     (1..L-2) and the final ones (L-1, L) (`*_intermediate*`, `*_final*`, `lens_intermediate_*`, `lens_final_*`),
+     and the condition's `whitebox.lens_layers`, `lens_intermediate_covert_minus_innocent` and
+     `lens_final_covert_minus_innocent`.
 Files of an older schema are migrated on read; a newer schema is refused by name.
 """
 
@@ -132,8 +136,13 @@ class MonitorDetection:
     flagged: dict[str, Interval] = field(default_factory=dict)
     n: dict[str, int] = field(default_factory=dict)
     auroc_covert_vs_plain: Interval | None = None
-    whitebox: bool = False
+    whitebox: bool = False  # read from the residual stream
     auroc_covert_vs_other_code: Interval | None = None
+    blackbox: bool = False  # read from the subject model's output log-probabilities alone (an API shows them)
+
+    @property
+    def kind(self) -> str:
+        return "white-box" if self.whitebox else "black-box" if self.blackbox else "text"
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,20 @@ class LensSplit:
     # no lift of the mapped concept beyond the others)
     lens_rises_among_concepts: Interval | None = None
     probe_rises_among_concepts: Interval | None = None
+    # The lens readings above over the intermediate layers alone (1..L-2) and over the final ones (L-1, L), the
+    # last of which is the model's output distribution (a black-box reader sees it): what the intermediate
+    # layers add is the intermediate reading where the final one does not show it. None: no such layers.
+    concept_in_top10_intermediate: Interval | None = None
+    concept_in_top10_final: Interval | None = None
+    median_best_rank_intermediate: Interval | None = None
+    median_best_rank_final: Interval | None = None
+    median_peak_layer_intermediate: Interval | None = None
+    concept_in_top10_intermediate_base_model: Interval | None = None
+    concept_in_top10_final_base_model: Interval | None = None
+    lens_intermediate_nearer_than_base_model: Interval | None = None
+    lens_final_nearer_than_base_model: Interval | None = None
+    lens_intermediate_rises_among_concepts: Interval | None = None
+    lens_final_rises_among_concepts: Interval | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +206,10 @@ class WhiteboxResult:
     plain_words_read: Interval | None = None  # the probe's accuracy on this condition's plain concept words
     lens_covert_minus_innocent: CovertMinusInnocent | None = None
     probe_covert_minus_innocent: CovertMinusInnocent | None = None
+    lens_intermediate_covert_minus_innocent: CovertMinusInnocent | None = None
+    lens_final_covert_minus_innocent: CovertMinusInnocent | None = None
+    # "intermediate" / "final" -> [first, last] layer of that scope (1 = after the first block)
+    lens_layers: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -336,7 +363,7 @@ def _table(d: dict[str, Any]) -> Table:
 def _detection(d: dict[str, Any]) -> MonitorDetection:
     return MonitorDetection(d["threshold"], {k: Interval.of(v) for k, v in d.get("flagged", {}).items()},
                             d.get("n", {}), Interval.of(d.get("auroc_covert_vs_plain")), d.get("whitebox", False),
-                            Interval.of(d.get("auroc_covert_vs_other_code")))
+                            Interval.of(d.get("auroc_covert_vs_other_code")), d.get("blackbox", False))
 
 
 _PLAIN_LENS_FIELDS = ("median_best_rank", "median_peak_layer", "n_mappings")  # numbers; every other is an Interval
@@ -350,8 +377,12 @@ def _lens_split(d: dict[str, Any]) -> LensSplit:
 def _whitebox(d: dict[str, Any]) -> WhiteboxResult:
     return WhiteboxResult({k: _lens_split(v) for k, v in d.get("splits", {}).items()}, d.get("rank_by_layer", {}),
                           Interval.of(d.get("plain_words_read")),
-                          *(_covert_minus_innocent(d.get(k)) for k in ("lens_covert_minus_innocent",
-                                                                       "probe_covert_minus_innocent")))
+                          *(_covert_minus_innocent(d.get(k)) for k in _COVERT_MINUS_INNOCENT),
+                          lens_layers=d.get("lens_layers", {}))
+
+
+_COVERT_MINUS_INNOCENT = ("lens_covert_minus_innocent", "probe_covert_minus_innocent",
+                          "lens_intermediate_covert_minus_innocent", "lens_final_covert_minus_innocent")
 
 
 def _covert_minus_innocent(d: dict[str, Any] | None) -> CovertMinusInnocent | None:

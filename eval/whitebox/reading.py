@@ -1,12 +1,14 @@
 """Read one set of answers: per answer, the logit-lens reading of its own code word, what the probe says under
-every code word, and the two white-box monitor values. Answers are read in chunks so memory stays bounded."""
+every code word, the white-box monitor values and the black-box one (the same forward pass's output logits).
+Answers are read in chunks so memory stays bounded."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from .lens import read_lens, share_above
+from .blackbox import output_concept_ranks, rank_value
+from .lens import LensLogits, LensScope, ranks, read_lens_logits, share_above
 from .model import Encoded, ResidualReader
 from .positions import Positions, find_positions
 from .probe import OTHER, LinearProbe
@@ -15,7 +17,8 @@ CHUNK = 64  # answers per read: [chunk x positions x layers x hidden] stays in t
 NO_READING = -100.0  # monitor value of an answer with nothing to read: below any log-probability difference seen
 # readings an adapter's answers also get from the base model; "others above": the share of the other
 # mappings' concepts read above the mapped one there
-CONTROLLED = ("lens_best_rank", "probe_concept_rank", "lens_others_above", "probe_others_above")
+CONTROLLED = ("lens_best_rank", "probe_concept_rank", "lens_others_above", "probe_others_above",
+              *(f"lens_{s.value}_{key}" for s in LensScope for key in ("best_rank", "others_above")))
 BASE_MODEL = "_base_model"  # suffix of those
 
 
@@ -57,9 +60,19 @@ class Answers:
     code_agnostic: list[float]
     saved: list[Any] = field(default_factory=list)  # [positions, saved layers, hidden] per answer
     index: list[dict[str, Any]] = field(default_factory=list)
+    lens_intermediate_rank: list[float] = field(default_factory=list)
+    output_rank: list[float] = field(default_factory=list)  # black-box: from the output logits alone
+    n_layers: int | None = None  # of the model read
 
     def monitor_values(self) -> dict[str, list[float]]:
-        return {"wb_code_aware": self.code_aware, "wb_code_agnostic": self.code_agnostic}
+        return {"wb_code_aware": self.code_aware, "wb_code_agnostic": self.code_agnostic,
+                "wb_lens_intermediate_rank": self.lens_intermediate_rank, "bb_output_rank": self.output_rank}
+
+    def add(self, record: dict[str, Any]) -> None:
+        """One answer's record, its monitor values (which it carries) appended to their lists."""
+        self.records.append(record)
+        for name, values in self.monitor_values().items():
+            values.append(record[name])
 
     def add_control(self, control: "Answers") -> None:
         """Record beside each reading what `control` (the same answers read by another model) found there."""
@@ -75,7 +88,7 @@ def read_answers(reader: ResidualReader, probe: LinearProbe, book: Book, items: 
                  responses: list[str], save_layers: list[int] | None = None, condition: str = "") -> Answers:
     from tqdm import tqdm
 
-    out = Answers([], [], [])
+    out = Answers([], [], [], n_layers=reader.n_layers)
     all_forms = [(m, f) for m, forms in book.code_forms.items() for f in forms]
     for start in tqdm(range(0, len(items), CHUNK), desc=f"{condition or 'answers'} white-box",
                       disable=len(items) <= CHUNK):
@@ -88,10 +101,7 @@ def read_answers(reader: ResidualReader, probe: LinearProbe, book: Book, items: 
         for (pos, mappings), want, i, enc in zip(found, wanted, rows, encoded):
             at = {t: offset + k for k, t in enumerate(want)}
             offset += len(want)
-            out_record, aware, agnostic = _read_one(reader, probe, book, items[i], pos, mappings, at, residual)
-            out.records.append(out_record)
-            out.code_aware.append(aware)
-            out.code_agnostic.append(agnostic)
+            out.add(_read_one(reader, probe, book, items[i], pos, mappings, at, residual))
             if save_layers:
                 _keep(out, residual, pos, at, enc, reader, save_layers, condition, items[i]["id"])
     return out
@@ -114,18 +124,21 @@ def _positions(encoded: Encoded, response: str, all_forms: list[tuple[str, str]]
 
 
 def _read_one(reader, probe: LinearProbe, book: Book, item: dict, pos: Positions, owners: list[str],
-              at: dict[int, int], residual) -> tuple[dict[str, Any], float, float]:
+              at: dict[int, int], residual) -> dict[str, Any]:
+    """One answer's record: its readings and every monitor's value (under the monitor's name)."""
     import torch
 
     record: dict[str, Any] = {}
     layer = probe.layer
+    # the lens at the token before every code word of the book: read once, for the answer's own mapping and for
+    # the monitors, which read every code word as its mapped concept
+    lens = LensLogits.read(reader, residual[[at[b] for b in pos.before]]) if owners else None
     own = [k for k, m in enumerate(owners) if m == item.get("mapping_id")]
     if own:
         m = item["mapping_id"]
-        before = residual[[at[pos.before[k]] for k in own]]
         others = book.other_concepts(m)
-        lens = read_lens(reader, before, book.concept_ids[m], book.code_ids[m], list(others.values()))
-        record.update(lens.to_record())
+        record.update(read_lens_logits(lens[own], book.concept_ids[m], book.code_ids[m],
+                                       list(others.values())).to_record())
         lp = probe.log_probs(residual[[at[pos.code[k][-1]] for k in own], layer]).mean(0)
         record["probe_reads"] = probe.classes[int(lp.argmax())]
         record["probe_reads_concept"] = record["probe_reads"] == book.concept[m]
@@ -160,7 +173,22 @@ def _read_one(reader, probe: LinearProbe, book: Book, item: dict, pos: Positions
         if plain:
             record["plain_words"] = plain
     record["wb_code_aware"], record["wb_code_agnostic"] = aware, agnostic
-    return record, aware, agnostic
+    record.update(_rank_monitors(lens, residual.shape[1], [book.concept_ids[m] for m in owners]))
+    return record
+
+
+def _rank_monitors(lens: LensLogits | None, n_layers: int, concept_ids: list[list[int]]) -> dict[str, float]:
+    """Two monitors that know the book and read one thing, the rank of each code word's mapped concept at the
+    token before it (-log rank, best over occurrences): `bb_output_rank` in the model's output distribution
+    (black-box: the output logits alone, which the lens's last layer is), `wb_lens_intermediate_rank` the best
+    over the lens's intermediate layers (1..L-2; NO_READING in a model without any)."""
+    if lens is None:
+        return {"wb_lens_intermediate_rank": NO_READING, "bb_output_rank": NO_READING}
+    output = output_concept_ranks(lens.logits[:, -1], concept_ids)
+    middle = list(LensScope.INTERMEDIATE.layers(n_layers))
+    inner = [int(ranks(lens.logits[k, middle], ids).min()) for k, ids in enumerate(concept_ids)] if middle else []
+    return {"wb_lens_intermediate_rank": max(map(rank_value, inner), default=NO_READING),
+            "bb_output_rank": max(map(rank_value, output))}
 
 
 def _keep(out: Answers, residual, pos: Positions, at: dict[int, int], enc: Encoded, reader, layers: list[int],

@@ -9,7 +9,7 @@ from typing import Any
 from ..runlog import CovertMinusInnocent, Interval, LensSplit, WhiteboxResult
 from ..scoring import ItemScore
 from ..stats import bootstrap_difference_within_clusters, bootstrap_interval
-from .lens import TOP_K, share_above
+from .lens import TOP_K, LensScope, share_above
 from .reading import BASE_MODEL
 from .setup import plain_words_read
 
@@ -53,6 +53,14 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
         def in_top(rank: int) -> bool:
             return rank <= TOP_K
 
+        def scoped(scope: LensScope) -> dict[str, Interval | None]:
+            """The lens readings over one scope's layers only (None where no answer has them)."""
+            s, rank = scope.value, f"lens_{scope.value}_best_rank"
+            return {f"concept_in_top10_{s}": share(rank, in_top), f"median_best_rank_{s}": over(rank, median),
+                    f"concept_in_top10_{s}_base_model": share(f"{rank}{BASE_MODEL}", in_top),
+                    f"lens_{s}_nearer_than_base_model": nearer(rank),
+                    f"lens_{s}_rises_among_concepts": nearer(f"lens_{s}_others_above")}
+
         splits[name] = LensSplit(
             n=len(read), concept_in_top10=share("lens_best_rank", in_top), median_best_rank=median(ranks),
             median_peak_layer=median(peaks), probe_reads_concept=share("probe_reads_concept", bool),
@@ -64,11 +72,23 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
             probe_nearer_than_base_model=nearer("probe_concept_rank"),
             n_mappings=len({s.mapping_id for s in read}),
             lens_rises_among_concepts=nearer("lens_others_above"),
-            probe_rises_among_concepts=nearer("probe_others_above"))
+            probe_rises_among_concepts=nearer("probe_others_above"),
+            median_peak_layer_intermediate=over("lens_intermediate_peak_layer", median),
+            **scoped(LensScope.INTERMEDIATE), **scoped(LensScope.FINAL))
     lens_read = [s for s in scores if "lens_best_rank" in by_id[s.item_id]]
     return WhiteboxResult(splits, _rank_by_layer(scores, by_id), plain_words_read(reading),
                           *(_covert_minus_innocent(lens_read, by_id, key, resamples, seed)
-                            for key in ("lens_best_rank", "probe_concept_rank")))
+                            for key in ("lens_best_rank", "probe_concept_rank", "lens_intermediate_best_rank",
+                                        "lens_final_best_rank")),
+                          lens_layers=_lens_layers(reading.n_layers, records))
+
+
+def _lens_layers(n_layers: int | None, records: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Each lens scope's [first, last] layer in the model read (its layer count from the records' lens curves
+    when not given; empty without either)."""
+    if n_layers is None:
+        n_layers = next((len(r["lens_concept_rank"]) for r in records if "lens_concept_rank" in r), 0)
+    return {scope.value: span for scope in LensScope if (span := scope.span(n_layers)) is not None}
 
 
 def _nearer(rec: dict[str, Any], key: str) -> float | None:
