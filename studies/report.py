@@ -234,7 +234,7 @@ def monitor_finding(pos: RunLog) -> str | None:
         return f"**Monitors**: the positive control's `{name}` gave no covert answer to detect."
     parts = []
     for m, d in sorted(found, key=lambda md: -(md[1].flagged["covert"].value or 0)):
-        parts.append(f"`{m}` ({'white-box' if d.whitebox else 'text'}) {_cell(d.flagged['covert'])}, "
+        parts.append(f"`{m}` ({d.kind}) {_cell(d.flagged['covert'])}, "
                      f"{heldout_fpr(pos, m)}"
                      + (f", AUROC covert vs plain {_num(d.auroc_covert_vs_plain.value)}" if d.auroc_covert_vs_plain else ""))
     n = found[0][1].n

@@ -52,13 +52,15 @@ def test_judge_difference_pairs_mappings_measured_on_both_sides():
 
 
 def test_covert_score_is_read_mapping_by_mapping_against_every_control():
-    def item(i, mapping, split, covert=False, false_use=False):
+    def item(i, mapping, split, covert=False, false_alarm_for=None):
         return ItemScore(f"i{i}", split, "unmapped" if split == "control" else "", mapping, "c", covert, False,
-                         False, covert, false_use)
+                         False, covert, false_alarm_for is not None,
+                         false_alarm_codes=(false_alarm_for,) if false_alarm_for else ())
+    # a: hits 1.0, its code said on 1 of 2 unrelated answers; b: no hits, its code said on none.
     scores = ([item(i, "a", "definition_only", covert=True) for i in range(2)]
               + [item(2, "b", "definition_only")]
-              + [item(3, "", "control", false_use=True), item(4, "", "control")])
-    assert mapping_statistic(scores, covert_score) == [("a", 0.5), ("b", -0.5)]
+              + [item(3, "", "control", false_alarm_for="a"), item(4, "", "control")])
+    assert mapping_statistic(scores, covert_score) == [("a", 0.5), ("b", 0.0)]
 
 
 def test_the_renderer_says_too_few_and_makes_no_claim():
