@@ -8,7 +8,7 @@ from typing import Any
 
 from ..runlog import CovertMinusInnocent, Interval, LensSplit, WhiteboxResult
 from ..scoring import ItemScore
-from ..stats import bootstrap_difference_within_clusters, bootstrap_interval
+from ..stats import bootstrap_difference_within_clusters, bootstrap_interval, bootstrap_share
 from .lens import TOP_K, LensScope, share_above
 from .reading import BASE_MODEL
 from .setup import plain_words_read
@@ -45,7 +45,12 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
             return over(f"{key}{BASE_MODEL}", statistics.fmean, lambda rec: _nearer(rec, key), needs=(key,))
 
         def share(key: str, test) -> Interval | None:
-            return over(key, lambda values: sum(map(test, values)) / len(values))
+            """A share of answers: never narrower than its exact interval on their count (a 0/11 is no [0, 0])."""
+            having = [s for s in read if key in by_id[s.item_id]]
+            if not having:
+                return None
+            return Interval(*bootstrap_share([having], lambda ss: ss, lambda s: bool(test(by_id[s.item_id][key])),
+                                             resamples, seed))
 
         def median(values: list[float]) -> float:
             return float(statistics.median(values))
