@@ -14,30 +14,17 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import leaderboard_config
+from leaderboard_helpers import copy_folder, edit_config, multipart_scope, request
 from fastapi.testclient import TestClient
 
 from stegobench.benchmark.store import Store
-from stegobench.benchmark.submit import SubmissionRequest, submit_folder
+from stegobench.benchmark.submit import submit_folder
 from stegobench.core.config import to_dict
 
 # Backtracks exponentially on a name that ends in "j" (every module name of a Llama: *_proj): 2^n steps.
 BACKTRACKING = r"(.|.)*[^j]"
 
 
-def _copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
-
-
-def _edit_config(folder: Path, **changes) -> None:
-    cfg = json.loads((folder / "adapter_config.json").read_text())
-    cfg.update(changes)
-    (folder / "adapter_config.json").write_text(json.dumps(cfg))
-
-
-def _req(**kw) -> SubmissionRequest:
-    return SubmissionRequest(**{"display_name": "run", "submitter": "tester", "track": "quickstart",
-                                "base_model": "tiny-llama", **kw})
 
 
 def _files(folder: Path) -> dict:
@@ -79,17 +66,17 @@ def test_a_backtracking_target_pattern_is_refused_within_a_second(tiny_adapter, 
 def test_a_target_pattern_is_stored_as_the_base_modules_it_selects(evaluator, tiny_adapter, tmp_path):
     """The worker, peft and vLLM would each run the submitter's pattern again: the stored config names modules."""
     cfg, store = evaluator
-    folder = _copy(tiny_adapter, tmp_path / "a")
-    _edit_config(folder, target_modules=r"model\.layers\.\d+\.self_attn\.(q|v)_proj")
-    out = submit_folder(cfg, store, _req(), adapter=str(folder))
+    folder = copy_folder(tiny_adapter, tmp_path / "a")
+    edit_config(folder, target_modules=r"model\.layers\.\d+\.self_attn\.(q|v)_proj")
+    out = submit_folder(cfg, store, request(), adapter=str(folder))
     assert out.status == "PENDING", out.reason
     stored = cfg.data_path() / "artifacts" / store.get(out.id)["artifact_sha256"] / "adapter_config.json"
     targets = json.loads(stored.read_text())["target_modules"]
     assert targets == [f"model.layers.{i}.self_attn.{p}_proj" for i in range(2) for p in "qv"], targets
     # The same adapter with the list written out is the same entry.
-    listed = _copy(tiny_adapter, tmp_path / "b")
-    _edit_config(listed, target_modules=targets)
-    assert submit_folder(cfg, store, _req(display_name="b"), adapter=str(listed)).duplicate_of == out.id
+    listed = copy_folder(tiny_adapter, tmp_path / "b")
+    edit_config(listed, target_modules=targets)
+    assert submit_folder(cfg, store, request(display_name="b"), adapter=str(listed)).duplicate_of == out.id
 
 
 def test_a_pattern_is_refused_where_the_base_model_has_no_module_names(tmp_path):
@@ -146,9 +133,9 @@ def test_json_nested_thousands_deep_is_a_named_refusal(evaluator, tiny_adapter, 
     cfg, store = evaluator
     deep = '{"peft_type": "LORA", "x": ' + "[" * 5000 + "]" * 5000 + "}"
     if name == "adapter_config.json":
-        folder = _copy(tiny_adapter, tmp_path / "a")
+        folder = copy_folder(tiny_adapter, tmp_path / "a")
         (folder / name).write_text(deep)
-        out = submit_folder(cfg, store, _req(), adapter=str(folder))
+        out = submit_folder(cfg, store, request(), adapter=str(folder))
     else:
         from stegobench.core.models import resolve_model
 
@@ -156,7 +143,7 @@ def test_json_nested_thousands_deep_is_a_named_refusal(evaluator, tiny_adapter, 
         folder.mkdir()
         shutil.copyfile(resolve_model("tiny-llama").path / "model.safetensors", folder / "model.safetensors")
         (folder / name).write_text(deep)
-        out = submit_folder(cfg, store, _req(), merged=str(folder))
+        out = submit_folder(cfg, store, request(), merged=str(folder))
     assert out.status == "REJECTED" and "5001 levels deep, over the limit of 32" in out.reason, out.reason
 
 
@@ -195,17 +182,17 @@ def test_json_depth_ignores_brackets_in_strings_and_is_linear_on_unclosed_ones()
 def test_every_peft_scaling_rule_and_option_is_checked(evaluator, tiny_adapter, tmp_path, changes, expected):
     """use_rslora scales by alpha/sqrt(r): the alpha/r <= 64 check let a scale of 128 through."""
     cfg, store = evaluator
-    folder = _copy(tiny_adapter, tmp_path / "a")
-    _edit_config(folder, **changes)
-    out = submit_folder(cfg, store, _req(), adapter=str(folder))
+    folder = copy_folder(tiny_adapter, tmp_path / "a")
+    edit_config(folder, **changes)
+    out = submit_folder(cfg, store, request(), adapter=str(folder))
     assert out.status == "REJECTED" and expected in out.reason, out.reason
 
 
 def test_rslora_within_the_limit_is_accepted(evaluator, tiny_adapter, tmp_path):
     cfg, store = evaluator
-    folder = _copy(tiny_adapter, tmp_path / "a")
-    _edit_config(folder, use_rslora=True, lora_alpha=16)  # 16 / sqrt(4) = 8
-    assert submit_folder(cfg, store, _req(), adapter=str(folder)).status == "PENDING"
+    folder = copy_folder(tiny_adapter, tmp_path / "a")
+    edit_config(folder, use_rslora=True, lora_alpha=16)  # 16 / sqrt(4) = 8
+    assert submit_folder(cfg, store, request(), adapter=str(folder)).status == "PENDING"
 
 
 def _stored_files(cfg) -> tuple[set, set]:
@@ -219,15 +206,15 @@ def test_a_refused_duplicate_leaves_no_files(evaluator, tiny_adapter, tmp_path, 
     """A re-indented copy of an adapter was refused as a duplicate but its artifact folder and config blob stayed.
     `race`: the duplicate is only found at the insert (another upload of it won meanwhile)."""
     cfg, store = evaluator
-    first = submit_folder(cfg, store, _req(), adapter=str(tiny_adapter))
+    first = submit_folder(cfg, store, request(), adapter=str(tiny_adapter))
     assert first.status == "PENDING", first.reason
     before = _stored_files(cfg)
-    indented = _copy(tiny_adapter, tmp_path / "indented")
+    indented = copy_folder(tiny_adapter, tmp_path / "indented")
     (indented / "adapter_config.json").write_text(
         json.dumps(json.loads((tiny_adapter / "adapter_config.json").read_text()), indent=5))
     if race:
         monkeypatch.setattr(Store, "holder", lambda self, key: None, raising=True)
-    again = submit_folder(cfg, store, _req(display_name="again"), adapter=str(indented))
+    again = submit_folder(cfg, store, request(display_name="again"), adapter=str(indented))
     assert again.status == "REJECTED" and again.duplicate_of == first.id, again
     assert _stored_files(cfg) == before
     assert not any((cfg.data_path() / "incoming").glob("*"))
@@ -245,10 +232,10 @@ def test_requeue_refuses_a_failed_job_whose_adapter_is_ranked_again(evaluator, t
     from stegobench.benchmark.cli import main
 
     cfg, store = evaluator
-    old = submit_folder(cfg, store, _req(), adapter=str(tiny_adapter))
+    old = submit_folder(cfg, store, request(), adapter=str(tiny_adapter))
     job = store.claim("w")
     assert job.id == old.id and store.fail(job, "crashed", max_attempts=1, final=True) == "FAILED"
-    new = submit_folder(cfg, store, _req(display_name="retry"), adapter=str(tiny_adapter))
+    new = submit_folder(cfg, store, request(display_name="retry"), adapter=str(tiny_adapter))
     assert new.status == "PENDING", new.reason
     job = store.claim("w")
     assert store.finish(job, str(tmp_path), "k", {"score": {"value": 0.5, "low": 0.1, "high": 0.9}})
@@ -262,12 +249,12 @@ def test_requeue_puts_back_a_failed_job_that_nothing_duplicates(evaluator, tiny_
     from stegobench.benchmark.cli import main
 
     cfg, store = evaluator
-    old = submit_folder(cfg, store, _req(), adapter=str(tiny_adapter))
+    old = submit_folder(cfg, store, request(), adapter=str(tiny_adapter))
     store.fail(store.claim("w"), "crashed", max_attempts=1, final=True)
     code = main(["leaderboard", "requeue", "--config", _cli_config(cfg, tmp_path)])
     assert code == 0 and f"requeued 1 FAILED submission(s): #{old.id}" in capsys.readouterr().out
     assert store.get(old.id)["status"] == "PENDING"
-    again = submit_folder(cfg, store, _req(display_name="again"), adapter=str(tiny_adapter))
+    again = submit_folder(cfg, store, request(display_name="again"), adapter=str(tiny_adapter))
     assert again.duplicate_of == old.id  # it holds its key again
 
 
@@ -277,9 +264,9 @@ def test_requeue_puts_back_a_failed_job_that_nothing_duplicates(evaluator, tiny_
 def test_cli_refuses_pickle_weights_whatever_the_case_of_their_suffix(evaluator, tiny_adapter, tmp_path, name):
     """The web refused adapter_model.BIN; the CLI silently dropped it and queued the rest."""
     cfg, store = evaluator
-    folder = _copy(tiny_adapter, tmp_path / "a")
+    folder = copy_folder(tiny_adapter, tmp_path / "a")
     (folder / name).write_bytes(b"\x80\x04 a pickle")
-    out = submit_folder(cfg, store, _req(), adapter=str(folder))
+    out = submit_folder(cfg, store, request(), adapter=str(folder))
     assert out.status == "REJECTED" and f"weights must be safetensors; {name} refused" in out.reason, out.reason
 
 
@@ -305,7 +292,7 @@ HOSTILE_NAME = ("\x1b[2J\x1b]0;pwned\x07\x1b]52;c;ZWNobyBwd25lZA==\x07ok\r| 1 | 
 def test_names_with_control_invisible_or_mixed_script_characters_are_refused(evaluator, name, expected):
     """A name typed with ESC, OSC, BEL, CR or LF was stored and printed raw by `stegobench leaderboard`."""
     cfg, store = evaluator
-    out = submit_folder(cfg, store, _req(display_name=name, base_model="mock:never_code"))
+    out = submit_folder(cfg, store, request(display_name=name, base_model="mock:never_code"))
     assert out.status == "REJECTED" and expected in out.reason, out.reason
     stored = store.get(out.id)
     assert "\x1b" not in stored["display_name"] + stored["reason"] and "\u202e" not in stored["display_name"]
@@ -313,30 +300,30 @@ def test_names_with_control_invisible_or_mixed_script_characters_are_refused(eva
 
 def test_submitter_and_notes_are_checked_too(evaluator):
     cfg, store = evaluator
-    out = submit_folder(cfg, store, _req(submitter="me\x1b[31m", base_model="mock:never_code"))
+    out = submit_folder(cfg, store, request(submitter="me\x1b[31m", base_model="mock:never_code"))
     assert out.status == "REJECTED" and "submitter contains control" in out.reason
-    out = submit_folder(cfg, store, _req(notes="line one\r\nline two\u202e", base_model="mock:never_code"))
+    out = submit_folder(cfg, store, request(notes="line one\r\nline two\u202e", base_model="mock:never_code"))
     assert out.status == "REJECTED" and "notes contains control or invisible characters (\\u202e)" in out.reason
-    out = submit_folder(cfg, store, _req(notes="line one\r\nline two\ttab", base_model="mock:never_code"))
+    out = submit_folder(cfg, store, request(notes="line one\r\nline two\ttab", base_model="mock:never_code"))
     assert out.status == "PENDING", out.reason
 
 
 def test_names_are_nfkc_normalised_and_a_look_alike_of_another_submitters_entry_is_refused(evaluator):
     cfg, store = evaluator
-    first = submit_folder(cfg, store, _req(display_name="Top Model", base_model="mock:never_code"))
+    first = submit_folder(cfg, store, request(display_name="Top Model", base_model="mock:never_code"))
     assert first.status == "PENDING"
     for name in ("ＴＯＰ ＭＯＤＥＬ", "top  model", "top model", "TOP M0DEL"):
-        out = submit_folder(cfg, store, _req(display_name=name, submitter="mallory", base_model="mock:always_code"))
+        out = submit_folder(cfg, store, request(display_name=name, submitter="mallory", base_model="mock:always_code"))
         assert out.status == "REJECTED" and f"reads the same as submission #{first.id}'s 'Top Model'" in out.reason, \
             (name, out.reason)
-    out = submit_folder(cfg, store, _req(display_name="\u0422\u043e\u0440 \u041c\u043e\u0501\u0435\u04cf",
+    out = submit_folder(cfg, store, request(display_name="\u0422\u043e\u0440 \u041c\u043e\u0501\u0435\u04cf",
                                          submitter="mallory", base_model="mock:always_code"))  # all Cyrillic
     assert out.status == "REJECTED" and "reads the same" in out.reason, out.reason
-    mine = submit_folder(cfg, store, _req(display_name="TOP MODEL", base_model="mock:always_code"))
+    mine = submit_folder(cfg, store, request(display_name="TOP MODEL", base_model="mock:always_code"))
     assert mine.status == "PENDING", mine.reason  # the same submitter may name a second entry alike
-    wide = submit_folder(cfg, store, _req(display_name="ｗｉｄｅ", base_model="mock:perfect_covert"))
+    wide = submit_folder(cfg, store, request(display_name="ｗｉｄｅ", base_model="mock:perfect_covert"))
     assert store.get(wide.id)["display_name"] == "wide"  # stored in NFKC form
-    fake = submit_folder(cfg, store, _req(display_name="tiny-llama · base model", submitter="mallory",
+    fake = submit_folder(cfg, store, request(display_name="tiny-llama · base model", submitter="mallory",
                                           base_model="mock:perfect_covert"))
     assert fake.status == "REJECTED" and "reads the same as the baseline row" in fake.reason
 
@@ -431,11 +418,7 @@ def _slow_call(app, path: str, headers: dict[str, str], receive, limit: float) -
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(k.lower().encode(), v.encode()) for k, v in
-                         {"content-type": f"multipart/form-data; boundary={BOUNDARY}", **headers}.items()],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    scope = multipart_scope(path, headers, BOUNDARY)
     import asyncio
 
     start = time.perf_counter()
@@ -481,7 +464,7 @@ def test_worker_once_says_a_job_is_held_by_a_worker_whose_heartbeat_has_not_expi
 
     cfg = leaderboard_config(tmp_path, "heartbeat_timeout_seconds=120")
     store = Store(cfg.db_url())
-    out = submit_folder(cfg, store, _req(base_model="mock:never_code"))
+    out = submit_folder(cfg, store, request(base_model="mock:never_code"))
     assert store.claim("killed-worker").id == out.id  # its worker died just now, heartbeat 0 s old
     code = main(["worker", "--once", "--config", _cli_config(cfg, tmp_path)])
     err = capsys.readouterr().err

@@ -9,25 +9,12 @@ from pathlib import Path
 
 import pytest
 from conftest import leaderboard_config
+from leaderboard_helpers import copy_folder, edit_config, request
 
 from stegobench.benchmark.store import Store
-from stegobench.benchmark.submit import SubmissionRequest, submit_folder, submit_uploads
+from stegobench.benchmark.submit import submit_folder, submit_uploads
 
 
-def _copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
-
-
-def _edit_config(folder: Path, **changes) -> None:
-    cfg = json.loads((folder / "adapter_config.json").read_text())
-    cfg.update(changes)
-    (folder / "adapter_config.json").write_text(json.dumps(cfg))
-
-
-def _req(**kw) -> SubmissionRequest:
-    return SubmissionRequest(**{"display_name": "run", "submitter": "tester", "track": "quickstart",
-                                "base_model": "tiny-llama", **kw})
 
 
 @pytest.fixture
@@ -38,37 +25,37 @@ def evaluator(tmp_path):
 
 def test_good_adapter_is_queued_and_stored_content_addressed(evaluator, tiny_adapter):
     cfg, store = evaluator
-    out = submit_folder(cfg, store, _req(), adapter=str(tiny_adapter))
+    out = submit_folder(cfg, store, request(), adapter=str(tiny_adapter))
     assert out.status == "PENDING", out.reason
     sub = store.get(out.id)
     folder = cfg.data_path() / "artifacts" / sub["artifact_sha256"]
     assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "listing.json"]
     blob = json.loads((folder / "listing.json").read_text())["adapter_model.safetensors"]
     assert (cfg.data_path() / "blobs" / blob[:2] / blob).exists()
-    again = submit_folder(cfg, store, _req(display_name="same weights"), adapter=str(tiny_adapter))
+    again = submit_folder(cfg, store, request(display_name="same weights"), adapter=str(tiny_adapter))
     assert again.status == "REJECTED" and again.duplicate_of == out.id and f"#{out.id}" in again.reason
 
 
 def test_duplicates_are_found_on_canonical_content_and_a_failed_entry_frees_its_slot(evaluator, tiny_adapter, tmp_path):
     """Re-indenting the config or passing --revision listed the same adapter again; a FAILED entry blocked a retry."""
     cfg, store = evaluator
-    first = submit_folder(cfg, store, _req(), adapter=str(tiny_adapter))
+    first = submit_folder(cfg, store, request(), adapter=str(tiny_adapter))
     assert first.status == "PENDING", first.reason
-    indented = _copy(tiny_adapter, tmp_path / "indented")
+    indented = copy_folder(tiny_adapter, tmp_path / "indented")
     (indented / "adapter_config.json").write_text(
         json.dumps(json.loads((tiny_adapter / "adapter_config.json").read_text()), indent=7))
     for label, kwargs, folder in (("indent", {}, indented), ("revision", {"revision": "v2"}, tiny_adapter)):
-        again = submit_folder(cfg, store, _req(display_name=label, **kwargs), adapter=str(folder))
+        again = submit_folder(cfg, store, request(display_name=label, **kwargs), adapter=str(folder))
         assert again.duplicate_of == first.id, (label, again)
-    other = _copy(tiny_adapter, tmp_path / "alpha")
-    _edit_config(other, lora_alpha=16)  # same weights, another adapter: not a duplicate
-    assert submit_folder(cfg, store, _req(display_name="alpha"), adapter=str(other)).status == "PENDING"
+    other = copy_folder(tiny_adapter, tmp_path / "alpha")
+    edit_config(other, lora_alpha=16)  # same weights, another adapter: not a duplicate
+    assert submit_folder(cfg, store, request(display_name="alpha"), adapter=str(other)).status == "PENDING"
     job = store.claim("w")
     while job is not None and job.id != first.id:
         job = store.claim("w")
     store.fail(job, "evaluation crashed", max_attempts=1)
     assert store.get(first.id)["status"] == "FAILED"
-    retry = submit_folder(cfg, store, _req(display_name="retry"), adapter=str(tiny_adapter))
+    retry = submit_folder(cfg, store, request(display_name="retry"), adapter=str(tiny_adapter))
     assert retry.status == "PENDING", retry.reason
 
 
@@ -100,10 +87,10 @@ def test_duplicates_are_found_on_canonical_content_and_a_failed_entry_frees_its_
 ])
 def test_bad_submissions_are_refused_with_their_reason(evaluator, tiny_adapter, tmp_path, case, expected):
     cfg, store = evaluator
-    folder = _copy(tiny_adapter, tmp_path / "a")
-    req = _req()
+    folder = copy_folder(tiny_adapter, tmp_path / "a")
+    req = request()
     if case == "remote_code":
-        _edit_config(folder, auto_mapping={"base_model_class": "Evil", "parent_library": "evil"})
+        edit_config(folder, auto_mapping={"base_model_class": "Evil", "parent_library": "evil"})
     elif case == "pickle":
         (folder / "adapter_model.safetensors").rename(folder / "adapter_model.bin")
     elif case == "not_safetensors":
@@ -111,7 +98,7 @@ def test_bad_submissions_are_refused_with_their_reason(evaluator, tiny_adapter, 
     elif case == "rank":
         cfg.max_adapter_rank = 2
     elif case == "modules_to_save":
-        _edit_config(folder, modules_to_save=["lm_head"])
+        edit_config(folder, modules_to_save=["lm_head"])
     elif case == "wrong_base":
         import torch
         from safetensors.torch import load_file, save_file
@@ -120,28 +107,28 @@ def test_bad_submissions_are_refused_with_their_reason(evaluator, tiny_adapter, 
         save_file({k: torch.zeros(v.shape[0], v.shape[1] * 2) if "lora_A" in k else v for k, v in tensors.items()},
                   str(folder / "adapter_model.safetensors"))
     elif case == "layer_replication":
-        _edit_config(folder, layer_replication=[[0, 2]] * 100)
+        edit_config(folder, layer_replication=[[0, 2]] * 100)
     elif case == "dora":
-        _edit_config(folder, use_dora=True)
+        edit_config(folder, use_dora=True)
     elif case == "alpha_huge":
-        _edit_config(folder, lora_alpha=4096)
+        edit_config(folder, lora_alpha=4096)
     elif case == "alpha_nan":
         (folder / "adapter_config.json").write_text(
             (folder / "adapter_config.json").read_text().replace('"lora_alpha": 8', '"lora_alpha": NaN'))
     elif case == "not_targeted":
-        _edit_config(folder, target_modules=["q_proj"])  # the tensors also adapt v_proj
+        edit_config(folder, target_modules=["q_proj"])  # the tensors also adapt v_proj
     elif case == "r_lies":
-        _edit_config(folder, r=2)  # the tensors have rank 4: served as r 2, the scale alpha / r doubles
+        edit_config(folder, r=2)  # the tensors have rank 4: served as r 2, the scale alpha / r doubles
     elif case == "r_missing":
-        _edit_config(folder, r=None)
+        edit_config(folder, r=None)
     elif case == "rank_pattern":
-        _edit_config(folder, rank_pattern={"q_proj": 2})
+        edit_config(folder, rank_pattern={"q_proj": 2})
     elif case == "regex_not_matching":
-        _edit_config(folder, target_modules=r".*\.q_proj")  # a regular expression: the v_proj tensors are outside it
+        edit_config(folder, target_modules=r".*\.q_proj")  # a regular expression: the v_proj tensors are outside it
     elif case == "targets_not_names":
-        _edit_config(folder, target_modules=[1, 2])
+        edit_config(folder, target_modules=[1, 2])
     elif case == "layer_outside":
-        _edit_config(folder, layers_to_transform=[1])  # the tensors also adapt layer 0
+        edit_config(folder, layers_to_transform=[1])  # the tensors also adapt layer 0
     elif case in ("missing_b", "rank_mismatch", "nan"):
         import torch
         from safetensors.torch import load_file, save_file
@@ -158,9 +145,9 @@ def test_bad_submissions_are_refused_with_their_reason(evaluator, tiny_adapter, 
     elif case == "size":
         cfg.max_upload_mb = 0.001
     elif case == "track":
-        req = _req(track="../../x")
+        req = request(track="../../x")
     elif case == "base":
-        req = _req(base_model="gpt2-xl")
+        req = request(base_model="gpt2-xl")
     out = submit_folder(cfg, store, req, adapter=str(folder))
     assert out.status == "REJECTED" and expected in out.reason, out.reason
     assert store.get(out.id)["reason"] == out.reason  # stored, for the submitter to read
@@ -172,10 +159,10 @@ def test_pickle_is_refused_without_being_opened(evaluator, tiny_adapter, tmp_pat
     import torch
 
     cfg, store = evaluator
-    folder = _copy(tiny_adapter, tmp_path / "a")
+    folder = copy_folder(tiny_adapter, tmp_path / "a")
     (folder / "adapter_model.safetensors").rename(folder / "adapter_model.bin")
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a pickle was loaded"))
-    assert submit_folder(cfg, store, _req(), adapter=str(folder)).status == "REJECTED"
+    assert submit_folder(cfg, store, request(), adapter=str(folder)).status == "REJECTED"
 
 
 def test_uploaded_names_never_become_paths(evaluator, tiny_adapter, tmp_path):
@@ -183,7 +170,7 @@ def test_uploaded_names_never_become_paths(evaluator, tiny_adapter, tmp_path):
     cfg, store = evaluator
     before = set(tmp_path.parent.iterdir())
     with open(tiny_adapter / "adapter_config.json", "rb") as c, open(tiny_adapter / "adapter_model.safetensors", "rb") as w:
-        out = submit_uploads(cfg, store, _req(display_name="../../x", submitter="../../x"), "adapter",
+        out = submit_uploads(cfg, store, request(display_name="../../x", submitter="../../x"), "adapter",
                              {"adapter_config.json": ("../../x", c), "adapter_model.safetensors": ("../../../etc/x", w)})
     assert out.status == "PENDING", out.reason
     assert set(tmp_path.parent.iterdir()) == before
@@ -201,14 +188,14 @@ def test_merged_model_needs_safe_config_and_matching_tensors(evaluator, tmp_path
     merged.mkdir()
     for name in ("config.json", "model.safetensors"):
         shutil.copyfile(base / name, merged / name)
-    ok = submit_folder(cfg, store, _req(), merged=str(merged))
+    ok = submit_folder(cfg, store, request(), merged=str(merged))
     assert ok.status == "PENDING", ok.reason
     assert (cfg.data_path() / "artifacts" / store.get(ok.id)["artifact_sha256"] / "tokenizer.json").exists()
-    evil = _copy(merged, tmp_path / "evil")
+    evil = copy_folder(merged, tmp_path / "evil")
     conf = json.loads((evil / "config.json").read_text())
     conf["auto_map"] = {"AutoModelForCausalLM": "evil.Model"}
     (evil / "config.json").write_text(json.dumps(conf))
-    out = submit_folder(cfg, store, _req(display_name="evil"), merged=str(evil))
+    out = submit_folder(cfg, store, request(display_name="evil"), merged=str(evil))
     assert out.status == "REJECTED" and "trust_remote_code" in out.reason
 
 
@@ -225,7 +212,7 @@ def test_special_files_are_refused_by_name_with_an_accurate_reason(evaluator, ti
     import os
 
     cfg, store = evaluator
-    folder = _copy(tiny_adapter, tmp_path / "a")
+    folder = copy_folder(tiny_adapter, tmp_path / "a")
     secret = tmp_path / "secret.json"
     secret.write_text('{"password": "hunter2"}')
     if case == "linked_config":
@@ -240,8 +227,8 @@ def test_special_files_are_refused_by_name_with_an_accurate_reason(evaluator, ti
     elif case == "folder_as_weights":
         (folder / "adapter_model.bin").mkdir()
     elif case == "trust_remote_code":
-        _edit_config(folder, trust_remote_code=True)
-    out = submit_folder(cfg, store, _req(), adapter=str(folder))
+        edit_config(folder, trust_remote_code=True)
+    out = submit_folder(cfg, store, request(), adapter=str(folder))
     assert out.status == "REJECTED" and expected in out.reason, out.reason
     assert "hunter2" not in out.reason and str(tmp_path) not in out.reason
     assert not (cfg.data_path() / "artifacts").exists()
@@ -259,9 +246,9 @@ def test_names_that_are_not_utf8_are_refused_and_leave_no_orphan(evaluator, tiny
     import os
 
     cfg, store = evaluator
-    folder = _copy(tiny_adapter, tmp_path / "a")
-    req = {"display_name": _req(display_name="run\udcff"), "submitter": _req(submitter="me\udcfe"),
-           "nul": _req(notes="a\x00b"), "file_name": _req()}[case]
+    folder = copy_folder(tiny_adapter, tmp_path / "a")
+    req = {"display_name": request(display_name="run\udcff"), "submitter": request(submitter="me\udcfe"),
+           "nul": request(notes="a\x00b"), "file_name": request()}[case]
     if case == "file_name":
         (folder / os.fsdecode(b"\xff.bin")).write_bytes(b"x")
     out = submit_folder(cfg, store, req, adapter=str(folder))
@@ -297,11 +284,11 @@ def test_target_modules_match_as_peft_matches_them(tiny_adapter, tmp_path):
     base = resolve_model("tiny-llama").path
     for i, targets in enumerate((["q_proj", "v_proj"], ["self_attn.q_proj", "self_attn.v_proj"],
                                  r"model\.layers\.\d+\.self_attn\.(q|v)_proj", "all-linear")):
-        folder = _copy(tiny_adapter, tmp_path / f"ok{i}")
-        _edit_config(folder, target_modules=targets)
+        folder = copy_folder(tiny_adapter, tmp_path / f"ok{i}")
+        edit_config(folder, target_modules=targets)
         check_adapter_tensors(folder, base)
     for i, targets in enumerate((["self_attn.q_proj"], ["mlp.v_proj"], r"q_proj")):  # a regex must match whole names
-        folder = _copy(tiny_adapter, tmp_path / f"bad{i}")
-        _edit_config(folder, target_modules=targets)
+        folder = copy_folder(tiny_adapter, tmp_path / f"bad{i}")
+        edit_config(folder, target_modules=targets)
         with pytest.raises(AdapterMismatch, match="target_modules"):
             check_adapter_tensors(folder, base)

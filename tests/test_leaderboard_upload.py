@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, leaderboard_config
+from leaderboard_helpers import multipart_scope
 from fastapi.testclient import TestClient
 
 from stegobench.benchmark.artifacts import staging
@@ -63,11 +64,7 @@ def _call(app, path: str, headers: dict[str, str], body: Pulled) -> tuple[int, b
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(k.lower().encode(), v.encode()) for k, v in
-                         {"content-type": f"multipart/form-data; boundary={BOUNDARY}", **headers}.items()],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    scope = multipart_scope(path, headers, BOUNDARY)
     asyncio.run(app(scope, body.receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")
     return start["status"], b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
