@@ -101,6 +101,8 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
         environment=environment(),
         whitebox_probe=monitoring.whitebox.summary if monitoring.whitebox is not None else None,
         calibration_seconds=monitoring.seconds or None,
+        monitor_calibration=monitoring.calibration or None,
+        heldout_fpr_union=monitoring.union,
     )
     samples = [s for r in runs.values() for s in r.samples(inputs.items)]
     publish_run(run, samples, out, overwrite, extras=_extras(cfg, runs))
