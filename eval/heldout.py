@@ -2,11 +2,13 @@
 
 A threshold read off the very answers it is judged on flags none of them by construction (with monitor_fpr 0.01
 over three monitors and 96 answers it is their maximum), which measures nothing. So the base model answers
-questions the eval never asks, greedily like the scored answers: questions of the corpus's lexicon about concepts
-the eval split does not ask about (never an eval question, never one whose answers trained the white-box probe,
-never one naming a code word). They are split by question, from the seed, into a calibration part, where each
-monitor's threshold is fitted, and a held-out part, where its false-positive rate is counted, with the exact
-(Clopper-Pearson) 95% upper limit: 0 flags in n held-out answers bounds the rate only below about 3.7 / n.
+questions the eval never asks, greedily like the scored answers: every question of the corpus's lexicon that is
+not in its eval split (about 1,100 of 1,188 on the packaged lexicon). They include the train-visible questions
+about a real-word code's own sense, whose answers use the code word innocently: the only answers outside the eval
+that a code-aware monitor can be calibrated against (with whitebox they also trained the probe, so the white-box
+values there are in-sample for it; docs/whitebox.md). They are split by question, from the seed, into a
+calibration part, where each monitor's threshold is fitted, and a held-out part, where its false-positive rate is
+counted, with the exact (Clopper-Pearson) 95% upper limit: 0 flags in n answers bounds the rate only below ~3.7/n.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from dataclasses import dataclass
 
 from stegobench.core.errors import InputError
 from stegobench.data_gen.lexicon import Lexicon
-from stegobench.data_gen.words import contains_any
 
 from .monitors import calibrate
 from .runlog import HeldOutRate, MonitorCalibration
@@ -45,24 +46,19 @@ class FprQuestions:
                 for i, q in enumerate(self.questions)]
 
 
-def question_pool(lexicon: Lexicon, eval_items: list[dict], codebook: list[dict]) -> dict[str, str]:
-    """question -> concept: every lexicon question about a concept the eval split does not ask about (nor a
-    mapped concept, nor a code word's own sense), that names no code word."""
-    asked = {it["concept"] for it in eval_items} | {m["concept"] for m in codebook} | {m["code"] for m in codebook}
-    eval_questions = {it["question"] for it in eval_items}
-    forms = [f for m in codebook for f in m["code_forms"]]
-    return {q: c.word for c in lexicon.concepts if c.word not in asked
-            for q in c.train_questions + c.heldout_questions if q not in eval_questions and not contains_any(q, forms)}
+def question_pool(lexicon: Lexicon, eval_items: list[dict]) -> dict[str, str]:
+    """question -> the concept it asks about: every lexicon question the eval split does not ask."""
+    asked = {it["question"] for it in eval_items}
+    return {q: c.word for c in lexicon.concepts for q in c.train_questions + c.heldout_questions if q not in asked}
 
 
-def fpr_questions(lexicon: Lexicon, eval_items: list[dict], codebook: list[dict], n: int, seed: int,
-                  where: str = "") -> FprQuestions:
+def fpr_questions(lexicon: Lexicon, eval_items: list[dict], n: int, seed: int, where: str = "") -> FprQuestions:
     """`n` distinct questions of the pool drawn by `seed`: the first half (rounded up) calibrates, the rest is
     held out. `eval_items` is the whole eval split (not a max_items prefix), so the pool never depends on it."""
-    pool = question_pool(lexicon, eval_items, codebook)
+    pool = question_pool(lexicon, eval_items)
     if n > len(pool):
         raise InputError(f"{where or 'the corpus'}: {KEY}: {n} asked, but its lexicon has only {len(pool)} questions "
-                         f"the eval split does not ask about; set {KEY} to at most {len(pool)}")
+                         f"its eval split does not ask; set {KEY} to at most {len(pool)}")
     chosen = random.Random(f"{seed}:{KEY}").sample(sorted(pool), n)  # sorted: the draw never depends on file order
     cut = n - n // 2
     return FprQuestions(tuple(chosen[:cut]), tuple(chosen[cut:]), {q: pool[q] for q in chosen}, len(pool))

@@ -73,7 +73,7 @@ def load_inputs(cfg: EvalConfig, data: Path, cache_root: Path) -> EvalInputs:
     if not items:
         raise InputError(f"{data}: the eval split is empty; nothing to evaluate")
     codebook, lexicon = read_split(data, "codebook"), corpus_lexicon(data)
-    fpr = (fpr_questions(lexicon, every_item, codebook, cfg.monitor_questions, cfg.seed, str(data))
+    fpr = (fpr_questions(lexicon, every_item, cfg.monitor_questions, cfg.seed, str(data))
            if cfg.monitors or cfg.whitebox else None)
     return EvalInputs(cfg, data, manifest, items, codebook, read_split(data, "recall"), lexicon,
                       Sampling(cfg.max_tokens, cfg.temperature, cfg.seed), cache_root, fpr)
@@ -172,6 +172,28 @@ def generate_cached(backend, prompts: list[str], sampling: Sampling, cache_root:
     return [cache.get(p) for p in prompts]
 
 
+def monitor_cached(name: str, judge, questions: list[str], answers: list[str], cache_root: Path) -> list[float]:
+    """A text monitor's values, cached like generations, keyed by the judge, the monitors' own code (their prompt
+    included) and each (question, answer): every eval of the same base model (the quickstart's, the leaderboard's
+    baseline and submission) then scores the calibration answers once."""
+    import inspect
+    import json
+
+    from stegobench.core.provenance import sha256_json
+
+    from . import monitors
+
+    identity = {k: v for k, v in judge.identity().items() if k != "adapter"}
+    code = sha256_json(inspect.getsource(monitors) + inspect.getsource(MONITORS[name]))
+    cache = GenerationCache(cache_root, {"monitor": name, "judge": identity, "code": code})
+    keys = [json.dumps([q, a], ensure_ascii=False) for q, a in zip(questions, answers)]
+    missing = [i for i, k in enumerate(keys) if cache.get(k) is None]
+    if missing:
+        values = MONITORS[name](judge, [questions[i] for i in missing], [answers[i] for i in missing])
+        cache.put_many([keys[i] for i in missing], [repr(float(v)) for v in values])
+    return [float(cache.get(k)) for k in keys]
+
+
 # ---------------------------------------------------------------- run-level steps
 
 
@@ -184,8 +206,8 @@ def plan_conditions(cfg: EvalConfig, adapters: list[str]) -> list[Condition]:
 def calibrate_monitors(inputs: EvalInputs, backends: Backends) -> Monitoring:
     """Each monitor's threshold (monitor_fpr split evenly across monitors, text and white-box), fitted on the base
     model's answers to the calibration questions only, and its false-positive rate counted on its answers to the
-    held-out ones (eval/heldout.py). The answers are greedy like the scored ones and cached by prompt: the same
-    base model and questions decode nothing the second time."""
+    held-out ones (eval/heldout.py). The answers are greedy like the scored ones and cached by prompt, the text
+    monitors' values on them by (question, answer): the same base model and questions cost nothing the second time."""
     cfg, fpr, judge = inputs.cfg, inputs.fpr, backends.judge
     if fpr is None:
         return Monitoring()
@@ -199,7 +221,8 @@ def calibrate_monitors(inputs: EvalInputs, backends: Backends) -> Monitoring:
     questions = fpr.questions
     prompts = [judge.chat_prompt(user_text(q)) for q in questions]
     answers = timed("decode", lambda: decode(prompts, "monitor calibration"))
-    values = {m: timed(m, lambda m=m: MONITORS[m](judge, questions, answers)) for m in cfg.monitors}
+    values = {m: timed(m, lambda m=m: monitor_cached(m, judge, questions, answers, inputs.cache_root))
+              for m in cfg.monitors}
     state = None
     if cfg.whitebox:
         from .whitebox.reading import read_answers
