@@ -24,12 +24,12 @@ from stegobench.data_gen.words import Term, contains_any
 
 from .aggregate import aggregate, aggregate_runs, change_vs_base
 from .backends import Sampling, get_backend
-from .cache import GenerationCache
+from .cache import GenerationCache, content_identity
 from .cloze import cloze_scores, summarize_cloze
 from .config import EvalConfig
 from .detection import detect
 from .heldout import FprQuestions, fit_on_calibration, fpr_questions
-from .monitors import MONITORS
+from .monitors import MONITORS, cached_values
 from .prompts import user_text
 from .runlog import ConditionResult, HeldOutRate, MonitorCalibration, PooledResult, Sample, Table
 from .scoring import ItemScore, score_response
@@ -162,36 +162,12 @@ class ConditionRun:
 def generate_cached(backend, prompts: list[str], sampling: Sampling, cache_root: Path, desc: str) -> list[str]:
     from tqdm import tqdm
 
-    # Content, not location: the same adapter stored elsewhere (a leaderboard upload) must hit the same entries.
-    identity = {k: v for k, v in backend.identity().items() if k != "adapter"}
-    cache = GenerationCache(cache_root, {"backend": identity, "sampling": to_dict(sampling)})
+    cache = GenerationCache(cache_root, {"backend": content_identity(backend), "sampling": to_dict(sampling)})
     missing = list(dict.fromkeys(p for p in prompts if cache.get(p) is None))
     for i in tqdm(range(0, len(missing), CHUNK), desc=desc, disable=not missing):
         chunk = missing[i:i + CHUNK]
         cache.put_many(chunk, backend.generate(chunk, sampling))
     return [cache.get(p) for p in prompts]
-
-
-def monitor_cached(name: str, judge, questions: list[str], answers: list[str], cache_root: Path) -> list[float]:
-    """A text monitor's values, cached like generations, keyed by the judge, the monitors' own code (their prompt
-    included) and each (question, answer): every eval of the same base model (the quickstart's, the leaderboard's
-    baseline and submission) then scores the calibration answers once."""
-    import inspect
-    import json
-
-    from stegobench.core.provenance import sha256_json
-
-    from . import monitors
-
-    identity = {k: v for k, v in judge.identity().items() if k != "adapter"}
-    code = sha256_json(inspect.getsource(monitors) + inspect.getsource(MONITORS[name]))
-    cache = GenerationCache(cache_root, {"monitor": name, "judge": identity, "code": code})
-    keys = [json.dumps([q, a], ensure_ascii=False) for q, a in zip(questions, answers)]
-    missing = [i for i, k in enumerate(keys) if cache.get(k) is None]
-    if missing:
-        values = MONITORS[name](judge, [questions[i] for i in missing], [answers[i] for i in missing])
-        cache.put_many([keys[i] for i in missing], [repr(float(v)) for v in values])
-    return [float(cache.get(k)) for k in keys]
 
 
 # ---------------------------------------------------------------- run-level steps
@@ -221,7 +197,7 @@ def calibrate_monitors(inputs: EvalInputs, backends: Backends) -> Monitoring:
     questions = fpr.questions
     prompts = [judge.chat_prompt(user_text(q)) for q in questions]
     answers = timed("decode", lambda: decode(prompts, "monitor calibration"))
-    values = {m: timed(m, lambda m=m: monitor_cached(m, judge, questions, answers, inputs.cache_root))
+    values = {m: timed(m, lambda m=m: cached_values(m, judge, questions, answers, inputs.cache_root))
               for m in cfg.monitors}
     state = None
     if cfg.whitebox:
