@@ -39,7 +39,7 @@ class EvalConfig:
     )
     monitor_questions: int = option(
         384, "Distinct lexicon questions the eval never asks (about 1,090 on the packaged lexicon) that the base model "
-             "answers greedily for the monitors: the first half fits the thresholds, the other half measures "
+             "answers greedily for the monitors: half fit the thresholds, the other half (held out) measures "
              "each monitor's false-positive rate. 0 of n held-out answers flagged bounds the rate below ~3.7/n."
     )
     max_items: int | None = option(None, "Evaluate only the first N eval items (quick checks); null: all.")

@@ -53,15 +53,17 @@ def question_pool(lexicon: Lexicon, eval_items: list[dict]) -> dict[str, str]:
 
 
 def fpr_questions(lexicon: Lexicon, eval_items: list[dict], n: int, seed: int, where: str = "") -> FprQuestions:
-    """`n` distinct questions of the pool drawn by `seed`: the first half (rounded up) calibrates, the rest is
-    held out. `eval_items` is the whole eval split (not a max_items prefix), so the pool never depends on it."""
+    """The first `n` questions of the pool shuffled by `seed`, alternately calibration and held out (calibration
+    gets the odd one out). A larger `n` only adds questions, each keeping its part, so its answers extend the cached
+    ones. `eval_items` is the whole eval split (not a max_items prefix), so the pool never depends on it."""
     pool = question_pool(lexicon, eval_items)
     if n > len(pool):
         raise InputError(f"{where or 'the corpus'}: {KEY}: {n} asked, but its lexicon has only {len(pool)} questions "
                          f"its eval split does not ask; set {KEY} to at most {len(pool)}")
-    chosen = random.Random(f"{seed}:{KEY}").sample(sorted(pool), n)  # sorted: the draw never depends on file order
-    cut = n - n // 2
-    return FprQuestions(tuple(chosen[:cut]), tuple(chosen[cut:]), {q: pool[q] for q in chosen}, len(pool))
+    order = sorted(pool)  # the draw never depends on the lexicon file's order
+    random.Random(f"{seed}:{KEY}").shuffle(order)
+    chosen = order[:n]
+    return FprQuestions(tuple(chosen[0::2]), tuple(chosen[1::2]), {q: pool[q] for q in chosen}, len(pool))
 
 
 def heldout_rate(flags: list[bool]) -> HeldOutRate:
