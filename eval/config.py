@@ -38,7 +38,7 @@ class EvalConfig:
               "measured on held-out ones (monitor_questions) and reported with its exact upper limit."
     )
     monitor_questions: int = option(
-        384, "Distinct lexicon questions the eval never asks (about 1,090 on the packaged lexicon) that the base model "
+        192, "Distinct lexicon questions the eval never asks (about 1,090 on the packaged lexicon) that the base model "
              "answers greedily for the monitors: half fit the thresholds, the other half (held out) measures "
              "each monitor's false-positive rate. 0 of n held-out answers flagged bounds the rate below ~3.7/n."
     )
