@@ -54,7 +54,8 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     """Evaluate `model` (conditions base / in-context) and each adapter on `data`'s eval split into `out`.
 
     `judge_model` (default: `model`) is the base model that judges semantic fit and runs the monitors, whose
-    thresholds are calibrated on its own answers; a merged fine-tuned model is judged by its base model.
+    thresholds are fitted on its answers to calibration questions (their false-positive rates measured on held-out
+    ones, eval/heldout.py); a merged fine-tuned model is judged by its base model.
     """
     start = time.perf_counter()
     data, out = Path(data), Path(out)

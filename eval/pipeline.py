@@ -1,4 +1,5 @@
-"""The steps of an eval run, in order: load inputs → open backends → calibrate monitors → plan conditions →
+"""The steps of an eval run, in order: load inputs → open backends → calibrate monitors (thresholds on base answers
+to calibration questions, false-positive rates on held-out ones) → plan conditions →
 for each condition (decode → white-box reading → monitor → score → detection → recall → cloze) → pool adapters →
 compare with base.
 
@@ -262,7 +263,7 @@ def read_whitebox(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: 
     from .whitebox.reading import read_answers
 
     if run.cond.adapter is None and (run.prompts, run.responses) == (wb.base_prompts, wb.base_answers):
-        run.whitebox = wb.base_reading  # the calibration answers themselves
+        run.whitebox = wb.base_reading  # read at setup
     else:
         with wb.reader.adapter(run.cond.adapter):
             run.whitebox = read_answers(wb.reader, wb.probe, wb.book, inputs.items, run.prompts, run.responses,

@@ -301,7 +301,8 @@ class RunLog:
     judge_model: dict[str, Any] | None = None
     pooled: PooledResult | None = None
     whitebox_probe: ProbeSummary | None = None
-    # before any condition: decoding the base model's answers, each monitor's values on them, the white-box setup
+    # before any condition: decoding the base model's calibration answers, each monitor's values on them, the
+    # white-box setup and its reading of them
     calibration_seconds: dict[str, float] | None = None
     # per monitor: its threshold and its false-positive rate on held-out base answers (eval/heldout.py)
     monitor_calibration: dict[str, MonitorCalibration] | None = None
