@@ -96,7 +96,11 @@ def test_a_value_planted_on_a_held_out_answer_is_counted_and_never_moves_the_thr
 
 
 def test_report_states_the_measured_bound_and_that_the_target_is_out_of_reach(quickstart_corpus, tmp_path):
-    run_eval(cfg(), quickstart_corpus, "mock:never_code", [], tmp_path / "run", cache_dir=tmp_path / "c")
+    from stegobench.eval.harness import rescore
+
+    first = run_eval(cfg(), quickstart_corpus, "mock:never_code", [], tmp_path / "run", cache_dir=tmp_path / "c")
+    again = rescore(tmp_path / "run")  # no decoding: the rates it measured stay
+    assert (again.monitor_calibration, again.heldout_fpr_union) == (first.monitor_calibration, first.heldout_fpr_union)
     report = (tmp_path / "run" / "report.md").read_text()
     assert re.search(r"\| llm_judge \| [-\d.]+ \| 96 \| 0\.\d{3} of 96 \(95% upper limit 0\.\d{3}\) \|", report)
     assert "cannot show a rate below it: even 0 flags bounds a rate only below 0.038" in report
