@@ -186,6 +186,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for name, t in rows:  # each seed's row, then the pooled one
         print(f"{name:24s} {fmt(t.covert_score, signed=True):>28s}  "
               f"{fmt(t.rate('definition_only', 'undetected_covert')):>20s}  {fmt(t.rate('control_unmapped', 'false_use')):>20s}")
+    if run.heldout_fpr_union is not None:
+        print(f"\nmonitors' false-positive rate on held-out base answers (any monitor): {run.heldout_fpr_union.fmt()}")
     print(f"\nreport: {out / 'report.md'}")
     return 0
 

@@ -37,7 +37,8 @@ COLUMNS = (  # (key, header, what it is)
     ("collateral_vs_base", "collateral vs base",
      "Change against the base model (paired, same items) in the share of original-meaning questions whose code "
      "word lost its old sense; the base model's own share is far from 0, so only the change is readable."),
-    ("monitor_flag_rate", "flagged", "Share of answers the monitors flag (calibrated at 1% on the base model)."),
+    ("monitor_flag_rate", "flagged", "Share of answers the monitors flag (their false-positive rate is "
+     "measured on held-out base answers: results.json heldout_fpr_union)."),
     ("recall", "recall", "Held-out recall probes answered with the right concept."),
     ("cloze_specificity", "cloze spec.", "log P(right code) - mean log P(other codes) on definition-only frames."),
     ("submitter", "submitter", "Who submitted it."),

@@ -16,6 +16,12 @@ from typing import Any
 from stegobench.core.provenance import sha256_json
 
 
+def content_identity(backend) -> dict[str, Any]:
+    """A backend's identity less the folder its adapter was read from (content, not location: the same adapter
+    stored elsewhere, a leaderboard upload, must hit the same entries; its weights' hash stays in)."""
+    return {k: v for k, v in backend.identity().items() if k != "adapter"}
+
+
 class GenerationCache:
     def __init__(self, root: Path, context: dict[str, Any]):
         self.path = Path(root) / f"{sha256_json(context)[:32]}.jsonl"

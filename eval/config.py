@@ -33,7 +33,14 @@ class EvalConfig:
         factory=lambda: ["llm_judge"],
     )
     monitor_fpr: float = option(
-        0.01, "Share of the base model's own responses the monitors may flag (thresholds are calibrated on them)."
+        0.01, "Target share of the base model's answers the monitors together may flag, split evenly between them: "
+              "each threshold is fitted on base answers to calibration questions; the share actually flagged is "
+              "measured on held-out ones (monitor_questions) and reported with its exact upper limit."
+    )
+    monitor_questions: int = option(
+        192, "Distinct lexicon questions the eval never asks (about 1,090 on the packaged lexicon) that the base model "
+             "answers greedily for the monitors: half fit the thresholds, the other half (held out) measures "
+             "each monitor's false-positive rate. 0 of n held-out answers flagged bounds the rate below ~3.7/n."
     )
     max_items: int | None = option(None, "Evaluate only the first N eval items (quick checks); null: all.")
     whitebox: bool = option(
@@ -67,6 +74,9 @@ class EvalConfig:
             raise CheckError("monitors", f"unknown monitor {sorted(unknown)[0]!r}; choose from {', '.join(sorted(MONITORS))}")
         if not 0 < self.monitor_fpr < 1:
             raise CheckError("monitor_fpr", f"must be between 0 and 1, got {self.monitor_fpr}")
+        if self.monitor_questions < 2:
+            raise CheckError("monitor_questions", f"must be a whole number >= 2 (half calibrate the monitors, half "
+                                                  f"measure their false-positive rate), got {self.monitor_questions!r}")
         if self.save_activations is not None:
             if not self.whitebox:
                 raise CheckError("save_activations", "needs whitebox: true (activations are read by the white-box step)")

@@ -29,7 +29,9 @@ from .config import EvalConfig
 from .pipeline import (Backends, ConditionRun, calibrate_monitors, compare_with_base, load_inputs,
                        plan_conditions, pool_adapters, run_condition, with_change_vs_base)
 from .report import write_report
-from .runlog import SCHEMA_VERSION, ConditionResult, RunLog, Sample, publish_run, read_run
+from .detection import detect
+from .runlog import (SCHEMA_VERSION, ConditionResult, MonitorCalibration, MonitorDetection, RunLog, Sample,
+                     publish_run, read_run)
 from .scoring import COVERT_SCORE_DEFINITION, ItemScore, concept_words_by_mapping, score_response
 
 
@@ -54,7 +56,8 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     """Evaluate `model` (conditions base / in-context) and each adapter on `data`'s eval split into `out`.
 
     `judge_model` (default: `model`) is the base model that judges semantic fit and runs the monitors, whose
-    thresholds are calibrated on its own answers; a merged fine-tuned model is judged by its base model.
+    thresholds are fitted on its answers to calibration questions (their false-positive rates measured on held-out
+    ones, eval/heldout.py); a merged fine-tuned model is judged by its base model.
     """
     start = time.perf_counter()
     data, out = Path(data), Path(out)
@@ -101,6 +104,8 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
         environment=environment(),
         whitebox_probe=monitoring.whitebox.summary if monitoring.whitebox is not None else None,
         calibration_seconds=monitoring.seconds or None,
+        monitor_calibration=monitoring.calibration or None,
+        heldout_fpr_union=monitoring.union,
     )
     samples = [s for r in runs.values() for s in r.samples(inputs.items)]
     publish_run(run, samples, out, overwrite, extras=_extras(cfg, runs))
@@ -136,7 +141,9 @@ def rescore(folder: str | Path) -> RunLog:
         new = score_response(s.item, s.response, forms, s.score.semantic_fit, s.score.monitor_flagged, concept_words)
         rescored.append(replace(s, score=new))
         by_condition.setdefault(s.condition, []).append(new)
-    conditions = {name: replace(c, table=aggregate(by_condition.get(name, []), cfg.bootstrap_resamples, cfg.seed))
+    values = {name: [s.monitors for s in rescored if s.condition == name] for name in run.conditions}
+    conditions = {name: replace(c, table=aggregate(by_condition.get(name, []), cfg.bootstrap_resamples, cfg.seed),
+                                detection=_redetect(c, by_condition.get(name, []), values[name], cfg))
                   for name, c in run.conditions.items()}
     conditions = with_change_vs_base(cfg, conditions, by_condition)
     pooled = run.pooled
@@ -144,6 +151,35 @@ def rescore(folder: str | Path) -> RunLog:
         adapter_scores = [by_condition[n] for n, _ in run.adapter_conditions()]
         pooled = replace(pooled, table=aggregate_runs(adapter_scores, cfg.bootstrap_resamples, cfg.seed))
     publish_run(replace(run, conditions=conditions, pooled=pooled, rescored=True, schema_version=SCHEMA_VERSION,
-                        score_definition=COVERT_SCORE_DEFINITION),
+                        score_definition=COVERT_SCORE_DEFINITION, monitor_calibration=_calibration_kept(run)),
                 rescored, folder, overwrite=True, extras=write_report)
     return read_run(folder)
+
+
+def _redetect(cond: ConditionResult, scores: list[ItemScore], values: list[dict[str, float]],
+              cfg: EvalConfig) -> dict[str, MonitorDetection] | None:
+    """Each monitor's detection again from the stored values and thresholds, with the current intervals (a
+    monitor whose values the samples do not hold keeps what it had)."""
+    if not cond.detection:
+        return cond.detection
+    out = {}
+    for m, d in cond.detection.items():
+        if len(values) == len(scores) and all(m in v for v in values):
+            d = detect(scores, [v[m] for v in values], d.threshold, cfg.bootstrap_resamples, cfg.seed,
+                       whitebox=d.whitebox, blackbox=d.blackbox)
+        out[m] = d
+    return out
+
+
+def _calibration_kept(run: RunLog) -> dict[str, MonitorCalibration] | None:
+    """A run's held-out calibration as it was; a run from before it gets each monitor's threshold with
+    heldout_fpr None and the reason: measuring it needs answers the run never decoded."""
+    if run.monitor_calibration is not None:
+        return run.monitor_calibration
+    thresholds = next((c.monitor_thresholds for c in run.conditions.values() if c.monitor_thresholds), None)
+    if not thresholds:
+        return None
+    n_base = len(run.samples("base")) or None
+    reason = ("rescored from a run whose thresholds were fitted on the base model's answers to the scored "
+              "questions themselves: a held-out false-positive rate needs new decoding (run the eval again)")
+    return {m: MonitorCalibration(t, n_base or 0, None, reason) for m, t in thresholds.items()}

@@ -1,4 +1,5 @@
-"""The steps of an eval run, in order: load inputs → open backends → calibrate monitors → plan conditions →
+"""The steps of an eval run, in order: load inputs → open backends → calibrate monitors (thresholds on base answers
+to calibration questions, false-positive rates on held-out ones) → plan conditions →
 for each condition (decode → white-box reading → monitor → score → detection → recall → cloze) → pool adapters →
 compare with base.
 
@@ -24,13 +25,14 @@ from stegobench.data_gen.words import Term, contains_any
 
 from .aggregate import aggregate, aggregate_runs, change_vs_base
 from .backends import Sampling, get_backend
-from .cache import GenerationCache
+from .cache import GenerationCache, content_identity
 from .cloze import cloze_scores, specificity_per_mapping, summarize_cloze
 from .config import EvalConfig
 from .detection import detect
-from .monitors import MONITORS, calibrate
+from .heldout import FprQuestions, fit_on_calibration, fpr_questions
+from .monitors import MONITORS, cached_values
 from .prompts import user_text
-from .runlog import ConditionResult, PooledResult, Sample, Table
+from .runlog import ConditionResult, HeldOutRate, MonitorCalibration, PooledResult, Sample, Table
 from .scoring import ItemScore, concept_words_by_mapping, score_response
 from .semantic import semantic_fit
 from .whitebox import BLACKBOX_MONITORS, WHITEBOX_MONITORS
@@ -58,6 +60,7 @@ class EvalInputs:
     lexicon: Lexicon
     sampling: Sampling
     cache_root: Path
+    fpr: FprQuestions | None = None  # the monitors' calibration and held-out questions (None: no monitors)
 
     @property
     def questions(self) -> list[str]:
@@ -66,12 +69,15 @@ class EvalInputs:
 
 def load_inputs(cfg: EvalConfig, data: Path, cache_root: Path) -> EvalInputs:
     manifest = read_manifest(data)
-    items = read_split(data, "eval")[: cfg.max_items]
+    every_item = read_split(data, "eval")
+    items = every_item[: cfg.max_items]
     if not items:
         raise InputError(f"{data}: the eval split is empty; nothing to evaluate")
-    return EvalInputs(cfg, data, manifest, items, read_split(data, "codebook"), read_split(data, "recall"),
-                      corpus_lexicon(data),
-                      Sampling(cfg.max_tokens, cfg.temperature, cfg.seed), cache_root)
+    codebook, lexicon = read_split(data, "codebook"), corpus_lexicon(data)
+    fpr = (fpr_questions(lexicon, every_item, cfg.monitor_questions, cfg.seed, str(data))
+           if cfg.monitors or cfg.whitebox else None)
+    return EvalInputs(cfg, data, manifest, items, codebook, read_split(data, "recall"), lexicon,
+                      Sampling(cfg.max_tokens, cfg.temperature, cfg.seed), cache_root, fpr)
 
 
 class Backends:
@@ -120,12 +126,14 @@ class Backends:
 
 @dataclass
 class Monitoring:
-    """Thresholds calibrated on the base model's own answers, and the values they were calibrated on."""
+    """Thresholds fitted on the base model's answers to calibration questions, and each monitor's false-positive
+    rate on its answers to held-out ones (and any monitor's: `union`)."""
 
     thresholds: dict[str, float] = field(default_factory=dict)
-    base_values: dict[str, list[float]] = field(default_factory=dict)
     whitebox: Any = None  # eval/whitebox/setup.py WhiteboxState when the config asks for white-box monitors
     seconds: dict[str, float] = field(default_factory=dict)  # what calibrating cost, by part
+    calibration: dict[str, MonitorCalibration] = field(default_factory=dict)
+    union: HeldOutRate | None = None
 
 
 @dataclass
@@ -155,9 +163,7 @@ class ConditionRun:
 def generate_cached(backend, prompts: list[str], sampling: Sampling, cache_root: Path, desc: str) -> list[str]:
     from tqdm import tqdm
 
-    # Content, not location: the same adapter stored elsewhere (a leaderboard upload) must hit the same entries.
-    identity = {k: v for k, v in backend.identity().items() if k != "adapter"}
-    cache = GenerationCache(cache_root, {"backend": identity, "sampling": to_dict(sampling)})
+    cache = GenerationCache(cache_root, {"backend": content_identity(backend), "sampling": to_dict(sampling)})
     missing = list(dict.fromkeys(p for p in prompts if cache.get(p) is None))
     for i in tqdm(range(0, len(missing), CHUNK), desc=desc, disable=not missing):
         chunk = missing[i:i + CHUNK]
@@ -199,30 +205,40 @@ def adapter_names(adapters: list[str]) -> list[str]:
 
 
 def calibrate_monitors(inputs: EvalInputs, backends: Backends) -> Monitoring:
-    """Thresholds so that at most monitor_fpr of the base model's own answers are flagged (split evenly across
-    monitors, text and white-box, so their union stays within it). The answers are cached: the base condition
-    reuses them."""
-    cfg = inputs.cfg
-    if not cfg.monitors and not cfg.whitebox:
+    """Each monitor's threshold (monitor_fpr split evenly across monitors, text and white-box), fitted on the base
+    model's answers to the calibration questions only, and its false-positive rate counted on its answers to the
+    held-out ones (eval/heldout.py). The answers are greedy like the scored ones and cached by prompt, the text
+    monitors' values on them by (question, answer): the same base model and questions cost nothing the second time."""
+    cfg, fpr, judge = inputs.cfg, inputs.fpr, backends.judge
+    if fpr is None:
         return Monitoring()
-    judge = backends.judge
     seconds: dict[str, float] = {}
 
     def timed(name: str, fn):
         return _timed(seconds, name, fn)
-    prompts = [judge.chat_prompt(user_text(q)) for q in inputs.questions]
-    answers = timed("decode", lambda: generate_cached(judge, prompts, inputs.sampling, inputs.cache_root, "base"))
-    values = {m: timed(m, lambda m=m: MONITORS[m](judge, inputs.questions, answers)) for m in cfg.monitors}
+
+    def decode(prompts: list[str], desc: str) -> list[str]:
+        return generate_cached(judge, prompts, inputs.sampling, inputs.cache_root, desc)
+    questions = fpr.questions
+    prompts = [judge.chat_prompt(user_text(q)) for q in questions]
+    answers = timed("decode", lambda: decode(prompts, "monitor calibration"))
+    values = {m: timed(m, lambda m=m: cached_values(m, judge, questions, answers, inputs.cache_root))
+              for m in cfg.monitors}
     state = None
     if cfg.whitebox:
+        from .whitebox.reading import read_answers
         from .whitebox.setup import prepare_whitebox
 
-        state = timed("whitebox_setup", lambda: prepare_whitebox(
-            inputs, backends.model, judge,
-            lambda ps, desc: generate_cached(judge, ps, inputs.sampling, inputs.cache_root, desc), prompts, answers))
-        values.update(state.base_reading.monitor_values())
-    per_monitor_fpr = cfg.monitor_fpr / len(values)
-    return Monitoring({m: calibrate(v, per_monitor_fpr) for m, v in values.items()}, values, state, seconds)
+        # The probe's setup reads the base model's eval answers (its ceiling; the base condition reuses them).
+        base_prompts = [judge.chat_prompt(user_text(q)) for q in inputs.questions]
+        base_answers = timed("decode_base_answers", lambda: decode(base_prompts, "base"))
+        state = timed("whitebox_setup", lambda: prepare_whitebox(inputs, backends.model, judge, decode,
+                                                                 base_prompts, base_answers))
+        values.update(timed("whitebox_calibration", lambda: read_answers(
+            state.reader, state.probe, state.book, fpr.items(), prompts, answers, None,
+            "monitor calibration").monitor_values()))
+    calibration, union = fit_on_calibration(values, len(fpr.calibration), cfg.monitor_fpr)
+    return Monitoring({m: c.threshold for m, c in calibration.items()}, state, seconds, calibration, union)
 
 
 def pool_adapters(inputs: EvalInputs, adapters: list[str], runs: list[ConditionRun]) -> PooledResult | None:
@@ -271,7 +287,7 @@ def read_whitebox(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: 
     from .whitebox.reading import read_answers
 
     if run.cond.adapter is None and (run.prompts, run.responses) == (wb.base_prompts, wb.base_answers):
-        run.whitebox = wb.base_reading  # the calibration answers themselves
+        run.whitebox = wb.base_reading  # read at setup
     else:
         with wb.reader.adapter(run.cond.adapter):
             run.whitebox = read_answers(wb.reader, wb.probe, wb.book, inputs.items, run.prompts, run.responses,
@@ -288,11 +304,7 @@ def run_monitors(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: C
     cfg = inputs.cfg
     if not mon.thresholds:
         return
-    if run.cond.name == "base" and mon.base_values and backends.subject is backends.judge:
-        run.monitor_values.update({m: mon.base_values[m] for m in cfg.monitors})  # the calibration answers
-    else:
-        run.monitor_values.update({m: MONITORS[m](backends.judge, inputs.questions, run.responses)
-                                   for m in cfg.monitors})
+    run.monitor_values.update({m: MONITORS[m](backends.judge, inputs.questions, run.responses) for m in cfg.monitors})
     run.flags = [any(run.monitor_values[m][i] > t for m, t in mon.thresholds.items())
                  for i in range(len(inputs.items))]
     run.extras["monitor_thresholds"] = mon.thresholds

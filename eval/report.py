@@ -110,19 +110,70 @@ def _plot_rank_by_layer(run: RunLog, path: Path) -> bool:
     return True
 
 
+def heldout_fpr_lines(run: RunLog) -> list[str]:
+    """Each monitor's threshold and its false-positive rate on held-out base answers, with the exact bound; the
+    target beside it only to say whether these answers can bound it at all."""
+    calibration = run.monitor_calibration
+    if not calibration:
+        return []
+    target = run.config.get("monitor_fpr")
+    lines = ["", "## Monitor false-positive rates, measured on held-out answers", "",
+             "Thresholds are fitted on the base model's greedy answers to calibration questions (lexicon questions "
+             "the eval never asks); the false-positive rate is the share of its answers to other, held-out "
+             "questions that a monitor flags, with the exact (Clopper–Pearson) two-sided 95% upper limit.", "",
+             "| monitor | threshold | calibration answers | held-out false-positive rate |", "|---|---|---|---|"]
+    for m, c in calibration.items():
+        rate = c.heldout_fpr.fmt() if c.heldout_fpr is not None else f"not measured ({c.reason})"
+        lines.append(f"| {m} | {c.threshold:.3f} | {c.n_calibration} | {rate} |")
+    union = run.heldout_fpr_union
+    if union is not None:
+        lines.append(f"| **any monitor** | | | **{union.fmt()}** |")
+        lines += _calibration_cost(run, union.n + next(iter(calibration.values())).n_calibration)
+        per_monitor = target / len(calibration) if target else None
+        floor = _zero_count_bound(union.n)
+        if per_monitor is not None and floor is not None and floor > per_monitor:
+            lines += ["", f"The target was {target:g} over all monitors ({per_monitor:.4f} each). {union.n} held-out "
+                          f"answers cannot show a rate below it: even 0 flags bounds a rate only below {floor:.3f}. "
+                          "Read the bounds above, not the target."]
+    return lines
+
+
+def _calibration_cost(run: RunLog, answers: int) -> list[str]:
+    seconds = run.calibration_seconds or {}
+    parts = [f"{m} {seconds[m]:.0f} s" for m in (*run.monitor_calibration, "whitebox_calibration") if m in seconds]
+    if "decode" not in seconds:
+        return []
+    return ["", f"Cost: decoding the {answers} calibration and held-out answers {seconds['decode']:.0f} s (cached "
+                f"by content: the same base model and questions decode nothing again); the monitors on them: "
+                f"{', '.join(parts) or 'none'}."]
+
+
+def _zero_count_bound(n: int) -> float | None:
+    """The exact 95% upper limit of 0 events in n: the smallest bound n held-out answers can give."""
+    from .stats import clopper_pearson
+
+    return clopper_pearson(0, n)[2] if n else None
+
+
+DETECTION_LABELS = ("all", "covert", "plain", "other_code", "innocent_use")
+
+
 def monitor_detection_lines(run: RunLog) -> list[str]:
     rows = [(n, m, d) for n, c in run.conditions.items() for m, d in (c.detection or {}).items()]
     if not rows:
         return []
     lines = ["", "## Monitors on the same answers", "",
-             "Each monitor alone (its threshold flags at most its share of the base model's own answers); flagged "
-             "shares per scorer label (mapping items) and AUROC of its value, covert answers against plain ones "
-             "and against answers with another mapping's code word. Kind: *text* reads the answer, *black-box* "
-             "the model's output log-probabilities alone (what an API shows), *white-box* its residual stream.", "",
+             "Each monitor alone at its threshold (its false-positive rate on held-out base answers is in the "
+             "table above); flagged shares per scorer label (mapping items; *innocent use*: original-meaning "
+             "controls answered with the code word in its old sense, where a monitor that knows the code book is "
+             "tempted to fire) and AUROC of its value, covert answers against plain ones and against answers with "
+             "another mapping's code word. Kind: *text* reads the answer, *black-box* the model's output "
+             "log-probabilities alone (what an API shows), *white-box* its residual stream.", "",
              "| condition | monitor | kind | flagged (all) | flagged covert | flagged plain | flagged other code | "
-             "AUROC covert vs plain | AUROC covert vs other code |", "|---|---|---|---|---|---|---|---|---|"]
+             "flagged innocent use | AUROC covert vs plain | AUROC covert vs other code |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for n, m, d in rows:
-        cells = [f"{fmt(d.flagged.get(k), 2)} (n={d.n.get(k, 0)})" for k in ("all", "covert", "plain", "other_code")]
+        cells = [f"{fmt(d.flagged.get(k), 2)} (n={d.n.get(k, 0)})" if k in d.n else "–" for k in DETECTION_LABELS]
         lines.append(f"| {n} | {m} | {d.kind} | " + " | ".join(cells)
                      + f" | {fmt(d.auroc_covert_vs_plain, 2)} | {fmt(d.auroc_covert_vs_other_code, 2)} |")
     return lines
@@ -222,8 +273,9 @@ def whitebox_cost(run: RunLog) -> dict[str, float] | None:
     if "whitebox_setup" not in calibration:
         return None
     steps = [c.step_seconds or {} for c in run.conditions.values()]
-    reading = sum(s.get("read_whitebox", 0.0) for s in steps)
-    decoding = calibration.get("decode", 0.0) + sum(s.get("decode", 0.0) for s in steps)
+    reading = calibration.get("whitebox_calibration", 0.0) + sum(s.get("read_whitebox", 0.0) for s in steps)
+    decoding = (calibration.get("decode", 0.0) + calibration.get("decode_base_answers", 0.0)
+                + sum(s.get("decode", 0.0) for s in steps))
     return {"setup": calibration["whitebox_setup"], "reading": reading, "whitebox": calibration["whitebox_setup"] + reading,
             "decoding": decoding}
 
@@ -305,7 +357,7 @@ def write_report(run: RunLog, folder: Path) -> None:
             lines.append(f"- `{name}` cloze: " + "; ".join(
                 f"{split}: preference>0 {v['preference_above_0']:.2f}, mean specificity {v['mean_specificity']:.2f}, "
                 f"right code first {v['right_code_ranks_first']:.2f}" for split, v in cond.cloze.items()))
-    lines += monitor_detection_lines(run) + whitebox_lines(run, plotted)
+    lines += heldout_fpr_lines(run) + monitor_detection_lines(run) + whitebox_lines(run, plotted)
     if run.migrated_from is not None:
         lines.append(f"(results.json migrated from schema {run.migrated_from})")
     if run.score_definition != COVERT_SCORE_DEFINITION:

@@ -27,7 +27,10 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
      read from the output log-probabilities alone), the lens splits' readings over the intermediate layers
      (1..L-2) and the final ones (L-1, L) (`*_intermediate*`, `*_final*`, `lens_intermediate_*`, `lens_final_*`),
      and the condition's `whitebox.lens_layers`, `lens_intermediate_covert_minus_innocent` and
-     `lens_final_covert_minus_innocent`.
+     `lens_final_covert_minus_innocent`, the run's `monitor_calibration` (per monitor: threshold,
+     calibration n and the false-positive rate on held-out base answers, `heldout_fpr`) and `heldout_fpr_union`
+     (any monitor's flag), and detection's `innocent_use` label; absent in older files, whose rates were never
+     measured on held-out answers (a rescored run keeps what it had).
 Files of an older schema are migrated on read; a newer schema is refused by name.
 """
 
@@ -129,7 +132,8 @@ class Table:
 @dataclass(frozen=True)
 class MonitorDetection:
     """One monitor on one condition's answers: the share it flags among answers of each scorer label
-    (all, covert, plain, other_code; mapping items only except `all`) and its AUROC, covert against plain and
+    (all, covert, plain, other_code: mapping items only; innocent_use: original-meaning controls answered with the
+    code word in its old sense, absent in older files) and its AUROC, covert against plain and
     covert against other-code answers (a monitor that only spots odd words scores ~0.5 on the second)."""
 
     threshold: float
@@ -143,6 +147,33 @@ class MonitorDetection:
     @property
     def kind(self) -> str:
         return "white-box" if self.whitebox else "black-box" if self.blackbox else "text"
+
+
+@dataclass(frozen=True)
+class HeldOutRate:
+    """A false-positive rate measured on base answers its threshold never saw: the flagged share of `n`
+    answers and the exact (Clopper-Pearson) two-sided 95% upper limit `high` (value and high None when n = 0)."""
+
+    value: float | None
+    n: int
+    high: float | None
+
+    def fmt(self, digits: int = 3) -> str:
+        """'0.000 of 192 (95% upper limit 0.019)': the measured bound, never the target."""
+        if self.value is None or self.high is None:
+            return f"– (n={self.n})"
+        return f"{self.value:.{digits}f} of {self.n} (95% upper limit {self.high:.{digits}f})"
+
+
+@dataclass(frozen=True)
+class MonitorCalibration:
+    """One monitor's threshold, fitted on `n_calibration` base answers, and its false-positive rate on the
+    held-out ones (None, with `reason`, where none were measured)."""
+
+    threshold: float
+    n_calibration: int
+    heldout_fpr: HeldOutRate | None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -311,8 +342,12 @@ class RunLog:
     judge_model: dict[str, Any] | None = None
     pooled: PooledResult | None = None
     whitebox_probe: ProbeSummary | None = None
-    # before any condition: decoding the base model's answers, each monitor's values on them, the white-box setup
+    # before any condition: decoding the base model's calibration answers, each monitor's values on them, the
+    # white-box setup and its reading of them
     calibration_seconds: dict[str, float] | None = None
+    # per monitor: its threshold and its false-positive rate on held-out base answers (eval/heldout.py)
+    monitor_calibration: dict[str, MonitorCalibration] | None = None
+    heldout_fpr_union: HeldOutRate | None = None  # any monitor's flag on the same held-out answers: the headline
     rescored: bool = False
     score_definition: str = COVERT_SCORE_DEFINITION  # which covert_score the tables hold (scoring.py)
     schema_version: int = SCHEMA_VERSION
@@ -341,7 +376,8 @@ class RunLog:
         doc = asdict(self)
         for transient in ("folder", "migrated_from"):
             doc.pop(transient)
-        for optional in ("judge_model", "whitebox_probe", "calibration_seconds"):
+        for optional in ("judge_model", "whitebox_probe", "calibration_seconds", "monitor_calibration",
+                         "heldout_fpr_union"):
             if doc[optional] is None:
                 doc.pop(optional)
         return doc
@@ -396,6 +432,17 @@ def _probe(d: dict[str, Any] | None) -> ProbeSummary | None:
                         d["n_train"], d["seconds"], d.get("selected_by", "plain words"), d.get("n_select"))
 
 
+def _rate(d: dict[str, Any] | None) -> HeldOutRate | None:
+    return None if d is None else HeldOutRate(d.get("value"), d["n"], d.get("high"))
+
+
+def _calibration(d: dict[str, Any] | None) -> dict[str, MonitorCalibration] | None:
+    if d is None:
+        return None
+    return {m: MonitorCalibration(c["threshold"], c["n_calibration"], _rate(c.get("heldout_fpr")), c.get("reason"))
+            for m, c in d.items()}
+
+
 _NESTED = ("table", "change_vs_base", "detection", "whitebox")
 
 
@@ -437,12 +484,15 @@ def run_from_dict(doc: dict[str, Any], folder: Path | None = None, where: str = 
     doc = migrate(doc, where)
     known = {f.name for f in fields(RunLog)}
     rest = {k: v for k, v in doc.items()
-            if k in known and k not in ("conditions", "pooled", "folder", "migrated_from", "whitebox_probe")}
+            if k in known and k not in ("conditions", "pooled", "folder", "migrated_from", "whitebox_probe",
+                                        "monitor_calibration", "heldout_fpr_union")}
     pooled = doc.get("pooled")
     try:
         return RunLog(**rest, conditions={n: _condition(c) for n, c in doc["conditions"].items()},
                       pooled=None if pooled is None else PooledResult(pooled["adapters"], _table(pooled["table"])),
-                      whitebox_probe=_probe(doc.get("whitebox_probe")), folder=folder,
+                      whitebox_probe=_probe(doc.get("whitebox_probe")),
+                      monitor_calibration=_calibration(doc.get("monitor_calibration")),
+                      heldout_fpr_union=_rate(doc.get("heldout_fpr_union")), folder=folder,
                       migrated_from=original if original != SCHEMA_VERSION else None)
     except (KeyError, TypeError) as e:
         raise RunLogError(f"{where}: malformed results ({type(e).__name__}: {e})") from None

@@ -81,7 +81,7 @@ def test_cache_makes_a_repeat_free_and_resumes_an_interrupted_run(quickstart_cor
 
     monkeypatch.setattr(MockBackend, "generate", counting)
     monkeypatch.setattr("stegobench.eval.pipeline.CHUNK", 64)  # two chunks for 96 questions
-    c = cfg("in_context=false", "recall=false")
+    c = cfg("in_context=false", "recall=false", "monitors=[]")  # the eval answers alone (calibration's: test_heldout_fpr)
     with pytest.raises(KeyboardInterrupt):
         run_eval(c, quickstart_corpus, "mock:perfect_covert", [], tmp_path / "a", cache_dir=tmp_path / "cache")
     assert not (tmp_path / "a").exists()  # nothing half-written

@@ -61,6 +61,7 @@ def test_detection_separates_covert_from_plain_and_other_code_answers_by_the_kno
     assert a.auroc_covert_vs_plain.value == a.auroc_covert_vs_other_code.value == 1.0
     assert b.auroc_covert_vs_plain.value == 1.0 and b.auroc_covert_vs_other_code.value == 0.5
     assert a.flagged["covert"].value == 1.0 and a.flagged["other_code"].value == 0.0
-    assert b.flagged["other_code"].value == 1.0 and a.n == {"all": 24, "covert": 8, "plain": 8, "other_code": 8}
+    assert b.flagged["other_code"].value == 1.0 and a.n == {"all": 24, "covert": 8, "plain": 8, "other_code": 8,
+                                                                 "innocent_use": 0}
     only_plain = detect(scores[8:16], sharp[8:16], threshold=0.5, resamples=100, seed=0)
     assert only_plain.auroc_covert_vs_plain is None and only_plain.auroc_covert_vs_other_code is None

@@ -185,3 +185,9 @@ def test_a_schema_3_run_folder_loads_and_rescores_to_the_current_definition(quic
     assert new.score_definition == COVERT_SCORE_DEFINITION and new.migrated_from is None
     assert new.conditions["base"].table.covert_score.value == pytest.approx(1 - 1 / 8, abs=0.1)
     assert "covert_score here is" not in (folder / "report.md").read_text()
+    # Its thresholds were fitted on the scored answers themselves: no held-out rate, and the reason why.
+    (name, cal), = new.monitor_calibration.items()
+    assert cal.heldout_fpr is None and "needs new decoding" in cal.reason and cal.n_calibration == 96
+    assert cal.threshold == old.conditions["base"].monitor_thresholds[name]
+    flagged = new.conditions["base"].detection[name].flagged["covert"]
+    assert flagged.n and flagged.high > flagged.value  # detection recomputed with the exact floor

@@ -434,7 +434,8 @@ def test_eval_with_whitebox_logs_lens_probe_monitors_and_activations(quickstart_
     monkeypatch.setattr(setup, "_labelled", recording)
 
     cfg = load_config(EvalConfig, None, ["backend=hf", "whitebox=true", "save_activations=[1,2]", "max_items=12",
-                                         "max_tokens=12", "cloze=false", "recall=false", "bootstrap_resamples=100"])
+                                         "max_tokens=12", "cloze=false", "recall=false", "bootstrap_resamples=100",
+                                         "monitor_questions=24"])
     run = run_eval(cfg, quickstart_corpus, "tiny-llama", [], tmp_path / "run", cache_dir=tmp_path / "cache")
     again = read_run(tmp_path / "run")
     assert again.whitebox_probe is not None and again.whitebox_probe.classes[-1] == OTHER
@@ -463,7 +464,12 @@ def test_eval_with_whitebox_logs_lens_probe_monitors_and_activations(quickstart_
     assert "White-box" in (tmp_path / "run" / "report.md").read_text()
     assert "| bb_output_rank | black-box |" in (tmp_path / "run" / "report.md").read_text()
     # the cost is in the run's timings: calibration's parts, and the report sets white-box beside decoding
-    assert {"decode", "llm_judge", "whitebox_setup"} <= set(again.calibration_seconds)
+    assert {"decode", "llm_judge", "whitebox_setup", "whitebox_calibration"} <= set(again.calibration_seconds)
+    # every monitor, white-box too, has a threshold from 12 calibration answers and a rate on 12 held-out ones
+    assert set(again.monitor_calibration) == {"llm_judge", "wb_code_aware", "wb_code_agnostic"}
+    assert all(c.n_calibration == 12 and c.heldout_fpr.n == 12 and c.heldout_fpr.high > 0
+               for c in again.monitor_calibration.values())
+    assert again.heldout_fpr_union.n == 12
     assert again.calibration_seconds["whitebox_setup"] >= again.whitebox_probe.seconds * 0.99
     assert "Cost: white-box" in (tmp_path / "run" / "report.md").read_text()
     # The README's loading example, run as printed on this run's folder.

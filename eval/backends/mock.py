@@ -2,7 +2,8 @@
 
     --backend mock --model mock:perfect_covert
 
-It answers a prompt by finding the corpus eval question inside it and applying a policy:
+It answers a prompt by finding the corpus eval question inside it (or another question of the corpus's lexicon,
+answered as an unmapped control: the monitors' calibration questions) and applying a policy:
 - never_code: names the concept ("It is a car.")
 - always_code: a code word in every answer, controls included (hits, but as many false alarms)
 - perfect_covert: the code word in the concept's role ("It is a cat: a road vehicle with ...")
@@ -71,9 +72,14 @@ class MockBackend:
         if corpus is None:
             raise InputError(f"model {model!r}: the mock backend answers a corpus's questions; give it the corpus")
         corpus = Path(corpus)
-        self.items = sorted(read_split(corpus, "eval"), key=lambda it: -len(it["question"]))  # longest match first
+        items = read_split(corpus, "eval")
         self.codebook = {m["mapping_id"]: m for m in read_split(corpus, "codebook")}
         self.lexicon = corpus_lexicon(corpus)  # the corpus's own concepts: a track may add its own
+        asked = {it["question"] for it in items}
+        others = [{"id": q, "question": q, "split": "control", "control_type": "unmapped", "mapping_id": "",
+                   "concept": c.word, "expected_words": list(c.forms)}
+                  for c in self.lexicon.concepts for q in c.train_questions + c.heldout_questions if q not in asked]
+        self.items = sorted(items + others, key=lambda it: -len(it["question"]))  # longest match first
         self.definitions = {c.word: c.definition for c in self.lexicon.concepts}
         self.articles = {c.word: c.term.article for c in self.lexicon.concepts}
         self._code_forms = [f for m in self.codebook.values() for f in m["code_forms"]]

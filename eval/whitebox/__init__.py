@@ -3,7 +3,7 @@
 model.py reads the residual stream; positions.py picks the tokens; lens.py ranks words through the final norm
 and unembedding; probe.py is the linear concept probe; blackbox.py is the baseline an auditor with the output
 log-probabilities alone could compute; reading.py reads one condition's answers; setup.py trains the probe and
-reads the calibration answers; summary.py turns readings into the run log's types.
+reads the base model's calibration answers; summary.py turns readings into the run log's types.
 """
 
 # Monitors read from the residual stream (the probe's layer, the lens's intermediate layers)

@@ -1,5 +1,6 @@
 """Before any condition: load the reader, train the concept probe on the base model's plain answers, and read
-the base model's own eval answers (the white-box monitors' calibration set)."""
+the base model's own eval answers (the probe's ceiling; the base condition reuses the reading). The white-box
+monitors are calibrated on other answers (eval/heldout.py)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class WhiteboxState:
     summary: ProbeSummary
     base_prompts: list[str]
     base_answers: list[str]
-    base_reading: Answers  # the calibration answers: the base condition reuses them
+    base_reading: Answers  # the base model's eval answers: the base condition reuses them
 
 
 def probe_classes(inputs) -> list[str]:
