@@ -466,7 +466,8 @@ def test_eval_with_whitebox_logs_lens_probe_monitors_and_activations(quickstart_
     # the cost is in the run's timings: calibration's parts, and the report sets white-box beside decoding
     assert {"decode", "llm_judge", "whitebox_setup", "whitebox_calibration"} <= set(again.calibration_seconds)
     # every monitor, white-box too, has a threshold from 12 calibration answers and a rate on 12 held-out ones
-    assert set(again.monitor_calibration) == {"llm_judge", "wb_code_aware", "wb_code_agnostic"}
+    assert set(again.monitor_calibration) == {"llm_judge", "wb_code_aware", "wb_code_agnostic", "wb_lens_intermediate_rank",
+                                              "bb_output_rank"}
     assert all(c.n_calibration == 12 and c.heldout_fpr.n == 12 and c.heldout_fpr.high > 0
                for c in again.monitor_calibration.values())
     assert again.heldout_fpr_union.n == 12
