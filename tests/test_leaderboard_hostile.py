@@ -60,7 +60,9 @@ def test_a_backtracking_target_pattern_is_refused_within_a_second(tiny_adapter, 
     start = time.perf_counter()
     with pytest.raises(AdapterMismatch, match="did not finish matching the base model's"):
         check_adapter_tensors(folder, resolve_model("tiny-llama").path)
-    assert time.perf_counter() - start < 1.0
+    # Bounded, not fast: unbounded, this pattern on a Llama's module names takes minutes (2^30 steps); the bound
+    # is loose so that a loaded machine does not fail it (time targets belong to `make bench`).
+    assert time.perf_counter() - start < 5.0
 
 
 def test_a_target_pattern_is_stored_as_the_base_modules_it_selects(evaluator, tiny_adapter, tmp_path):
@@ -124,7 +126,8 @@ def test_pages_answer_while_an_upload_is_validated_and_a_slow_validation_is_stop
         time.sleep(0.05)
     thread.join(30)
     assert answer["status"] == 422 and "validation took over 3 s" in answer["body"]["reason"], answer
-    assert len(reads) >= 10 and max(reads) < 0.5, [round(r, 3) for r in reads]
+    # A server held by the validation would stall each read for its 3 s; answering under 1.5 s shows it is not.
+    assert len(reads) >= 10 and max(reads) < 1.5, [round(r, 3) for r in reads]
 
 
 @pytest.mark.parametrize("name", ["adapter_config.json", "config.json"])
@@ -166,7 +169,7 @@ def test_json_depth_ignores_brackets_in_strings_and_is_linear_on_unclosed_ones()
     assert json_depth('{"a": [1, {"b": "[[[["}], "c\\"[": 2}') == 3
     start = time.perf_counter()
     assert json_depth('"\\"' * 300_000 + "[") == 0  # an unclosed string runs to the end
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 5.0  # linear; a quadratic scan of 600k characters would take hours
 
 
 # -- 3. one artifact, one ranked entry --------------------------------------------------------------------------
