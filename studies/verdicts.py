@@ -250,12 +250,12 @@ class ReaderFindings:
 def _paired_values(run: RunLog, condition: str, split: str, key: str) -> Values | None:
     """(mapping id, 1 / 0.5 / 0: the adapter's reading `key` nearer than the base model's on the same answer)
     for the condition's answers of `split`, from the samples' white-box records."""
-    from stegobench.eval.whitebox.summary import _nearer, split_of
+    from stegobench.eval.whitebox.summary import nearer_than_base_model, split_of
 
     if run.folder is None:
         return None
     out = [(s.score.mapping_id, v) for s in run.samples(condition)
-           if s.whitebox and split_of(s.score) == split and (v := _nearer(s.whitebox, key)) is not None]
+           if s.whitebox and split_of(s.score) == split and (v := nearer_than_base_model(s.whitebox, key)) is not None]
     return out or None
 
 

@@ -42,7 +42,8 @@ def summarize(scores: list[ItemScore], records: list[dict[str, Any]], reading, r
                                                 if ss else None, resamples, seed))
 
         def nearer(key: str) -> Interval | None:
-            return over(f"{key}{BASE_MODEL}", statistics.fmean, lambda rec: _nearer(rec, key), needs=(key,))
+            return over(f"{key}{BASE_MODEL}", statistics.fmean, lambda rec: nearer_than_base_model(rec, key),
+                        needs=(key,))
 
         def share(key: str, test) -> Interval | None:
             """A share of answers: never narrower than its exact interval on their count (a 0/11 is no [0, 0])."""
@@ -96,7 +97,7 @@ def _lens_layers(n_layers: int | None, records: list[dict[str, Any]]) -> dict[st
     return {scope.value: span for scope in LensScope if (span := scope.span(n_layers)) is not None}
 
 
-def _nearer(rec: dict[str, Any], key: str) -> float | None:
+def nearer_than_base_model(rec: dict[str, Any], key: str) -> float | None:
     """1 when the adapter's reading `key` (lower is better: a rank, a share of concepts above) beats the base
     model's on the same answer, 0.5 on a tie, 0 when worse; None without both readings."""
     control = rec.get(f"{key}{BASE_MODEL}")
@@ -112,7 +113,8 @@ def _covert_minus_innocent(read: list[ItemScore], by_id: dict[str, dict], key: s
     for it alone), its interval resampling those mappings once for both. None without such a mapping."""
     def paired(split: str) -> list[tuple[str, float]]:
         return [(s.mapping_id, v) for s in read
-                if split_of(s) == split and s.mapping_id and (v := _nearer(by_id[s.item_id], key)) is not None]
+                if split_of(s) == split and s.mapping_id
+                and (v := nearer_than_base_model(by_id[s.item_id], key)) is not None]
 
     *cell, n = bootstrap_difference_within_clusters(paired("definition_only"), paired("original_meaning"),
                                                     resamples, seed)
