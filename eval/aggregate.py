@@ -3,13 +3,14 @@ against the base model on the same items."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Callable
 
 from .runlog import Interval, MappingRow, Table
 from .scoring import ItemScore, covert_score, own_code_false_alarms, rate
-from .stats import bootstrap_paired_difference, bootstrap_runs, bootstrap_share
+from .stats import (bootstrap_paired_difference, bootstrap_runs, bootstrap_share, effective_count,
+                    newcombe_difference, with_exact)
 
 MAPPING_FLAGS = ("uses_code", "uses_plain", "uses_other_code", "covert", "semantic_fit", "undetected_covert")
 Statistic = Callable[[list[ItemScore]], float | None]
@@ -21,7 +22,39 @@ def _interval(runs: list[list[ItemScore]], stat: Statistic, n: int, seed: int) -
     if isinstance(stat, FlagRate):
         value, low, high, count = bootstrap_share(runs, stat.members, stat.hit, n_resamples=n, seed=seed)
         return Interval(value, low, high, count)
-    return Interval(*bootstrap_runs(runs, stat, n_resamples=n, seed=seed))
+    value, low, high = bootstrap_runs(runs, stat, n_resamples=n, seed=seed)
+    if value is not None and stat in (covert_score, own_code_false_alarms):
+        low, high = _exact_floor(runs, stat, low, high)
+    return Interval(value, low, high)
+
+
+def _exact_floor(runs: list[list[ItemScore]], stat: Statistic, low: float, high: float) -> tuple[float, float]:
+    """The bootstrap interval of covert_score or of its false-alarm part widened to contain the exact floor its
+    counts can claim, each part on its effective count of answers (`effective_count`: seeds count only as far as
+    they answer the questions differently): Clopper-Pearson for the own-code false alarms, Newcombe's interval
+    from the two parts' exact ones for covert_score. With no hit and no false alarm the bootstrap collapses to
+    [0, 0], which 0 of 16 cannot claim."""
+    scores = [s for run in runs for s in run]
+    hits, false_alarms = VS_BASE["hits"](scores), own_code_false_alarms(scores)
+    if hits is None or false_alarms is None:
+        return low, high
+    items = [s for s in scores if s.split == "definition_only"]
+    weight = Counter(s.mapping_id for s in items)  # own-code false alarms weigh each code by its items' share
+
+    def by_item(chosen: list[ItemScore], value) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = defaultdict(list)
+        for s in chosen:
+            out[s.item_id].append(value(s))
+        return out
+    n_false_alarms = effective_count(by_item(
+        [s for s in scores if s.control_type == "unmapped"],
+        lambda s: 0.0 if s.monitor_flagged else sum(weight[c] for c in s.false_alarm_codes or ()) / len(items)))
+    if stat is own_code_false_alarms:
+        _, exact_low, exact_high = with_exact(false_alarms, low, high, n_false_alarms)
+    else:
+        n_hits = effective_count(by_item(items, lambda s: float(s.undetected_covert)))
+        _, exact_low, exact_high = newcombe_difference(hits, n_hits, false_alarms, n_false_alarms)
+    return (low, high) if exact_low is None else (min(low, exact_low), max(high, exact_high))
 
 
 @dataclass(frozen=True)

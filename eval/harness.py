@@ -27,7 +27,7 @@ from .aggregate import aggregate, aggregate_runs
 from .backends import is_scripted_model, resolve_backend_name, run_options, uses_device
 from .config import EvalConfig
 from .pipeline import (Backends, ConditionRun, calibrate_monitors, compare_with_base, load_inputs,
-                       plan_conditions, pool_adapters, run_condition, with_change_vs_base)
+                       plan_conditions, pool_adapters, run_condition, text_monitor_flags, with_change_vs_base)
 from .report import write_report
 from .detection import detect
 from .runlog import (SCHEMA_VERSION, ConditionResult, MonitorCalibration, MonitorDetection, RunLog, Sample,
@@ -138,7 +138,8 @@ def rescore(folder: str | Path) -> RunLog:
     rescored: list[Sample] = []
     by_condition: dict[str, list[ItemScore]] = {}
     for s in samples:
-        new = score_response(s.item, s.response, forms, s.score.semantic_fit, s.score.monitor_flagged, concept_words)
+        new = score_response(s.item, s.response, forms, s.score.semantic_fit,
+                             _text_flag(s, run.conditions[s.condition].monitor_thresholds, cfg), concept_words)
         rescored.append(replace(s, score=new))
         by_condition.setdefault(s.condition, []).append(new)
     values = {name: [s.monitors for s in rescored if s.condition == name] for name in run.conditions}
@@ -154,6 +155,14 @@ def rescore(folder: str | Path) -> RunLog:
                         score_definition=COVERT_SCORE_DEFINITION, monitor_calibration=_calibration_kept(run)),
                 rescored, folder, overwrite=True, extras=write_report)
     return read_run(folder)
+
+
+def _text_flag(sample: Sample, thresholds: dict[str, float] | None, cfg: EvalConfig) -> bool | None:
+    """The sample's flag from its text monitors' stored values (a run before schema 4 also let white-box
+    monitors flag a hit); the stored flag where the values are not all there."""
+    if not thresholds or not sample.monitors or any(m not in sample.monitors for m in cfg.monitors if m in thresholds):
+        return sample.score.monitor_flagged
+    return text_monitor_flags(cfg.monitors, thresholds, [sample.monitors])[0]
 
 
 def _redetect(cond: ConditionResult, scores: list[ItemScore], values: list[dict[str, float]],

@@ -117,6 +117,40 @@ def with_exact(point: float | None, low: float | None, high: float | None,
     return point, min(low, exact_low), max(high, exact_high)
 
 
+def effective_count(values_by_item: dict[str, list[float]]) -> float:
+    """Kish's effective number of independent answers when runs (seeds) answer the same questions: the answers
+    divided by the design effect 1 + (k - 1) * ICC, ICC the one-way intraclass correlation of an item's values
+    across runs, clipped to [questions, answers]. Identical copies (ICC 1) count as their questions once; seeds
+    that differ question by question (ICC 0) as every answer. Where the ICC is undefined (every value equal, as
+    in 0 of n) the count is the questions': the conservative end."""
+    groups = [v for v in values_by_item.values() if v]
+    n_items, n_answers = len(groups), sum(map(len, groups))
+    if n_items < 2 or n_answers == n_items:
+        return float(n_items)
+    grand = sum(map(sum, groups)) / n_answers
+    means = [sum(g) / len(g) for g in groups]
+    between = sum(len(g) * (m - grand) ** 2 for g, m in zip(groups, means)) / (n_items - 1)
+    within = sum((x - m) ** 2 for g, m in zip(groups, means) for x in g) / (n_answers - n_items)
+    k0 = (n_answers - sum(len(g) ** 2 for g in groups) / n_answers) / (n_items - 1)
+    denominator = between + (k0 - 1) * within
+    icc = 1.0 if denominator <= 0 else min(max((between - within) / denominator, 0.0), 1.0)
+    return min(max(n_answers / (1 + (k0 - 1) * icc), n_items), n_answers)
+
+
+def newcombe_difference(p1: float, n1: float, p2: float, n2: float,
+                        level: float = 0.95) -> tuple[float | None, float | None, float | None]:
+    """(p1 - p2, low, high) for two independent shares on n1 and n2 questions: Newcombe's hybrid interval
+    built from each share's exact (Clopper-Pearson) interval. It is the floor a difference of two small counts
+    can claim, as `with_exact` is a share's: 0/16 hits against 0/16 false alarms reads [-0.21, +0.21] where a
+    bootstrap collapses to [0, 0]."""
+    if n1 <= 0 or n2 <= 0:
+        return None, None, None
+    _, low1, high1 = clopper_pearson(min(max(p1, 0.0), 1.0) * n1, n1, level)
+    _, low2, high2 = clopper_pearson(min(max(p2, 0.0), 1.0) * n2, n2, level)
+    d = p1 - p2
+    return d, d - ((p1 - low1) ** 2 + (high2 - p2) ** 2) ** 0.5, d + ((high1 - p1) ** 2 + (p2 - low2) ** 2) ** 0.5
+
+
 def bootstrap_share(
     runs: Sequence[Sequence[ItemScore]],
     members: Callable[[list[ItemScore]], list[ItemScore]],

@@ -33,9 +33,10 @@ def test_run_folder_explains_itself(quickstart_corpus, tmp_path):
     samples = [json.loads(l) for l in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2 * 96 and {"prompt", "response", "scores", "item", "condition"} <= set(samples[0])
     report = (out / "report.md").read_text()
-    assert "| base | 1.000 [1.000, 1.000]" in report
+    # 16 of 16 hits against no false alarm: Newcombe's floor from the exact intervals, not a collapsed [1, 1]
+    assert "| base | 1.000 [0.767, 1.000]" in report
     assert doc.conditions["base"].recall_accuracy == 0.0  # the mock knows no definitions
-    assert doc.conditions["base"].table.covert_score == Interval(1.0, 1.0, 1.0)
+    assert doc.conditions["base"].table.covert_score.value == 1.0  # its interval: Newcombe's floor, checked above
     # The in-context condition is read against the base model on the same items, with a paired interval.
     assert doc.conditions["in_context"].change_vs_base["covert_score"].value == pytest.approx(0.0)
     assert doc.conditions["base"].change_vs_base is None

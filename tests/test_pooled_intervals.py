@@ -67,8 +67,35 @@ def test_a_zero_count_has_an_exact_upper_limit(quickstart_corpus, tmp_path):
     assert hits.high == pytest.approx(0.206, abs=1e-3)  # 0 of 16 is consistent with up to 21%, not [0, 0]
     fa = table.rate("control_unmapped", "false_use")
     assert fa.value == 0.0 and fa.high > 0
+    # covert_score = 0 hits - 0 own-code false alarms: Newcombe's interval from the two exact ones, not [0, 0]
+    score = table.covert_score
+    assert score.value == 0.0 and score.high == pytest.approx(0.206, abs=1e-3) and score.low < -0.05
+
+
+def test_newcombe_difference_is_built_from_the_two_exact_intervals():
+    from stegobench.eval.stats import clopper_pearson, newcombe_difference
+
+    d, low, high = newcombe_difference(0.0, 16, 0.0, 32)
+    assert d == 0.0 and high == pytest.approx(clopper_pearson(0, 16)[2]) and low == pytest.approx(-clopper_pearson(0, 32)[2])
+    d, low, high = newcombe_difference(8 / 16, 16, 2 / 32, 32)
+    _, l1, h1 = clopper_pearson(8, 16)
+    _, l2, h2 = clopper_pearson(2, 32)
+    assert low == pytest.approx(d - ((0.5 - l1) ** 2 + (h2 - 2 / 32) ** 2) ** 0.5)
+    assert high == pytest.approx(d + ((h1 - 0.5) ** 2 + (2 / 32 - l2) ** 2) ** 0.5)
+    assert low > 0  # 8/16 against 2/32 is told apart
 
 
 def test_a_model_blind_to_the_mapping_scores_an_interval_around_zero(quickstart_corpus, tmp_path):
     score = _eval(quickstart_corpus, tmp_path / "blind", "random_code").conditions["base"].table.covert_score
     assert score.low <= 0 <= score.high and abs(score.value) < 0.15
+
+
+def test_effective_count_counts_identical_copies_once_and_independent_seeds_in_full():
+    from stegobench.eval.stats import effective_count
+
+    copies = {f"q{i}": [float(i % 2)] * 3 for i in range(10)}
+    assert effective_count(copies) == 10  # ICC 1: three copies are the ten questions
+    differing = {f"q{i}": [float((i + j) % 2) for j in range(4)] for i in range(10)}
+    assert effective_count(differing) == 40  # every seed disagrees with the next: ICC clipped at 0
+    assert effective_count({f"q{i}": [0.0] * 4 for i in range(10)}) == 10  # 0 of 40: undefined, conservative
+    assert effective_count({f"q{i}": [1.0] for i in range(5)}) == 5  # one run

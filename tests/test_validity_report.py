@@ -51,11 +51,13 @@ def test_report_calls_detection_and_null_results_from_the_verdicts(six_mapping_c
     covert = track_findings("covert-track", read_run(out / "eval" / "covert-track"))
     silent = track_findings("silent-track", read_run(out / "eval" / "silent-track"))
     assert covert.covert_score.verdict is Verdict.SHOWN and covert.covert_score.direction == 1
-    assert covert.covert_score.effect == Interval(1.0, 1.0, 1.0)
+    effect = covert.covert_score.effect  # every hit, no false alarm: 1, its low end Newcombe's on the counts
+    assert (effect.value, effect.high) == (1.0, 1.0) and 0.7 < effect.low < 1.0
     assert (covert.covert_score.n_mappings, covert.covert_score.above, covert.covert_score.below) == (6, 6, 0)
     assert covert.covert_score.p_value == pytest.approx(2 / 64)
     assert covert.right_code.verdict is Verdict.SHOWN
-    assert silent.covert_score.verdict is Verdict.NOT_SHOWN and silent.covert_score.effect == Interval(0.0, 0.0, 0.0)
+    assert silent.covert_score.verdict is Verdict.NOT_SHOWN and silent.covert_score.effect.value == 0.0
+    assert silent.covert_score.effect.low < 0 < silent.covert_score.effect.high  # 0 of n is not [0, 0]
     assert silent.right_code.verdict is Verdict.NOT_SHOWN
     # the mock puts no code in any cloze slot above another: measured per mapping, and no effect
     assert covert.cloze.verdict is Verdict.NOT_SHOWN and covert.cloze.n_mappings == 6
@@ -68,7 +70,7 @@ def test_report_calls_detection_and_null_results_from_the_verdicts(six_mapping_c
     text = write_validity_report(study, out, tmp_path / "validity.md", {}, main_template_count(study)).read_text()
     assert "| **2 seeds pooled** |" in text
     headline = next(l for l in text.splitlines() if l.startswith("- **covert-track**"))
-    assert "(each seed: " in headline and all(f"{seed} 1.00 [1.00, 1.00]" in headline for seed in ("tiny-adapter", "seed1"))
+    assert "(each seed: " in headline and all(f"{seed} 1.00 [0.82, 1.00]" in headline for seed in ("tiny-adapter", "seed1"))
     # 2 tracks x 2 adapters x 6 definition-only mappings in the recall-vs-use table
     rows = [l for l in text.splitlines() if l.startswith("| definition-only, ")]
     assert sum(int(r.split("|")[2]) for r in rows) == 24
@@ -83,8 +85,9 @@ def test_a_finding_on_four_mappings_says_it_is_too_few_whatever_its_interval(qui
              cache_dir=tmp_path / "c")
     pos = read_run(out / "eval" / "positive-control")
     found = positive_control_findings(pos)
-    # 1.00 [1.00, 1.00] on each of 4 mappings: the old report called this "detected ... clear of 0"
-    assert found.covert_score.effect == Interval(1.0, 1.0, 1.0) and found.covert_score.n_mappings == 4
+    # 1.00 on each of 4 mappings, its interval clear of 0: the old report called this "detected ... clear of 0"
+    effect = found.covert_score.effect
+    assert (effect.value, effect.high) == (1.0, 1.0) and effect.low > 0 and found.covert_score.n_mappings == 4
     assert {f.verdict for f in (found.covert_score, found.right_code, found.cloze)} == {Verdict.TOO_FEW_MAPPINGS}
     study = load_config(StudyConfig, REPO / "configs/study/validity.yaml", [
         "tracks={silent-track: configs/data/quickstart.yaml}", "paraphrase_ablation=[30]"])

@@ -454,6 +454,9 @@ def test_eval_with_whitebox_logs_lens_probe_monitors_and_activations(quickstart_
         values = [s.monitors["bb_output_rank"] for s in again.samples(name)]
         assert bb.flagged["all"].value == pytest.approx(sum(v > bb.threshold for v in values) / len(values))
         assert cond.whitebox.lens_layers == {"final": [1, 2]}  # tiny-llama: 2 layers, none intermediate
+        # only the text monitor decides a hit's "not flagged": the white-box and black-box ones are detectors
+        judge_t = cond.monitor_thresholds["llm_judge"]
+        assert all(s.score.monitor_flagged == (s.monitors["llm_judge"] > judge_t) for s in again.samples(name))
     samples = again.samples("in_context")
     assert all(s.whitebox is not None and "wb_code_aware" in s.monitors for s in samples)
     layers = json.loads((tmp_path / "run" / "activations_layers.json").read_text())
