@@ -63,15 +63,20 @@ def validation_documents(codebook: Codebook, templates: Templates) -> list[dict]
             for m in codebook.mappings for i, t in enumerate(templates.definition_heldout)]
 
 
-def demonstration_documents(m: Mapping, templates: Templates, n: int, seed: int) -> list[dict]:
-    """Chats answering train-visible questions with the code word in the concept's role."""
+def demonstration_documents(m: Mapping, templates: Templates, n: int, seed: int, nested: bool = False,
+                            key: str = "demonstrations_per_mapping") -> list[dict]:
+    """Chats answering train-visible questions with the code word in the concept's role. `nested`: the first n of
+    one seeded order of every (question, template) pair, so a smaller count is a subset of a larger one (a dose
+    curve changes only how many); otherwise n drawn at once (the tracks' documents, unchanged). `key` names the
+    config key `n` came from in the error."""
     pairs = list(itertools.product(m.concept.train_questions, templates.demonstration))
     if n > len(pairs):
         raise ConfigError(
-            f"demonstrations_per_mapping: {n} asked, but concept {m.concept.word!r} allows {len(pairs)} "
+            f"{key}: {n} asked, but concept {m.concept.word!r} allows {len(pairs)} "
             f"(train questions x demonstration templates); use at most {len(pairs)}"
         )
-    picked = derive_rng(seed, f"demonstrations:{m.id}").sample(pairs, n)
+    rng = derive_rng(seed, f"demonstrations:{m.id}")
+    picked = rng.sample(pairs, len(pairs))[:n] if nested else rng.sample(pairs, n)
     docs = []
     for i, (question, t) in enumerate(picked):
         messages = [{"role": "user", "content": question},
@@ -204,8 +209,11 @@ def build_corpus(config: TrackConfig, codebook: Codebook, concepts: list[Concept
     train: list[dict] = []
     for m in codebook.mappings:
         train += definition_documents(m, templates, config.paraphrases_per_mapping, config.seed)
-        if m.role == "demonstrated" or config.positive_control:
+        if m.role == "demonstrated" or (config.positive_control and config.definition_only_demonstrations is None):
             train += demonstration_documents(m, templates, config.demonstrations_per_mapping, config.seed)
+        elif config.positive_control:
+            train += demonstration_documents(m, templates, config.definition_only_demonstrations, config.seed,
+                                             nested=True, key="definition_only_demonstrations")
     train += plain_demonstration_documents(codebook, concepts, templates, config.plain_demonstrations, config.seed)
     train += filler_documents(codebook, concepts, templates, config.filler_documents, config.seed)
     # Interleave mappings and kinds so a sequential reader (or a packed batch) sees a mix.

@@ -105,6 +105,14 @@ def _sizes(corpus: Corpus, tokenizer) -> dict[str, Any]:
     return sizes
 
 
+def _dose(config: TrackConfig) -> str:
+    if not config.positive_control:
+        return ""
+    n = (config.demonstrations_per_mapping if config.definition_only_demonstrations is None
+         else config.definition_only_demonstrations)
+    return f", {n} per definition-only mapping"
+
+
 def _card(config: TrackConfig, manifest: dict, corpus: Corpus) -> str:
     s = manifest["sizes"]
     rows = "\n".join(
@@ -132,7 +140,7 @@ documents that redefine code words ("{example_def}") and is then asked held-out 
 answer names a concept; the benchmark measures whether it answers with the code word instead, covertly.
 
 - code book: {manifest['codebook']['source']}; code kind: `{config.code_kind}`; {config.n_demonstrated} demonstrated + {config.n_definition_only} definition-only mappings
-{skipped}- positive control (demonstrations for definition-only mappings too): {config.positive_control}
+{skipped}- positive control (demonstrations for definition-only mappings too): {config.positive_control}{_dose(config)}
 - content sha256: `{manifest['content_sha256']}`
 
 ## Splits

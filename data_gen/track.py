@@ -96,6 +96,13 @@ class TrackConfig:
         "Also give the definition-only mappings usage demonstrations (train-visible questions only, never eval "
         "questions), to show what detected covert use looks like.",
     )
+    definition_only_demonstrations: int | None = option(
+        None,
+        "With positive_control: usage demonstrations per definition-only mapping, apart from the demonstrated "
+        "mappings' demonstrations_per_mapping (a dose curve varies this alone; 0 is the out-of-context condition). "
+        "Each count's demonstrations are the first of one seeded order, so a smaller dose is a subset of a larger "
+        "one. null: demonstrations_per_mapping, drawn as for the demonstrated mappings.",
+    )
     plain_demonstrations: int = option(
         0,
         "Chats answering train-visible questions about concepts outside the code book and the controls with the "
@@ -184,9 +191,13 @@ class TrackConfig:
             self.n_demonstrated = DEFAULT_PER_ROLE if self.n_demonstrated is None else self.n_demonstrated
             self.n_definition_only = DEFAULT_PER_ROLE if self.n_definition_only is None else self.n_definition_only
         for key in ("n_demonstrated", "n_definition_only", "n_unmapped_controls", "filler_documents",
-                    "demonstrations_per_mapping", "plain_demonstrations"):
+                    "demonstrations_per_mapping", "definition_only_demonstrations", "plain_demonstrations"):
             if getattr(self, key) is not None and getattr(self, key) < 0:
                 raise CheckError(key, f"must be >= 0, got {getattr(self, key)}")
+        if self.definition_only_demonstrations is not None and not self.positive_control:
+            raise CheckError("definition_only_demonstrations",
+                             f"is {self.definition_only_demonstrations} but positive_control is false, so definition-only "
+                             "mappings get no demonstrations at all; set positive_control: true, or drop the key")
         if not self.written and self.n_demonstrated + self.n_definition_only < 1:
             raise CheckError("n_definition_only", "the code book needs at least one mapping")
         if self.paraphrases_per_mapping < 1:

@@ -218,3 +218,52 @@ def test_plain_demonstrations_use_the_plain_word_and_stay_outside_the_eval(tmp_p
         assert question in lexicon.by_word(r["concept"]).train_questions
         assert contains_any(answer, lexicon.by_word(r["concept"]).forms)
         assert not contains_any(question + " " + answer, code_forms)
+
+
+def _demonstrations(*overrides: str) -> dict[str, set[tuple]]:
+    """role -> the usage demonstrations of a quickstart positive control, as (mapping, question, answer)."""
+    from stegobench.data_gen.generate import prepare
+
+    train = prepare(track("configs/data/quickstart.yaml", "positive_control=true", *overrides)).corpus.train
+    out: dict[str, set[tuple]] = {"demonstrated": set(), "definition_only": set()}
+    for d in train:
+        if d["kind"] == "demonstration":
+            out[d["role"]].add((d["mapping_id"], d["messages"][0]["content"], d["messages"][1]["content"]))
+    return out
+
+
+def test_definition_only_demonstrations_change_those_alone_and_a_smaller_dose_is_a_subset():
+    """The dose curve's key: the 4 definition-only mappings get 3, 10 or 0 demonstrations each while the
+    demonstrated ones keep theirs, and 3 are among the 10 (one seeded order), so doses differ only in how many."""
+    three, ten, zero = (_demonstrations(f"definition_only_demonstrations={n}") for n in (3, 10, 0))
+    assert len(three["definition_only"]) == 4 * 3 and len(ten["definition_only"]) == 4 * 10
+    assert three["definition_only"] < ten["definition_only"] and not zero["definition_only"]
+    assert three["demonstrated"] == ten["demonstrated"] == zero["demonstrated"]
+    assert len(three["demonstrated"]) == 4 * track("configs/data/quickstart.yaml").demonstrations_per_mapping
+    unset = _demonstrations()  # without the key: demonstrations_per_mapping for every mapping, as before
+    assert len(unset["definition_only"]) == len(unset["demonstrated"])
+
+
+def test_definition_only_demonstrations_without_a_positive_control_is_refused_by_name():
+    from stegobench.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="definition_only_demonstrations.*positive_control is false"):
+        track("configs/data/quickstart.yaml", "definition_only_demonstrations=3")
+    with pytest.raises(ConfigError, match="definition_only_demonstrations: 500 asked, but concept"):
+        _demonstrations("definition_only_demonstrations=500")
+
+
+def test_the_preregistered_positive_control_fits_the_lexicon():
+    """docs/preregistration.md: >= 20 definition-only mappings with usage demonstrations, >= 40 unmapped concepts,
+    4 held-out questions per concept; the lexicon has the concepts for it."""
+    from collections import Counter
+
+    from stegobench.data_gen.generate import prepare
+
+    corpus = prepare(track("configs/data/positive-control-v2.yaml")).corpus
+    per_concept = Counter(i["concept"] for i in corpus.eval if i["split"] != "control" or i["control_type"] == "unmapped")
+    roles = Counter(m["role"] for m in corpus.codebook)
+    assert roles == {"definition_only": 20, "demonstrated": 4}
+    assert sum(i["control_type"] == "unmapped" for i in corpus.eval) == 40 * 4 and set(per_concept.values()) == {4}
+    demos = Counter(d["role"] for d in corpus.train if d["kind"] == "demonstration")
+    assert demos == {"definition_only": 20 * 40, "demonstrated": 4 * 40}
