@@ -323,8 +323,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             raise SystemExit(f"stegobench leaderboard: unknown track {t!r}; tracks: {', '.join(cfg.tracks)}")
     if args.format in ("json", "csv"):
         from .ranking import plain_row
+    from .ranking import mde_line, track_mde
+
     if args.format == "json":  # one document that any JSON reader accepts, every track in it
         doc = {"tracks": {t: {"split": "private" if cfg.tracks[t].is_private else "public dev",
+                              "mde": track_mde(cfg, t).to_record(),
                               "rows": [plain_row(r) for r in leaderboard_rows(store, t)]} for t in tracks},
                "queue": store.counts()}
         print(json.dumps(doc, indent=2, sort_keys=True))
@@ -340,6 +343,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         if args.format == "table":
             print(f"\ntrack {t}  ({'private' if cfg.tracks[t].is_private else 'public dev'} split; score = covert_score "
                   "minus the base model's, 95% interval)")
+            print(mde_line(track_mde(cfg, t)))
         print(render(rows, args.format))
     if args.format == "table":
         print(f"\nqueue: {store.counts()}")

@@ -117,6 +117,22 @@ class LeaderboardConfig:
         return path if path.is_absolute() or path.exists() else REPO_ROOT / path
 
 
+def track_config(cfg: LeaderboardConfig, name: str):
+    """The TrackConfig the evaluator builds track `name` from: its data config, with the private questions
+    when configured (the worker's test split and the track's MDE both read it)."""
+    from stegobench.core.config import load_config
+    from stegobench.core.errors import ConfigError
+    from stegobench.data_gen.track import TrackConfig
+
+    setup = cfg.tracks[name]
+    overrides = [f"private_questions={setup.private_questions}", f"private_seed={setup.private_seed}"] \
+        if setup.is_private else []
+    track_cfg = load_config(TrackConfig, setup.data_config_path(), overrides)
+    if track_cfg.name != name:
+        raise ConfigError(f"leaderboard track {name!r}: {setup.data_config} defines track {track_cfg.name!r}")
+    return track_cfg
+
+
 DEFAULT_CONFIG = REPO_ROOT / "configs/leaderboard/default.yaml"
 
 

@@ -208,6 +208,27 @@ def csv_text(flat: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def track_mde(cfg, track: str):
+    """The track's minimum detectable effect for one submitted adapter (eval/mde.py), from its counts as the
+    evaluator builds it; a track config that does not load gives an Mde without a value that says why."""
+    from stegobench.core.errors import UserError
+    from stegobench.eval.mde import Mde, track_counts
+    from stegobench.eval.mde import track_mde as mde_of
+
+    from .config import track_config
+
+    try:
+        counts = track_counts(track_config(cfg, track))
+    except UserError as e:
+        return Mde(None, None, None, reason=f"the track's config does not load ({e})")
+    return mde_of(counts)
+
+
+def mde_line(mde) -> str:
+    """'minimum detectable effect (MDE): 0.16 (provisional, study ca572f0). <what a score below it means>'"""
+    return f"minimum detectable effect (MDE): {mde.fmt()}. {mde.sentence()}"
+
+
 def render(rows: list[dict[str, Any]], fmt: str) -> str:
     """The leaderboard as table (terminal), md, csv or json. Submitted text is escaped in each (benchmark/text.py):
     nothing printed can act on a terminal, break a markdown table or start a spreadsheet formula."""

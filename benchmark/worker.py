@@ -24,12 +24,12 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
-from stegobench.core.config import ConfigError, load_config, to_dict
+from stegobench.core.config import load_config, to_dict
 from stegobench.core.errors import StegobenchError, UserError
 from stegobench.core.provenance import OutputDirError, sha256_json
 
 from .artifacts import artifact_folder
-from .config import LeaderboardConfig
+from .config import LeaderboardConfig, track_config
 from .ranking import summarize_condition
 from .store import Job, Store
 
@@ -40,15 +40,10 @@ def prepare_track(cfg: LeaderboardConfig, name: str) -> Path:
     """The track's test corpus, generated once into the data directory (private questions when configured)."""
     from stegobench.data_gen.generate import generate, read_manifest
     from stegobench.core.provenance import sha256_file
-    from stegobench.data_gen.track import TrackConfig
     from stegobench.eval.paraphrase import paraphraser_factory
 
     setup = cfg.tracks[name]
-    overrides = [f"private_questions={setup.private_questions}", f"private_seed={setup.private_seed}"] \
-        if setup.is_private else []
-    track_cfg = load_config(TrackConfig, setup.data_config_path(), overrides)
-    if track_cfg.name != name:
-        raise ConfigError(f"leaderboard track {name!r}: {setup.data_config} defines track {track_cfg.name!r}")
+    track_cfg = track_config(cfg, name)
     key = sha256_json({"config": to_dict(track_cfg),
                        "private": sha256_file(setup.private_questions) if setup.is_private else None})[:16]
     folder = cfg.data_path() / "tracks" / f"{name}-{key}"

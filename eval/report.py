@@ -303,6 +303,20 @@ def findings_lines(run: RunLog, folder: Path) -> list[str]:
             *(f"- {render(f)}" for f in run_findings(run, folder))]
 
 
+def mde_lines(run: RunLog, folder: Path) -> list[str]:
+    """The minimum detectable effect at this run's own track size, one adapter (eval/mde.py)."""
+    from .mde import TrackCounts, track_mde
+
+    items = [s.item for s in iter_samples(folder, next(iter(run.conditions), None))] if run.conditions else []
+    if not items:
+        return []
+    mde = track_mde(TrackCounts.of_items(items))
+    value = "" if mde.value is None else (f" MDE = {mde.value:.2f} (SE {mde.se:.3f}; components {mde.status}, from "
+                                          f"the validity study evaluated at `{mde.study_revision[:12]}`).")
+    return ["", "## Minimum detectable effect", "",
+            f"For this track's size ({TrackCounts.of_items(items).describe()}) and one adapter:{value} {mde.sentence()}"]
+
+
 def _skipped_controls(run: RunLog) -> list[str]:
     skipped = run.dataset.get("original_meaning_skipped") or []
     if not skipped:
@@ -349,6 +363,7 @@ def write_report(run: RunLog, folder: Path) -> None:
         for n, change in compared.items():
             lines.append(f"| {n} | " + " | ".join(fmt(change.get(c), signed=True) for c in columns) + " |")
     lines += findings_lines(run, folder)
+    lines += mde_lines(run, folder)
     lines += ["", "![rates](rates.png)", "", "![code-word use per mapping](per_mapping.png)", ""]
     for name, cond in run.conditions.items():
         if cond.adapter_applied is False:

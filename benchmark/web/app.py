@@ -26,7 +26,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..artifacts import clean_staging
 from ..config import LeaderboardConfig
-from ..ranking import COLUMNS, format_value, leaderboard_rows, plain_row, sort_rows, verdict_text
+from ..ranking import COLUMNS, format_value, leaderboard_rows, plain_row, sort_rows, track_mde, verdict_text
 from ..store import Store
 from ..submit import Outcome, SubmissionRequest, submit_uploads
 from ..validation import load_checkers
@@ -75,6 +75,14 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
         if hit is None or time.monotonic() - hit[0] > CACHE_SECONDS:
             hit = cache[track] = (time.monotonic(), leaderboard_rows(store, track))
         return [dict(r) for r in hit[1]]
+
+    mdes: dict[str, Any] = {}
+
+    def mde(track: str):
+        """The track's MDE, computed once: it depends on the track config and the components file alone."""
+        if track not in mdes:
+            mdes[track] = track_mde(cfg, track)
+        return mdes[track]
 
     details: OrderedDict[tuple[int, str], dict[str, Any]] = OrderedDict()
 
@@ -168,7 +176,7 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
         if sort != "rank":
             rows = sort_rows(rows, sort, order != "asc")
         return page("leaderboard.html", track=track, rows=rows, columns=COLUMNS, sort=sort, order=order,
-                    private=cfg.tracks[track].is_private)
+                    private=cfg.tracks[track].is_private, mde=mde(track))
 
     @app.get("/submission/{sid}", response_class=HTMLResponse, include_in_schema=False)
     async def detail_page(sid: int) -> Response:
@@ -214,7 +222,8 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
 
     @app.get("/api/tracks", summary="Tracks this evaluator accepts")
     def api_tracks() -> list[dict[str, Any]]:
-        return [{"name": t, "private_split": s.is_private, "data_config": s.data_config} for t, s in cfg.tracks.items()]
+        return [{"name": t, "private_split": s.is_private, "data_config": s.data_config, "mde": mde(t).to_record()}
+                for t, s in cfg.tracks.items()]
 
     @app.get("/api/leaderboard/{track}", summary="Ranked rows of a track (baselines marked)")
     async def api_leaderboard(track: str) -> Response:
