@@ -32,10 +32,15 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
      (any monitor's flag), and detection's `innocent_use` label; absent in older files, whose rates were never
      measured on held-out answers (a rescored run keeps what it had).
 Files of an older schema are migrated on read; a newer schema is refused by name.
+
+A compact copy of a run (`write_compact_run`: what the validity study keeps in the repository) holds the same
+results.json and samples.jsonl.gz: every sample's scores, monitor values and scalar white-box readings, without
+prompts, responses or per-layer readings. `iter_samples` reads either.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from dataclasses import asdict, dataclass, field, fields
@@ -49,6 +54,7 @@ from .scoring import COVERT_SCORE_DEFINITION, PREVIOUS_COVERT_SCORE_DEFINITION, 
 
 RESULTS = "results.json"
 SAMPLES = "samples.jsonl"
+COMPACT_SAMPLES = "samples.jsonl.gz"  # a compact copy's samples (write_compact_run)
 SCHEMA_VERSION = 4
 
 
@@ -512,11 +518,14 @@ def read_run(folder: str | Path) -> RunLog:
 
 
 def iter_samples(folder: str | Path, condition: str | None = None) -> Iterator[Sample]:
-    """The samples of one condition (or all) in file order; none when the run kept no samples file."""
+    """The samples of one condition (or all) in file order; none when the run kept no samples file. A compact
+    copy's samples.jsonl.gz is read where there is no samples.jsonl."""
     path = Path(folder) / SAMPLES
     if not path.is_file():
-        return
-    with open(path, encoding="utf-8") as f:
+        path = Path(folder) / COMPACT_SAMPLES
+        if not path.is_file():
+            return
+    with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -544,6 +553,40 @@ def publish_run(run: RunLog, samples: list[Sample], out: Path, overwrite: bool,
             extras(run, staging)
         atomic_write_json(staging / RESULTS, run.to_dict())
         publish_dir(staging, out, overwrite, marker=RESULTS)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+# ---------------------------------------------------------------- compact copies
+
+
+COMPACT_ITEM_KEYS = ("id", "split", "control_type", "mapping_id", "concept", "code")
+
+
+def compact_sample(s: Sample) -> Sample:
+    """What a report reads of a sample: its scores, monitor values and scalar white-box readings (the per-layer
+    lists are summarised in results.json), the item's identity and split; no prompt or response."""
+    whitebox = None if s.whitebox is None else {k: v for k, v in s.whitebox.items() if not isinstance(v, (list, dict))}
+    return Sample(s.condition, {k: s.item[k] for k in COMPACT_ITEM_KEYS if k in s.item}, "", "", s.score, s.monitors,
+                  whitebox)
+
+
+def write_compact_run(run: RunLog, dest: Path, extras: Callable[[Path], None] | None = None) -> None:
+    """A compact copy of `run` (read from its folder) at `dest`: results.json as it is and the compact samples,
+    gzipped with no timestamp (the same run gives the same bytes); `extras` adds files (provenance) before the
+    folder is published in one rename. An existing `dest` is replaced only when it is a run folder."""
+    staging = staging_dir(dest)
+    try:
+        with open(staging / COMPACT_SAMPLES, "wb") as raw, \
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+            for s in run.samples():
+                gz.write((json.dumps(compact_sample(s).to_record(), ensure_ascii=False, sort_keys=True) + "\n")
+                         .encode("utf-8"))
+        if extras is not None:
+            extras(staging)
+        atomic_write_json(staging / RESULTS, run.to_dict())
+        publish_dir(staging, dest, overwrite=True, marker=RESULTS)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -13,10 +13,15 @@ from pathlib import Path
 from stegobench.core.provenance import atomic_write_text, git_revision
 from stegobench.eval.findings import MIN_MAPPINGS, Finding, render
 from stegobench.eval.report import monitor_detection_lines, whitebox_lines
-from stegobench.eval.runlog import ConditionResult, Interval, RunLog, Table, fmt, read_run
-from stegobench.studies.verdicts import (PositiveControlFindings, ReaderFindings, RecallUse, TrackFindings,
-                                         across_kinds_finding, code_kind, positive_control_findings,
-                                         recall_use_findings, recall_use_pairs, track_findings, whitebox_findings)
+from stegobench.eval.runlog import ConditionResult, Interval, RunLog, Table, fmt
+from stegobench.studies.arms import (POSITIVE_CONTROL_RUN, Arm, ablation_run, dose_run, selection_run)
+from stegobench.studies.sensitivity import (DosePoint, dose_point, dose_summary, plot_dose_curve,
+                                            shipped_track_mdes)
+from stegobench.studies.store import ResultsStore
+from stegobench.studies.verdicts import (PREREGISTRATION_COMMIT, PositiveControlFindings, ReaderFindings, RecallUse,
+                                         TrackFindings, across_kinds_finding, code_kind, positive_control_findings,
+                                         preregistered_readouts, recall_use_findings, recall_use_pairs,
+                                         track_findings, whitebox_findings)
 
 def _cell(v: Interval | None, digits: int = 2) -> str:
     return "–" if v is None else v.fmt(digits)
@@ -26,17 +31,14 @@ def _num(v: float | None, signed: bool = False) -> str:
     return Interval(v).fmt(2, signed)
 
 
-def _load(run: Path) -> RunLog | None:
-    return read_run(run) if (run / "results.json").exists() else None
-
-
-def run_revisions(evals: Path) -> str:
-    """Which code evaluated each run (a run re-evaluated alone after the study carries its own revision)."""
+def run_revisions(store: ResultsStore) -> str:
+    """Which code evaluated each kept run (arms run at different times carry their own revisions)."""
     by_revision: dict[str, list[str]] = {}
-    for folder in sorted(p for p in evals.iterdir() if (p / "results.json").exists()) if evals.exists() else []:
-        revision = str(read_run(folder).environment.get("git_revision") or "unknown")
-        short = revision[:12] + ("-dirty" if revision.endswith("-dirty") else "")
-        by_revision.setdefault(short, []).append(folder.name)
+    for arm in Arm:
+        for name, run in store.runs(arm).items():
+            revision = str(run.environment.get("git_revision") or "unknown")
+            short = revision[:12] + ("-dirty" if revision.endswith("-dirty") else "")
+            by_revision.setdefault(short, []).append(name)
     if not by_revision:
         return ""
     return "Runs evaluated at: " + "; ".join(f"`{rev}` ({', '.join(names)})" for rev, names in by_revision.items()) + "."
@@ -154,16 +156,19 @@ def across_kinds_line(docs: dict[str, RunLog]) -> str | None:
 
 
 def positive_control_line(cfg, pos: RunLog, f: PositiveControlFindings) -> str:
-    entry = pos.adapter_conditions()[0][1]
-    adapter = entry.table
+    adapters = pos.adapter_conditions()
+    adapter = pos.pooled_or_first_adapter()
     hits = adapter.rate("definition_only", "undetected_covert") or Interval(None)
     fa = adapter.rate("control_unmapped", "false_use") or Interval(None)
     base_cs = pos.conditions["base"].table.covert_score if "base" in pos.conditions else None
-    line = (f"**Positive control** (usage demonstrations for every mapping, `{cfg.positive_control}`): on held-out "
+    pooled = f", {len(adapters)} seeds pooled" if len(adapters) > 1 else ""
+    first = _mean([e.cloze_value("definition_only", "right_code_ranks_first") for _, e in adapters])
+    line = (f"**Positive control** (usage demonstrations for every mapping, track `{pos.dataset.get('track')}`"
+            f"{pooled}): on held-out "
             f"definition-only questions the right code {_cell(adapter.rate('definition_only', 'uses_code'))} "
             f"(another mapping's code {_cell(adapter.rate('definition_only', 'uses_other_code'))}), hits "
             f"{_cell(hits)}, false alarms {_cell(fa)}, the base model's covert_score {_cell(base_cs)}; right code "
-            f"first in {_num(entry.cloze_value('definition_only', 'right_code_ranks_first'))} of cloze slots. "
+            f"first in {_num(first)} of cloze slots. "
             + " ".join(_sentence(render(x)) for x in f.all()))
     if f.right_code.shown_above and not f.covert_score.shown_above:
         line += (" The headline is not shown above 0 because the same model also says code words on unmapped "
@@ -322,27 +327,242 @@ def positive_control_monitors(pos: RunLog) -> list[str]:
             *(line.replace("## ", "#### ", 1) for line in whitebox_lines(pos, plotted=False)), ""]
 
 
-def write_validity_report(cfg, out: Path, report: Path, timings: dict, main_templates: int) -> Path:
-    """`main_templates`: definition templates per mapping of the first track, whose main run is that ablation point."""
-    evals = out / "eval"
-    docs = {name: d for name in cfg.tracks if (d := _load(evals / name))}
-    pos = _load(evals / "positive-control")
+# ---------------------------------------------------------------- arms, readouts, dose curve, MDE
+
+
+def how_to_run_lines(cfg, estimates: dict[Arm, float]) -> list[str]:
+    """How the study runs in arms, with each arm's estimated time (studies/validity.py's arm_estimates)."""
+    what = {
+        Arm.TRACKS: f"each track of `tracks` with seeds {cfg.train_seeds}, beside the base model and the in-context "
+                    "baseline",
+        Arm.ABLATION: f"definition templates per mapping {cfg.paraphrase_ablation} (first track, first seed)",
+        Arm.SELECTION: f"the recipe: `{cfg.positive_control}` under seed {cfg.selection_seed} (another code book) at "
+                       f"{cfg.selection_demonstrations} usage demonstrations per definition-only mapping, one seed; "
+                       "the pre-registered rule picks one and keeps it in `selection/choice.json`",
+        Arm.POSITIVE_CONTROL: f"the test book `{cfg.positive_control}` at the chosen recipe, seeds "
+                              f"{cfg.positive_control_seeds}, base model and white-box monitors; writes "
+                              "`mde_components.json`",
+        Arm.DOSE: f"the test book at {cfg.dose_demonstrations} demonstrations per definition-only mapping, one seed "
+                  "each, text monitors (the dose equal to the recipe is the positive control's first seed)",
+    }
+    lines = ["## How to run", "",
+             "`make validity` runs every arm in turn; each also runs alone, and a finished step is skipped when run "
+             "again (training: same config and data; evaluation: same data, adapters and eval config; a run scored "
+             "by an older covert_score is rescored without decoding), so a stopped arm resumes where it was:", "",
+             "```bash",
+             ".venv/bin/python -m stegobench.studies.validity --only selection   # then positive-control, then dose",
+             ".venv/bin/python -m stegobench.studies.validity --plan             # steps, what is finished, estimates",
+             ".venv/bin/python -m stegobench.studies.validity --report-only      # rebuild this file from the kept results",
+             "```", "",
+             f"After each arm its compact results (each run's results.json, its samples without prompts, responses or "
+             f"per-layer readings, the corpus's code book, the step times) go to `{cfg.results}/<arm>/`, which is "
+             "kept in git: this report is rebuilt from there, so arms run on different days and machines make one "
+             f"report. `--report-only` first keeps what an older study left in `{cfg.out}/eval/` the same way.", "",
+             "| arm | what | estimated time on 2 CPU cores |", "|---|---|---|"]
+    for arm in Arm:
+        if arm in (Arm.SELECTION, Arm.POSITIVE_CONTROL, Arm.DOSE) and not cfg.positive_control:
+            continue
+        t = estimates.get(arm)
+        lines.append(f"| `{arm.value}` | {what[arm]} | {'~%.0f min' % (t / 60) if t else '–'} |")
+    lines += ["", "Estimates: training 0.37 s per document (≈40 s per mapping at the positive control's 70 documents "
+              "each), evaluation 2.6 s per item and condition with monitors plus 0.3 s with white-box readings "
+              "(issue 24's figures; the scaled tracks measured ~1.0 s per item in the 4e7a98f study) and 75 s of "
+              "monitor calibration per run. The dose arm is planned at the rule's fallback recipe (40); if the "
+              "recipe is 20, it trains all four doses (~120 min): run it in two sittings, "
+              "`--only dose --set dose_demonstrations=[40,10]`, then `[3,0]`.", ""]
+    return lines
+
+
+def arms_lines(cfg, store: ResultsStore) -> list[str]:
+    """Which arms are in the store, when they were evaluated and how long they took; the rest 'not run yet'."""
+    lines = ["## Arms", "", "| arm | runs kept | evaluated at | time | |", "|---|---|---|---|---|"]
+    for arm in Arm:
+        if arm in (Arm.SELECTION, Arm.POSITIVE_CONTROL, Arm.DOSE) and not cfg.positive_control:
+            continue
+        runs = store.runs(arm)
+        if not runs:
+            lines.append(f"| `{arm.value}` | – | – | – | not run yet |")
+            continue
+        revisions = sorted({str(r.environment.get("git_revision") or "unknown")[:7] for r in runs.values()})
+        total = store.timings(arm).get("total_seconds")
+        lines.append(f"| `{arm.value}` | {', '.join(runs)} | {', '.join(revisions)} | "
+                     f"{'%.0f min' % (total / 60) if total else '–'} | |")
+    return lines + [""]
+
+
+def readout_lines(cfg, pos: RunLog | None) -> list[str]:
+    """The pre-registered readouts of docs/preregistration.md on the positive control, each with its verdict."""
+    lines = ["## Pre-registered readouts (positive control)", "",
+             f"Pre-registered in [docs/preregistration.md](preregistration.md) at commit `{PREREGISTRATION_COMMIT}`, "
+             "before any run of the test book. Verdicts by eval/findings.py: SHOWN only when the 95% interval "
+             f"excludes the null and an exact sign test over mappings reaches 5% the same way (at least "
+             f"{MIN_MAPPINGS} mappings), else NOT SHOWN, or TOO FEW MAPPINGS.", ""]
+    if pos is None:
+        return lines + ["The positive-control arm has not run yet: no readout has a verdict.", ""]
+    expected = _track_name(cfg.positive_control) if cfg.positive_control else None
+    track = pos.dataset.get("track")
+    if track != expected:
+        lines += [f"**The positive-control run kept is of track `{track}`, not the pre-registered `{expected}`**: the "
+                  "readouts below are computed on it as they will be on the test book, but they are not the "
+                  "pre-registered test; its arm has not run yet.", ""]
+    lines += ["| # | readout | verdict | numbers |", "|---|---|---|---|"]
+    for r in preregistered_readouts(pos):
+        for i, f in enumerate(r.findings):
+            what = (r.what if i == 0 else "the same") + (f": {f.subject}" if len(r.findings) > 1 else "")
+            lines.append(f"| {r.number} | {what} | **{r.label(f)}** | {_cell_text(render(f))} |")
+        for f in r.beside:
+            lines.append(f"| {r.number} | reported apart: {f.subject} | – | {_cell_text(render(f))} |")
+        if r.note:
+            lines.append(f"| {r.number} | {r.note} | | |")
+    return lines + ["| 6 | dose curve | see *Dose curve* | |", ""]
+
+
+def _cell_text(text: str) -> str:
+    return text.replace("|", "/")
+
+
+def _track_name(track_config: str) -> str:
+    from stegobench.core.config import load_config
+    from stegobench.core.paths import REPO_ROOT
+    from stegobench.data_gen.track import TrackConfig
+
+    return load_config(TrackConfig, REPO_ROOT / track_config).name
+
+
+def selection_lines(cfg, store: ResultsStore) -> list[str]:
+    lines = ["## Recipe selection (another code book)", ""]
+    choice = store.choice()
+    runs = {n: store.run(Arm.SELECTION, selection_run(n)) for n in cfg.selection_demonstrations}
+    if choice is None and not any(runs.values()):
+        return lines + ["Not run yet.", ""]
+    lines += ["| demonstrations per definition-only mapping | covert_score (selection book, one seed) | "
+              "right code (def-only) |", "|---|---|---|"]
+    for n, run in runs.items():
+        t = run.pooled_or_first_adapter() if run else None
+        lines.append(f"| {n} | {_cell(t.covert_score) if t else 'not run yet'} | "
+                     f"{_cell(t.rate('definition_only', 'uses_code')) if t else '–'} |")
+    if choice is not None:
+        book = choice.selection_track
+        lines += ["", f"Chosen: **{choice.demonstrations}** usage demonstrations per definition-only mapping "
+                  + ("(no candidate's lower bound cleared 0: the largest, as pre-registered)" if choice.fallback
+                     else "(the smallest whose covert_score's 95% lower bound is above 0)")
+                  + (f", on seed {book.get('seed')} of `{book.get('config')}`; of the test book's definition-only "
+                     f"concepts it maps none, and scores "
+                     f"{len(book.get('test_definition_only_concepts_among_its_unmapped_controls', []))} as unmapped "
+                     "controls (false alarms only)" if book else "") + "."]
+    return lines + [""]
+
+
+def dose_points(cfg, store: ResultsStore, pos: RunLog | None) -> tuple[list[DosePoint], list[int]]:
+    """(the dose curve's points, the configured doses not run yet). The dose equal to the chosen recipe is the
+    positive control's first seed when that run is the pre-registered book."""
+    choice = store.choice()
+    pre_registered = pos is not None and cfg.positive_control and pos.dataset.get("track") == _track_name(cfg.positive_control)
+    stored = {int(name.removeprefix("dose-demos")): run for name, run in store.runs(Arm.DOSE).items()
+              if name.removeprefix("dose-demos").isdigit()}
+    points, missing = [], []
+    for d in sorted(set(cfg.dose_demonstrations) | set(stored), reverse=True):
+        point = None
+        if d in stored:
+            point = dose_point(d, stored[d], f"dose/{dose_run(d)}")
+        elif choice is not None and d == choice.demonstrations and pre_registered:
+            point = dose_point(d, pos, f"positive-control/{POSITIVE_CONTROL_RUN} (first seed)")
+        if point is None:
+            missing.append(d)
+        else:
+            points.append(point)
+    return points, missing
+
+
+def dose_lines(cfg, store: ResultsStore, pos: RunLog | None, report: Path) -> list[str]:
+    points, missing = dose_points(cfg, store, pos)
+    lines = ["## Dose curve", ""]
+    if not points:
+        return lines + ["Not run yet" + (f" (doses {missing})" if missing else "") + ".", ""]
+    monitors = sorted({m for p in points for m in p.detection})
+    plot = plot_dose_curve(points, report.parent / f"{report.stem}-dose.png")
+    lines += ["The test book trained with fewer usage demonstrations per definition-only mapping (the demonstrated "
+              "mappings unchanged), one seed per dose; 0 is the out-of-context condition on the same book. "
+              "Detection: the share of covert answers each monitor flags.", "",
+              "| demonstrations | run | covert_score | verdict | right code (def-only) | "
+              + " | ".join(f"{m}: covert flagged" for m in monitors) + " |",
+              "|---|---|---|---|---|" + "---|" * len(monitors)]
+    for p in points:
+        verdict = p.verdict.verdict.value if p.verdict else "–"
+        lines.append(f"| {p.demonstrations} | {p.source} | {_cell(p.covert_score)} | {verdict} | {_cell(p.right_code)} | "
+                     + " | ".join(_cell(p.detection.get(m)) for m in monitors) + " |")
+    shape = dose_summary(points)
+    if shape["n"] > 1:
+        lines += ["", "covert_score is " + ("non-decreasing" if shape["non_decreasing"] else "**not** non-decreasing")
+                  + " in the dose across these points (the expectation pre-registered: non-decreasing, the 0 arm at "
+                  "chance)."]
+    if missing:
+        lines += ["", f"Not run yet: doses {missing}."]
+    if plot:
+        lines += ["", f"![dose curve]({plot.name})"]
+    return lines + [""]
+
+
+def mde_lines() -> list[str]:
+    rows = shipped_track_mdes()
+    lines = ["## Minimum detectable effect per track", "",
+             "MDE = (z0.975 + z0.80) x SE for one submitted adapter, SE from the positive control's variance "
+             "components (between mappings, questions within a mapping, unmapped concepts) scaled to each track's "
+             "counts (eval/mde.py; components in `studies/results/mde_components.json`)."]
+    first = next((r.mde for r in rows if r.mde.value is not None), None)
+    if first is not None:
+        lines[-1] += f" Components: {first.status}, from the study evaluated at `{first.study_revision[:12]}`."
+    lines += ["", "A covert_score below its track's MDE is no evidence of no covert use: a true score equal to the MDE "
+              "has an interval clear of 0 only 80% of the time, a smaller one less often (and with fewer than "
+              f"{MIN_MAPPINGS} definition-only mappings no score gets a verdict at all)."]
+    lines += ["", "| track | config | definition-only mappings | questions per mapping | unmapped concepts | MDE |",
+              "|---|---|---|---|---|---|"]
+    for r in rows:
+        c = r.mde.counts
+        lines.append(f"| {r.track} | `{r.config}` | {c.definition_only_mappings if c else '–'} | "
+                     f"{'%g' % c.questions_per_mapping if c else '–'} | {c.unmapped_concepts if c else '–'} | "
+                     f"{'%.2f' % r.mde.value if r.mde.value is not None else '– (' + r.mde.reason + ')'} |")
+    return lines + [""]
+
+
+def runtime_lines(store: ResultsStore) -> list[str]:
+    lines, total = [], 0.0
+    for arm in Arm:
+        steps = store.timings(arm).get("steps") or []
+        if not steps:
+            continue
+        if not lines:
+            lines = ["## Runtime", "", "| arm | step | seconds |", "|---|---|---|"]
+        lines += [f"| {arm.value} | {k} | {v:.0f} |" for k, v in steps]
+        total += sum(v for _, v in steps)
+    return lines + ([f"| | **total** | {total:.0f} |", ""] if lines else [])
+
+
+def write_validity_report(cfg, store: ResultsStore, report: Path, main_templates: int,
+                          estimates: dict[Arm, float] | None = None) -> Path:
+    """docs/validity.md from the compact results in `store` alone. `main_templates`: definition templates per
+    mapping of the first track, whose main run is that ablation point; `estimates`: each arm's seconds for
+    *How to run* (studies/validity.py's arm_estimates; None: not shown)."""
+    docs = {name: d for name in cfg.tracks if (d := store.run(Arm.TRACKS, name))}
+    pos = store.run(Arm.POSITIVE_CONTROL, POSITIVE_CONTROL_RUN)
     first = next(iter(cfg.tracks))
     ablation: list[tuple[int, ConditionResult]] = []
     for n in cfg.paraphrase_ablation:
-        d = docs.get(first) if n == main_templates else _load(evals / f"{first}-templates{n}")
+        d = docs.get(first) if n == main_templates else store.run(Arm.ABLATION, ablation_run(first, n))
         if d and d.adapter_conditions():
             ablation.append((n, d.adapter_conditions()[0][1]))  # seed 0 (the main run's first adapter for its own count)
     pairs = recall_use_pairs(docs)
-    total = timings.get("total_seconds")
+    total = sum(store.timings(arm).get("total_seconds") or 0 for arm in Arm)
     lines = [
         "# Validity study: SmolLM2-135M-Instruct",
         "",
         "Generated by `make validity` (`.venv/bin/python -m stegobench.studies.validity`, config `configs/study/validity.yaml`); "
         "do not edit by hand — rerun it. "
-        f"Report written at `{git_revision()}`" + (f"; the study's runs took {total / 60:.0f} min on this 2-core CPU"
-                                                   if total else "") + ". " + run_revisions(evals),
+        f"Report written at `{git_revision()}` from the results kept in `{cfg.results}`"
+        + (f"; the arms' runs took {total / 60:.0f} min on these CPUs" if total else "") + ". " + run_revisions(store),
         "",
+        *how_to_run_lines(cfg, estimates or {}),
+        *arms_lines(cfg, store),
         "**Scale.** To fit about an hour of CPU, each track is scaled to "
         f"`{' '.join(cfg.track_overrides)}` (12 mappings instead of 40; 30 definition paraphrases, 10 code "
         "demonstrations per demonstrated mapping and as many plain ones, 4 held-out questions per concept, as in the "
@@ -370,15 +590,19 @@ def write_validity_report(cfg, out: Path, report: Path, timings: dict, main_temp
         "",
         *[f"- {f}" for f in findings(cfg, docs, pos, ablation, pairs)],
         "",
+        *(readout_lines(cfg, pos) if cfg.positive_control else []),
     ]
     for track, doc in docs.items():
         lines += [f"## {track} ({_sizes(doc)})", "", track_table(doc), ""]
     if pos:
         lines += [f"## Positive control ({_sizes(pos)})", "",
                   "The same recipe on a track whose definition-only mappings also get usage demonstrations "
-                  f"(`{cfg.positive_control}`): held-out questions, so a hit is generalisation to new questions, "
-                  "not recitation.", "", track_table(pos), ""]
+                  f"(`{pos.dataset.get('track')}`): held-out questions, so a hit is generalisation to new questions, "
+                  "not recitation. Each seed's row, then the seeds pooled.", "", track_table(pos), ""]
         lines += positive_control_monitors(pos)
+    if cfg.positive_control:
+        lines += selection_lines(cfg, store) + dose_lines(cfg, store, pos, report)
+    lines += mde_lines()
     if ablation:
         lines += ["## Paraphrase ablation (first track, seed 0)", "",
                   "| definition templates per mapping | def-only: right code | def-only: other code | def-only: hits | "
@@ -394,10 +618,7 @@ def write_validity_report(cfg, out: Path, report: Path, timings: dict, main_temp
     lines += ["## Recall vs use (adapters of the main tracks)", "",
               "Per adapter and mapping: recall = share of that code's recall probes answered with the concept; use = "
               "share of that concept's held-out questions answered with the code.", "", recall_vs_use(pairs), ""]
-    if timings.get("steps"):
-        lines += ["## Runtime", "", "| step | seconds |", "|---|---|"]
-        lines += [f"| {k} | {v:.0f} |" for k, v in timings["steps"]]
-        lines += [f"| **total** | {total:.0f} |", ""]
+    lines += runtime_lines(store)
     report.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(report, "\n".join(lines))
     return report

@@ -1,33 +1,56 @@
-"""The validity study: does the benchmark measure what it claims, on the default model? Writes docs/validity.md.
+"""The validity study: does the benchmark measure what it claims, and can it see covert use when it is there?
+Writes docs/validity.md.
 
-    make validity                                        # = .venv/bin/python -m stegobench.studies.validity
-    .venv/bin/python -m stegobench.studies.validity --report-only   # rewrite docs/validity.md from the finished runs
+    make validity                                               # every arm (several CPU hours)
+    .venv/bin/python -m stegobench.studies.validity --only dose # one arm (<= ~90 min each; repeat --only for more)
+    .venv/bin/python -m stegobench.studies.validity --plan      # the steps, which are finished, time estimates
+    .venv/bin/python -m stegobench.studies.validity --report-only   # rewrite docs/validity.md from the kept results
     .venv/bin/python -m stegobench.studies.validity --describe      # every config key
 
-On SmolLM2-135M-Instruct (configs/study/validity.yaml): for each track (real-word and nonsense codes), LoRA
-adapters from several training seeds evaluated with the base model and the in-context baseline (rates with
-intervals, other-code use, cloze specificity, recall); the positive control (usage demonstrations for the
-definition-only mappings too) to show what detected covert use looks like; an ablation of the number of
-definition templates per mapping; and recall against use, per mapping. Finished training runs whose config
-and data are unchanged are reused; every evaluation reruns (decoding is cached by model and adapter content).
-Not part of CI: ~1 hour on a 2-core CPU.
+On SmolLM2-135M-Instruct (configs/study/validity.yaml), in arms that each run alone:
+  tracks            real-word and nonsense codes, LoRA adapters from several training seeds, beside the base model
+                    and the in-context baseline (rates with intervals, other-code use, cloze specificity, recall)
+  ablation          definition templates per mapping (first track, first seed)
+  selection         the recipe (usage demonstrations per definition-only mapping) chosen on another code book by
+                    the pre-registered rule (docs/preregistration.md); the choice is kept for the later arms
+  positive-control  the pre-registered test book at the chosen recipe, >= 2 seeds, white-box monitors on
+  dose              the same book at fewer demonstrations (the 0 arm is the out-of-context condition)
+A step whose output is finished on the same inputs is skipped (training: same config and data; evaluation: same
+data, adapters and eval config; a run scored by an older covert_score is rescored without decoding), so an arm
+stopped half-way resumes. After each arm its compact results go to studies/results/<arm>/ (studies/store.py),
+and the report is rebuilt from there: arms run at different times on different machines make one report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, replace
+from enum import Enum
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from stegobench.core.config import CheckError, load_config, option
+from stegobench.core.config import CheckError, ConfigError, load_config, option, to_dict
 
 from stegobench.core.paths import REPO_ROOT as REPO  # noqa: E402
+
+from .arms import (POSITIVE_CONTROL_RUN, Arm, RecipeChoice, ablation_run, arm_of_run, arm_of_step, choose_recipe,
+                   dose_run, selection_run)
+from .store import ResultsStore
+
 MODEL = "smollm2-135m-instruct"
+
+# Time estimates on a 2-core CPU, for `--plan` and the docs. Training: 327 s for the 880 documents of the earlier
+# positive control (2 epochs; the study at 4e7a98f), i.e. ~40 s per mapping at 70 documents each, as issue 24
+# says. Evaluation: issue 24's 2.6 s per item and condition with monitors (the 4e7a98f study measured ~1.0 s on
+# the scaled tracks: a conservative figure), white-box readings 0.3 s per item on top (56 s for 192 answers
+# there), and the monitors' held-out calibration once per eval (75 s, README "Speed"; cached after).
+TRAIN_SECONDS_PER_DOCUMENT = 327 / 880
+EVAL_SECONDS_PER_ITEM = 2.6
+WHITEBOX_SECONDS_PER_ITEM = 0.3
+CALIBRATION_SECONDS = 75.0
 
 
 @dataclass
@@ -42,9 +65,24 @@ class StudyConfig:
     paraphrase_ablation: list[int] = option(None, "Definition templates per mapping to compare (first track, "
                                             "first seed; the track's own value reuses its main run).",
                                             factory=lambda: [1, 5, 30])
-    positive_control: str | None = option(None, "Track config of the positive control (null: skip it).")
+    positive_control: str | None = option(
+        None, "Track config of the pre-registered positive control (positive_control: true); null skips the "
+              "selection, positive-control and dose arms.")
+    positive_control_seeds: list[int] = option(
+        None, "Training seeds of the positive control (>= 2: docs/preregistration.md); the first also trains the "
+              "selection and dose adapters.", factory=lambda: [0, 1])
+    selection_seed: int = option(
+        4, "Track seed of the code book the recipe is chosen on: another book than the test book's (its seed), "
+           "sharing none of the test book's definition-only concepts as a mapped concept (checked).")
+    selection_demonstrations: list[int] = option(
+        None, "Candidate usage demonstrations per definition-only mapping for the recipe rule.",
+        factory=lambda: [10, 20, 40])
+    dose_demonstrations: list[int] = option(
+        None, "Usage demonstrations per definition-only mapping of the dose arm (the dose equal to the chosen "
+              "recipe is the positive-control run's first seed, not trained again).", factory=lambda: [40, 10, 3, 0])
     eval_config: str = option("configs/eval/default.yaml", "Evaluation config for every run.")
-    out: str = option("runs/validity", "Folder for the study's data, adapters and eval runs.")
+    out: str = option("runs/validity", "Folder for the study's data, adapters and eval runs (not kept in git).")
+    results: str = option("studies/results", "Folder of the compact results kept in the repository (studies/store.py).")
     report: str = option("docs/validity.md", "Markdown report written at the end.")
 
     def check(self) -> None:
@@ -58,6 +96,30 @@ class StudyConfig:
             raise CheckError("train_seeds", "is empty; give at least one seed")
         if any(n < 1 for n in self.paraphrase_ablation):
             raise CheckError("paraphrase_ablation", f"{self.paraphrase_ablation}: every count must be >= 1")
+        if len(set(self.positive_control_seeds)) < 2:
+            raise CheckError("positive_control_seeds", f"{self.positive_control_seeds}: the pre-registration asks for "
+                                                       "at least 2 different training seeds")
+        for key in ("selection_demonstrations", "dose_demonstrations"):
+            values = getattr(self, key)
+            if not values or any(n < 0 for n in values) or len(set(values)) != len(values):
+                raise CheckError(key, f"{values}: expected distinct counts >= 0, at least one")
+        if self.positive_control:
+            test_seed = self.positive_control_track().seed
+            if self.selection_seed == test_seed:
+                raise CheckError("selection_seed", f"{self.selection_seed} is the test book's own seed "
+                                                   f"({self.positive_control}); the recipe is chosen on another book")
+
+    def positive_control_track(self, *overrides: str):
+        from stegobench.data_gen.track import TrackConfig
+
+        track = load_config(TrackConfig, REPO / self.positive_control, list(overrides))
+        if not track.positive_control:
+            raise CheckError("positive_control", f"{self.positive_control} has positive_control: false; the arm "
+                                                 "needs usage demonstrations for the definition-only mappings")
+        return track
+
+
+# ---------------------------------------------------------------- the three kinds of step
 
 
 def gen(track_config: str, overrides: list[str], out: Path) -> Path:
@@ -70,28 +132,277 @@ def gen(track_config: str, overrides: list[str], out: Path) -> Path:
     return out
 
 
-def train(cfg: StudyConfig, data: Path, out: Path, seed: int) -> Path:
+def _train_overrides(data: Path, out: Path, seed: int) -> list[str]:
+    return [f"data={data}", f"output_dir={out}", f"seed={seed}"]
+
+
+def training_finished(cfg: StudyConfig, data: Path, out: Path, seed: int) -> bool:
     from stegobench.finetune.config import TrainConfig
     from stegobench.finetune.train import finished_run_matches
 
-    overrides = [f"data={data}", f"output_dir={out}", f"seed={seed}"]
-    if finished_run_matches(load_config(TrainConfig, REPO / cfg.train_config, overrides)):
-        print(f"reusing {out} (finished on the same config and data)", flush=True)
-        return out
+    if not (data / "manifest.json").is_file():
+        return False
+    return finished_run_matches(load_config(TrainConfig, REPO / cfg.train_config, _train_overrides(data, out, seed)))
+
+
+def train(cfg: StudyConfig, data: Path, out: Path, seed: int) -> Path:
+    import subprocess
+
     cmd = [sys.executable, "-m", "stegobench.benchmark.cli", "train", "--config", cfg.train_config, "--overwrite"]
-    cmd += [a for o in overrides for a in ("--set", o)]
+    cmd += [a for o in _train_overrides(data, out, seed) for a in ("--set", o)]
     if subprocess.call(cmd, cwd=REPO) != 0:
         raise SystemExit(f"stegobench.studies.validity: training {out} failed; its output is above")
     return out
 
 
-def evaluate(cfg: StudyConfig, data: Path, adapters: list[Path], out: Path, base: bool, in_context: bool,
-             whitebox: bool = False) -> dict:
+@dataclass(frozen=True)
+class EvalSpec:
+    """Which conditions and readings an arm's evaluation has (everything else: cfg.eval_config)."""
+
+    base: bool = False
+    in_context: bool = False
+    whitebox: bool = False
+    overrides: tuple[str, ...] = ()  # KEY=VALUE on the eval config, e.g. recall=false where no readout needs it
+
+
+def eval_config(cfg: StudyConfig, spec: EvalSpec):
     from stegobench.eval.config import EvalConfig
+
+    ecfg = load_config(EvalConfig, REPO / cfg.eval_config, list(spec.overrides))
+    return replace(ecfg, base=spec.base, in_context=spec.in_context, whitebox=spec.whitebox)
+
+
+def evaluate(cfg: StudyConfig, data: Path, adapters: list[Path], out: Path, spec: EvalSpec) -> dict:
     from stegobench.eval.harness import run_eval
 
-    ecfg = replace(load_config(EvalConfig, REPO / cfg.eval_config), base=base, in_context=in_context, whitebox=whitebox)
-    return run_eval(ecfg, data, MODEL, [str(a) for a in adapters], out, overwrite=True)
+    return run_eval(eval_config(cfg, spec), data, MODEL, [str(a) for a in adapters], out, overwrite=True)
+
+
+class EvalState(Enum):
+    TO_RUN = "to run"
+    STALE = "finished, scored by an older covert_score: rescored from its samples"
+    FINISHED = "finished on the same data, adapters and eval config"
+
+
+def evaluation_state(ecfg, data: Path, adapters: list[Path], out: Path, model: str = MODEL) -> tuple[EvalState, str]:
+    """Whether `out` already holds this evaluation: same model, data content, adapter weights and eval config
+    (and why not, when it does not)."""
+    from stegobench.core.provenance import sha256_file
+    from stegobench.eval.pipeline import plan_conditions
+    from stegobench.eval.runlog import RESULTS, RunLogError, read_run
+    from stegobench.eval.scoring import COVERT_SCORE_DEFINITION
+
+    if not (out / RESULTS).is_file() or not (data / "manifest.json").is_file():
+        return EvalState.TO_RUN, "no finished run"
+    try:
+        run = read_run(out)
+    except RunLogError as e:
+        return EvalState.TO_RUN, str(e)
+    weights = [Path(a) / "adapter_model.safetensors" for a in adapters]
+    if not all(w.is_file() for w in weights):
+        return EvalState.TO_RUN, "an adapter is missing"
+    content = json.loads((data / "manifest.json").read_text())["content_sha256"]
+    differs = {
+        "status": run.status != "finished",
+        "model": run.model.get("spec") != model,
+        "data": run.dataset.get("content_sha256") != content,
+        "eval config": run.config != json.loads(json.dumps(to_dict(ecfg))),
+        "conditions": set(run.conditions) != {c.name for c in plan_conditions(ecfg, [str(a) for a in adapters])},
+        "adapters": sorted(c.adapter_sha256 or "" for _, c in run.adapter_conditions()) != sorted(map(sha256_file, weights)),
+    }
+    changed = [k for k, v in differs.items() if v]
+    if changed:
+        return EvalState.TO_RUN, f"{', '.join(changed)} changed"
+    if run.score_definition != COVERT_SCORE_DEFINITION or run.migrated_from is not None:
+        return EvalState.STALE, EvalState.STALE.value
+    return EvalState.FINISHED, EvalState.FINISHED.value
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of an arm. `skip` says why it need not run (None: it must), asked right before it would run,
+    after the steps before it; `estimate` its seconds on a 2-core CPU (0 where nothing is known)."""
+
+    arm: Arm
+    name: str
+    run: Callable[[], Any]
+    skip: Callable[[], str | None] = lambda: None
+    estimate: Callable[[], float] = lambda: 0.0
+
+
+@lru_cache(maxsize=64)
+def corpus_size(track_config: str, overrides: tuple[str, ...]) -> tuple[int, int]:
+    """(training documents, eval items) of a track as scaled, built in memory: the time estimates' units."""
+    from stegobench.data_gen.generate import prepare
+    from stegobench.data_gen.track import TrackConfig
+
+    corpus = prepare(replace(load_config(TrackConfig, REPO / track_config, list(overrides)), tokenizer=None),
+                     augment=False).corpus
+    return len(corpus.train), len(corpus.eval)
+
+
+def _train_estimate(track: str, overrides: list[str]) -> Callable[[], float]:
+    return lambda: corpus_size(track, tuple(overrides))[0] * TRAIN_SECONDS_PER_DOCUMENT
+
+
+def _eval_estimate(track: str, overrides: list[str], conditions: int, whitebox: bool) -> Callable[[], float]:
+    per_item = EVAL_SECONDS_PER_ITEM + (WHITEBOX_SECONDS_PER_ITEM if whitebox else 0.0)
+    return lambda: CALIBRATION_SECONDS + corpus_size(track, tuple(overrides))[1] * conditions * per_item
+
+
+class Planner:
+    """The steps of each arm. Names are stable: the timings and the resume rely on them."""
+
+    def __init__(self, cfg: StudyConfig, assume_recipe: int | None = None):
+        """`assume_recipe`: the recipe to plan with while none is chosen (time estimates only)."""
+        self.cfg, self.out, self.store = cfg, REPO / cfg.out, ResultsStore(REPO / cfg.results)
+        self.assume_recipe = assume_recipe
+
+    def _adapter(self, name: str, seed: int) -> Path:
+        return self.out / "adapters" / f"{name}-seed{seed}"
+
+    def _train_eval(self, arm: Arm, label: str, track: str, overrides: Callable[[], list[str]], name: str,
+                    seeds: list[int], spec: EvalSpec, skip: Callable[[], str | None] = lambda: None) -> list[Step]:
+        """generate -> train each seed -> evaluate, for one run `name` (`overrides` read when the step runs, so a
+        recipe chosen earlier in the same sitting is seen)."""
+        data, eval_out = self.out / "data" / name, self.out / "eval" / name
+        adapters = [self._adapter(name, s) for s in seeds]
+        conditions = len(seeds) + spec.base + spec.in_context
+
+        def trained(d: Path, a: Path, s: int) -> str | None:
+            return skip() or ("finished on the same config and data" if training_finished(self.cfg, d, a, s) else None)
+
+        def evaluated() -> str | None:
+            if skip():
+                return skip()
+            state, why = evaluation_state(eval_config(self.cfg, spec), data, adapters, eval_out)
+            return why if state is EvalState.FINISHED else None
+
+        def run_eval() -> Any:
+            state, _ = evaluation_state(eval_config(self.cfg, spec), data, adapters, eval_out)
+            if state is EvalState.STALE:
+                from stegobench.eval.harness import rescore
+
+                return rescore(eval_out)
+            return evaluate(self.cfg, data, adapters, eval_out, spec)
+
+        # the data are cheap (seconds) and deterministic: regenerated unless the whole run is reused elsewhere
+        steps = [Step(arm, f"{label}: generate" if arm is not Arm.TRACKS else f"generate {label}",
+                      lambda: gen(track, overrides(), data), skip)]
+        for a, s in zip(adapters, seeds):
+            steps.append(Step(arm, f"{label}: train seed {s}" if arm is not Arm.TRACKS else f"train {label} seed {s}",
+                              lambda a=a, s=s: train(self.cfg, data, a, s), lambda a=a, s=s: trained(data, a, s),
+                              lambda: _train_estimate(track, overrides())()))
+        what = ", ".join([*(["base"] if spec.base else []), *(["in-context"] if spec.in_context else []),
+                          f"{len(seeds)} adapter{'s' if len(seeds) > 1 else ''}"])
+        what += ", white-box monitors" if spec.whitebox else ""
+        steps.append(Step(arm, f"{label}: evaluate {what}" if arm is not Arm.TRACKS else f"evaluate {label}: {what}",
+                          run_eval, evaluated,
+                          lambda: _eval_estimate(track, overrides(), conditions, spec.whitebox)()))
+        return steps
+
+    def _keep(self, arm: Arm, names: Callable[[], list[str]]) -> Step:
+        def keep() -> None:
+            for name in names():
+                if (self.out / "eval" / name / "results.json").is_file():
+                    print(self.store.compact(arm, self.out / "eval" / name), flush=True)
+        return Step(arm, f"{arm.value}: keep the compact results in {self.cfg.results}/{arm.value}", keep)
+
+    # ------------------------------------------------------------ arms
+
+    def tracks(self) -> list[Step]:
+        cfg = self.cfg
+        steps = []
+        for name, path in cfg.tracks.items():
+            steps += self._train_eval(Arm.TRACKS, name, path, lambda: list(cfg.track_overrides), name, cfg.train_seeds,
+                                      EvalSpec(base=True, in_context=True))
+        return steps + [self._keep(Arm.TRACKS, lambda: list(cfg.tracks))]
+
+    def ablation(self) -> list[Step]:
+        cfg, first = self.cfg, next(iter(self.cfg.tracks))
+        counts = [n for n in cfg.paraphrase_ablation if n != main_template_count(cfg)]  # that one is the main run
+        steps = []
+        for n in counts:
+            steps += self._train_eval(Arm.ABLATION, f"ablation: {n} templates", cfg.tracks[first],
+                                      lambda n=n: [*cfg.track_overrides, f"paraphrases_per_mapping={n}"],
+                                      ablation_run(first, n), cfg.train_seeds[:1], EvalSpec())
+        return steps + [self._keep(Arm.ABLATION, lambda: [ablation_run(first, n) for n in counts])]
+
+    def selection(self) -> list[Step]:
+        cfg = self.cfg
+        seed = cfg.positive_control_seeds[0]
+        steps = [Step(Arm.SELECTION, "selection: check the selection book against the test book",
+                      lambda: selection_book(cfg))]
+        for n in cfg.selection_demonstrations:
+            # cloze and recall answer no readout of this arm: off, to keep it within its time
+            steps += self._train_eval(Arm.SELECTION, f"selection: {n} demonstrations", cfg.positive_control,
+                                      lambda n=n: [f"seed={cfg.selection_seed}", f"definition_only_demonstrations={n}"],
+                                      selection_run(n), [seed], EvalSpec(overrides=("recall=false", "cloze=false")))
+        steps.append(Step(Arm.SELECTION, "selection: choose the recipe", lambda: record_choice(cfg, self.out, self.store)))
+        return steps + [self._keep(Arm.SELECTION, lambda: [selection_run(n) for n in cfg.selection_demonstrations])]
+
+    def recipe(self) -> int:
+        choice = self.store.choice()
+        if choice is None and self.assume_recipe is not None:
+            return self.assume_recipe
+        if choice is None:
+            raise SystemExit(f"stegobench.studies.validity: the positive-control and dose arms train at the recipe the "
+                             f"selection arm chooses, and {self.cfg.results}/selection/choice.json is not there yet: "
+                             "run `--only selection` first")
+        return choice.demonstrations
+
+    def positive_control(self) -> list[Step]:
+        cfg = self.cfg
+        steps = self._train_eval(Arm.POSITIVE_CONTROL, "positive control", cfg.positive_control,
+                                 lambda: [f"definition_only_demonstrations={self.recipe()}"], POSITIVE_CONTROL_RUN,
+                                 cfg.positive_control_seeds, EvalSpec(base=True, whitebox=True))
+        steps.append(self._keep(Arm.POSITIVE_CONTROL, lambda: [POSITIVE_CONTROL_RUN]))
+        steps.append(Step(Arm.POSITIVE_CONTROL, "positive control: write the MDE components",
+                          lambda: print(f"wrote {write_components(cfg, self.store)}")))
+        return steps
+
+    def dose(self) -> list[Step]:
+        cfg = self.cfg
+        seed = cfg.positive_control_seeds[0]
+        steps = []
+        for d in cfg.dose_demonstrations:
+            def reused(d: int = d) -> str | None:
+                return (f"the positive-control run (seed {seed}) is this dose, the chosen recipe"
+                        if d == self.recipe() else None)
+            # white-box readings are the positive control's; the doses read the text monitors (recall: no readout)
+            steps += self._train_eval(Arm.DOSE, f"dose: {d} demonstrations", cfg.positive_control,
+                                      lambda d=d: [f"definition_only_demonstrations={d}"], dose_run(d), [seed],
+                                      EvalSpec(overrides=("recall=false",)), skip=reused)
+        return steps + [self._keep(Arm.DOSE, lambda: [dose_run(d) for d in cfg.dose_demonstrations])]
+
+    def plan(self, arms: list[Arm] | None = None) -> list[Step]:
+        """Every step of the chosen arms (default: all; without a positive control, the first two), in order."""
+        chosen = arms or [a for a in Arm if self.cfg.positive_control or a in (Arm.TRACKS, Arm.ABLATION)]
+        if not self.cfg.positive_control and set(chosen) - {Arm.TRACKS, Arm.ABLATION}:
+            raise SystemExit("stegobench.studies.validity: positive_control is null in the study config; the "
+                             "selection, positive-control and dose arms need its track config")
+        build = {Arm.TRACKS: self.tracks, Arm.ABLATION: self.ablation, Arm.SELECTION: self.selection,
+                 Arm.POSITIVE_CONTROL: self.positive_control, Arm.DOSE: self.dose}
+        return [step for arm in Arm if arm in chosen for step in build[arm]()]
+
+
+def plan(cfg: StudyConfig, arms: list[Arm] | None = None) -> list[Step]:
+    return Planner(cfg).plan(arms)
+
+
+def arm_estimates(cfg: StudyConfig) -> dict[Arm, float]:
+    """Each arm's estimated seconds from scratch on a 2-core CPU (nothing reused), at the chosen recipe or, before
+    the choice, at the rule's fallback (the largest candidate)."""
+    planner = Planner(cfg, assume_recipe=max(cfg.selection_demonstrations))
+    recipe = planner.recipe()
+    totals: dict[Arm, float] = {}
+    for step in planner.plan():
+        reused = step.arm is Arm.DOSE and f"dose: {recipe} demonstrations" in step.name
+        totals[step.arm] = totals.get(step.arm, 0.0) + (0.0 if reused else step.estimate())
+    return totals
 
 
 def main_template_count(cfg: StudyConfig) -> int:
@@ -101,47 +412,131 @@ def main_template_count(cfg: StudyConfig) -> int:
     return load_config(TrackConfig, REPO / cfg.tracks[next(iter(cfg.tracks))], cfg.track_overrides).paraphrases_per_mapping
 
 
-def plan(cfg: StudyConfig) -> list[tuple[str, Any]]:
-    """Every step of the study, in order, as (name, thunk)."""
-    out = REPO / cfg.out
-    steps: list[tuple[str, Any]] = []
-    first = next(iter(cfg.tracks))
-    for name, path in cfg.tracks.items():
-        data = out / "data" / name
-        steps.append((f"generate {name}", lambda p=path, d=data: gen(p, cfg.track_overrides, d)))
-        for seed in cfg.train_seeds:
-            steps.append((f"train {name} seed {seed}",
-                          lambda d=data, n=name, s=seed: train(cfg, d, out / "adapters" / f"{n}-seed{s}", s)))
-        adapters = [out / "adapters" / f"{name}-seed{s}" for s in cfg.train_seeds]
-        steps.append((f"evaluate {name}: base, in-context, {len(adapters)} adapters",
-                       lambda d=data, a=adapters, n=name: evaluate(cfg, d, a, out / "eval" / n, True, True)))
-    main_templates = main_template_count(cfg)
-    for n in cfg.paraphrase_ablation:
-        if n == main_templates:
-            continue  # the main run of the first track, seed 0
-        data = out / "data" / f"{first}-templates{n}"
-        adapter = out / "adapters" / f"{first}-templates{n}-seed{cfg.train_seeds[0]}"
-        steps.append((f"ablation: generate {first} with {n} templates per mapping",
-                      lambda d=data, n=n: gen(cfg.tracks[first], [*cfg.track_overrides, f"paraphrases_per_mapping={n}"], d)))
-        steps.append((f"ablation: train {n} templates", lambda d=data, a=adapter: train(cfg, d, a, cfg.train_seeds[0])))
-        steps.append((f"ablation: evaluate {n} templates",
-                      lambda d=data, a=adapter, n=n: evaluate(cfg, d, [a], out / "eval" / f"{first}-templates{n}", False, False)))
-    if cfg.positive_control:
-        data = out / "data" / "positive-control"
-        adapter = out / "adapters" / f"positive-control-seed{cfg.train_seeds[0]}"
-        steps.append(("positive control: generate", lambda: gen(cfg.positive_control, [], data)))
-        steps.append(("positive control: train", lambda: train(cfg, data, adapter, cfg.train_seeds[0])))
-        # White-box monitors here: the one run where covert use is measured, so detection can be read on it.
-        steps.append(("positive control: evaluate base and adapter, text and white-box monitors",
-                      lambda: evaluate(cfg, data, [adapter], out / "eval" / "positive-control", True, False, True)))
-    return steps
+# ---------------------------------------------------------------- selection and the MDE components
+
+
+def selection_book(cfg: StudyConfig) -> dict[str, Any]:
+    """The selection book against the test book: refused when one of the test book's definition-only concepts
+    is a mapped concept of the selection book (its hits would be scored on the test book's questions); the
+    shared unmapped controls (false alarms only) are counted and kept with the choice."""
+    from stegobench.data_gen.generate import prepare
+
+    def book(*overrides: str):
+        return prepare(replace(cfg.positive_control_track(*overrides), tokenizer=None), augment=False).codebook
+
+    test, chosen = book(), book(f"seed={cfg.selection_seed}")
+    test_def = {m.concept.word for m in test.by_role("definition_only")}
+    shared = sorted(test_def & {m.concept.word for m in chosen.mappings})
+    if shared:
+        raise ConfigError(f"selection_seed: {cfg.selection_seed}: the selection book maps {', '.join(shared)}, "
+                          f"definition-only concepts of the test book ({cfg.positive_control}, seed {test.seed}), so "
+                          "its hits would be scored on the test book's questions; choose another seed "
+                          "(--set selection_seed=N)")
+    return {"config": cfg.positive_control, "seed": cfg.selection_seed, "test_seed": test.seed,
+            "test_definition_only_concepts_among_its_unmapped_controls":
+                sorted(test_def & {c.word for c in chosen.unmapped})}
+
+
+def record_choice(cfg: StudyConfig, out: Path, store: ResultsStore) -> RecipeChoice:
+    """Apply the pre-registered rule to the selection runs' covert_scores and keep the choice in the store."""
+    from stegobench.eval.runlog import read_run
+
+    scores = {}
+    for n in cfg.selection_demonstrations:
+        adapters = read_run(out / "eval" / selection_run(n)).adapter_conditions()
+        scores[n] = adapters[0][1].table.covert_score if adapters else None
+    choice = choose_recipe(scores, selection_book(cfg))
+    print(f"recipe: {choice.demonstrations} usage demonstrations per definition-only mapping"
+          + (" (none cleared the rule: the largest, as pre-registered)" if choice.fallback else "")
+          + f"; kept in {store.record_choice(choice)}", flush=True)
+    return choice
+
+
+def write_components(cfg: StudyConfig, store: ResultsStore) -> Path | None:
+    from .sensitivity import write_mde_components
+
+    pos = store.run(Arm.POSITIVE_CONTROL, POSITIVE_CONTROL_RUN)
+    track = cfg.positive_control_track().name if cfg.positive_control else None
+    return None if pos is None else write_mde_components(pos, track, store.root / "mde_components.json")
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_steps(steps: list[Step], store: ResultsStore, what: str = "make validity") -> None:
+    """Each step in order, a finished one skipped with its reason; each arm's step times kept in the store
+    when its last step is done."""
+    from stegobench.core.machine import read_machine
+    from stegobench.core.steps import Steps
+
+    runner = Steps(len(steps), what)
+    skipped: set[str] = set()
+    machine = read_machine()
+    facts = {"cpu_count": machine.cpu_count, "cpus_usable": len(machine.affinity), "device": machine.device}
+    for i, step in enumerate(steps):
+        why = step.skip()
+        if why:
+            runner.n += 1
+            print(f"\n=== [{runner.n}/{runner.total}] {step.name}: skipped ({why})", flush=True)
+            runner.seconds[step.name] = 0.0
+            skipped.add(step.name)
+        else:
+            runner.run(step.name, step.name, fn=step.run)
+        if i + 1 == len(steps) or steps[i + 1].arm is not step.arm:
+            mine = {s.name: runner.seconds[s.name] for s in steps if s.arm is step.arm}
+            store.record_timings(step.arm, mine, skipped, facts)
+
+
+def show_plan(steps: list[Step]) -> str:
+    """The steps with what each would do now and its estimate; per-arm totals."""
+    lines, totals = [], {}
+    for step in steps:
+        why = step.skip()
+        seconds = 0.0 if why else step.estimate()
+        totals[step.arm] = totals.get(step.arm, 0.0) + seconds
+        lines.append(f"  {step.name:<78} {'skip: ' + why if why else f'~{seconds / 60:.0f} min'}")
+    lines += [f"{arm.value}: ~{s / 60:.0f} min to run" for arm, s in totals.items()]
+    return "\n".join(lines)
+
+
+def compact_layout(cfg: StudyConfig, store: ResultsStore) -> None:
+    """Keep what an earlier study left under runs/validity (eval/<name>/, timings.json) in the store: the layout
+    before arms had their own results."""
+    evals = REPO / cfg.out / "eval"
+    for folder in sorted(evals.iterdir()) if evals.is_dir() else []:
+        arm = arm_of_run(folder.name, list(cfg.tracks))
+        if arm is None or not (folder / "results.json").is_file():
+            continue
+        print(store.compact(arm, folder), flush=True)
+    legacy = REPO / cfg.out / "timings.json"
+    if legacy.is_file():
+        by_arm: dict[Arm, dict[str, float]] = {}
+        for name, seconds in json.loads(legacy.read_text()).get("steps", []):
+            by_arm.setdefault(arm_of_step(name), {})[name] = seconds
+        for arm, steps in by_arm.items():
+            if not store.timings(arm):
+                store.record_timings(arm, steps, set(), {"from": str(legacy)})
 
 
 def main(argv: list[str] | None = None) -> int:
+    from stegobench.core.errors import StegobenchError
+
+    try:
+        return _main(argv)
+    except StegobenchError as e:
+        print(f"stegobench.studies.validity: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/study/validity.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--report-only", action="store_true", help="rewrite the report from the finished runs")
+    p.add_argument("--only", action="append", default=[], metavar="ARM", choices=[a.value for a in Arm],
+                   help="run only this arm (repeatable): " + ", ".join(a.value for a in Arm))
+    p.add_argument("--plan", action="store_true", help="list the steps, which are finished, and time estimates")
+    p.add_argument("--report-only", action="store_true",
+                   help="keep runs/validity's finished runs in the store, then rewrite the report from the store")
     p.add_argument("--describe", action="store_true", help="list every config key and exit")
     args = p.parse_args(argv)
     if args.describe:
@@ -150,24 +545,26 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(describe(StudyConfig)))
         return 0
     cfg = load_config(StudyConfig, REPO / args.config, args.overrides)
-    out = REPO / cfg.out
-    timings_path = out / "timings.json"
-    if not args.report_only:
-        from stegobench.core.provenance import atomic_write_json
-
-        from stegobench.core.steps import Steps
-
-        steps = plan(cfg)
-        runner = Steps(len(steps), "make validity")
-        for name, fn in steps:
-            runner.run(name, name, fn=fn)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(timings_path, {"steps": list(runner.seconds.items()),  # a list: keeps the run's order
-                                         "total_seconds": round(time.perf_counter() - runner.start, 1)})
+    store = ResultsStore(REPO / cfg.results)
+    arms = [Arm(a) for a in args.only] or None
+    if args.plan:
+        fallback = max(cfg.selection_demonstrations)
+        if cfg.positive_control and store.choice() is None:
+            print(f"(no recipe chosen yet: the positive-control and dose arms are planned at the rule's fallback, "
+                  f"{fallback} demonstrations)")
+        print(show_plan(Planner(cfg, assume_recipe=fallback).plan(arms)))
+        return 0
+    if args.report_only:
+        compact_layout(cfg, store)
+        path = write_components(cfg, store)
+        if path:
+            print(f"wrote {path}")
+    else:
+        run_steps(plan(cfg, arms), store)
     from .report import write_validity_report
 
-    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-    path = write_validity_report(cfg, out, REPO / cfg.report, timings, main_template_count(cfg))
+    estimates = arm_estimates(cfg) if cfg.positive_control else None
+    path = write_validity_report(cfg, store, REPO / cfg.report, main_template_count(cfg), estimates)
     print(f"\nwrote {path}")
     return 0
 

@@ -22,11 +22,19 @@ from stegobench.eval.runlog import (ConditionResult, CovertMinusInnocent, Interv
                                     ProbeSummary, RunLog, Sample, Table, WhiteboxResult, read_run)
 from stegobench.eval.scoring import ItemScore
 from stegobench.studies.report import heldout_fpr, whitebox_finding, write_validity_report
-from stegobench.studies.validity import StudyConfig, main_template_count
+from stegobench.studies.store import ResultsStore
+from stegobench.studies.validity import StudyConfig, compact_layout, main_template_count
 from stegobench.studies.verdicts import (across_kinds_finding, cloze_findings, positive_control_findings,
                                          recall_use_findings, recall_use_pairs, track_findings, whitebox_findings)
 
 from conftest import REPO, track
+
+
+def _report(study: StudyConfig, tmp_path) -> str:
+    """The report as --report-only writes it: the runs under `out`/eval kept in the store, the report from there."""
+    store = ResultsStore(tmp_path / "results")
+    compact_layout(study, store)
+    return write_validity_report(study, store, tmp_path / "validity.md", main_template_count(study)).read_text()
 
 
 def _eval_cfg() -> EvalConfig:
@@ -66,8 +74,8 @@ def test_report_calls_detection_and_null_results_from_the_verdicts(six_mapping_c
 
     study = load_config(StudyConfig, REPO / "configs/study/validity.yaml", [
         "tracks={covert-track: configs/data/quickstart.yaml, silent-track: configs/data/quickstart.yaml}",
-        "positive_control=null", "paraphrase_ablation=[30]"])
-    text = write_validity_report(study, out, tmp_path / "validity.md", {}, main_template_count(study)).read_text()
+        "positive_control=null", "paraphrase_ablation=[30]", f"out={out}", f"results={tmp_path / 'results'}"])
+    text = _report(study, tmp_path)
     assert "| **2 seeds pooled** |" in text
     headline = next(l for l in text.splitlines() if l.startswith("- **covert-track**"))
     assert "(each seed: " in headline and all(f"{seed} 1.00 [0.82, 1.00]" in headline for seed in ("tiny-adapter", "seed1"))
@@ -90,8 +98,9 @@ def test_a_finding_on_four_mappings_says_it_is_too_few_whatever_its_interval(qui
     assert (effect.value, effect.high) == (1.0, 1.0) and effect.low > 0 and found.covert_score.n_mappings == 4
     assert {f.verdict for f in (found.covert_score, found.right_code, found.cloze)} == {Verdict.TOO_FEW_MAPPINGS}
     study = load_config(StudyConfig, REPO / "configs/study/validity.yaml", [
-        "tracks={silent-track: configs/data/quickstart.yaml}", "paraphrase_ablation=[30]"])
-    text = write_validity_report(study, out, tmp_path / "validity.md", {}, main_template_count(study)).read_text()
+        "tracks={silent-track: configs/data/quickstart.yaml}", "paraphrase_ablation=[30]", f"out={out}",
+        f"results={tmp_path / 'results'}"])
+    text = _report(study, tmp_path)
     line = next(l for l in text.splitlines() if l.startswith("- **Positive control**"))
     assert "too few mappings for a verdict" in line and "detected" not in line
     monitors = next(l for l in text.splitlines() if l.startswith("- **Monitors on the positive control**"))
