@@ -48,7 +48,8 @@ quickstart:
 bench: setup cpu-libs
 	$(PY) speed/bench.py
 
-# The validity study (~1 hour, not in CI): rewrites docs/validity.md from runs in runs/validity.
+# The validity study (not in CI; every arm in turn, ~6 hours; one arm: $(PY) -m stegobench.studies.validity --only ARM):
+# rewrites docs/validity.md from the compact results each arm keeps in studies/results.
 validity: setup
 	$(PY) -m stegobench.studies.validity
 

@@ -346,9 +346,11 @@ def how_to_run_lines(cfg, estimates: dict[Arm, float]) -> list[str]:
                   "each, text monitors (the dose equal to the recipe is the positive control's first seed)",
     }
     lines = ["## How to run", "",
-             "`make validity` runs every arm in turn; each also runs alone, and a finished step is skipped when run "
-             "again (training: same config and data; evaluation: same data, adapters and eval config; a run scored "
-             "by an older covert_score is rescored without decoding), so a stopped arm resumes where it was:", "",
+             "`make validity` runs every arm in turn (the sum of the estimates below); each also runs alone, "
+             "`--only ARM` (repeatable), sized to at most about 90 minutes on 2 CPU cores. A finished step is skipped "
+             "when run again (training: same config and data; evaluation: same data, adapters and eval config; a run "
+             "scored by an older covert_score is rescored without decoding), so a stopped arm resumes where it was:",
+             "",
              "```bash",
              ".venv/bin/python -m stegobench.studies.validity --only selection   # then positive-control, then dose",
              ".venv/bin/python -m stegobench.studies.validity --plan             # steps, what is finished, estimates",
@@ -357,7 +359,8 @@ def how_to_run_lines(cfg, estimates: dict[Arm, float]) -> list[str]:
              f"After each arm its compact results (each run's results.json, its samples without prompts, responses or "
              f"per-layer readings, the corpus's code book, the step times) go to `{cfg.results}/<arm>/`, which is "
              "kept in git: this report is rebuilt from there, so arms run on different days and machines make one "
-             f"report. `--report-only` first keeps what an older study left in `{cfg.out}/eval/` the same way.", "",
+             "report, and an older copy of a run never replaces a newer one. `--report-only` first keeps what an "
+             f"older study left in `{cfg.out}/eval/` the same way.", "",
              "| arm | what | estimated time on 2 CPU cores |", "|---|---|---|"]
     for arm in Arm:
         if arm in (Arm.SELECTION, Arm.POSITIVE_CONTROL, Arm.DOSE) and not cfg.positive_control:
