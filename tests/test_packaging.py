@@ -49,6 +49,9 @@ def test_wheel_holds_one_namespace_with_configs_and_data(wheel):
     assert "stegobench/configs/eval/default.yaml" in names
     assert any(n.startswith("stegobench/data_gen/data/") for n in names)
     assert any(n.startswith("stegobench/benchmark/web/templates/") for n in names)
+    # the leaderboard's MDE reads the study's components; the study's other kept results stay in the repository
+    assert "stegobench/studies/results/mde_components.json" in names
+    assert not any(n.startswith("stegobench/studies/results/") and not n.endswith("mde_components.json") for n in names)
     assert not any("/tests/" in n or n.startswith("tests/") for n in names)
 
 
