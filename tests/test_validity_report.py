@@ -255,3 +255,16 @@ def test_whitebox_sentence_says_too_few_for_four_mappings(tmp_path):
     early = whitebox_finding(_whitebox_run(tmp_path / "early", [1.0] * 6, None, Interval(1.0, 1.0, 1.0), None,
                                            probe=(2, "plain words")))
     assert "reads the word, not the concept" in early and "chosen by held-out accuracy on plain words" in early
+
+
+def test_the_report_sets_each_schema3_headline_beside_todays():
+    from types import SimpleNamespace
+
+    from stegobench.studies.report import changes_since_schema3_lines
+
+    def run(score):
+        return SimpleNamespace(pooled_or_first_adapter=lambda: SimpleNamespace(covert_score=score))
+    lines = changes_since_schema3_lines({"real-v1": run(Interval(0.02, -0.10, 0.15))}, run(Interval(0.61, 0.30, 0.88)))
+    assert "| real-v1 | -0.85 [-0.96, -0.70] | +0.02 [-0.10, +0.15] |" in lines
+    assert "| positive control | +0.22 [-0.16, +0.56] | +0.61 [+0.30, +0.88] |" in lines
+    assert "| nonsense-v1 | -0.55 [-0.67, -0.42] | – |" in lines  # not run: said, not invented
