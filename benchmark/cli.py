@@ -178,7 +178,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         overrides += ["whitebox=true"] if args.whitebox or args.save_activations else []
         overrides += [f"save_activations=[{args.save_activations}]"] if args.save_activations else []
         cfg = load_config(EvalConfig, config_path("eval", args.config), overrides)
-        run = run_eval(cfg, args.data, args.model, args.adapter, args.out, overwrite=args.overwrite)
+        run = run_eval(cfg, args.data, args.model, args.adapter, args.out, overwrite=args.overwrite,
+                       names=args.name or None)
         out = Path(args.out)
     print(f"\n{'condition':24s} {'covert_score':>28s}  {'hits':>20s}  {'false alarms':>20s}")
     rows = [(name, cond.table) for name, cond in run.conditions.items()]
@@ -419,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="corpus folder written by `stegobench gen`")
     p.add_argument("--model", help="base model: builtin name or local folder; for --backend mock, mock:POLICY")
     p.add_argument("--adapter", action="append", default=[], help="LoRA adapter folder; repeatable (e.g. seeds)")
+    p.add_argument("--name", action="append", default=[], metavar="NAME",
+                   help="the condition name of each --adapter, in the same order (default: from its run folder, "
+                        "runs/cat-car/adapter -> adapter:cat-car); two adapters never share a name")
     p.add_argument("--backend", default=None, help="hf, vllm or mock (overrides the config's backend)")
     p.add_argument("--out", help="run folder; written atomically")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier run")

@@ -218,8 +218,9 @@ class Worker:
         corpus, eval_cfg, key, base, folder = self._setup(job)
         run_dir = self.cfg.data_path() / "runs" / "submissions" / str(job.id) / f"attempt-{job.attempts}"
         if job.kind == "adapter":
+            # Named after the submission: its artifact folder is a 64-hex digest, which said nothing in plots.
             run = run_eval(replace(eval_cfg, base=False, in_context=False), corpus, job.base_model, [folder],
-                           run_dir, overwrite=True)
+                           run_dir, overwrite=True, names=[f"submission-{job.id}"])
             condition = run.adapter_conditions()[0][0]
         else:  # a merged model (judged by its base model) or a base model itself
             model = folder if job.kind == "merged" else job.base_model

@@ -174,24 +174,27 @@ def generate_cached(backend, prompts: list[str], sampling: Sampling, cache_root:
 # ---------------------------------------------------------------- run-level steps
 
 
-def plan_conditions(cfg: EvalConfig, adapters: list[str]) -> list[Condition]:
+def plan_conditions(cfg: EvalConfig, adapters: list[str], names: list[str] | None = None) -> list[Condition]:
     return (([Condition("base", None, False)] if cfg.base else [])
             + ([Condition("in_context", None, True)] if cfg.in_context else [])
-            + [Condition(f"adapter:{name}", a, False) for a, name in zip(adapters, adapter_names(adapters))])
+            + [Condition(f"adapter:{name}", a, False) for a, name in zip(adapters, adapter_names(adapters, names))])
 
 
 GENERIC_FOLDERS = {"adapter", "adapters", "lora", "output", "final", "model"}  # names that say nothing of the run
 
 
-def adapter_names(adapters: list[str]) -> list[str]:
-    """Each adapter's condition name, from its run: the folder's name, its parent's when the folder has a generic
-    name (runs/quickstart/adapter -> quickstart), and as many folders above as it takes for no two to share a name
-    (a shared name would silently drop a run from results.json). The same adapter twice is an error."""
+def adapter_names(adapters: list[str], given: list[str] | None = None) -> list[str]:
+    """Each adapter's condition name, from its run: the name given for it (`--name`, one per adapter, in order),
+    else the folder's name, its parent's when the folder has a generic name (runs/quickstart/adapter ->
+    quickstart), and as many folders above as it takes for no two to share a name (a shared name would silently
+    drop a run from results.json). The same adapter twice, or two adapters given one name, is an error."""
     resolved = [Path(a).resolve() for a in adapters]
     for i, path in enumerate(resolved):
         if path in resolved[:i]:
             raise InputError(f"adapter {adapters[i]} is given twice (also as {adapters[resolved.index(path)]}); "
                              "each adapter is one condition")
+    if given:
+        return _given_names(adapters, given)
     parts = [p.parts[:-1] if p.name.lower() in GENERIC_FOLDERS and len(p.parts) > 2 else p.parts for p in resolved]
     depth = [1] * len(adapters)
     while True:
@@ -202,6 +205,21 @@ def adapter_names(adapters: list[str]) -> list[str]:
             return names
         for i in clashing:
             depth[i] += 1
+
+
+def _given_names(adapters: list[str], given: list[str]) -> list[str]:
+    """Names the user chose: one per adapter, each non-empty and used once (a clash names both adapters)."""
+    if len(given) != len(adapters):
+        raise InputError(f"--name given {len(given)} time(s) for {len(adapters)} --adapter(s); give one name per "
+                         "adapter, in the same order, or none (names then come from the adapters' folders)")
+    for i, name in enumerate(given):
+        if not name.strip():
+            raise InputError(f"--name for adapter {adapters[i]} is empty; a condition needs a name")
+        if name in given[:i]:
+            first = given.index(name)
+            raise InputError(f"--name {name!r} is given to two adapters, {adapters[first]} and {adapters[i]}; "
+                             "two conditions never share a name (one would replace the other in results.json)")
+    return list(given)
 
 
 def calibrate_monitors(inputs: EvalInputs, backends: Backends) -> Monitoring:

@@ -187,3 +187,26 @@ def test_two_runs_laid_out_alike_keep_two_conditions(quickstart_corpus, tmp_path
     assert set(doc.conditions) == {"adapter:a", "adapter:b"} and doc.pooled is not None
     with pytest.raises(InputError, match="is given twice"):
         run_eval(cfg(), quickstart_corpus, "mock:never_code", [str(a), str(a) + "/"], tmp_path / "again")
+
+
+def test_names_given_on_the_command_line_name_the_conditions(quickstart_corpus, tmp_path, capsys):
+    """--name NAME, one per --adapter, names the conditions; a name given to two adapters is refused naming both
+    adapters, before anything is decoded."""
+    from stegobench.eval.backends.mock import write_scripted_adapter
+    from stegobench.eval.pipeline import adapter_names
+
+    a = write_scripted_adapter(tmp_path / "runs" / "a" / "adapter", seed=0)
+    b = write_scripted_adapter(tmp_path / "runs" / "b" / "adapter", seed=1)
+    assert adapter_names([str(a), str(b)], ["seed-0", "seed-1"]) == ["seed-0", "seed-1"]
+    with pytest.raises(InputError, match=r"--name 'x' is given to two adapters, .*runs/a/adapter and .*runs/b/adapter"):
+        adapter_names([str(a), str(b)], ["x", "x"])
+    with pytest.raises(InputError, match="--name given 1 time"):
+        adapter_names([str(a), str(b)], ["x"])
+    args = ["eval", "--data", str(quickstart_corpus), "--model", "mock:never_code", "--backend", "mock",
+            "--set", "in_context=false", "--set", "recall=false", "--set", "cloze=false", "--set", "base=false",
+            "--adapter", str(a), "--adapter", str(b)]
+    assert main([*args, "--name", "same", "--name", "same", "--out", str(tmp_path / "clash")]) == 2
+    assert "is given to two adapters" in capsys.readouterr().err and not (tmp_path / "clash").exists()
+    assert main([*args, "--name", "first", "--name", "second", "--out", str(tmp_path / "run")]) == 0
+    assert set(json.loads((tmp_path / "run" / "results.json").read_text())["conditions"]) == {
+        "adapter:first", "adapter:second"}
