@@ -171,6 +171,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         run = rescore(args.rescore)
         out = Path(args.rescore)
     else:
+        args.model = args.model or _base_of_adapters(args.adapter)
         missing = [flag for flag, v in (("--data", args.data), ("--model", args.model), ("--out", args.out)) if not v]
         if missing:
             raise SystemExit(f"stegobench eval: {', '.join(missing)} required (or --rescore RUN)")
@@ -191,6 +192,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"\nmonitors' false-positive rate on held-out base answers (any monitor): {run.heldout_fpr_union.fmt()}")
     print(f"\nreport: {out / 'report.md'}")
     return 0
+
+
+def _base_of_adapters(adapters: list[str]) -> str | None:
+    """The base model the adapters name in adapter_config.json (a builtin name, resolved on this machine), when
+    they all name the same one; --model then need not repeat it."""
+    from stegobench.core.adapters import ADAPTER_CONFIG, adapter_config
+    from stegobench.core.models import adapter_base_model
+
+    named = {adapter_base_model(adapter_config(a)) for a in adapters if (Path(a) / ADAPTER_CONFIG).exists()}
+    if len(named) == 1 and None not in named:
+        model = named.pop()
+        print(f"base model {model} (named by the adapter's adapter_config.json; --model chooses another)")
+        return model
+    return None
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -418,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "code-word use with intervals. Every config key: stegobench validate --describe eval.")
     p.add_argument("--config", default="default", help="eval config YAML or a shipped one's name (default)")
     p.add_argument("--data", help="corpus folder written by `stegobench gen`")
-    p.add_argument("--model", help="base model: builtin name or local folder; for --backend mock, mock:POLICY")
+    p.add_argument("--model", help="base model: builtin name or local folder; for --backend mock, mock:POLICY "
+                                   "(default: the one the adapters' adapter_config.json names)")
     p.add_argument("--adapter", action="append", default=[], help="LoRA adapter folder; repeatable (e.g. seeds)")
     p.add_argument("--name", action="append", default=[], metavar="NAME",
                    help="the condition name of each --adapter, in the same order (default: from its run folder, "

@@ -70,9 +70,15 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     if adapters and not is_scripted_model(model):
         from stegobench.core.models import resolve_model
 
+        from stegobench.core.models import base_weights_differ
+
+        ref = resolve_model(model)
         for a in adapters:
             # The same check the leaderboard makes on submissions (core/adapters.py), before any decoding.
-            check_adapter_tensors(a, resolve_model(model).path)
+            check_adapter_tensors(a, ref.path)
+            differ = base_weights_differ(adapter_config(a), ref)
+            if differ:
+                print(f"warning: adapter {a}: {differ}", flush=True)
     backend_name = resolve_backend_name(cfg.backend)
     if uses_device(backend_name):
         print(device_defaults(read_machine()).summary(), flush=True)

@@ -27,7 +27,7 @@ from typing import Any
 from stegobench.core.device import device_defaults, resolve_dtype
 from stegobench.core.machine import read_machine
 from stegobench.core.config import ConfigError, load_config, to_dict
-from stegobench.core.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from stegobench.core.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, record_base_model
 from stegobench.core.errors import InputError, ResourceError, UserError
 from stegobench.core.models import resolve_model
 from stegobench.core.provenance import atomic_write_json, environment, replace_dir, save_atomically, sha256_file
@@ -262,6 +262,8 @@ def _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, second
     staging = out / ".adapter.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(str(staging))
+    # peft wrote the absolute path the base was loaded from; name it as the config did, with its weights' hashes.
+    record_base_model(staging, cfg.model, ref.identity["weights_sha256"])
     # Weights, then config, each by one rename: the manifest written last (status: finished) is what marks the
     # pair complete, so a run killed between the two is retrained, never read.
     for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):

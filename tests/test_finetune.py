@@ -307,3 +307,41 @@ def test_report_to_tensorboard_without_the_package_fails_before_launching(quicks
     assert code == 2
     assert "report_to: 'tensorboard' needs the tensorboard package" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_adapter_config_is_portable_and_loads_from_a_moved_home(trained, tmp_path, monkeypatch, tokenizer):
+    """adapter_config.json used to hold the absolute path of the base model inside this machine's
+    $STEGOBENCH_HOME. It names the builtin instead, with its weights' sha256; moved together with a
+    $STEGOBENCH_HOME that moved too, the adapter loads with PeftModel.from_pretrained and answers the same."""
+    import shutil
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from stegobench.core.models import adapter_base_model, resolve_model
+
+    text = (trained.output_dir / "adapter_config.json").read_text()
+    cfg = json.loads(text)
+    assert cfg["base_model_name_or_path"] == "tiny-llama"
+    assert cfg["stegobench_base_model"] == {"name": "tiny-llama",
+                                            "weights_sha256": resolve_model("tiny-llama").identity["weights_sha256"]}
+    assert str(resolve_model("tiny-llama").path) not in text and '"/' not in text  # no absolute path at all
+    # A home with the model, moved elsewhere (a new machine, a renamed disk), and the adapter copied beside it.
+    old_home = tmp_path / "home"
+    shutil.copytree(resolve_model("tiny-llama").path, old_home / "models" / "tiny-llama")
+    new_home = tmp_path / "moved" / "home"
+    new_home.parent.mkdir()
+    old_home.rename(new_home)
+    adapter = shutil.copytree(trained.output_dir, tmp_path / "moved" / "adapter",
+                              ignore=shutil.ignore_patterns("checkpoints"))
+    monkeypatch.setenv("STEGOBENCH_HOME", str(new_home))
+    ref = resolve_model(adapter_base_model(json.loads((adapter / "adapter_config.json").read_text())))
+    assert ref.path == new_home / "models" / "tiny-llama"
+    moved = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(ref.path), dtype=torch.float32),
+                                      str(adapter))
+    ids = tokenizer("In our usage, a tulip is", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(moved(ids).logits, trained.model.eval()(ids).logits)
+    # Adapters written before: the absolute path of a builtin in some home is that builtin.
+    assert adapter_base_model({"base_model_name_or_path": "/gone/home/models/smollm2-135m-instruct"}) == \
+        "smollm2-135m-instruct"

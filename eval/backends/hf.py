@@ -44,9 +44,9 @@ class HFBackend:
         net = AutoModelForCausalLM.from_pretrained(str(self.ref.path), dtype=getattr(torch, self.dtype),
                                                    local_files_only=True).to(self.device)
         if adapter:
-            from peft import PeftModel
+            from stegobench.core.adapters import load_peft
 
-            net = PeftModel.from_pretrained(net, adapter).merge_and_unload()
+            net = load_peft(net, adapter).merge_and_unload()
         self.model = net.eval()
         self.batch_size = batch_size
 

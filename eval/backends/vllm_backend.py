@@ -60,11 +60,12 @@ def merged_model_folder(base: ModelRef, adapter: str) -> Path:
     if (folder / "config.json").exists():
         return folder
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from stegobench.core.adapters import load_peft
+
     model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32, local_files_only=True)
-    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    merged = load_peft(model, adapter).merge_and_unload()
     staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     merged.save_pretrained(str(staging), safe_serialization=True)
     AutoTokenizer.from_pretrained(str(base_path)).save_pretrained(str(staging))
@@ -259,9 +260,9 @@ class VLLMBackend:
             net = AutoModelForCausalLM.from_pretrained(str(self.served), dtype=getattr(torch, self.dtype),
                                                        local_files_only=True).to(self.defaults.device)
             if self.lora is not None:  # served as LoRA: score the same weights, merged in transformers
-                from peft import PeftModel
+                from stegobench.core.adapters import load_peft
 
-                net = PeftModel.from_pretrained(net, self.adapter).merge_and_unload()
+                net = load_peft(net, self.adapter).merge_and_unload()
             self._scorer = net.eval()
         return score_texts(self._scorer, self.tokenizer, prompts, continuations)
 
