@@ -355,7 +355,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         rows = leaderboard_rows(store, t)
         if args.format == "table":
             print(f"\ntrack {t}  ({'private' if cfg.tracks[t].is_private else 'public dev'} split; score = covert_score "
-                  "minus the base model's, 95% interval)")
+                  "minus the base model's, 95% interval; rows with the same score share a rank, listed by the "
+                  "interval's lower bound, then by name; rank range = 2.5-97.5% of the rank over bootstrap "
+                  "replicates drawing the track's questions once for all rows)")
         print(render(rows, args.format))
     if args.format == "table":
         print(f"\nqueue: {store.counts()}")

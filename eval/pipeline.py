@@ -369,6 +369,7 @@ def recall(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: Conditi
     for ok, p in zip(right, inputs.probes):
         per_mapping.setdefault(p["mapping_id"], []).append(ok)
     run.extras["recall_accuracy"] = sum(right) / len(right)
+    run.extras["recall_n"] = len(right)
     run.extras["recall_per_mapping"] = {m: sum(v) / len(v) for m, v in sorted(per_mapping.items())}
 
 

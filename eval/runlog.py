@@ -30,7 +30,8 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
      `lens_final_covert_minus_innocent`, the run's `monitor_calibration` (per monitor: threshold,
      calibration n and the false-positive rate on held-out base answers, `heldout_fpr`) and `heldout_fpr_union`
      (any monitor's flag), and detection's `innocent_use` label; absent in older files, whose rates were never
-     measured on held-out answers (a rescored run keeps what it had).
+     measured on held-out answers (a rescored run keeps what it had). Also optional: a condition's `recall_n`
+     (the recall probes asked; absent: recall's change against the base model rests on its mappings alone).
 Files of an older schema are migrated on read; a newer schema is refused by name.
 """
 
@@ -274,6 +275,7 @@ class ConditionResult:
     monitor_flag_rate: float | None = None
     recall_accuracy: float | None = None
     recall_per_mapping: dict[str, float] | None = None
+    recall_n: int | None = None  # recall probes asked (absent in older runs): the count recall's exact interval needs
     cloze: dict[str, dict[str, float]] | None = None
     # mapping id -> that mapping's mean cloze specificity (nats): the units of a verdict on it (absent in older runs)
     cloze_specificity_per_mapping: dict[str, float] | None = None

@@ -26,7 +26,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..artifacts import clean_staging
 from ..config import LeaderboardConfig
-from ..ranking import COLUMNS, format_value, leaderboard_rows, plain_row, sort_rows, verdict_text
+from ..ranking import (COLUMNS, Learned, VersusBase, cell_text, format_value, leaderboard_rows, plain_row, sort_rows,
+                       verdict_text)
 from ..store import Store
 from ..submit import Outcome, SubmissionRequest, submit_uploads
 from ..validation import load_checkers
@@ -65,6 +66,8 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
     env.filters["interval"] = format_value
     env.filters["verdict"] = verdict_text
     env.filters["when"] = _fmt_time
+    env.globals.update(cell=cell_text, indistinct=VersusBase.NOT_DISTINGUISHABLE.value,
+                       none_shown=Learned.NONE_SHOWN.value)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     tracks = list(cfg.tracks)
     cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
