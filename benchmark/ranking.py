@@ -272,6 +272,7 @@ def leaderboard_rows(store, track: str, n_resamples: int = RANK_RESAMPLES, seed:
         rows.append({"score_definition": PREVIOUS_COVERT_SCORE_DEFINITION, **s, "id": sub["id"],
                      "display_name": sub["display_name"], "submitter": sub["submitter"], "base_model": sub["base_model"], "created_at": sub["created_at"], "baseline": False})
         sources.append(RankSource(str(sub["run_dir"]), s.get("condition", ""), b and str(b["run_dir"])))
+        rows[-1]["source"] = sources[-1]  # where its answers are (the comparison view reads them; never shown)
     for key, b in baselines.items():
         if b is None:
             continue
@@ -282,6 +283,7 @@ def leaderboard_rows(store, track: str, n_resamples: int = RANK_RESAMPLES, seed:
                              "submitter": "baseline", "base_model": b["base_model"], "created_at": b["created_at"],
                              "baseline": True, "condition": name})
                 sources.append(RankSource(str(b["run_dir"]), name, str(b["run_dir"])))
+                rows[-1]["source"] = sources[-1]
     for r, band in zip(rows, rank_ranges(rows, sources, n_resamples, seed)):
         r["rank_range"] = None if band is None else {"low": band[0], "high": band[1]}
         r["versus_base"] = versus_base(r).value
@@ -309,17 +311,19 @@ def verdict_text(v: dict | None) -> str:
     return render_finding(Finding.from_record(v)) if v else ""
 
 
-def format_value(v: Any, signed: bool = False) -> str:
+def format_value(v: Any, signed: bool = False, digits: int = 3) -> str:
     """'0.750 [0.500, 1.000]' for a value with its interval, '0.00–0.75 (3/8 > 0)' for a spread across mappings,
     'above base' for a verdict, '0.750' for a bare number, '-' for none."""
+    if isinstance(v, Interval):
+        return v.fmt(digits, signed, empty="-")
     if isinstance(v, dict) and "verdict" in v:
         return verdict_label(v)
     if isinstance(v, dict) and "min" in v:
         return f"{v['min']:.2f}–{v['max']:.2f} ({v['mappings_above_0']}/{v['n_mappings']} > 0)"
     if isinstance(v, dict):
-        return Interval.of(v).fmt(3, signed, empty="-")
+        return Interval.of(v).fmt(digits, signed, empty="-")
     if isinstance(v, float):
-        return Interval(v).fmt(3, signed)
+        return Interval(v).fmt(digits, signed)
     return "-" if v is None else str(v)
 
 
@@ -331,12 +335,13 @@ def rank_range_text(band: dict | None) -> str:
 
 
 def learned_text(r: dict[str, Any]) -> str:
-    """'yes: recall +0.40 [+0.20, +0.60] vs base' / 'none shown: ...' / '-' (not measured, or the base model)."""
+    """'yes: +0.40 [+0.20, +0.60]' / 'none shown: +0.00 [-0.04, +0.04]' (recall minus the base model's) / '-' (not
+    measured, or the base model)."""
     state, change = r.get("learned"), Interval.of(r.get("recall_vs_base"))
     if state is None or state == Learned.NOT_MEASURED.value or change is None:
         return "-"
     word = "yes" if state == Learned.SHOWN.value else "none shown"
-    return f"{word}: recall {change.fmt(2, signed=True)} vs base"
+    return f"{word}: {change.fmt(2, signed=True)}"
 
 
 def cell_text(r: dict[str, Any], key: str) -> str:

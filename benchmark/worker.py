@@ -62,6 +62,20 @@ def prepare_track(cfg: LeaderboardConfig, name: str) -> Path:
     return folder
 
 
+def plots_beside_baseline(run_dir: str | Path, base_run_dir: str | Path) -> None:
+    """Redraw a submission's rates.png and per_mapping.png with its base model's and in-context bars beside it:
+    its run holds the submission alone (the baselines are evaluated once per base model, in their own run)."""
+    from stegobench.eval.report import write_plots
+    from stegobench.eval.runlog import read_run
+
+    try:
+        reference = read_run(base_run_dir)
+    except StegobenchError:
+        log.warning("baseline run %s cannot be read; the plots of %s show the submission alone", base_run_dir, run_dir)
+        return
+    write_plots(read_run(run_dir), Path(run_dir), reference)
+
+
 # How long a worker leaves a track (or a job) alone after the evaluator's own fault with it: an operator's fix
 # takes minutes, and retrying sooner only repeats the error in the log.
 FAULT_BACKOFF_SECONDS = 300.0
@@ -229,6 +243,7 @@ class Worker:
             condition = "base"
         summary = summarize_condition(run, condition, (base["run_dir"], "base"),
                                       eval_cfg.bootstrap_resamples, eval_cfg.seed)
+        plots_beside_baseline(run_dir, base["run_dir"])
         summary["private_split"] = self.cfg.tracks[job.track].is_private
         summary["environment"] = run.environment  # the worker's machine, versions and device defaults
         return str(run_dir), key, summary

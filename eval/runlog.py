@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterator
 from stegobench.core.errors import InputError
 from stegobench.core.provenance import atomic_write_json, publish_dir, staging_dir
 
+from .labels import mapping_label
 from .scoring import COVERT_SCORE_DEFINITION, PREVIOUS_COVERT_SCORE_DEFINITION, ItemScore
 
 RESULTS = "results.json"
@@ -102,7 +103,8 @@ class MappingRow:
 
     @property
     def label(self) -> str:
-        return f"{self.concept} → {self.code}" if self.code else self.concept
+        """'cat → car' (code → concept, the one arrow direction everywhere); the concept alone without a code."""
+        return mapping_label(self.code, self.concept)
 
 
 @dataclass(frozen=True)
@@ -231,7 +233,7 @@ class CovertMinusInnocent:
 @dataclass(frozen=True)
 class WhiteboxResult:
     """The white-box readings of one condition: per split, and the per-mapping "concept rank by layer" curve
-    (median rank at the token before the code word, layers 1..L), keyed by "concept → code"."""
+    (median rank at the token before the code word, layers 1..L), keyed by "code → concept" (by "concept → code" in runs before issue 28)."""
 
     splits: dict[str, LensSplit] = field(default_factory=dict)
     rank_by_layer: dict[str, list[float]] = field(default_factory=dict)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import leaderboard_config
 from fastapi.testclient import TestClient
@@ -147,7 +149,7 @@ def test_detail_page_survives_a_run_folder_without_samples(app, tmp_path):
     publish_run(RunLog("finished", {}, "mock", {}, {}, {"base": ConditionResult(Table(Interval(0.0)))}), [], run, True)
     (run / "samples.jsonl").unlink()
     sub = {"track": "quickstart", "result": {"run_dir": str(run), "summary": {"condition": "base"}}}
-    assert _run_detail(sub, cfg)["samples"] == []
+    assert all(g["total"] == 0 and not g["samples"] for g in _run_detail(sub, cfg)["groups"])
     (run / "results.json").write_text('{"conditions": {"base": {"table": {"splits": {}}}}}')  # not a run log
     assert _run_detail(sub, cfg) == {"missing": True}
     assert _run_detail({**sub, "result": {"run_dir": str(tmp_path / "gone"), "summary": {}}}, cfg) == {"missing": True}
@@ -242,3 +244,38 @@ def test_rank_ranges_and_the_not_distinguishable_mark(app, quickstart_corpus, tm
     assert flat["same as base"]["versus_base"] == "not distinguishable from the base model"
     assert flat["coin-a"]["learned"] == "learned the definitions" and flat["coin-a"]["recall_vs_base_low"] > 0
     print({n: (r["rank"], r["rank_low"], r["rank_high"], r["score"], r["versus_base"], r["learned"]) for n, r in flat.items()})
+
+
+def test_detail_page_shows_the_evidence_in_groups_with_plain_labels(app, quickstart_corpus, tmp_path):
+    """The detail page used to show 24 answers, mostly original-meaning controls, under internal field names and
+    two arrow directions. Now: definition-only hits and misses, false alarms, disclosures and original-meaning
+    controls, each group saying how its answers were chosen; plain labels with definitions as hovers; code →
+    concept everywhere; and a comparison view across the track's entries."""
+    import re
+
+    client, store, _ = app
+    _finished_board(tmp_path, quickstart_corpus, store)
+    coin = next(s for s in store.finished("quickstart") if s["display_name"] == "coin-a")
+    html = client.get(f"/submission/{coin['id']}").text
+    for key, title in (("hits", "Definition-only answers that are hits"),
+                       ("misses", "Definition-only answers that are not hits"), ("false_alarms", "False alarms"),
+                       ("disclosures", "Disclosures"), ("original_meaning", "Original-meaning controls")):
+        section = html[html.index(f'id="group-{key}"'):].split("</section>")[0]
+        assert title in section and "Shown: " in section, key
+    hits = html[html.index('id="group-hits"'):].split("</section>")[0]
+    # coin-a hits half of the 16 definition-only questions: the first 4 of them by item id, and it says so
+    assert re.search(r"Shown: the first 4 of (\d+) by item id", hits) and hits.count("<tr>") == 5
+    ids = re.findall(r"<tr><td>([^<]+)</td>", hits)
+    assert ids == sorted(ids)
+    assert '<span class="flag" title="Covert, in the concept&#39;s role, and not flagged' in hits  # a hover
+    assert "Shown: none of this run&#39;s answers" in html  # the mock makes no false alarm: the group says so
+    for internal in ("undetected_covert", "uses_plain", "false_use", "keeps_original_meaning"):
+        assert internal not in html, internal
+    assert "concept → code" not in html and html.count("code → concept") >= 2
+    per_mapping = html[html.index('id="per-mapping"'):].split("</table>")[0]
+    book = {m["mapping_id"]: m for m in map(json.loads, (quickstart_corpus / "jsonl" / "codebook.jsonl").open())}
+    first = book["m00"]
+    assert f"{first['code']} → {first['concept']}" in per_mapping
+    compare = client.get("/track/quickstart/compare").text
+    assert compare.count('<svg class="interval"') == 5  # every row's score interval drawn, the base model's too
+    assert f"{first['code']} → {first['concept']}" in compare and "coin-a" in compare
