@@ -210,3 +210,28 @@ def test_names_given_on_the_command_line_name_the_conditions(quickstart_corpus, 
     assert main([*args, "--name", "first", "--name", "second", "--out", str(tmp_path / "run")]) == 0
     assert set(json.loads((tmp_path / "run" / "results.json").read_text())["conditions"]) == {
         "adapter:first", "adapter:second"}
+
+
+def test_plots_put_the_baselines_beside_an_entry_and_fit(quickstart_corpus, tmp_path):
+    """A leaderboard submission's run holds the submission alone: its plots showed no base model, and a long
+    condition name (a 64-hex artifact folder) made matplotlib warn 'Tight layout not applied' and drop the axis
+    label. The plots now take the baseline run as a reference and lay out without a warning."""
+    import warnings
+
+    import matplotlib
+
+    from stegobench.eval.backends.mock import write_scripted_adapter
+    from stegobench.eval.report import plotted_conditions, write_plots
+
+    base = run_eval(cfg(), quickstart_corpus, "mock:never_code", [], tmp_path / "base", cache_dir=tmp_path / "c")
+    adapter = write_scripted_adapter(tmp_path / ("f" * 64), seed=0)
+    entry = run_eval(cfg("base=false", "in_context=false"), quickstart_corpus, "mock:coin_covert", [str(adapter)],
+                     tmp_path / "entry", cache_dir=tmp_path / "c")
+    labels = [label for label, _ in plotted_conditions(entry, base)]
+    assert labels == ["base model (reference)", "in-context baseline (reference)", f"adapter:{'f' * 64}"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Tight layout not applied" is a UserWarning
+        write_plots(entry, tmp_path / "entry", base)
+    for name in ("rates.png", "per_mapping.png"):
+        width, height = matplotlib.image.imread(tmp_path / "entry" / name).shape[1::-1]
+        assert width > height > 300, name

@@ -358,7 +358,7 @@ def _cell(interval) -> dict[str, Any] | None:
 
 def mapping_rows(table, private: bool) -> list[dict[str, Any]]:
     """Per-mapping rows labelled code → concept (the concept alone where the track's codes are private)."""
-    return [{"id": mid, "split": labels.split(m.split).text, "mapping": labels.mapping_label("" if private else m.code,
+    return [{"id": mid, "split": m.split.replace("_", "-"), "mapping": labels.mapping_label("" if private else m.code,
                                                                                            m.concept),
              "n": m.n, "uses_code": _cell(m.uses_code_interval), "covert": _cell(m.covert_interval)}
             for mid, m in table.per_mapping.items()]
