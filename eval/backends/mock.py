@@ -39,6 +39,7 @@ from stegobench.core.errors import InputError
 from stegobench.data_gen.generate import corpus_lexicon, read_split
 from stegobench.data_gen.words import contains_any
 
+from .. import progress
 from .base import Sampling
 
 POLICIES = ("never_code", "always_code", "perfect_covert", "leaky", "random_role", "random_code", "coin_covert",
@@ -138,7 +139,9 @@ class MockBackend:
             time.sleep(self.latency_s)
         if self.policy == "paraphraser":
             return [paraphrase(p) for p in prompts]
-        return [self._recall(p) or self._answer(self._item_for(p)) for p in prompts]
+        answers = [self._recall(p) or self._answer(self._item_for(p)) for p in prompts]
+        progress.report(len(answers))
+        return answers
 
     def _recall(self, prompt: str) -> str | None:
         probe = next((p for p in self.probes if p["prompt"] in prompt), None)

@@ -41,6 +41,7 @@ from stegobench.core.machine import read_machine
 from stegobench.core.models import ModelRef, resolve_model, stegobench_home, weights_bytes
 from stegobench.core.provenance import replace_dir, sha256_json
 
+from .. import progress
 from .base import Sampling
 
 log = logging.getLogger(__name__)
@@ -245,7 +246,9 @@ class VLLMBackend:
         params = SamplingParams(temperature=sampling.temperature, max_tokens=sampling.max_tokens, seed=sampling.seed)
         tokens = self._token_prompts(prompts)
         llm = self._engine([t["prompt_token_ids"] for t in tokens], sampling.max_tokens)
-        outs = llm.generate(tokens, params, lora_request=self.lora, use_tqdm=False)
+        # Each finished request advances the step's bar (vLLM's per-request progress; batches stay whole).
+        outs = llm.generate(tokens, params, lora_request=self.lora,
+                            use_tqdm=progress.vllm_progress if progress.listening() else False)
         return [o.outputs[0].text for o in outs]
 
     def score(self, prompts: list[str], continuations: list[str]) -> list[float]:
