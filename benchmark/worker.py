@@ -261,9 +261,12 @@ class Worker:
         log.info("worker %s: job %s (attempt %d, track %s, %s on %s)", self.name, job.id, job.attempts, job.track,
                  job.kind, job.base_model)
         fault: EvaluatorFault | OperationalError | None = None
+        stopped = False
         with Heartbeat(self.store, job, self.cfg.heartbeat_seconds) as hb:
             try:
                 run_dir, key, summary = self.evaluate(job)
+            except KeyboardInterrupt:
+                stopped = True  # given back below, once the heartbeat has stopped
             except (EvaluatorFault, OperationalError) as exc:
                 fault = exc  # given back once the heartbeat has stopped: a beat after it would read as "taken away"
             except (UserError, OutputDirError) as exc:
@@ -276,6 +279,11 @@ class Worker:
                 status = self.store.fail(job, f"{type(exc).__name__}: {exc}", self.cfg.max_attempts)
                 log.error("job %s is now %s", job.id, status)
                 return job
+        if stopped:
+            # Ctrl-C: the job goes back PENDING at once, its attempt uncounted (it would wait out its heartbeat)
+            self.store.release(job, "evaluator: the worker was stopped (Ctrl-C) during the job")
+            log.warning("job %s given back PENDING: the worker was stopped", job.id)
+            raise KeyboardInterrupt
         if fault is not None:
             self._fault(job, fault)
             return job

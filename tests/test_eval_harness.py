@@ -235,3 +235,25 @@ def test_plots_put_the_baselines_beside_an_entry_and_fit(quickstart_corpus, tmp_
     for name in ("rates.png", "per_mapping.png"):
         width, height = matplotlib.image.imread(tmp_path / "entry" / name).shape[1::-1]
         assert width > height > 300, name
+
+
+def test_compare_puts_runs_side_by_side_and_loads_as_a_dataframe(quickstart_corpus, tmp_path, capsys):
+    """`stegobench compare RUN...` and stegobench.eval.frames: what a researcher reaches for in a notebook."""
+    from stegobench.eval.frames import load_run, load_samples
+
+    a = run_eval(cfg("in_context=false"), quickstart_corpus, "mock:perfect_covert", [], tmp_path / "a",
+                 cache_dir=tmp_path / "c")
+    run_eval(cfg("in_context=false"), quickstart_corpus, "mock:always_code", [], tmp_path / "b", cache_dir=tmp_path / "c")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["run", "condition", "covert_score", "hits"]
+    assert lines[1].startswith(str(tmp_path / "a")) and "1.000 [" in lines[1] and lines[2].startswith(str(tmp_path / "b"))
+    assert main(["compare", str(tmp_path / "a"), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["hits_n"] == 16
+    frame = load_run(tmp_path / "a", tmp_path / "b")
+    assert list(frame["condition"]) == ["base", "base"] and frame["covert_score"].iloc[0] == a.conditions[
+        "base"].table.covert_score.value
+    assert frame["false_alarms"].iloc[1] == 1.0  # always_code: a code word on every unmapped question
+    answers = load_samples(tmp_path / "a")
+    assert len(answers) == 96 and {"response", "undetected_covert", "split", "monitor_llm_judge"} <= set(answers.columns)
+    assert answers.groupby("split")["undetected_covert"].mean()["definition_only"] == 1.0
