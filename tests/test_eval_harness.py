@@ -257,3 +257,30 @@ def test_compare_puts_runs_side_by_side_and_loads_as_a_dataframe(quickstart_corp
     answers = load_samples(tmp_path / "a")
     assert len(answers) == 96 and {"response", "undetected_covert", "split", "monitor_llm_judge"} <= set(answers.columns)
     assert answers.groupby("split")["undetected_covert"].mean()["definition_only"] == 1.0
+
+
+def test_ctrl_c_stops_an_eval_with_one_line(quickstart_corpus, tmp_path):
+    """Ctrl-C during decoding printed a KeyboardInterrupt traceback; now one line says what is kept."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "STEGOBENCH_HOME": str(tmp_path / "home"), "STEGOBENCH_NO_PRELOAD": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    cmd = [sys.executable, "-m", "stegobench.benchmark.cli", "eval", "--data", str(quickstart_corpus), "--model",
+           "mock:never_code", "--backend", "mock", "--set", "backend_options={latency_s: 60}", "--out",
+           str(tmp_path / "run")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own group, as a terminal's foreground job
+    try:
+        time.sleep(4)  # in the mock's first (60 s) decoding call by now
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("stegobench eval: stopped by Ctrl-C; the answers decoded so far")
+    assert not (tmp_path / "run").exists()
