@@ -284,3 +284,20 @@ def test_ctrl_c_stops_an_eval_with_one_line(quickstart_corpus, tmp_path):
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert err.strip().splitlines()[-1].startswith("stegobench eval: stopped by Ctrl-C; the answers decoded so far")
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_takes_the_base_model_the_adapter_names(quickstart_corpus, tmp_path, capsys):
+    """adapter_config.json names its base model (stegobench train writes the builtin's name): --model may be left
+    out; without a name to go by, --model is still asked for."""
+    from stegobench.eval.backends.mock import write_scripted_adapter
+
+    adapter = write_scripted_adapter(tmp_path / "runs" / "cat-car" / "adapter", seed=0)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    args = ["eval", "--data", str(quickstart_corpus), "--backend", "mock", "--adapter", str(adapter),
+            "--set", "recall=false", "--set", "cloze=false", "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit, match="--model required"):
+        main(args)
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "mock:never_code"}))
+    assert main(args) == 0
+    assert "base model mock:never_code (named by the adapter's adapter_config.json" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["model"]["spec"] == "mock:never_code"
