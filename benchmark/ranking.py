@@ -287,7 +287,6 @@ def leaderboard_rows(store, track: str, n_resamples: int = RANK_RESAMPLES, seed:
     for r, band in zip(rows, rank_ranges(rows, sources, n_resamples, seed)):
         r["rank_range"] = None if band is None else {"low": band[0], "high": band[1]}
         r["versus_base"] = versus_base(r).value
-        r["learned"] = r.get("learned")  # rows stored before recall was compared with the base model: None
     return rank_rows(rows)
 
 
