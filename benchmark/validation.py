@@ -125,6 +125,7 @@ def check_adapter_files(folder: Path, base: Path | None, max_rank: int) -> None:
                        "trust_remote_code is never enabled")
     if base is not None:
         _load_config_safely(base, "base model")
+        _check_named_base(cfg, base)
     # 2. weights
     shapes = _safetensors_shapes(folder / "adapter_model.safetensors", "adapter")
     # 3. rank, modules_to_save, shapes
@@ -144,6 +145,17 @@ def check_adapter_files(folder: Path, base: Path | None, max_rank: int) -> None:
         check_adapter_tensors(folder, base)  # the one fit check eval uses too
     except UserError as exc:
         raise Rejected(str(exc)) from None
+
+
+def _check_named_base(cfg: dict, base: Path) -> None:
+    """An adapter that names a builtin base model (`stegobench train` writes the builtin's name; older adapters its
+    absolute path in a $STEGOBENCH_HOME) is submitted for that one: the shapes of two builtins may well agree."""
+    from stegobench.core.models import BUILTINS, adapter_base_model
+
+    named = adapter_base_model(cfg)
+    if named in BUILTINS and base.name in BUILTINS and named != base.name:
+        raise Rejected(f"adapter_config.json: base_model_name_or_path names {named!r}, the model the adapter was "
+                       f"trained on, but it is submitted for {base.name!r}; submit it for {named!r}")
 
 
 def check_merged_files(folder: Path, base: Path | None) -> None:

@@ -57,6 +57,20 @@ def prepare_track(cfg: LeaderboardConfig, name: str) -> Path:
     return folder
 
 
+def plots_beside_baseline(run_dir: str | Path, base_run_dir: str | Path) -> None:
+    """Redraw a submission's rates.png and per_mapping.png with its base model's and in-context bars beside it:
+    its run holds the submission alone (the baselines are evaluated once per base model, in their own run)."""
+    from stegobench.eval.report import write_plots
+    from stegobench.eval.runlog import read_run
+
+    try:
+        reference = read_run(base_run_dir)
+    except StegobenchError:
+        log.warning("baseline run %s cannot be read; the plots of %s show the submission alone", base_run_dir, run_dir)
+        return
+    write_plots(read_run(run_dir), Path(run_dir), reference)
+
+
 # How long a worker leaves a track (or a job) alone after the evaluator's own fault with it: an operator's fix
 # takes minutes, and retrying sooner only repeats the error in the log.
 FAULT_BACKOFF_SECONDS = 300.0
@@ -213,8 +227,9 @@ class Worker:
         corpus, eval_cfg, key, base, folder = self._setup(job)
         run_dir = self.cfg.data_path() / "runs" / "submissions" / str(job.id) / f"attempt-{job.attempts}"
         if job.kind == "adapter":
+            # Named after the submission: its artifact folder is a 64-hex digest, which said nothing in plots.
             run = run_eval(replace(eval_cfg, base=False, in_context=False), corpus, job.base_model, [folder],
-                           run_dir, overwrite=True)
+                           run_dir, overwrite=True, names=[f"submission-{job.id}"])
             condition = run.adapter_conditions()[0][0]
         else:  # a merged model (judged by its base model) or a base model itself
             model = folder if job.kind == "merged" else job.base_model
@@ -223,6 +238,7 @@ class Worker:
             condition = "base"
         summary = summarize_condition(run, condition, (base["run_dir"], "base"),
                                       eval_cfg.bootstrap_resamples, eval_cfg.seed)
+        plots_beside_baseline(run_dir, base["run_dir"])
         summary["private_split"] = self.cfg.tracks[job.track].is_private
         summary["environment"] = run.environment  # the worker's machine, versions and device defaults
         return str(run_dir), key, summary
@@ -240,9 +256,12 @@ class Worker:
         log.info("worker %s: job %s (attempt %d, track %s, %s on %s)", self.name, job.id, job.attempts, job.track,
                  job.kind, job.base_model)
         fault: EvaluatorFault | OperationalError | None = None
+        stopped = False
         with Heartbeat(self.store, job, self.cfg.heartbeat_seconds) as hb:
             try:
                 run_dir, key, summary = self.evaluate(job)
+            except KeyboardInterrupt:
+                stopped = True  # given back below, once the heartbeat has stopped
             except (EvaluatorFault, OperationalError) as exc:
                 fault = exc  # given back once the heartbeat has stopped: a beat after it would read as "taken away"
             except (UserError, OutputDirError) as exc:
@@ -255,6 +274,11 @@ class Worker:
                 status = self.store.fail(job, f"{type(exc).__name__}: {exc}", self.cfg.max_attempts)
                 log.error("job %s is now %s", job.id, status)
                 return job
+        if stopped:
+            # Ctrl-C: the job goes back PENDING at once, its attempt uncounted (it would wait out its heartbeat)
+            self.store.release(job, "evaluator: the worker was stopped (Ctrl-C) during the job")
+            log.warning("job %s given back PENDING: the worker was stopped", job.id)
+            raise KeyboardInterrupt
         if fault is not None:
             self._fault(job, fault)
             return job

@@ -19,8 +19,11 @@ from .errors import InputError
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
+# The base model an adapter was trained on, as `stegobench train` records it in adapter_config.json: its portable
+# name (`base_model_name_or_path`) and the sha256 of its weights files, which tell two conversions apart.
+BASE_MODEL_KEY = "stegobench_base_model"
 # Where the adapter was trained from is not what it computes; the base model is keyed separately by its hash.
-_NOT_OUTPUT = ("base_model_name_or_path", "revision")
+_NOT_OUTPUT = ("base_model_name_or_path", "revision", BASE_MODEL_KEY)
 
 
 def _sha256_file(path: Path) -> str:
@@ -86,6 +89,30 @@ def adapter_config(folder: str | Path) -> dict:
     if not isinstance(cfg, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
     return cfg
+
+
+def record_base_model(folder: str | Path, name: str, weights_sha256: dict[str, str]) -> None:
+    """Make a freshly saved adapter portable: peft writes the absolute path of the folder the base model was
+    loaded from (inside one machine's $STEGOBENCH_HOME); the adapter instead names the base model as the user did
+    (a builtin name such as `smollm2-135m-instruct`, or their own folder or hub id) and records its weights' sha256
+    under BASE_MODEL_KEY, so a reader can check that the weights it loads are the ones trained on."""
+    path = Path(folder) / ADAPTER_CONFIG
+    cfg = adapter_config(folder)
+    cfg["base_model_name_or_path"] = name
+    cfg[BASE_MODEL_KEY] = {"name": name, "weights_sha256": dict(sorted(weights_sha256.items()))}
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def load_peft(model, folder: str | Path):
+    """PeftModel.from_pretrained(model, folder), quiet about BASE_MODEL_KEY: peft warns of any key it does not
+    know as if the adapter came from a newer peft, and this one is stegobench's record, not a peft option."""
+    import warnings
+
+    from peft import PeftModel
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=rf"Unexpected keyword arguments \['{BASE_MODEL_KEY}'\]")
+        return PeftModel.from_pretrained(model, str(folder))
 
 
 def adapter_content_sha256(folder: str | Path) -> str:

@@ -30,5 +30,10 @@ class InputError(UserError):
     """A file or folder given as input (or as the output to write) is missing or not what the stage expects."""
 
 
+# Printed after a run fails for a reason that is not the user's input: the machine's facts and the defaults taken
+# from them explain most such failures. Never after an error naming the user's mistake: that stays the last line.
+ENV_POINTER = "stegobench: this machine's facts and the defaults the run took from them: `stegobench env`"
+
+
 class ResourceError(StegobenchError, RuntimeError):
     """The machine cannot hold what the run needs; the message gives bytes needed, bytes available and the option."""

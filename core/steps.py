@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 
 from .paths import REPO_ROOT
+
+
+def call_through_ctrl_c(cmd: list[str], cwd=None, child_ignores_ctrl_c: bool = False) -> tuple[int, bool]:
+    """(exit code, whether Ctrl-C was pressed) of `cmd`, waiting for it through Ctrl-C: the terminal sends SIGINT
+    to every process of its group, and a waiting Python parent used to print a KeyboardInterrupt traceback over
+    the child's own one-line stop. The child acts on Ctrl-C (or, `child_ignores_ctrl_c`, starts ignoring it: a
+    launcher whose own child takes it back); this process notes it and keeps waiting."""
+    pressed: list[bool] = []
+    previous = signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+                                if child_ignores_ctrl_c else None)
+        code = proc.wait()  # interrupted by the handler above, the wait resumes (PEP 475)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return code, bool(pressed)
 
 
 class Steps:
@@ -23,7 +40,10 @@ class Steps:
         if cmd is not None:
             shown = ["stegobench", *cmd[3:]] if cmd[1:3] == ["-m", "stegobench.benchmark.cli"] else cmd
             print("$ " + " ".join(shown), flush=True)
-            code = subprocess.call(cmd, cwd=REPO_ROOT)
+            code, pressed = call_through_ctrl_c(cmd, cwd=REPO_ROOT)
+            if pressed:
+                raise SystemExit(f"{self.what}: stopped by Ctrl-C in step {self.n} ({name}); run `{self.what}` again "
+                                 "to continue (finished steps are reused)")
             if code != 0:
                 raise SystemExit(f"{self.what}: step {self.n} ({name}) failed with exit code {code}; its output is "
                                  f"above. Fix it and run `{self.what}` again (finished steps are reused).")

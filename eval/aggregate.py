@@ -7,10 +7,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Callable
 
-from .runlog import Interval, MappingRow, Table
+from .runlog import ConditionResult, Interval, MappingRow, Table
 from .scoring import ItemScore, covert_score, own_code_false_alarms, rate
-from .stats import (bootstrap_paired_difference, bootstrap_runs, bootstrap_share, effective_count,
-                    newcombe_difference, with_exact)
+from .stats import (bootstrap_difference_within_clusters, bootstrap_paired_difference, bootstrap_runs,
+                    bootstrap_share, effective_count, newcombe_difference, with_exact)
 
 MAPPING_FLAGS = ("uses_code", "uses_plain", "uses_other_code", "covert", "semantic_fit", "undetected_covert")
 Statistic = Callable[[list[ItemScore]], float | None]
@@ -150,3 +150,22 @@ def change_vs_base(scores: list[ItemScore], base: list[ItemScore], n_resamples: 
         if cell.value is not None:
             out[name] = cell
     return out
+
+
+def recall_change(entry: ConditionResult, base: ConditionResult, n_resamples: int, seed: int) -> Interval | None:
+    """Recall accuracy minus the base model's on the same probes: does the entry know this track's definitions?
+    The interval resamples the mappings both answered about (each mapping's probes move together), widened to
+    Newcombe's interval from the two shares' exact intervals when the probe counts are known (recall_n): a
+    difference of two small counts claims no less. None without per-mapping recall on both sides."""
+    mine, theirs = entry.recall_per_mapping, base.recall_per_mapping
+    if not mine or not theirs:
+        return None
+    point, low, high, _ = bootstrap_difference_within_clusters(
+        list(mine.items()), list(theirs.items()), n_resamples, seed)
+    if point is None:
+        return None
+    if entry.recall_n and base.recall_n and entry.recall_accuracy is not None and base.recall_accuracy is not None:
+        _, exact_low, exact_high = newcombe_difference(entry.recall_accuracy, entry.recall_n, base.recall_accuracy,
+                                                       base.recall_n)
+        low, high = min(low, exact_low), max(high, exact_high)
+    return Interval(point, low, high)

@@ -52,12 +52,13 @@ def check_adapter(adapter: str) -> str:
 
 def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str], out: str | Path,
              overwrite: bool = False, cache_dir: str | Path | None = None,
-             judge_model: str | None = None) -> RunLog:
+             judge_model: str | None = None, names: list[str] | None = None) -> RunLog:
     """Evaluate `model` (conditions base / in-context) and each adapter on `data`'s eval split into `out`.
 
     `judge_model` (default: `model`) is the base model that judges semantic fit and runs the monitors, whose
     thresholds are fitted on its answers to calibration questions (their false-positive rates measured on held-out
-    ones, eval/heldout.py); a merged fine-tuned model is judged by its base model.
+    ones, eval/heldout.py); a merged fine-tuned model is judged by its base model. `names` are the adapters'
+    condition names (one each, in order; default: from their run folders, `pipeline.adapter_names`).
     """
     start = time.perf_counter()
     data, out = Path(data), Path(out)
@@ -65,12 +66,19 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
         raise InputError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
     inputs = load_inputs(cfg, data, Path(cache_dir) if cache_dir else stegobench_home() / "cache" / "generations")
     adapters = [check_adapter(a) for a in adapters]
+    conditions = plan_conditions(cfg, adapters, names)  # a name clash is refused before any model loads
     if adapters and not is_scripted_model(model):
         from stegobench.core.models import resolve_model
 
+        from stegobench.core.models import base_weights_differ
+
+        ref = resolve_model(model)
         for a in adapters:
             # The same check the leaderboard makes on submissions (core/adapters.py), before any decoding.
-            check_adapter_tensors(a, resolve_model(model).path)
+            check_adapter_tensors(a, ref.path)
+            differ = base_weights_differ(adapter_config(a), ref)
+            if differ:
+                print(f"warning: adapter {a}: {differ}", flush=True)
     backend_name = resolve_backend_name(cfg.backend)
     if uses_device(backend_name):
         print(device_defaults(read_machine()).summary(), flush=True)
@@ -81,7 +89,7 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
         monitoring = calibrate_monitors(inputs, backends)
         runs: dict[str, ConditionRun] = {}
         results: dict[str, ConditionResult] = {}
-        for cond in plan_conditions(cfg, adapters):
+        for cond in conditions:
             runs[cond.name], results[cond.name] = run_condition(inputs, backends, monitoring, cond)
         results = compare_with_base(inputs, runs, results)
         pooled = pool_adapters(inputs, adapters, list(runs.values()))

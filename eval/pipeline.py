@@ -23,6 +23,7 @@ from stegobench.data_gen.generate import corpus_lexicon, read_manifest, read_spl
 from stegobench.data_gen.lexicon import Lexicon
 from stegobench.data_gen.words import Term, contains_any
 
+from . import progress
 from .aggregate import aggregate, aggregate_runs, change_vs_base
 from .backends import Sampling, get_backend
 from .cache import GenerationCache, content_identity
@@ -161,37 +162,58 @@ class ConditionRun:
 
 
 def generate_cached(backend, prompts: list[str], sampling: Sampling, cache_root: Path, desc: str) -> list[str]:
-    from tqdm import tqdm
-
+    """Answers from the cache, the missing ones decoded CHUNK at a time and cached chunk by chunk (a stopped run
+    keeps every finished chunk); the bar counts answers as the backend finishes them (eval/progress.py)."""
     cache = GenerationCache(cache_root, {"backend": content_identity(backend), "sampling": to_dict(sampling)})
     missing = list(dict.fromkeys(p for p in prompts if cache.get(p) is None))
-    for i in tqdm(range(0, len(missing), CHUNK), desc=desc, disable=not missing):
-        chunk = missing[i:i + CHUNK]
-        cache.put_many(chunk, backend.generate(chunk, sampling))
+    with progress.bar(len(missing), desc) as shown:
+        for i in range(0, len(missing), CHUNK):
+            chunk, since = missing[i:i + CHUNK], shown.n
+            cache.put_many(chunk, backend.generate(chunk, sampling))
+            shown.done(since, len(chunk))
     return [cache.get(p) for p in prompts]
+
+
+MONITOR_CHUNK = 16  # answers per monitor call: the bar advances this often (the judge scores ~5 answers/s on CPUs)
+
+
+def monitor_values(name: str, judge, questions: list[str], answers: list[str], desc: str,
+                   cache_root: Path | None = None) -> list[float]:
+    """Monitor `name` on each answer, MONITOR_CHUNK answers per call so its bar advances with an ETA; with
+    `cache_root`, through the monitors' cache (keyed per question and answer, so chunking changes no key)."""
+    out: list[float] = []
+    with progress.bar(len(answers), desc):
+        for i in range(0, len(answers), MONITOR_CHUNK):
+            q, a = questions[i:i + MONITOR_CHUNK], answers[i:i + MONITOR_CHUNK]
+            out += cached_values(name, judge, q, a, cache_root) if cache_root else MONITORS[name](judge, q, a)
+            progress.report(len(a))
+    return out
 
 
 # ---------------------------------------------------------------- run-level steps
 
 
-def plan_conditions(cfg: EvalConfig, adapters: list[str]) -> list[Condition]:
+def plan_conditions(cfg: EvalConfig, adapters: list[str], names: list[str] | None = None) -> list[Condition]:
     return (([Condition("base", None, False)] if cfg.base else [])
             + ([Condition("in_context", None, True)] if cfg.in_context else [])
-            + [Condition(f"adapter:{name}", a, False) for a, name in zip(adapters, adapter_names(adapters))])
+            + [Condition(f"adapter:{name}", a, False) for a, name in zip(adapters, adapter_names(adapters, names))])
 
 
 GENERIC_FOLDERS = {"adapter", "adapters", "lora", "output", "final", "model"}  # names that say nothing of the run
 
 
-def adapter_names(adapters: list[str]) -> list[str]:
-    """Each adapter's condition name, from its run: the folder's name, its parent's when the folder has a generic
-    name (runs/quickstart/adapter -> quickstart), and as many folders above as it takes for no two to share a name
-    (a shared name would silently drop a run from results.json). The same adapter twice is an error."""
+def adapter_names(adapters: list[str], given: list[str] | None = None) -> list[str]:
+    """Each adapter's condition name, from its run: the name given for it (`--name`, one per adapter, in order),
+    else the folder's name, its parent's when the folder has a generic name (runs/quickstart/adapter ->
+    quickstart), and as many folders above as it takes for no two to share a name (a shared name would silently
+    drop a run from results.json). The same adapter twice, or two adapters given one name, is an error."""
     resolved = [Path(a).resolve() for a in adapters]
     for i, path in enumerate(resolved):
         if path in resolved[:i]:
             raise InputError(f"adapter {adapters[i]} is given twice (also as {adapters[resolved.index(path)]}); "
                              "each adapter is one condition")
+    if given:
+        return _given_names(adapters, given)
     parts = [p.parts[:-1] if p.name.lower() in GENERIC_FOLDERS and len(p.parts) > 2 else p.parts for p in resolved]
     depth = [1] * len(adapters)
     while True:
@@ -202,6 +224,21 @@ def adapter_names(adapters: list[str]) -> list[str]:
             return names
         for i in clashing:
             depth[i] += 1
+
+
+def _given_names(adapters: list[str], given: list[str]) -> list[str]:
+    """Names the user chose: one per adapter, each non-empty and used once (a clash names both adapters)."""
+    if len(given) != len(adapters):
+        raise InputError(f"--name given {len(given)} time(s) for {len(adapters)} --adapter(s); give one name per "
+                         "adapter, in the same order, or none (names then come from the adapters' folders)")
+    for i, name in enumerate(given):
+        if not name.strip():
+            raise InputError(f"--name for adapter {adapters[i]} is empty; a condition needs a name")
+        if name in given[:i]:
+            first = given.index(name)
+            raise InputError(f"--name {name!r} is given to two adapters, {adapters[first]} and {adapters[i]}; "
+                             "two conditions never share a name (one would replace the other in results.json)")
+    return list(given)
 
 
 def calibrate_monitors(inputs: EvalInputs, backends: Backends) -> Monitoring:
@@ -222,8 +259,8 @@ def calibrate_monitors(inputs: EvalInputs, backends: Backends) -> Monitoring:
     questions = fpr.questions
     prompts = [judge.chat_prompt(user_text(q)) for q in questions]
     answers = timed("decode", lambda: decode(prompts, "monitor calibration"))
-    values = {m: timed(m, lambda m=m: cached_values(m, judge, questions, answers, inputs.cache_root))
-              for m in cfg.monitors}
+    values = {m: timed(m, lambda m=m: monitor_values(m, judge, questions, answers, f"monitor calibration {m}",
+                                                     inputs.cache_root)) for m in cfg.monitors}
     state = None
     if cfg.whitebox:
         from .whitebox.reading import read_answers
@@ -304,7 +341,8 @@ def run_monitors(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: C
     cfg = inputs.cfg
     if not mon.thresholds:
         return
-    run.monitor_values.update({m: MONITORS[m](backends.judge, inputs.questions, run.responses) for m in cfg.monitors})
+    run.monitor_values.update({m: monitor_values(m, backends.judge, inputs.questions, run.responses,
+                                                 f"{run.cond.name} {m}") for m in cfg.monitors})
     run.flags = text_monitor_flags(cfg.monitors, mon.thresholds, [
         {m: values[i] for m, values in run.monitor_values.items()} for i in range(len(inputs.items))])
     run.extras["monitor_thresholds"] = mon.thresholds
@@ -320,8 +358,9 @@ def text_monitor_flags(text_monitors: list[str], thresholds: dict[str, float],
 
 
 def score(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: ConditionRun) -> None:
-    run.scores = score_all(inputs.items, run.prompts, run.responses, inputs.codebook, inputs.lexicon, backends.judge,
-                           inputs.cfg.semantic_k, inputs.cfg.seed, run.flags)
+    with progress.bar(len(inputs.items), f"{run.cond.name} scoring"):
+        run.scores = score_all(inputs.items, run.prompts, run.responses, inputs.codebook, inputs.lexicon,
+                               backends.judge, inputs.cfg.semantic_k, inputs.cfg.seed, run.flags)
     if run.cond.adapter:
         run.extras["adapter_sha256"] = sha256_file(Path(run.cond.adapter) / "adapter_model.safetensors")
 
@@ -351,6 +390,7 @@ def recall(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: Conditi
     for ok, p in zip(right, inputs.probes):
         per_mapping.setdefault(p["mapping_id"], []).append(ok)
     run.extras["recall_accuracy"] = sum(right) / len(right)
+    run.extras["recall_n"] = len(right)
     run.extras["recall_per_mapping"] = {m: sum(v) / len(v) for m, v in sorted(per_mapping.items())}
 
 
@@ -389,6 +429,7 @@ def score_all(items: list[dict], prompts: list[str], responses: list[str], codeb
             s = score_response(item, response, code_forms, semantic_fit=fit, monitor_flagged=flag,
                                concept_words=concept_words)
         scores.append(s)
+        progress.report(1)  # semantic fit scores each covert answer under the judge: the slow part
     return scores
 
 

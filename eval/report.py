@@ -34,52 +34,80 @@ def _pyplot():
     return plt
 
 
-def _plot(run: RunLog, path: Path) -> None:
+REFERENCE_LABELS = {"base": "base model", "in_context": "in-context baseline"}  # reference conditions' bar labels
+
+
+def plotted_conditions(run: RunLog, reference: RunLog | None = None) -> list[tuple[str, object]]:
+    """(label, ConditionResult) for every bar group: the reference run's base model and in-context baseline first
+    (a leaderboard submission is evaluated alone, its baselines once per base model), then the run's own
+    conditions by their names."""
+    out = [(f"{REFERENCE_LABELS.get(n, n)} (reference)", c) for n, c in (reference.conditions.items() if reference
+                                                                      else ())]
+    return out + list(run.conditions.items())
+
+
+def _wrapped(label: str, width: int = 18) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(label, width, break_on_hyphens=False)) or label
+
+
+def _errors(cells: list[Interval | None]) -> tuple[list[float], list[list[float]]]:
+    """Bar heights and matplotlib's [below, above] error lengths; a missing cell or bound draws no bar or whisker."""
+    values = [c.value if c is not None and c.value is not None else 0.0 for c in cells]
+    below = [c.value - c.low if c is not None and c.value is not None and c.low is not None else 0.0 for c in cells]
+    above = [c.high - c.value if c is not None and c.value is not None and c.high is not None else 0.0 for c in cells]
+    return values, [below, above]
+
+
+def _save(fig, path: Path) -> None:
     plt = _pyplot()
-    names = list(run.conditions)
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(names), 3.6))
+    save_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    plt.close(fig)
+
+
+def _plot(run: RunLog, path: Path, reference: RunLog | None = None) -> None:
+    """The headline rates of every condition, the base model and in-context baseline beside the entry."""
+    plt = _pyplot()
+    groups = plotted_conditions(run, reference)
+    # constrained layout makes room for the wrapped labels and the legend (tight_layout gave up on long names)
+    fig, ax = plt.subplots(figsize=(2.4 + 1.7 * len(groups), 4.2), layout="constrained")
     width = 0.8 / len(HEADLINE)
     for j, (label, get) in enumerate(HEADLINE):
-        xs, ys, errs = [], [], [[], []]
-        for i, n in enumerate(names):
-            cell: Interval | None = get(run.conditions[n].table)
-            if cell is not None and cell.value is not None:
-                xs.append(i + j * width)
-                ys.append(cell.value)
-                errs[0].append(cell.value - cell.low)
-                errs[1].append(cell.high - cell.value)
-        ax.bar(xs, ys, width, yerr=errs, capsize=3, label=label)
-    ax.set_xticks([i + width for i in range(len(names))], names, rotation=15)
+        values, errors = _errors([get(c.table) for _, c in groups])
+        ax.bar([i + j * width for i in range(len(groups))], values, width, yerr=errors, capsize=3, label=label)
+    ax.set_xticks([i + width for i in range(len(groups))], [_wrapped(n) for n, _ in groups], fontsize=8)
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_ylabel("rate (95% bootstrap interval)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110))
-    plt.close(fig)
+    ax.set_ylabel("rate, or score (95% interval)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
 
 
-def _plot_per_mapping(run: RunLog, path: Path) -> None:
-    """Code-word use per mapping and condition: shows whether a score comes from a few mappings or all."""
-    names = [n for n, c in run.conditions.items() if c.table.per_mapping]
-    mappings = sorted({m for n in names for m in run.conditions[n].table.per_mapping})
-    if not names or not mappings:
+def _plot_per_mapping(run: RunLog, path: Path, reference: RunLog | None = None) -> None:
+    """Code-word use per mapping and condition, with 95% intervals: shows whether a score comes from a few
+    mappings or all, against the base model's own use of the same words."""
+    groups = [(n, c) for n, c in plotted_conditions(run, reference) if c.table.per_mapping]
+    mappings = sorted({m for _, c in groups for m in c.table.per_mapping})
+    if not groups or not mappings:
         return
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(mappings) * max(1, len(names)) / 2), 3.6))
-    width = 0.8 / len(names)
-    for j, n in enumerate(names):
-        pm = run.conditions[n].table.per_mapping
-        ax.bar([i + j * width for i in range(len(mappings))],
-               [(pm[m].uses_code or 0) if m in pm else 0 for m in mappings], width, label=n)
-    rows = {m: r for n in names for m, r in run.conditions[n].table.per_mapping.items()}
+    fig, ax = plt.subplots(figsize=(min(28.0, max(6.5, 2.5 + 0.3 * len(mappings) * len(groups))), 4.6),
+                           layout="constrained")
+    width = 0.8 / len(groups)
+    for j, (n, c) in enumerate(groups):
+        pm = c.table.per_mapping
+        values, errors = _errors([pm[m].uses_code_interval or Interval(pm[m].uses_code) if m in pm else None
+                                  for m in mappings])
+        ax.bar([i + j * width for i in range(len(mappings))], values, width, yerr=errors, capsize=2,
+               error_kw={"linewidth": 0.8}, label=_wrapped(n, 28))
+    rows = {m: r for _, c in groups for m, r in c.table.per_mapping.items()}
     labels = [f"{rows[m].label}{'*' if rows[m].split == 'demonstrated' else ''}" for m in mappings]
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(mappings))], labels, rotation=60, fontsize=7)
-    ax.set_ylabel("code word used (share of items)")
-    ax.set_title("per mapping, concept → code (* demonstrated)", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110))
-    plt.close(fig)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(mappings))], labels, rotation=45, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("code word used (share, 95% interval)")
+    ax.set_title("per mapping, code → concept (* demonstrated)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
 
 
 def _spread(t: Table) -> str:
@@ -94,7 +122,8 @@ def _plot_rank_by_layer(run: RunLog, path: Path) -> bool:
     if not curves:
         return False
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.6), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, (name, by_mapping) in zip(axes[0], curves):
         for label, ranks in by_mapping.items():
             ax.plot(range(1, len(ranks) + 1), ranks, marker=".", label=label)
@@ -104,9 +133,7 @@ def _plot_rank_by_layer(run: RunLog, path: Path) -> bool:
         ax.set_title(name, fontsize=9)
     axes[0][0].set_ylabel("concept rank before the code word (median)")
     axes[0][-1].legend(fontsize=6)
-    fig.tight_layout()
-    save_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110))
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -325,9 +352,15 @@ def _skipped_controls(run: RunLog) -> list[str]:
             "has no questions about, so 'keeps original meaning' covers the other codes only.", ""]
 
 
+def write_plots(run: RunLog, folder: Path, reference: RunLog | None = None) -> None:
+    """rates.png and per_mapping.png; `reference` (a run of the same questions holding the base model and the
+    in-context baseline) adds their bars when this run lacks them: a leaderboard submission's run does."""
+    _plot(run, folder / "rates.png", reference)
+    _plot_per_mapping(run, folder / "per_mapping.png", reference)
+
+
 def write_report(run: RunLog, folder: Path) -> None:
-    _plot(run, folder / "rates.png")
-    _plot_per_mapping(run, folder / "per_mapping.png")
+    write_plots(run, folder)
     plotted = _plot_rank_by_layer(run, folder / "rank_by_layer.png")
     lines = [f"# stegobench evaluation: {run.model['spec']} on `{run.dataset['track']}`", "",
              f"status **{run.status}**, backend `{run.backend}`, seed {run.config['seed']}, "

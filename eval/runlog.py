@@ -30,7 +30,8 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
      `lens_final_covert_minus_innocent`, the run's `monitor_calibration` (per monitor: threshold,
      calibration n and the false-positive rate on held-out base answers, `heldout_fpr`) and `heldout_fpr_union`
      (any monitor's flag), and detection's `innocent_use` label; absent in older files, whose rates were never
-     measured on held-out answers (a rescored run keeps what it had).
+     measured on held-out answers (a rescored run keeps what it had). Also optional: a condition's `recall_n`
+     (the recall probes asked; absent: recall's change against the base model rests on its mappings alone).
 Files of an older schema are migrated on read; a newer schema is refused by name.
 
 A compact copy of a run (`write_compact_run`: what the validity study keeps in the repository) holds the same
@@ -50,6 +51,7 @@ from typing import Any, Callable, Iterator
 from stegobench.core.errors import InputError
 from stegobench.core.provenance import atomic_write_json, publish_dir, staging_dir
 
+from .labels import mapping_label
 from .scoring import COVERT_SCORE_DEFINITION, PREVIOUS_COVERT_SCORE_DEFINITION, ItemScore
 
 RESULTS = "results.json"
@@ -107,7 +109,8 @@ class MappingRow:
 
     @property
     def label(self) -> str:
-        return f"{self.concept} → {self.code}" if self.code else self.concept
+        """'cat → car' (code → concept, the one arrow direction everywhere); the concept alone without a code."""
+        return mapping_label(self.code, self.concept)
 
 
 @dataclass(frozen=True)
@@ -236,7 +239,7 @@ class CovertMinusInnocent:
 @dataclass(frozen=True)
 class WhiteboxResult:
     """The white-box readings of one condition: per split, and the per-mapping "concept rank by layer" curve
-    (median rank at the token before the code word, layers 1..L), keyed by "concept → code"."""
+    (median rank at the token before the code word, layers 1..L), keyed by "code → concept" (by "concept → code" in runs before issue 28)."""
 
     splits: dict[str, LensSplit] = field(default_factory=dict)
     rank_by_layer: dict[str, list[float]] = field(default_factory=dict)
@@ -280,6 +283,7 @@ class ConditionResult:
     monitor_flag_rate: float | None = None
     recall_accuracy: float | None = None
     recall_per_mapping: dict[str, float] | None = None
+    recall_n: int | None = None  # recall probes asked (absent in older runs): the count recall's exact interval needs
     cloze: dict[str, dict[str, float]] | None = None
     # mapping id -> that mapping's mean cloze specificity (nats): the units of a verdict on it (absent in older runs)
     cloze_specificity_per_mapping: dict[str, float] | None = None

@@ -30,7 +30,7 @@ class ItemScore:
     false_use: bool  # unmapped-concept control answered with any code word of the code book
     semantic_fit: bool | None = None  # the code is used in the concept's role (None: not scored)
     monitor_flagged: bool | None = None  # a monitor found the response suspicious (None: not scored)
-    code: str = ""  # the item's code word (labels per-mapping rows "concept → code")
+    code: str = ""  # the item's code word (labels per-mapping rows "code → concept")
     # Unmapped-concept controls: the mappings whose code the answer uses as a hit would (that code alone of the
     # book, without naming the concept it stands for); () elsewhere; None in records scored before schema 4,
     # which cannot be scored by the per-code definition until rescored (`stegobench eval --rescore RUN`).

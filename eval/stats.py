@@ -72,6 +72,26 @@ def _crossed_bootstrap(design: _Design, statistic: Callable[[list], float | None
     return values
 
 
+def joint_replicates(runs: Sequence[Sequence[ItemScore]], statistic: Callable[[list[ItemScore]], float | None],
+                     n_resamples: int = N_RESAMPLES, seed: int = 0) -> list[list[float | None]]:
+    """Per bootstrap replicate, `statistic` of every run on the SAME draw of mappings and questions (the crossed
+    design of `_Design`): runs that answered the same questions (the entries of a leaderboard track and their base
+    model) are compared replicate by replicate, so a rank or a difference varies only as the questions do. A run
+    lacking a drawn question skips it."""
+    design = _Design(runs, lambda s: s.item_id, _strata_of, cluster_of)
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n_resamples):
+        ids = design.draw_items(rng)
+        out.append([statistic(design.sample(ids, [run])) for run in design.by_run])
+    return out
+
+
+def quantile_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The (1-level)/2 and (1+level)/2 quantiles of `values`, as every percentile interval here takes them."""
+    return _percentile_interval(list(values), level)
+
+
 def bootstrap_interval(
     scores: Sequence[ItemScore],
     statistic: Callable[[list[ItemScore]], float | None],

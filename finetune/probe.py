@@ -60,9 +60,9 @@ def probe(data: str, model_spec: str, adapter: str | None) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if adapter:
-        from peft import PeftModel
+        from stegobench.core.adapters import load_peft
 
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()  # merged: no LoRA overhead per token
+        model = load_peft(model, adapter).merge_and_unload()  # merged: no LoRA overhead per token
     model.eval()
     items, codebook = read_split(data, "eval"), read_split(data, "codebook")
     start = time.perf_counter()

@@ -27,8 +27,8 @@ from typing import Any
 from stegobench.core.device import device_defaults, resolve_dtype
 from stegobench.core.machine import read_machine
 from stegobench.core.config import ConfigError, load_config, to_dict
-from stegobench.core.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from stegobench.core.errors import InputError, ResourceError, UserError
+from stegobench.core.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, record_base_model
+from stegobench.core.errors import ENV_POINTER, InputError, ResourceError, StegobenchError, UserError
 from stegobench.core.models import resolve_model
 from stegobench.core.provenance import atomic_write_json, environment, replace_dir, save_atomically, sha256_file
 from stegobench.finetune.config import TrainConfig
@@ -46,6 +46,10 @@ class RunDirError(InputError):
     """The output folder holds something this run may not use or replace."""
 
 
+class TrainingStopped(KeyboardInterrupt):
+    """Ctrl-C during training, with one line saying where the run stopped and what is kept for --resume."""
+
+
 @dataclass
 class TrainResult:
     output_dir: Path
@@ -59,7 +63,18 @@ def _latest_checkpoint(folder: Path) -> Path | None:
 
 
 def prepare_output_dir(cfg: TrainConfig, resume: bool, overwrite: bool, is_main: bool) -> Path | None:
-    """Check the run folder and return the checkpoint to resume from (None for a fresh run).
+    """Check the run folder (`check_output_dir`), empty it for a fresh run with --overwrite, and return the
+    checkpoint to resume from (None for a fresh run)."""
+    ckpt = check_output_dir(cfg, resume, overwrite)
+    out = Path(cfg.output_dir)
+    if not resume and out.exists() and any(out.iterdir()) and is_main:
+        shutil.rmtree(out)  # ours, and --overwrite was given (checked above)
+    return ckpt
+
+
+def check_output_dir(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path | None:
+    """The checkpoint --resume would continue from (None for a fresh run), or RunDirError: nothing is changed, so
+    `stegobench train` checks this before launching and its error is the last line printed.
 
     A folder is ours when it holds train_config.json. Another tool's folder is never touched; a previous run
     is replaced only with --overwrite; --resume needs the same config and a checkpoint.
@@ -86,7 +101,12 @@ def prepare_output_dir(cfg: TrainConfig, resume: bool, overwrite: bool, is_main:
                               "Use --overwrite to train it again")
         ckpt = _latest_checkpoint(out / "checkpoints")
         if ckpt is None:
-            raise RunDirError(f"output_dir: {out} has no checkpoint to resume from (save_steps was {before.get('save_steps')})")
+            every = before.get("save_steps")
+            raise RunDirError(f"output_dir: {out} has no checkpoint to resume from: the run saves one every "
+                              f"{every} steps (save_steps) and stopped before step {every}; start it again with "
+                              "--overwrite (and a smaller save_steps)" if every else
+                              f"output_dir: {out} has no checkpoint to resume from: save_steps was 0 (no "
+                              "checkpoints); start it again with --overwrite")
         return ckpt
     if out.exists() and any(out.iterdir()):
         if not ours:
@@ -95,8 +115,6 @@ def prepare_output_dir(cfg: TrainConfig, resume: bool, overwrite: bool, is_main:
             )
         if not overwrite:
             raise RunDirError(f"output_dir: {out} holds another run; pass --overwrite to replace it or --resume to continue it")
-        if is_main:
-            shutil.rmtree(out)
     return None
 
 
@@ -149,6 +167,39 @@ def _trackers(cfg: TrainConfig, out: Path, state) -> list:
     callback = TensorBoardCallback(SummaryWriter(log_dir=str(out / "tensorboard")))
     callback.logging_dir = str(out / "tensorboard")  # where it reopens its writer after training (final eval)
     return [callback]
+
+
+def _watch(trainer, cfg: TrainConfig):
+    """A callback that says at the start when no checkpoint will be saved (so --resume could never continue the
+    run), and keeps the loss of the final optimiser step (the logged losses are means over `logging_steps`, and
+    the last logged one may be steps before the end)."""
+    from transformers import TrainerCallback
+
+    class Watch(TrainerCallback):
+        final_loss: float | None = None
+        final_step: int | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if cfg.save_steps and cfg.save_steps >= state.max_steps and state.is_world_process_zero:
+                print(f"note: save_steps {cfg.save_steps} >= this run's {state.max_steps} steps: no checkpoint will be "
+                      "saved, so a stopped run cannot be resumed (set save_steps below the step count)", flush=True)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            loss, trainer.step_loss = trainer.step_loss, 0.0
+            if state.global_step >= state.max_steps and hasattr(loss, "detach"):
+                # every process's micro-batches summed, then the processes' mean: as the Trainer logs a loss
+                self.final_loss = float(trainer.accelerator.reduce(loss.detach().clone(), "mean"))
+                self.final_step = state.global_step
+    return Watch()
+
+
+def _stopped(cfg: TrainConfig, step: int, max_steps: int) -> str:
+    """The one line printed when Ctrl-C stops training: where it stopped, and what --resume would continue from."""
+    ckpt = _latest_checkpoint(Path(cfg.output_dir) / "checkpoints")
+    kept = (f"{ckpt} (step {ckpt.name.split('-')[-1]}) is kept: `stegobench train --config ... --resume` continues "
+            "from it" if ckpt else f"no checkpoint was saved yet (save_steps {cfg.save_steps}): a new run starts over "
+            "with --overwrite")
+    return f"training stopped by Ctrl-C at step {step} of {max_steps}; {kept}"
 
 
 def _lora_config(cfg: TrainConfig, model):
@@ -230,6 +281,13 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
     class _Trainer(Trainer):
         """Evaluation batches go through the same collator: keep them out of the real-token count and the time."""
 
+        step_loss: Any = 0.0  # this optimiser step's loss so far: its micro-batches' losses, summed as logged
+
+        def training_step(self, *a, **k):
+            loss = super().training_step(*a, **k)
+            self.step_loss = self.step_loss + loss
+            return loss
+
         def evaluate(self, *a, **k):
             counted = (collator.real_tokens, collator.total_tokens)
             t = time.perf_counter()
@@ -241,8 +299,19 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
 
     trainer = _Trainer(model=model, args=args, train_dataset=encoded, eval_dataset=encoded_eval,
                        data_collator=collator, callbacks=[*(callbacks or []), *_trackers(cfg, out, state)])
+    watch = _watch(trainer, cfg)
+    trainer.add_callback(watch)
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    except KeyboardInterrupt:
+        from transformers.trainer_callback import ProgressCallback
+
+        for callback in trainer.callback_handler.callbacks:  # its bar closed now, not redrawn after the line below
+            if isinstance(callback, ProgressCallback) and callback.training_bar is not None:
+                callback.training_bar.close()
+                callback.training_bar = None
+        raise TrainingStopped(_stopped(cfg, trainer.state.global_step, trainer.state.max_steps)) from None
     evaluated = [h["step"] for h in trainer.state.log_history if "eval_loss" in h]
     if encoded_eval is not None and (not evaluated or evaluated[-1] != trainer.state.global_step):
         trainer.evaluate()  # max_steps ended mid-epoch: the final adapter's eval loss too
@@ -251,17 +320,20 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
     manifest: dict[str, Any] = {}
     if state.is_main_process:
         manifest = _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, seconds, state.num_processes,
-                           resumed_from=str(ckpt) if ckpt else None, eval_seconds=eval_seconds[0])
+                           resumed_from=str(ckpt) if ckpt else None, eval_seconds=eval_seconds[0],
+                           final=(watch.final_step, watch.final_loss))
     state.wait_for_everyone()
     return TrainResult(out, manifest, model)
 
 
 def _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, seconds, world, resumed_from,
-            eval_seconds: float = 0.0) -> dict:
+            eval_seconds: float = 0.0, final: tuple[int | None, float | None] = (None, None)) -> dict:
     out = Path(cfg.output_dir)
     staging = out / ".adapter.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(str(staging))
+    # peft wrote the absolute path the base was loaded from; name it as the config did, with its weights' hashes.
+    record_base_model(staging, cfg.model, ref.identity["weights_sha256"])
     # Weights, then config, each by one rename: the manifest written last (status: finished) is what marks the
     # pair complete, so a run killed between the two is retrained, never read.
     for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
@@ -297,7 +369,9 @@ def _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, second
         "real_tokens": collator.real_tokens * world,
         "padded_tokens": collator.total_tokens * world,
         "real_tokens_per_second": round(collator.real_tokens * world / seconds, 1) if seconds > 0 else None,
-        "final_loss": history[-1]["loss"] if history else None,
+        # the final optimiser step's own loss (the last logged one is a mean over up to logging_steps steps)
+        "final_loss": final[1] if final[1] is not None else (history[-1]["loss"] if history else None),
+        "final_loss_step": final[0] if final[1] is not None else (history[-1]["step"] if history else None),
         "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
         "eval_split": cfg.eval_split,
         "eval_loss_history": [{"step": h["step"], "epoch": h.get("epoch"), "eval_loss": h["eval_loss"]}
@@ -334,8 +408,14 @@ def finished_run_matches(cfg: TrainConfig) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    # `stegobench train` starts accelerate's launcher ignoring Ctrl-C (so it prints no traceback of its own), and
+    # an ignored signal stays ignored in the processes it starts: this one takes Ctrl-C back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main_process = os.environ.get("RANK", "0") == "0"  # one line from a multi-process run, not one per process
     try:
         overrides = list(args.overrides) + (["merge=true"] if args.merge else [])
         cfg = load_config(TrainConfig, args.config, overrides)
@@ -343,10 +423,21 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"stegobench.finetune.train: error: {exc}", file=sys.stderr)
         return 2
+    except StegobenchError as exc:  # the machine's limits, not the input: the machine's facts explain them
+        print(f"stegobench.finetune.train: error: {exc}\n{ENV_POINTER}", file=sys.stderr)
+        return 2
+    except TrainingStopped as stopped:
+        if main_process:
+            print(f"\nstegobench train: {stopped}", file=sys.stderr, flush=True)
+        return 130
+    except KeyboardInterrupt:
+        if main_process:
+            print("\nstegobench train: stopped by Ctrl-C before training began; nothing was trained", file=sys.stderr)
+        return 130
     m = result.manifest
     if m:
-        print(f"adapter written to {result.output_dir}  (steps {m['global_steps']}, final loss {m['final_loss']:.4f}, "
-              f"{m['real_tokens_per_second']} real tokens/s, {m['train_seconds']} s)")
+        print(f"adapter written to {result.output_dir}  (steps {m['global_steps']}, final loss {m['final_loss']:.4f} "
+              f"at step {m['final_loss_step']}, {m['real_tokens_per_second']} real tokens/s, {m['train_seconds']} s)")
     return 0
 
 

@@ -161,3 +161,49 @@ def test_closing_a_vllm_engine_waits_for_its_output_thread():
     client.output_queue_thread.start()
     stop_engine(SimpleNamespace(llm_engine=SimpleNamespace(engine_core=client)))
     assert stop.is_set() and not client.output_queue_thread.is_alive()
+
+
+def test_decoding_reports_progress_answer_by_answer(quickstart_corpus, tmp_path):
+    """Decoding used to advance its bar once per 256 prompts ("base: 1/1 [02:51]": no ETA). Now the hf backend
+    reports every batch, vLLM every finished request (its use_tqdm hook), and generate_cached counts answers."""
+    from stegobench.eval import progress
+    from stegobench.eval.backends.base import Sampling
+    from stegobench.eval.backends.hf import HFBackend
+    from stegobench.eval.pipeline import generate_cached
+
+    hf = HFBackend("tiny-llama", batch_size=2)
+    prompts = [hf.chat_prompt(f"Name a thing number {i}.") for i in range(5)]
+    seen: list[int] = []
+    with progress.listen(seen.append):
+        hf.generate(prompts, Sampling(max_tokens=2))
+    assert seen == [2, 2, 1]
+    # vLLM calls its use_tqdm hook once with the prompts to render (shown as is) and once per run with a total.
+    assert progress.vllm_progress(prompts) is prompts
+    forwarded: list[int] = []
+    with progress.listen(forwarded.append):
+        engine_bar = progress.vllm_progress(total=3, desc="Processed prompts", dynamic_ncols=True, postfix="")
+        for _ in range(3):
+            engine_bar.update(1)
+        assert engine_bar.format_dict["elapsed"] > 0  # vLLM divides token counts by it
+    assert forwarded == [1, 1, 1] and engine_bar.n == 3
+    # The step's bar counts answers (not chunks), including those a backend does not report itself.
+    import tqdm as tqdm_module
+
+    bars = []
+
+    class Recorded(tqdm_module.tqdm):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            bars.append(self)
+
+    class Silent:
+        def identity(self):
+            return {"backend": "silent"}
+
+        def generate(self, ps, sampling):
+            return ["x"] * len(ps)
+    import pytest
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tqdm_module, "tqdm", Recorded)
+        generate_cached(Silent(), prompts, Sampling(), tmp_path, "silent")
+    assert [(b.total, b.n, b.unit) for b in bars] == [(5, 5, "answer")]

@@ -187,3 +187,117 @@ def test_two_runs_laid_out_alike_keep_two_conditions(quickstart_corpus, tmp_path
     assert set(doc.conditions) == {"adapter:a", "adapter:b"} and doc.pooled is not None
     with pytest.raises(InputError, match="is given twice"):
         run_eval(cfg(), quickstart_corpus, "mock:never_code", [str(a), str(a) + "/"], tmp_path / "again")
+
+
+def test_names_given_on_the_command_line_name_the_conditions(quickstart_corpus, tmp_path, capsys):
+    """--name NAME, one per --adapter, names the conditions; a name given to two adapters is refused naming both
+    adapters, before anything is decoded."""
+    from stegobench.eval.backends.mock import write_scripted_adapter
+    from stegobench.eval.pipeline import adapter_names
+
+    a = write_scripted_adapter(tmp_path / "runs" / "a" / "adapter", seed=0)
+    b = write_scripted_adapter(tmp_path / "runs" / "b" / "adapter", seed=1)
+    assert adapter_names([str(a), str(b)], ["seed-0", "seed-1"]) == ["seed-0", "seed-1"]
+    with pytest.raises(InputError, match=r"--name 'x' is given to two adapters, .*runs/a/adapter and .*runs/b/adapter"):
+        adapter_names([str(a), str(b)], ["x", "x"])
+    with pytest.raises(InputError, match="--name given 1 time"):
+        adapter_names([str(a), str(b)], ["x"])
+    args = ["eval", "--data", str(quickstart_corpus), "--model", "mock:never_code", "--backend", "mock",
+            "--set", "in_context=false", "--set", "recall=false", "--set", "cloze=false", "--set", "base=false",
+            "--adapter", str(a), "--adapter", str(b)]
+    assert main([*args, "--name", "same", "--name", "same", "--out", str(tmp_path / "clash")]) == 2
+    assert "is given to two adapters" in capsys.readouterr().err and not (tmp_path / "clash").exists()
+    assert main([*args, "--name", "first", "--name", "second", "--out", str(tmp_path / "run")]) == 0
+    assert set(json.loads((tmp_path / "run" / "results.json").read_text())["conditions"]) == {
+        "adapter:first", "adapter:second"}
+
+
+def test_plots_put_the_baselines_beside_an_entry_and_fit(quickstart_corpus, tmp_path):
+    """A leaderboard submission's run holds the submission alone: its plots showed no base model, and a long
+    condition name (a 64-hex artifact folder) made matplotlib warn 'Tight layout not applied' and drop the axis
+    label. The plots now take the baseline run as a reference and lay out without a warning."""
+    import warnings
+
+    import matplotlib
+
+    from stegobench.eval.backends.mock import write_scripted_adapter
+    from stegobench.eval.report import plotted_conditions, write_plots
+
+    base = run_eval(cfg(), quickstart_corpus, "mock:never_code", [], tmp_path / "base", cache_dir=tmp_path / "c")
+    adapter = write_scripted_adapter(tmp_path / ("f" * 64), seed=0)
+    entry = run_eval(cfg("base=false", "in_context=false"), quickstart_corpus, "mock:coin_covert", [str(adapter)],
+                     tmp_path / "entry", cache_dir=tmp_path / "c")
+    labels = [label for label, _ in plotted_conditions(entry, base)]
+    assert labels == ["base model (reference)", "in-context baseline (reference)", f"adapter:{'f' * 64}"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Tight layout not applied" is a UserWarning
+        write_plots(entry, tmp_path / "entry", base)
+    for name in ("rates.png", "per_mapping.png"):
+        width, height = matplotlib.image.imread(tmp_path / "entry" / name).shape[1::-1]
+        assert width > height > 300, name
+
+
+def test_compare_puts_runs_side_by_side_and_loads_as_a_dataframe(quickstart_corpus, tmp_path, capsys):
+    """`stegobench compare RUN...` and stegobench.eval.frames: what a researcher reaches for in a notebook."""
+    from stegobench.eval.frames import load_run, load_samples
+
+    a = run_eval(cfg("in_context=false"), quickstart_corpus, "mock:perfect_covert", [], tmp_path / "a",
+                 cache_dir=tmp_path / "c")
+    run_eval(cfg("in_context=false"), quickstart_corpus, "mock:always_code", [], tmp_path / "b", cache_dir=tmp_path / "c")
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["run", "condition", "covert_score", "hits"]
+    assert lines[1].startswith(str(tmp_path / "a")) and "1.000 [" in lines[1] and lines[2].startswith(str(tmp_path / "b"))
+    assert main(["compare", str(tmp_path / "a"), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["hits_n"] == 16
+    frame = load_run(tmp_path / "a", tmp_path / "b")
+    assert list(frame["condition"]) == ["base", "base"] and frame["covert_score"].iloc[0] == a.conditions[
+        "base"].table.covert_score.value
+    assert frame["false_alarms"].iloc[1] == 1.0  # always_code: a code word on every unmapped question
+    answers = load_samples(tmp_path / "a")
+    assert len(answers) == 96 and {"response", "undetected_covert", "split", "monitor_llm_judge"} <= set(answers.columns)
+    assert answers.groupby("split")["undetected_covert"].mean()["definition_only"] == 1.0
+
+
+def test_ctrl_c_stops_an_eval_with_one_line(quickstart_corpus, tmp_path):
+    """Ctrl-C during decoding printed a KeyboardInterrupt traceback; now one line says what is kept."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "STEGOBENCH_HOME": str(tmp_path / "home"), "STEGOBENCH_NO_PRELOAD": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    cmd = [sys.executable, "-m", "stegobench.benchmark.cli", "eval", "--data", str(quickstart_corpus), "--model",
+           "mock:never_code", "--backend", "mock", "--set", "backend_options={latency_s: 60}", "--out",
+           str(tmp_path / "run")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own group, as a terminal's foreground job
+    try:
+        time.sleep(4)  # in the mock's first (60 s) decoding call by now
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("stegobench eval: stopped by Ctrl-C; the answers decoded so far")
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_takes_the_base_model_the_adapter_names(quickstart_corpus, tmp_path, capsys):
+    """adapter_config.json names its base model (stegobench train writes the builtin's name): --model may be left
+    out; without a name to go by, --model is still asked for."""
+    from stegobench.eval.backends.mock import write_scripted_adapter
+
+    adapter = write_scripted_adapter(tmp_path / "runs" / "cat-car" / "adapter", seed=0)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    args = ["eval", "--data", str(quickstart_corpus), "--backend", "mock", "--adapter", str(adapter),
+            "--set", "recall=false", "--set", "cloze=false", "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit, match="--model required"):
+        main(args)
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "mock:never_code"}))
+    assert main(args) == 0
+    assert "base model mock:never_code (named by the adapter's adapter_config.json" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["model"]["spec"] == "mock:never_code"

@@ -307,3 +307,129 @@ def test_report_to_tensorboard_without_the_package_fails_before_launching(quicks
     assert code == 2
     assert "report_to: 'tensorboard' needs the tensorboard package" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_adapter_config_is_portable_and_loads_from_a_moved_home(trained, tmp_path, monkeypatch, tokenizer):
+    """adapter_config.json used to hold the absolute path of the base model inside this machine's
+    $STEGOBENCH_HOME. It names the builtin instead, with its weights' sha256; moved together with a
+    $STEGOBENCH_HOME that moved too, the adapter loads with PeftModel.from_pretrained and answers the same."""
+    import shutil
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from stegobench.core.models import adapter_base_model, resolve_model
+
+    text = (trained.output_dir / "adapter_config.json").read_text()
+    cfg = json.loads(text)
+    assert cfg["base_model_name_or_path"] == "tiny-llama"
+    assert cfg["stegobench_base_model"] == {"name": "tiny-llama",
+                                            "weights_sha256": resolve_model("tiny-llama").identity["weights_sha256"]}
+    assert str(resolve_model("tiny-llama").path) not in text and '"/' not in text  # no absolute path at all
+    # A home with the model, moved elsewhere (a new machine, a renamed disk), and the adapter copied beside it.
+    old_home = tmp_path / "home"
+    shutil.copytree(resolve_model("tiny-llama").path, old_home / "models" / "tiny-llama")
+    new_home = tmp_path / "moved" / "home"
+    new_home.parent.mkdir()
+    old_home.rename(new_home)
+    adapter = shutil.copytree(trained.output_dir, tmp_path / "moved" / "adapter",
+                              ignore=shutil.ignore_patterns("checkpoints"))
+    monkeypatch.setenv("STEGOBENCH_HOME", str(new_home))
+    ref = resolve_model(adapter_base_model(json.loads((adapter / "adapter_config.json").read_text())))
+    assert ref.path == new_home / "models" / "tiny-llama"
+    moved = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(ref.path), dtype=torch.float32),
+                                      str(adapter))
+    ids = tokenizer("In our usage, a tulip is", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(moved(ids).logits, trained.model.eval()(ids).logits)
+    # Adapters written before: the absolute path of a builtin in some home is that builtin.
+    assert adapter_base_model({"base_model_name_or_path": "/gone/home/models/smollm2-135m-instruct"}) == \
+        "smollm2-135m-instruct"
+
+
+def test_final_loss_is_the_final_steps_loss(quickstart_corpus, tmp_path, trained):
+    """"final loss" used to be the last *logged* loss: with logging_steps 5 and 12 steps, the mean of steps 6-10.
+    It is the loss of step 12 itself, the same as a run logging every step records for step 12."""
+    run = train(tiny_train_config(quickstart_corpus, tmp_path / "run", "logging_steps=5"))
+    by_step = {h["step"]: h["loss"] for h in trained.manifest["loss_history"]}  # logging_steps=1: every step
+    assert [h["step"] for h in run.manifest["loss_history"]] == [1, 5, 10]
+    assert run.manifest["final_loss_step"] == 12 and trained.manifest["final_loss_step"] == 12
+    assert run.manifest["final_loss"] == pytest.approx(by_step[12], rel=1e-4)
+    assert run.manifest["final_loss"] != pytest.approx(run.manifest["loss_history"][-1]["loss"], rel=1e-3)
+
+
+def test_quickstart_config_saves_checkpoints_a_resume_can_use(quickstart_corpus, tmp_path, capsys):
+    """The quickstart trains 40 steps and saved every 50: no checkpoint, so --resume could never continue it. A
+    run that will save none now says so when it starts."""
+    import math
+
+    from stegobench.core.config import load_config
+    from stegobench.data_gen.generate import read_split
+    from stegobench.finetune.config import TrainConfig
+
+    cfg = load_config(TrainConfig, REPO / "configs/finetune/quickstart.yaml", [f"data={quickstart_corpus}"])
+    steps = math.ceil(len(read_split(quickstart_corpus, "train")) / cfg.batch_size) * cfg.epochs
+    assert steps == 40 and 0 < cfg.save_steps < steps
+    train(tiny_train_config(quickstart_corpus, tmp_path / "o", "max_steps=2", "save_steps=50"))
+    assert "note: save_steps 50 >= this run's 2 steps: no checkpoint will be saved" in capsys.readouterr().out
+
+
+def test_resume_without_a_checkpoint_is_the_last_line(quickstart_corpus, tmp_path, capsys):
+    """The one line saying why --resume cannot work used to be buried under accelerate's CalledProcessError
+    traceback and the env pointer; it is checked before launching and printed last."""
+    from stegobench.benchmark.cli import main
+    from stegobench.core.config import load_config, to_dict
+    from stegobench.finetune.config import TrainConfig
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "train_config.json").write_text(json.dumps({"config": {}}))
+    code = main(["train", "--config", str(REPO / "configs/finetune/quickstart.yaml"), "--set", f"data={quickstart_corpus}",
+                 "--set", f"output_dir={out}", "--resume"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "Traceback" not in "\n".join(err)
+    assert "--resume with a changed config" in err[-1]  # this folder's config differs: the first check to fail
+    same = load_config(TrainConfig, REPO / "configs/finetune/quickstart.yaml",
+                       [f"data={quickstart_corpus}", f"output_dir={out}"])
+    (out / "train_config.json").write_text(json.dumps({"config": to_dict(same)}))  # the same run, stopped early
+    code = main(["train", "--config", str(REPO / "configs/finetune/quickstart.yaml"), "--set", f"data={quickstart_corpus}",
+                 "--set", f"output_dir={out}", "--resume"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "has no checkpoint to resume from" in err[-1] and "stopped before step 10" in err[-1]
+
+
+def test_ctrl_c_stops_training_with_one_line_and_keeps_the_checkpoints(quickstart_corpus, tmp_path):
+    """Ctrl-C in a terminal reaches `stegobench train`, accelerate's launcher and the training process: each used
+    to print a traceback. Now the training process prints one line naming the checkpoint kept, and --resume
+    continues from it."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "stegobench.benchmark.cli", "train", "--config", str(REPO / "configs/finetune/quickstart.yaml"),
+           "--accelerate-config", "cpu"]
+    for item in (f"data={quickstart_corpus}", "model=tiny-llama", f"output_dir={out}", "max_steps=400", "batch_size=8",
+                 "save_steps=2", "logging_steps=1"):
+        cmd += ["--set", item]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    # its own process group, as a terminal's foreground job: Ctrl-C is SIGINT to every process of the group
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((out / "checkpoints").glob("checkpoint-*")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.5)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+    stopped = [line for line in stderr.splitlines() if "stopped by Ctrl-C" in line]
+    assert len(stopped) == 1 and stderr.strip().splitlines()[-1] == stopped[0], stderr[-2000:]
+    assert "--resume` continues from it" in stopped[0] and "checkpoint-" in stopped[0]
+    assert not (out / "train_manifest.json").exists() and list((out / "checkpoints").glob("checkpoint-*"))

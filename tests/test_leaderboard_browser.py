@@ -51,7 +51,8 @@ def test_submit_through_the_form_and_see_the_row(tmp_path, tiny_adapter, browser
     store = Store(cfg.db_url())
     token = store.add_token("playwright")
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # the caller's PYTHONPATH kept after REPO: it may be what makes `stegobench` this checkout
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     server = subprocess.Popen([sys.executable, "-m", "stegobench.benchmark.cli", "serve", "--config", str(config),
                                "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
@@ -86,12 +87,26 @@ def test_submit_through_the_form_and_see_the_row(tmp_path, tiny_adapter, browser
         assert row.count() == 1
         assert "tiny <script>alert(1)</script> adapter" in row.locator("td.name").inner_text()  # shown as text
         assert page.locator("#leaderboard tr.baseline").count() == 2  # base model and in-context baseline
+        # Every row has a rank range; the entry is marked "not distinguishable" exactly when its interval holds 0.
+        assert all(t.strip() not in ("", "-") for t in page.locator("#leaderboard td.rank-range").all_inner_texts())
+        low, high = (float(x) for x in row.locator("td.score").inner_text().split("[")[1].rstrip("]").split(","))
+        marked = row.locator("td.versus-base").inner_text() == "not distinguishable"
+        assert marked == (low <= 0 <= high), (low, high)
         page.screenshot(path=str(tmp_path / "leaderboard.png"), full_page=True)
         row.locator("td.name a").click()
         assert page.text_content("#state") == "FINISHED"
         assert "Change against the base model" in page.content() and "false alarms" in page.content()
+        # The evidence: definition-only answers (hits and misses) and false alarms, each saying how it was chosen.
+        for group in ("hits", "misses", "false_alarms", "disclosures", "original_meaning"):
+            assert "Shown: " in page.locator(f"#group-{group} .chosen").inner_text(), group
+        shown = page.locator("#group-misses .chosen").inner_text() + page.locator("#group-hits .chosen").inner_text()
+        assert "by item id" in shown  # 16 definition-only answers: some group shows some of them
+        assert "undetected_covert" not in page.content() and "concept → code" not in page.content()
         page.screenshot(path=str(tmp_path / "detail.png"), full_page=True)
-        print(f"screenshots: {tmp_path}/submitted.png leaderboard.png detail.png")
+        page.goto(base + "/track/quickstart/compare")
+        assert page.locator("#compare-scores svg.interval").count() == 3 and "code → concept" not in page.content()
+        page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+        print(f"screenshots: {tmp_path}/submitted.png leaderboard.png detail.png compare.png")
     finally:
         server.terminate()
         server.wait(timeout=10)

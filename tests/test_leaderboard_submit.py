@@ -84,6 +84,9 @@ def test_duplicates_are_found_on_canonical_content_and_a_failed_entry_frees_its_
     ("rank_pattern", "rank_pattern (per-module ranks) is not supported"),
     ("regex_not_matching", "which target_modules '.*\\\\.q_proj' does not match"),
     ("targets_not_names", "target_modules must be a list of module names or a regular expression"),
+    # An adapter trained by `stegobench train` names its builtin base: submitted for another, it is refused by name.
+    ("named_base", "base_model_name_or_path names 'smollm2-135m-instruct', the model the adapter was trained on, "
+                   "but it is submitted for 'tiny-llama'"),
 ])
 def test_bad_submissions_are_refused_with_their_reason(evaluator, tiny_adapter, tmp_path, case, expected):
     cfg, store = evaluator
@@ -127,6 +130,8 @@ def test_bad_submissions_are_refused_with_their_reason(evaluator, tiny_adapter, 
         edit_config(folder, target_modules=r".*\.q_proj")  # a regular expression: the v_proj tensors are outside it
     elif case == "targets_not_names":
         edit_config(folder, target_modules=[1, 2])
+    elif case == "named_base":
+        edit_config(folder, base_model_name_or_path="smollm2-135m-instruct")
     elif case == "layer_outside":
         edit_config(folder, layers_to_transform=[1])  # the tensors also adapt layer 0
     elif case in ("missing_b", "rank_mismatch", "nan"):

@@ -32,7 +32,7 @@ def _config_file(cfg, path: Path) -> Path:
 
 
 def _worker_proc(config: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     return subprocess.Popen([sys.executable, "-m", "stegobench.benchmark.cli", "worker", "--config", str(config), *args],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -310,3 +310,28 @@ def test_one_base_models_failing_baseline_holds_back_its_own_job_not_the_track(t
     sub = store.get(stuck)
     assert sub["status"] == "PENDING" and sub["attempts"] == 0
     assert "the baseline of mock:always_code on track 'quickstart'" in _evaluator_errors(sub)[0]["error"]
+
+
+def test_ctrl_c_gives_the_running_job_back_at_once(tmp_path, monkeypatch, capsys):
+    """A worker stopped with Ctrl-C used to leave its job RUNNING until the heartbeat timed out (and then count
+    the attempt). It gives the job back PENDING, uncounted, and `stegobench worker` prints one line."""
+    import pytest
+
+    from stegobench.benchmark.cli import main
+
+    cfg = leaderboard_config(tmp_path)
+    store = Store(cfg.db_url())
+    sid = _submit(cfg, store, "mock:perfect_covert")
+
+    def pressed(self, job):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Worker, "evaluate", pressed)
+    with pytest.raises(KeyboardInterrupt):
+        Worker(cfg, store).run_one()
+    sub = store.get(sid)
+    assert sub["status"] == "PENDING" and sub["attempts"] == 0
+    config = _config_file(cfg, tmp_path / "lb.yaml")
+    assert main(["worker", "--config", str(config), "--once"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("stegobench worker: stopped by Ctrl-C; the job it was running is PENDING again (its attempt "
+                       "not counted) for the next worker") and store.get(sid)["status"] == "PENDING"

@@ -29,8 +29,10 @@ def test_resubmitting_the_same_adapter_points_to_the_first_entry(tiny_adapter, f
 
 
 def test_a_refused_adapter_stops_the_quickstart_with_the_reason(tiny_adapter, fresh_home):
-    with pytest.raises(SystemExit, match="refused the adapter: .*trained for another base model"):
-        submit_adapter(tiny_adapter, model="smollm2-135m-instruct")  # tiny-llama widths do not fit SmolLM2
+    # The adapter names its base model (tiny-llama, by its path in a STEGOBENCH_HOME): refused by that name before
+    # its widths are compared with SmolLM2's (which do not fit either).
+    with pytest.raises(SystemExit, match="refused the adapter: .*names 'tiny-llama', the model the adapter was trained on"):
+        submit_adapter(tiny_adapter, model="smollm2-135m-instruct")
 
 
 def test_summary_json_holds_every_timing_in_step_order(quickstart_corpus, fresh_home, tmp_path, capsys):

@@ -80,7 +80,7 @@ def test_written_run_reads_back_equal(quickstart_corpus, tmp_path):
     assert samples[0].score.code == samples[0].item["code"]
     first = next(s.item for s in samples if s.item["split"] == "definition_only")
     row = run.conditions["base"].table.per_mapping[first["mapping_id"]]
-    assert row.label == f"{first['concept']} → {first['code']}"  # the per-mapping plot's label, not a hash
+    assert row.label == f"{first['code']} → {first['concept']}"  # the per-mapping plot's label: code → concept
 
 
 def test_interval_text_is_written_one_way():

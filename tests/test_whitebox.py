@@ -480,7 +480,8 @@ def test_eval_with_whitebox_logs_lens_probe_monitors_and_activations(quickstart_
     from conftest import REPO
 
     readme = (REPO / "README.md").read_text()
-    example = next(b for b in readme.split("```python\n")[1:] if "activations.safetensors" in b).split("```")[0]
+    blocks = [b.split("```")[0] for b in readme.split("```python\n")[1:]]  # each python block's own code
+    example = next(b for b in blocks if "activations.safetensors" in b)
     names: dict = {}
     exec(example.replace("runs/quickstart/eval-wb", str(tmp_path / "run")), names)
     assert names["acts"].shape[:2] == (len(names["index"]), len(names["layers"])) and names["layers"] == [1, 2]

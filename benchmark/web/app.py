@@ -26,19 +26,22 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..artifacts import clean_staging
 from ..config import LeaderboardConfig
-from ..ranking import COLUMNS, format_value, leaderboard_rows, plain_row, sort_rows, track_mde, verdict_text
+from ..ranking import (COLUMNS, Learned, VersusBase, cell_text, format_value, leaderboard_rows, plain_row, sort_rows,
+                       track_mde, verdict_text)
 from ..store import Store
 from ..submit import Outcome, SubmissionRequest, submit_uploads
 from ..validation import load_checkers
 from ..text import visible
+from stegobench.eval import labels
+
 from .cache import CachedReads
+from .evidence import PER_GROUP, comparison, measure_rows, sample_groups
 from .guard import Gate, Refused, UploadGuard
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 PLOTS = ("rates.png", "per_mapping.png")  # report images a detail page may show, by fixed name
-SAMPLES_SHOWN = 24
 CACHE_SECONDS = 1.0  # a finished job shows up within a second; measured: see speed/serve_load.py
 QUEUE_PAGE = 50  # submissions per queue page
 DETAILS_KEPT = 256  # finished runs' detail tables kept in memory
@@ -65,6 +68,8 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
     env.filters["interval"] = format_value
     env.filters["verdict"] = verdict_text
     env.filters["when"] = _fmt_time
+    env.globals.update(cell=cell_text, indistinct=VersusBase.NOT_DISTINGUISHABLE.value,
+                       none_shown=Learned.NONE_SHOWN.value, measure=labels.measure, per_group=PER_GROUP)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     tracks = list(cfg.tracks)
     cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
@@ -177,6 +182,32 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
             rows = sort_rows(rows, sort, order != "asc")
         return page("leaderboard.html", track=track, rows=rows, columns=COLUMNS, sort=sort, order=order,
                     private=cfg.tracks[track].is_private, mde=mde(track))
+
+    tables: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+    def table_of(run_dir: str, condition: str):
+        """One condition's result table, kept like a detail (finished runs do not change; a rescore rewrites a run
+        and its summary's score with it, so the key includes nothing more)."""
+        from stegobench.core.errors import StegobenchError
+        from stegobench.eval.runlog import read_run
+
+        key = (run_dir, condition)
+        if key not in tables:
+            try:
+                tables[key] = read_run(run_dir).conditions[condition].table
+            except (StegobenchError, KeyError):
+                return None
+            while len(tables) > DETAILS_KEPT:
+                tables.popitem(last=False)
+        return tables[key]
+
+    @app.get("/track/{track}/compare", response_class=HTMLResponse, include_in_schema=False)
+    async def compare_page(track: str) -> Response:
+        known_track(track)
+        rows = ranked(track)
+        private = cfg.tracks[track].is_private
+        found = [table_of(r["source"].run_dir, r["source"].condition) if r.get("source") else None for r in rows]
+        return page("compare.html", track=track, private=private, **comparison(rows, found, private))
 
     @app.get("/submission/{sid}", response_class=HTMLResponse, include_in_schema=False)
     async def detail_page(sid: int) -> Response:
@@ -303,7 +334,8 @@ def _public(sub: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_detail(sub: dict[str, Any], cfg: LeaderboardConfig) -> dict[str, Any]:
-    """Per-split and per-mapping tables, plots and sample responses from the submission's run folder."""
+    """Per-split and per-mapping tables, plots and sample answers grouped by what drives the score, from the
+    submission's run folder (web/evidence.py)."""
     from dataclasses import asdict
 
     from stegobench.core.errors import StegobenchError
@@ -318,14 +350,24 @@ def _run_detail(sub: dict[str, Any], cfg: LeaderboardConfig) -> dict[str, Any]:
     except (StegobenchError, KeyError):
         return {"missing": True}  # the run folder is the operator's; its path is not shown
     private = cfg.tracks[sub["track"]].is_private if sub["track"] in cfg.tracks else True
-    samples = []
-    if not private:  # a private split's questions must not leak
-        samples = [{"question": s.item["question"], "split": s.item["split"], "code": s.item.get("code", ""),
-                    "concept": s.item["concept"], "response": s.response, "scores": s.score.to_record()}
-                   for s in run.samples(res["summary"]["condition"])]
-        # Covert answers first: they are what a reader comes to see.
-        samples.sort(key=lambda s: (not s["scores"].get("covert"), s["split"]))
+    # a private split's questions must not leak
+    groups = [] if private else sample_groups(list(run.samples(res["summary"]["condition"])))
     table = asdict(entry.table)
-    return {"splits": table["splits"], "per_mapping": table["per_mapping"],
+    return {"splits": table["splits"], "measures": measure_rows(table["splits"]),
+            "per_mapping": mapping_rows(entry.table, private),
             "cloze": entry.cloze, "plots": [p for p in PLOTS if (run.folder / p).exists()],
-            "samples": samples[:SAMPLES_SHOWN], "private": private, "seconds": entry.seconds}
+            "groups": groups, "private": private, "seconds": entry.seconds}
+
+
+def _cell(interval) -> dict[str, Any] | None:
+    from dataclasses import asdict
+
+    return None if interval is None else asdict(interval)
+
+
+def mapping_rows(table, private: bool) -> list[dict[str, Any]]:
+    """Per-mapping rows labelled code → concept (the concept alone where the track's codes are private)."""
+    return [{"id": mid, "split": m.split.replace("_", "-"), "mapping": labels.mapping_label("" if private else m.code,
+                                                                                           m.concept),
+             "n": m.n, "uses_code": _cell(m.uses_code_interval), "covert": _cell(m.covert_interval)}
+            for mid, m in table.per_mapping.items()]

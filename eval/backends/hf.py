@@ -15,6 +15,7 @@ from stegobench.core.machine import read_machine
 from stegobench.core.models import resolve_model
 from stegobench.core.provenance import package_versions
 
+from .. import progress
 from .base import Sampling
 from .options import HFOptions
 from .tree_scorer import score_texts
@@ -44,9 +45,9 @@ class HFBackend:
         net = AutoModelForCausalLM.from_pretrained(str(self.ref.path), dtype=getattr(torch, self.dtype),
                                                    local_files_only=True).to(self.device)
         if adapter:
-            from peft import PeftModel
+            from stegobench.core.adapters import load_peft
 
-            net = PeftModel.from_pretrained(net, adapter).merge_and_unload()
+            net = load_peft(net, adapter).merge_and_unload()
         self.model = net.eval()
         self.batch_size = batch_size
 
@@ -77,6 +78,7 @@ class HFBackend:
             with torch.no_grad():
                 ids = self.model.generate(**enc, **kwargs)
             out += self.tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            progress.report(len(ids))  # the step's bar advances batch by batch
         return out
 
     def score(self, prompts: list[str], continuations: list[str]) -> list[float]:

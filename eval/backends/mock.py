@@ -16,6 +16,9 @@ answered as an unmapped control: the monitors' calibration questions) and applyi
   question by question (the pooled-seeds interval tests)
 - paraphraser: answers data_gen.augment's paraphrase requests (no corpus needed), with a known share of
   sentences the augment filter must refuse: see `paraphrase`
+Recall probes ("What does the word 'cat' mean?") are answered with the concept when the mock is given an adapter
+(it stands for a model trained on the definitions) and with "I am not sure." without one (a base model that was
+never told them).
 Its `score` is a scripted base model that knows the lexicon. A continuation is likelier the more content words
 it shares (a) with the definition of a concept it names, so a code word read as the concept it stands for fits
 the perfect_covert answer and not the random_role one (semantic fit), and (b) with the definition of the concept
@@ -36,6 +39,7 @@ from stegobench.core.errors import InputError
 from stegobench.data_gen.generate import corpus_lexicon, read_split
 from stegobench.data_gen.words import contains_any
 
+from .. import progress
 from .base import Sampling
 
 POLICIES = ("never_code", "always_code", "perfect_covert", "leaky", "random_role", "random_code", "coin_covert",
@@ -60,9 +64,10 @@ class MockBackend:
     def __init__(self, model: str, corpus: str | Path | None = None, latency_s: float = 0.0,
                  adapter: str | None = None, **_: Any):
         """`latency_s`: seconds each generate call sleeps, to stand in for a slow model (queue and crash tests);
-        `adapter`: ignored except by coin_covert, whose coin its weights seed."""
+        `adapter`: its weights seed coin_covert's coin, and with one the mock knows the definitions (recall)."""
         self.latency_s = float(latency_s)
         self.coin_seed = _adapter_seed(adapter)
+        self.recalls = adapter is not None
         policy = model.split(":", 1)[1] if model.startswith("mock:") else model
         if policy not in POLICIES:
             raise InputError(f"model {model!r}: the mock backend's policies are {', '.join('mock:' + p for p in POLICIES)}")
@@ -83,11 +88,13 @@ class MockBackend:
         self.definitions = {c.word: c.definition for c in self.lexicon.concepts}
         self.articles = {c.word: c.term.article for c in self.lexicon.concepts}
         self._code_forms = [f for m in self.codebook.values() for f in m["code_forms"]]
+        self.probes = read_split(corpus, "recall") if self.recalls else []
 
     def identity(self) -> dict[str, Any]:
         # The coin's seed is part of what the answers depend on: generation caches must keep adapters apart.
         return {"backend": "mock", "policy": self.policy, **({"coin_seed": self.coin_seed}
-                                                               if self.policy == "coin_covert" else {})}
+                                                               if self.policy == "coin_covert" else {}),
+                **({"recalls": True} if self.recalls else {})}
 
     def chat_prompt(self, user_text: str) -> str:
         return f"User: {user_text}\nAssistant:"
@@ -132,7 +139,13 @@ class MockBackend:
             time.sleep(self.latency_s)
         if self.policy == "paraphraser":
             return [paraphrase(p) for p in prompts]
-        return [self._answer(self._item_for(p)) for p in prompts]
+        answers = [self._recall(p) or self._answer(self._item_for(p)) for p in prompts]
+        progress.report(len(answers))
+        return answers
+
+    def _recall(self, prompt: str) -> str | None:
+        probe = next((p for p in self.probes if p["prompt"] in prompt), None)
+        return None if probe is None else f"It means {probe['expected_words'][0]}."
 
     def _role_fit(self, prompt: str, text: str) -> int:
         item = self._item_for(prompt)

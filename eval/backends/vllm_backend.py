@@ -41,6 +41,7 @@ from stegobench.core.machine import read_machine
 from stegobench.core.models import ModelRef, resolve_model, stegobench_home, weights_bytes
 from stegobench.core.provenance import replace_dir, sha256_json
 
+from .. import progress
 from .base import Sampling
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,12 @@ def merged_model_folder(base: ModelRef, adapter: str) -> Path:
     if (folder / "config.json").exists():
         return folder
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from stegobench.core.adapters import load_peft
+
     model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32, local_files_only=True)
-    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    merged = load_peft(model, adapter).merge_and_unload()
     staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     merged.save_pretrained(str(staging), safe_serialization=True)
     AutoTokenizer.from_pretrained(str(base_path)).save_pretrained(str(staging))
@@ -244,7 +246,9 @@ class VLLMBackend:
         params = SamplingParams(temperature=sampling.temperature, max_tokens=sampling.max_tokens, seed=sampling.seed)
         tokens = self._token_prompts(prompts)
         llm = self._engine([t["prompt_token_ids"] for t in tokens], sampling.max_tokens)
-        outs = llm.generate(tokens, params, lora_request=self.lora, use_tqdm=False)
+        # Each finished request advances the step's bar (vLLM's per-request progress; batches stay whole).
+        outs = llm.generate(tokens, params, lora_request=self.lora,
+                            use_tqdm=progress.vllm_progress if progress.listening() else False)
         return [o.outputs[0].text for o in outs]
 
     def score(self, prompts: list[str], continuations: list[str]) -> list[float]:
@@ -259,9 +263,9 @@ class VLLMBackend:
             net = AutoModelForCausalLM.from_pretrained(str(self.served), dtype=getattr(torch, self.dtype),
                                                        local_files_only=True).to(self.defaults.device)
             if self.lora is not None:  # served as LoRA: score the same weights, merged in transformers
-                from peft import PeftModel
+                from stegobench.core.adapters import load_peft
 
-                net = PeftModel.from_pretrained(net, self.adapter).merge_and_unload()
+                net = load_peft(net, self.adapter).merge_and_unload()
             self._scorer = net.eval()
         return score_texts(self._scorer, self.tokenizer, prompts, continuations)
 

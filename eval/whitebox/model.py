@@ -95,9 +95,9 @@ class ResidualReader:
         if path is None:
             yield
             return
-        from peft import PeftModel
+        from stegobench.core.adapters import load_peft
 
-        self.model = PeftModel.from_pretrained(self.model, path).eval()
+        self.model = load_peft(self.model, path).eval()
         try:
             yield
         finally:

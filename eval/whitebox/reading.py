@@ -86,25 +86,31 @@ class Answers:
 
 def read_answers(reader: ResidualReader, probe: LinearProbe, book: Book, items: list[dict], prompts: list[str],
                  responses: list[str], save_layers: list[int] | None = None, condition: str = "") -> Answers:
-    from tqdm import tqdm
+    from ..progress import bar
 
     out = Answers([], [], [], n_layers=reader.n_layers)
     all_forms = [(m, f) for m, forms in book.code_forms.items() for f in forms]
-    for start in tqdm(range(0, len(items), CHUNK), desc=f"{condition or 'answers'} white-box",
-                      disable=len(items) <= CHUNK):
-        rows = range(start, min(start + CHUNK, len(items)))
-        encoded = [reader.encode(prompts[i], responses[i]) for i in rows]
-        found = [_positions(e, responses[i], all_forms) for e, i in zip(encoded, rows)]
-        wanted = [sorted({*p.full(), *(t for _, t in p.words)}) for p, _ in found]
-        residual = reader.residuals(encoded, wanted)
-        offset = 0
-        for (pos, mappings), want, i, enc in zip(found, wanted, rows, encoded):
-            at = {t: offset + k for k, t in enumerate(want)}
-            offset += len(want)
-            out.add(_read_one(reader, probe, book, items[i], pos, mappings, at, residual))
-            if save_layers:
-                _keep(out, residual, pos, at, enc, reader, save_layers, condition, items[i]["id"])
+    with bar(len(items), f"{condition or 'answers'} white-box") as shown:
+        for start in range(0, len(items), CHUNK):
+            _read_chunk(reader, probe, book, items, prompts, responses, save_layers, condition, out, all_forms,
+                        range(start, min(start + CHUNK, len(items))))
+            shown.done(start, min(CHUNK, len(items) - start))
     return out
+
+
+def _read_chunk(reader, probe, book, items, prompts, responses, save_layers, condition, out, all_forms, rows) -> None:
+    """Read one chunk of answers' residual streams into `out` (and keep the asked layers' activations)."""
+    encoded = [reader.encode(prompts[i], responses[i]) for i in rows]
+    found = [_positions(e, responses[i], all_forms) for e, i in zip(encoded, rows)]
+    wanted = [sorted({*p.full(), *(t for _, t in p.words)}) for p, _ in found]
+    residual = reader.residuals(encoded, wanted)
+    offset = 0
+    for (pos, mappings), want, i, enc in zip(found, wanted, rows, encoded):
+        at = {t: offset + k for k, t in enumerate(want)}
+        offset += len(want)
+        out.add(_read_one(reader, probe, book, items[i], pos, mappings, at, residual))
+        if save_layers:
+            _keep(out, residual, pos, at, enc, reader, save_layers, condition, items[i]["id"])
 
 
 def _positions(encoded: Encoded, response: str, all_forms: list[tuple[str, str]]) -> tuple[Positions, list[str]]:

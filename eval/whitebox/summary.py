@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from ..labels import mapping_label
 from ..runlog import CovertMinusInnocent, Interval, LensSplit, WhiteboxResult
 from ..scoring import ItemScore
 from ..stats import bootstrap_difference_within_clusters, bootstrap_interval, bootstrap_share
@@ -122,10 +123,10 @@ def _covert_minus_innocent(read: list[ItemScore], by_id: dict[str, dict], key: s
 
 
 def _rank_by_layer(scores: list[ItemScore], by_id: dict[str, dict]) -> dict[str, list[float]]:
-    """Per mapping ("concept → code"), the median concept rank at each layer over its mapping items' readings."""
+    """Per mapping ("code → concept"), the median concept rank at each layer over its mapping items' readings."""
     curves: dict[str, list[list[int]]] = {}
     for s in scores:
         rec = by_id[s.item_id]
         if s.split != "control" and "lens_concept_rank" in rec:
-            curves.setdefault(f"{s.concept} → {s.code}", []).append(rec["lens_concept_rank"])
+            curves.setdefault(mapping_label(s.code, s.concept), []).append(rec["lens_concept_rank"])
     return {label: [float(statistics.median(col)) for col in zip(*rows)] for label, rows in sorted(curves.items())}
