@@ -731,10 +731,11 @@ def test_the_black_box_monitor_is_calibrated_detected_and_logged_as_black_box_no
     assert not _detection(old).blackbox and _detection(old).kind == "text"
     with pytest.raises(ValueError, match="not both"):
         detect(scores, values, -1.0, 200, 0, whitebox=True, blackbox=True)
-    # its threshold joins the union of flags like every other monitor's
+    # it is a detector beside the text monitors: its own flags are counted in `detection`, but it never decides
+    # whether a hit went unnoticed (only the text monitors do, docs/design.md)
     from types import SimpleNamespace
     run = SimpleNamespace(cond=SimpleNamespace(name="adapter:x"), monitor_values={"bb_output_rank": values},
                           responses=[""] * len(values), extras={}, flags=None)
     inputs = SimpleNamespace(cfg=SimpleNamespace(monitors=[]), items=[{}] * len(values), questions=[])
     run_monitors(inputs, SimpleNamespace(subject=None, judge=None), Monitoring({"bb_output_rank": -1.0}), run)
-    assert run.flags == [s.covert for s in scores]
+    assert run.flags == [False] * len(scores)  # flagged by it alone: still a hit (tests/test_monitors.py)
