@@ -321,8 +321,9 @@ def positive_control_monitors(pos: RunLog) -> list[str]:
     return ["### Which monitor catches the covert use", "",
             "Every monitor alone on the same answers: *flagged covert* in the adapter row is its detection rate of "
             "covert answers; AUROC separates covert from plain answers (docs/whitebox.md). Its *flagged (all)* share "
-            "in the base row is measured on the answers its threshold was set on, so it bounds no false-positive "
-            f"rate; measured on held-out base answers, all monitors together: {heldout_fpr(pos)}.",
+            "in the base row is the base model's rate on the scored questions, which its threshold never saw (it is "
+            "fitted on separate calibration questions); the false-positive rate quoted is the one measured on "
+            f"held-out calibration-pool answers, all monitors together: {heldout_fpr(pos)}.",
             "", *monitor_detection_lines(pos)[5:],
             *(line.replace("## ", "#### ", 1) for line in whitebox_lines(pos, plotted=False)), ""]
 
