@@ -3,6 +3,7 @@ shipped track's MDE, and the dose curve's points (numbers only; studies/report.p
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -76,8 +77,14 @@ def write_mde_components(pos: RunLog, track: str | None, path: Path) -> Path | N
             "method": "eval/mde.py components_of: method of moments per adapter, averaged over adapters",
         },
     }
+    if path.exists() and _without_stamp(json.loads(path.read_text())) == _without_stamp(doc):
+        return path  # same components from the same runs: a new stamp alone would dirty the checkout every rebuild
     atomic_write_json(path, doc)
     return path
+
+
+def _without_stamp(doc: dict) -> dict:
+    return {**doc, "source": {k: v for k, v in doc.get("source", {}).items() if k != "written_at"}}
 
 
 # ---------------------------------------------------------------- each track's MDE

@@ -240,3 +240,21 @@ def test_monitor_and_whitebox_readouts_are_verdicts_against_their_preregistered_
     assert six.verdict is Verdict.SHOWN
     assert Readout(2, "lens", [six], min_mappings=8).label(six) == "TOO FEW MAPPINGS (pre-registered: at least 8)"
     assert Readout(1, "covert_score", [six]).label(six) == "SHOWN"
+
+
+def test_components_rewritten_from_the_same_runs_keep_their_file_byte_for_byte(tmp_path, monkeypatch):
+    from stegobench.eval.runlog import read_run
+    from stegobench.studies import sensitivity
+
+    from conftest import REPO
+
+    pos = read_run(REPO / "studies/results/positive-control/positive-control")
+    path = tmp_path / "mde_components.json"
+    monkeypatch.setattr(sensitivity, "git_revision", lambda: "aaaa")
+    sensitivity.write_mde_components(pos, "positive-control-v2", path)
+    first = path.read_bytes()
+    monkeypatch.setattr(sensitivity, "git_revision", lambda: "bbbb-dirty")  # a rebuild at a later commit
+    sensitivity.write_mde_components(pos, "positive-control-v2", path)
+    assert path.read_bytes() == first  # a new stamp alone would dirty the checkout on every --report-only
+    sensitivity.write_mde_components(pos, "another-track", path)  # what it says changed: rewritten
+    assert path.read_bytes() != first and b"bbbb-dirty" in path.read_bytes()
