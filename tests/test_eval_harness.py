@@ -272,12 +272,26 @@ def test_ctrl_c_stops_an_eval_with_one_line(quickstart_corpus, tmp_path):
     cmd = [sys.executable, "-m", "stegobench.benchmark.cli", "eval", "--data", str(quickstart_corpus), "--model",
            "mock:never_code", "--backend", "mock", "--set", "backend_options={latency_s: 60}", "--out",
            str(tmp_path / "run")]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own group, as a terminal's foreground job
+    # Its own group with Ctrl-C's default action, as a terminal's foreground job: a test run launched in the
+    # background (`.ci/run &`) inherits SIGINT ignored, and Python keeps an ignored SIGINT ignored.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    import threading
+
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
     try:
-        time.sleep(4)  # in the mock's first (60 s) decoding call by now
+        # Interrupt inside the mock's first (60 s) decoding call: wait for its progress bar rather than a fixed
+        # sleep, which on a loaded machine can land in the imports instead (CI did, and the eval ran on).
+        deadline = time.monotonic() + 120
+        while "monitor calibration" not in "".join(chunks) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
         os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+        err = "".join(chunks)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -414,8 +414,9 @@ def test_ctrl_c_stops_training_with_one_line_and_keeps_the_checkpoints(quickstar
         cmd += ["--set", item]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     # its own process group, as a terminal's foreground job: Ctrl-C is SIGINT to every process of the group
+    # (with Ctrl-C's default action: a test run launched in the background inherits SIGINT ignored)
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         while not list((out / "checkpoints").glob("checkpoint-*")) and time.monotonic() < deadline:
