@@ -83,7 +83,7 @@ def print_summary(eval_dir: Path, steps: Steps, setup_seconds: float | None, out
     from stegobench.eval.runlog import Interval, read_run
 
     from .config import load_leaderboard_config
-    from .ranking import leaderboard_rows, render
+    from .ranking import leaderboard_rows, plain_row, render
     from .store import Store
 
     cfg = load_leaderboard_config()
@@ -113,7 +113,7 @@ def print_summary(eval_dir: Path, steps: Steps, setup_seconds: float | None, out
           + f"; total {total / 60:.1f} min" + (f" (setup before it: {setup_seconds:.0f} s)" if setup_seconds is not None else ""))
     # "steps" is a list: it keeps the steps' order in the JSON.
     summary = {"steps": list(steps.seconds.items()), "total_seconds": round(total, 1), "setup_seconds": setup_seconds,
-               "report": str(eval_dir / "report.md"), "leaderboard": rows}
+               "report": str(eval_dir / "report.md"), "leaderboard": [plain_row(r) for r in rows]}
     atomic_write_json(out, summary)
     print(f"summary: {out}")
     return summary
