@@ -87,11 +87,6 @@ def joint_replicates(runs: Sequence[Sequence[ItemScore]], statistic: Callable[[l
     return out
 
 
-def quantile_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """The (1-level)/2 and (1+level)/2 quantiles of `values`, as every percentile interval here takes them."""
-    return _percentile_interval(list(values), level)
-
-
 def bootstrap_interval(
     scores: Sequence[ItemScore],
     statistic: Callable[[list[ItemScore]], float | None],
@@ -121,7 +116,7 @@ def bootstrap_runs(
         return None, None, None
     design = _Design(runs, lambda s: s.item_id, _strata_of, cluster_of)
     values = _crossed_bootstrap(design, statistic, n_resamples, seed, draw_runs=len(runs) > 1)
-    return (point, *_percentile_interval(values, level))
+    return (point, *quantile_interval(values, level))
 
 
 def with_exact(point: float | None, low: float | None, high: float | None,
@@ -190,7 +185,8 @@ def bootstrap_share(
     return (*with_exact(*bootstrap_runs(runs, share, n_resamples, seed, level), n), n)
 
 
-def _percentile_interval(values: list[float], level: float) -> tuple[float, float]:
+def quantile_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The (1-level)/2 and (1+level)/2 quantiles of `values`: every percentile interval here."""
     values = sorted(values)
     tail = (1 - level) / 2
     return values[int(tail * (len(values) - 1))], values[int(round((1 - tail) * (len(values) - 1)))]
@@ -221,7 +217,7 @@ def bootstrap_paired_difference(
         return None, None, None
     design = _Design([pairs], lambda p: p[0].item_id, lambda p: _strata_of(p[0]), lambda p: cluster_of(p[0]))
     values = _crossed_bootstrap(design, diff, n_resamples, seed, draw_runs=False)
-    return (point, *_percentile_interval(values, level))
+    return (point, *quantile_interval(values, level))
 
 
 def bootstrap_difference_within_clusters(
@@ -253,7 +249,7 @@ def bootstrap_difference_within_clusters(
     for _ in range(n_resamples):
         chosen = [groups[rng.choice(shared)] for _ in shared]
         values.append(difference([([rng.choice(a) for _ in a], [rng.choice(b) for _ in b]) for a, b in chosen]))
-    return (difference([groups[k] for k in shared]), *_percentile_interval(values, level), len(shared))
+    return (difference([groups[k] for k in shared]), *quantile_interval(values, level), len(shared))
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float | None, float | None, float | None]:
