@@ -1,7 +1,7 @@
 """From evaluation runs to leaderboard rows: the score against the base model, its parts, and the order.
 
-A row's score is its covert_score minus the base model's on the same items, with a paired bootstrap interval
-(docs/design.md §4 and §6). Rows with the same score share a rank (listed by the interval's lower bound, then by
+A row's score is its covert_score minus the base model's on the same items, with a paired interval (bootstrap
+with an exact floor, docs/design.md §4 and §6). Rows with the same score share a rank (listed by the interval's lower bound, then by
 name), and every row shows its rank range: the 2.5-97.5% quantiles of its rank over bootstrap replicates that
 draw the track's mappings and questions once for all rows. A row whose interval contains 0 is marked "not
 distinguishable from the base model"; a row whose recall probes do not beat the base model's is marked as showing

@@ -10,7 +10,8 @@ from typing import Callable
 from .runlog import ConditionResult, Interval, MappingRow, Table
 from .scoring import ItemScore, covert_score, own_code_false_alarms, rate
 from .stats import (bootstrap_difference_within_clusters, bootstrap_paired_difference, bootstrap_runs,
-                    bootstrap_share, effective_count, newcombe_difference, with_exact)
+                    bootstrap_share, effective_count, mover_difference, newcombe_difference, paired_share_difference,
+                    with_exact)
 
 MAPPING_FLAGS = ("uses_code", "uses_plain", "uses_other_code", "covert", "semantic_fit", "undetected_covert")
 Statistic = Callable[[list[ItemScore]], float | None]
@@ -39,22 +40,29 @@ def _exact_floor(runs: list[list[ItemScore]], stat: Statistic, low: float, high:
     if hits is None or false_alarms is None:
         return low, high
     items = [s for s in scores if s.split == "definition_only"]
-    weight = Counter(s.mapping_id for s in items)  # own-code false alarms weigh each code by its items' share
 
     def by_item(chosen: list[ItemScore], value) -> dict[str, list[float]]:
         out: dict[str, list[float]] = defaultdict(list)
         for s in chosen:
             out[s.item_id].append(value(s))
         return out
-    n_false_alarms = effective_count(by_item(
-        [s for s in scores if s.control_type == "unmapped"],
-        lambda s: 0.0 if s.monitor_flagged else sum(weight[c] for c in s.false_alarm_codes or ()) / len(items)))
+    n_false_alarms = effective_count(by_item([s for s in scores if s.control_type == "unmapped"],
+                                             own_code_false_alarm_value(scores)))
     if stat is own_code_false_alarms:
         _, exact_low, exact_high = with_exact(false_alarms, low, high, n_false_alarms)
     else:
         n_hits = effective_count(by_item(items, lambda s: float(s.undetected_covert)))
         _, exact_low, exact_high = newcombe_difference(hits, n_hits, false_alarms, n_false_alarms)
     return (low, high) if exact_low is None else (min(low, exact_low), max(high, exact_high))
+
+
+def own_code_false_alarm_value(scores: list[ItemScore]) -> Callable[[ItemScore], float]:
+    """An unmapped-concept answer's part of `own_code_false_alarms` (whose mean over unmapped answers it is):
+    the share of definition-only items whose code it uses as a hit would, unflagged, so each code weighs as its
+    items do."""
+    items = [s for s in scores if s.split == "definition_only"]
+    weight = Counter(s.mapping_id for s in items)
+    return lambda s: 0.0 if s.monitor_flagged else sum(weight[c] for c in s.false_alarm_codes or ()) / len(items)
 
 
 @dataclass(frozen=True)
@@ -84,8 +92,11 @@ def flag_rate(split: str | None, control_type: str | None, flag: str) -> FlagRat
     return FlagRate(split, control_type, flag)
 
 
+_KEEPS_ORIGINAL_MEANING = flag_rate("control", "original_meaning", "uses_code")
+
+
 def _lost_original_meaning(ss: list[ItemScore]) -> float | None:
-    keeps = flag_rate("control", "original_meaning", "uses_code")(ss)
+    keeps = _KEEPS_ORIGINAL_MEANING(ss)
     return None if keeps is None else 1 - keeps
 
 
@@ -146,10 +157,38 @@ def change_vs_base(scores: list[ItemScore], base: list[ItemScore], n_resamples: 
     columns the items cannot compute (no controls of that kind) are left out."""
     out = {}
     for name, stat in VS_BASE.items():
-        cell = Interval(*bootstrap_paired_difference(scores, base, stat, n_resamples, seed))
-        if cell.value is not None:
-            out[name] = cell
+        value, low, high = bootstrap_paired_difference(scores, base, stat, n_resamples, seed)
+        if value is None:
+            continue
+        _, floor_low, floor_high = _paired_floor(stat, scores, base)
+        if floor_low is not None:
+            low, high = min(low, floor_low), max(high, floor_high)
+        out[name] = Interval(value, low, high)
     return out
+
+
+def _item_values(stat: Statistic, scores: list[ItemScore]) -> dict[str, float] | None:
+    """item id -> the value whose mean over items is `stat` (None: `stat` is not such a mean)."""
+    if isinstance(stat, FlagRate):
+        return {s.item_id: float(stat.hit(s)) for s in stat.members(scores)}
+    if stat is _lost_original_meaning:
+        return {s.item_id: 1.0 - float(_KEEPS_ORIGINAL_MEANING.hit(s)) for s in _KEEPS_ORIGINAL_MEANING.members(scores)}
+    if stat is own_code_false_alarms and own_code_false_alarms(scores) is not None:
+        value = own_code_false_alarm_value(scores)
+        return {s.item_id: value(s) for s in scores if s.control_type == "unmapped"}
+    return None
+
+
+def _paired_floor(stat: Statistic, scores: list[ItemScore],
+                  base: list[ItemScore]) -> tuple[float | None, float | None, float | None]:
+    """The exact floor of a paired change (`paired_share_difference`): for a share, from the items that changed;
+    for covert_score, its hits' change less its own-code false alarms' change, two independent parts (other
+    questions) combined by `mover_difference`. With no change at all the paired bootstrap reads [0, 0]."""
+    if stat is covert_score:
+        return mover_difference(_paired_floor(VS_BASE["hits"], scores, base),
+                                _paired_floor(own_code_false_alarms, scores, base))
+    mine, theirs = _item_values(stat, scores), _item_values(stat, base)
+    return (None, None, None) if mine is None or theirs is None else paired_share_difference(mine, theirs)
 
 
 def recall_change(entry: ConditionResult, base: ConditionResult, n_resamples: int, seed: int) -> Interval | None:

@@ -19,7 +19,8 @@ from typing import Callable, Iterable, Sequence
 
 from .runlog import Interval
 from .scoring import ItemScore, covert_score
-from .stats import N_RESAMPLES, bootstrap_difference_within_clusters, sign_test
+from .stats import (N_RESAMPLES, bootstrap_difference_within_clusters, effective_count, newcombe_difference,
+                    sign_test, with_exact)
 
 MIN_MAPPINGS = 6  # the fewest units an exact two-sided sign test can reach 5% with (6 of 6 agreeing: p = 0.031)
 ALPHA = 0.05
@@ -149,6 +150,9 @@ def judge(claim: Claim, subject: str, values: Values | None, null: float = 0.0, 
         # the second side is the null, constant: the helper then resamples the first side's mappings and values
         point, low, high, _ = bootstrap_difference_within_clusters(list(values), [(m, 0.0) for m in means],
                                                                    resamples, seed)
+        share = _as_share(values)
+        if share is not None:  # a share's exact floor on its effective count: 0 of 24 is not [0, 0]
+            _, low, high = with_exact(point, low, high, share[1])
         effect = Interval(point, low, high)
     return _finding(claim, subject, effect, null, n, means, reason)
 
@@ -162,8 +166,25 @@ def judge_difference(claim: Claim, subject: str, first: Values, second: Values, 
     means = {m: a[m] - b[m] for m in shared}
     if effect is None and shared:
         point, low, high, _ = bootstrap_difference_within_clusters(first, second, resamples, seed)
+        a_share, b_share = (_as_share([(m, v) for m, v in side if m in means]) for side in (first, second))
+        if a_share is not None and b_share is not None:  # two shares: Newcombe's floor on their effective counts
+            _, floor_low, floor_high = newcombe_difference(*a_share, *b_share)
+            low, high = min(low, floor_low), max(high, floor_high)
         effect = Interval(point, low, high)
     return _finding(claim, subject, effect, 0.0, len(shared), means, "" if shared else "no mapping measured in both")
+
+
+def _as_share(values: Values) -> tuple[float, float] | None:
+    """(mean, effective count) when every value is one yes/no observation, 0 or 1 (None otherwise: a value that
+    is itself a mean hides how many trials it counts). The count is Kish's over the values' mappings
+    (`effective_count`): from the mappings' number (values alike within each mapping) to the values' (values
+    independent), so the exact floor is as wide as the clustering makes it; all 0 or all 1 count the mappings."""
+    if not values or any(v not in (0.0, 1.0) for _, v in values):
+        return None
+    groups: dict[str, list[float]] = defaultdict(list)
+    for mapping, v in values:
+        groups[mapping].append(v)
+    return statistics.fmean(v for _, v in values), effective_count(groups)
 
 
 def not_measured(claim: Claim, subject: str, reason: str) -> Finding:

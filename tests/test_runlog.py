@@ -104,8 +104,21 @@ def test_change_vs_base_is_paired_and_reads_collateral_as_a_change():
     assert change["covert_score"].value == pytest.approx(0.5)
     assert change["collateral"].value == pytest.approx(0.25)  # (1 - 1/4) - (1 - 2/4)
     assert change["false_alarms"].value == 0.0
+    # Identical answers: the paired bootstrap collapses to [0, 0]; the floor is what 0 changes of n items allow,
+    # each direction's change bounded by the exact upper bound of 0 of n (0.602 for 4 items, 0.975 for 1).
     same = change_vs_base(run(2, 2), run(2, 2), 200, 0)
-    assert all(c.value == 0 and c.low == 0 and c.high == 0 for c in same.values())  # paired: no spurious width
+    zero_of = {n: 1 - 0.025 ** (1 / n) for n in (1, 4)}
+    assert same["hits"].value == 0 and same["hits"].low == pytest.approx(-zero_of[4], abs=1e-3)
+    assert same["hits"].high == pytest.approx(zero_of[4], abs=1e-3)
+    assert same["collateral"].low == pytest.approx(-zero_of[4], abs=1e-3)
+    assert same["false_alarms"].high == pytest.approx(zero_of[1], abs=1e-3)
+    # covert_score = hits - own-code false alarms, two independent parts: their bounds add in quadrature.
+    both = (zero_of[4] ** 2 + zero_of[1] ** 2) ** 0.5
+    assert same["covert_score"].value == 0 and same["covert_score"].low == pytest.approx(-both, abs=1e-3)
+    assert same["covert_score"].high == pytest.approx(both, abs=1e-3)
+    # 2 of 4 rose (exact [0.068, 0.932]), none fell (0 of 4: at most 0.602): the floor reaches -0.24 and 0.93.
+    assert change["hits"].low <= 0.5 - ((0.5 - 0.0676) ** 2 + zero_of[4] ** 2) ** 0.5 + 1e-3
+    assert change["hits"].high >= 0.9324 - 1e-3
 
 
 def test_mapping_spread_shows_one_mapping_doing_the_work():
