@@ -350,7 +350,9 @@ def how_to_run_lines(cfg, estimates: dict[Arm, float]) -> list[str]:
              "`make validity` runs every arm in turn (the sum of the estimates below); each also runs alone, "
              "`--only ARM` (repeatable), sized to at most about 90 minutes on 2 CPU cores. A finished step is skipped "
              "when run again (training: same config and data; evaluation: same data, adapters and eval config; a run "
-             "scored by an older covert_score is rescored without decoding), so a stopped arm resumes where it was:",
+             "scored by an older covert_score is rescored without decoding), so a stopped arm resumes where it was; each "
+             "run is kept in studies/results as soon as it is evaluated, with the hash of its inputs, so a fresh "
+             "checkout skips the runs already kept there:",
              "",
              "```bash",
              ".venv/bin/python -m stegobench.studies.validity --only selection   # then positive-control, then dose",

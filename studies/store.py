@@ -5,7 +5,8 @@ machines.
     studies/results/<arm>/<run>/results.json        the eval run's results (eval/runlog.py)
     studies/results/<arm>/<run>/samples.jsonl.gz    its samples: scores, monitor values, scalar white-box readings
     studies/results/<arm>/<run>/dataset.json        the corpus manifest's code book and config (code kind, counts)
-    studies/results/<arm>/<run>/compact.json        where it came from (folder, results.json sha256 and time)
+    studies/results/<arm>/<run>/compact.json        where it came from (folder, results.json sha256 and time) and
+                                                    the hash of its inputs (a later sitting skips the run)
     studies/results/<arm>/timings.json              each step's seconds, the machine and the revision
     studies/results/selection/choice.json           the recipe the later arms train with
     studies/results/mde_components.json             the positive control's variance components (eval/mde.py)
@@ -71,9 +72,18 @@ class ResultsStore:
         path = self.folder(arm, name) / DATASET
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
-    def compact(self, arm: Arm, source: str | Path, name: str | None = None, note: str = "") -> Compacted:
+    def inputs_sha256(self, arm: Arm, name: str) -> str | None:
+        """The inputs' hash a kept run was compacted with (studies/validity.py `run_inputs_sha256`; None: none
+        recorded, or the run is not kept)."""
+        if not (self.folder(arm, name) / RESULTS).is_file():
+            return None
+        return (_read_json(self.folder(arm, name) / COMPACT) or {}).get("inputs_sha256")
+
+    def compact(self, arm: Arm, source: str | Path, name: str | None = None, note: str = "",
+                inputs_sha256: str | None = None) -> Compacted:
         """Keep a compact copy of the eval run in `source` under <arm>/<name> (default: its folder name); `note`
-        says anything its origin does not (a rescored copy of another folder)."""
+        says anything its origin does not (a rescored copy of another folder); `inputs_sha256` what the run
+        depends on, so a later sitting skips it."""
         source = Path(source)
         name = name or source.name
         try:
@@ -84,12 +94,14 @@ class ResultsStore:
         origin = {"source": str(source.resolve()), "source_results_sha256": sha256_file(results),
                   "source_mtime": os.stat(results).st_mtime,
                   "evaluated_at": run.environment.get("git_revision"), "compacted_at": git_revision(),
-                  **({"note": note} if note else {})}
+                  **({"note": note} if note else {}), **({"inputs_sha256": inputs_sha256} if inputs_sha256 else {})}
         dest = self.folder(arm, name)
         kept = _read_json(dest / COMPACT)
         action = "added"
         if kept is not None and (dest / RESULTS).is_file():
             if kept.get("source_results_sha256") == origin["source_results_sha256"]:
+                if inputs_sha256 and kept.get("inputs_sha256") != inputs_sha256:
+                    atomic_write_json(dest / COMPACT, {**kept, "inputs_sha256": inputs_sha256})
                 return Compacted(arm, name, "unchanged")
             if kept.get("source_mtime", 0) > origin["source_mtime"]:
                 return Compacted(arm, name, "kept")

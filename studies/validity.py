@@ -17,8 +17,10 @@ On SmolLM2-135M-Instruct (configs/study/validity.yaml), in arms that each run al
   dose              the same book at fewer demonstrations (the 0 arm is the out-of-context condition)
 A step whose output is finished on the same inputs is skipped (training: same config and data; evaluation: same
 data, adapters and eval config; a run scored by an older covert_score is rescored without decoding), so an arm
-stopped half-way resumes. After each arm its compact results go to studies/results/<arm>/ (studies/store.py),
-and the report is rebuilt from there: arms run at different times on different machines make one report.
+stopped half-way resumes. Each run's compact results go to studies/results/<arm>/<run>/ (studies/store.py) as soon
+as it is evaluated, with the hash of its inputs (corpus, training and eval configs): committed, they let a fresh
+checkout on another machine skip that run's training and evaluation. The report is rebuilt from the store: arms
+run at different times on different machines make one report.
 """
 
 from __future__ import annotations
@@ -218,6 +220,28 @@ def evaluation_state(ecfg, data: Path, adapters: list[Path], out: Path, model: s
     return EvalState.FINISHED, EvalState.FINISHED.value
 
 
+def run_inputs_sha256(cfg: StudyConfig, track: str, overrides: list[str], seeds: list[int], spec: EvalSpec) -> str | None:
+    """What a run's results depend on, hashed: the corpus content, each seed's training config (its data and
+    output folders aside: they name this machine's paths) and the eval config. A run kept in the store with the
+    same hash needs neither training nor evaluation again, on any machine, at any later revision."""
+    from stegobench.core.provenance import sha256_json
+    from stegobench.data_gen.track import TrackConfig
+    from stegobench.finetune.config import TrainConfig
+
+    config = load_config(TrackConfig, REPO / track, list(overrides))
+    if config.augment is not None:  # a model's paraphrases: only the written corpus settles its content
+        return None
+    # the track config (its tokenizer too) and the corpus it yields, built without the tokenizer's word checks
+    content = {"track": to_dict(config),
+               "content_sha256": prepared_in_memory(track, tuple(overrides)).manifest["content_sha256"]}
+    placeholder = Path("/data"), Path("/out")
+    train = [{k: v for k, v in to_dict(load_config(TrainConfig, REPO / cfg.train_config,
+                                                   _train_overrides(*placeholder, s))).items()
+              if k not in ("data", "output_dir")} for s in seeds]
+    return sha256_json({"model": MODEL, "data": content, "train": train,
+                        "eval": to_dict(eval_config(cfg, spec))})
+
+
 # ---------------------------------------------------------------- the plan
 
 
@@ -234,13 +258,19 @@ class Step:
 
 
 @lru_cache(maxsize=64)
-def corpus_size(track_config: str, overrides: tuple[str, ...]) -> tuple[int, int]:
-    """(training documents, eval items) of a track as scaled, built in memory: the time estimates' units."""
+def prepared_in_memory(track_config: str, overrides: tuple[str, ...]):
+    """A track as scaled, its corpus built in memory without the tokenizer's word checks (seconds): the time
+    estimates' units and part of a run's fingerprint (`run_inputs_sha256`)."""
     from stegobench.data_gen.generate import prepare
     from stegobench.data_gen.track import TrackConfig
 
-    corpus = prepare(replace(load_config(TrackConfig, REPO / track_config, list(overrides)), tokenizer=None),
-                     augment=False).corpus
+    return prepare(replace(load_config(TrackConfig, REPO / track_config, list(overrides)), tokenizer=None),
+                   augment=False)
+
+
+def corpus_size(track_config: str, overrides: tuple[str, ...]) -> tuple[int, int]:
+    """(training documents, eval items) of a track as scaled: the time estimates' units."""
+    corpus = prepared_in_memory(track_config, overrides).corpus
     return len(corpus.train), len(corpus.eval)
 
 
@@ -260,6 +290,10 @@ class Planner:
         """`assume_recipe`: the recipe to plan with while none is chosen (time estimates only)."""
         self.cfg, self.out, self.store = cfg, REPO / cfg.out, ResultsStore(REPO / cfg.results)
         self.assume_recipe = assume_recipe
+        self.inputs: dict[str, Callable[[], str | None]] = {}  # run name -> its inputs' hash (`run_inputs_sha256`)
+        # run name -> its inputs' hash when runs/ holds it finished from those inputs (trained and evaluated on
+        # the same configs and data), else None: what compacting may vouch for
+        self.finished_inputs: dict[str, Callable[[], str | None]] = {}
 
     def _adapter(self, name: str, seed: int) -> Path:
         return self.out / "adapters" / f"{name}-seed{seed}"
@@ -271,23 +305,43 @@ class Planner:
         data, eval_out = self.out / "data" / name, self.out / "eval" / name
         adapters = [self._adapter(name, s) for s in seeds]
         conditions = len(seeds) + spec.base + spec.in_context
+        self.inputs[name] = lambda: run_inputs_sha256(self.cfg, track, overrides(), seeds, spec)
+
+        def kept() -> str | None:
+            """The store already holds this run from the same inputs (another sitting, another machine)."""
+            stored = self.store.inputs_sha256(arm, name)
+            if stored is None or stored != self.inputs[name]():
+                return None
+            return f"kept in {self.cfg.results}/{arm.value}/{name} from the same data, training and eval configs"
 
         def trained(d: Path, a: Path, s: int) -> str | None:
-            return skip() or ("finished on the same config and data" if training_finished(self.cfg, d, a, s) else None)
+            return skip() or kept() or ("finished on the same config and data"
+                                        if training_finished(self.cfg, d, a, s) else None)
 
         def evaluated() -> str | None:
-            if skip():
-                return skip()
+            if skip() or kept():
+                return skip() or kept()
             state, why = evaluation_state(eval_config(self.cfg, spec), data, adapters, eval_out)
             return why if state is EvalState.FINISHED else None
+
+        def finished_inputs() -> str | None:
+            if skip() or not all(training_finished(self.cfg, data, a, s) for a, s in zip(adapters, seeds)):
+                return None
+            state, _ = evaluation_state(eval_config(self.cfg, spec), data, adapters, eval_out)
+            return self.inputs[name]() if state is EvalState.FINISHED else None
+        self.finished_inputs[name] = finished_inputs
 
         def run_eval() -> Any:
             state, _ = evaluation_state(eval_config(self.cfg, spec), data, adapters, eval_out)
             if state is EvalState.STALE:
                 from stegobench.eval.harness import rescore
 
-                return rescore(eval_out)
-            return evaluate(self.cfg, data, adapters, eval_out, spec)
+                rescore(eval_out)
+            else:
+                evaluate(self.cfg, data, adapters, eval_out, spec)
+            # kept at once: a sitting stopped after this run (or a fresh checkout) resumes after it
+            if (eval_out / "results.json").is_file():
+                print(self.store.compact(arm, eval_out, inputs_sha256=finished_inputs()), flush=True)
 
         # the data are cheap (seconds) and deterministic: regenerated unless the whole run is reused elsewhere
         steps = [Step(arm, f"{label}: generate" if arm is not Arm.TRACKS else f"generate {label}",
@@ -308,7 +362,8 @@ class Planner:
         def keep() -> None:
             for name in names():
                 if (self.out / "eval" / name / "results.json").is_file():
-                    print(self.store.compact(arm, self.out / "eval" / name), flush=True)
+                    inputs = self.finished_inputs[name]() if name in self.finished_inputs else None
+                    print(self.store.compact(arm, self.out / "eval" / name, inputs_sha256=inputs), flush=True)
         return Step(arm, f"{arm.value}: keep the compact results in {self.cfg.results}/{arm.value}", keep)
 
     # ------------------------------------------------------------ arms
@@ -341,7 +396,7 @@ class Planner:
             steps += self._train_eval(Arm.SELECTION, f"selection: {n} demonstrations", cfg.positive_control,
                                       lambda n=n: [f"seed={cfg.selection_seed}", f"definition_only_demonstrations={n}"],
                                       selection_run(n), [seed], EvalSpec(overrides=("recall=false", "cloze=false")))
-        steps.append(Step(Arm.SELECTION, "selection: choose the recipe", lambda: record_choice(cfg, self.out, self.store)))
+        steps.append(Step(Arm.SELECTION, "selection: choose the recipe", lambda: record_choice(cfg, self.store)))
         return steps + [self._keep(Arm.SELECTION, lambda: [selection_run(n) for n in cfg.selection_demonstrations])]
 
     def recipe(self) -> int:
@@ -437,13 +492,13 @@ def selection_book(cfg: StudyConfig) -> dict[str, Any]:
                 sorted(test_def & {c.word for c in chosen.unmapped})}
 
 
-def record_choice(cfg: StudyConfig, out: Path, store: ResultsStore) -> RecipeChoice:
-    """Apply the pre-registered rule to the selection runs' covert_scores and keep the choice in the store."""
-    from stegobench.eval.runlog import read_run
-
+def record_choice(cfg: StudyConfig, store: ResultsStore) -> RecipeChoice:
+    """Apply the pre-registered rule to the selection runs' covert_scores (as kept in the store) and keep the
+    choice there."""
     scores = {}
     for n in cfg.selection_demonstrations:
-        adapters = read_run(out / "eval" / selection_run(n)).adapter_conditions()
+        run = store.run(Arm.SELECTION, selection_run(n))  # each candidate is kept as soon as it is evaluated
+        adapters = run.adapter_conditions() if run is not None else []
         scores[n] = adapters[0][1].table.covert_score if adapters else None
     choice = choose_recipe(scores, selection_book(cfg))
     print(f"recipe: {choice.demonstrations} usage demonstrations per definition-only mapping"
@@ -503,11 +558,18 @@ def compact_layout(cfg: StudyConfig, store: ResultsStore) -> None:
     """Keep what an earlier study left under runs/validity (eval/<name>/, timings.json) in the store: the layout
     before arms had their own results."""
     evals = REPO / cfg.out / "eval"
+    planner = Planner(cfg)
+    planner.plan()  # every run's inputs, read lazily below
     for folder in sorted(evals.iterdir()) if evals.is_dir() else []:
         arm = arm_of_run(folder.name, list(cfg.tracks))
         if arm is None or not (folder / "results.json").is_file():
             continue
-        print(store.compact(arm, folder), flush=True)
+        # a run finished from this config's inputs is kept with their hash, so a later sitting skips it (the
+        # positive-control and dose runs' inputs include the recipe: none without a choice)
+        knowable = folder.name in planner.finished_inputs and (
+            arm not in (Arm.POSITIVE_CONTROL, Arm.DOSE) or store.choice() is not None)
+        print(store.compact(arm, folder, inputs_sha256=planner.finished_inputs[folder.name]() if knowable else None),
+              flush=True)
     legacy = REPO / cfg.out / "timings.json"
     if legacy.is_file():
         by_arm: dict[Arm, dict[str, float]] = {}

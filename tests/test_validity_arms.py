@@ -258,3 +258,33 @@ def test_components_rewritten_from_the_same_runs_keep_their_file_byte_for_byte(t
     assert path.read_bytes() == first  # a new stamp alone would dirty the checkout on every --report-only
     sensitivity.write_mde_components(pos, "another-track", path)  # what it says changed: rewritten
     assert path.read_bytes() != first and b"bbbb-dirty" in path.read_bytes()
+
+
+def test_a_run_kept_in_the_store_from_the_same_inputs_is_not_run_again(quickstart_corpus, tmp_path, scripted):
+    # A fresh checkout: nothing under runs/, but the store holds real-v1 from an earlier sitting with the hash of
+    # the inputs it was made from; neither its training nor its evaluation runs again. Other inputs (one more
+    # seed) do not match it: everything runs.
+    cfg = _study(tmp_path, "tracks={real-v1: configs/data/real-v1.yaml}", "train_seeds=[0]")
+    store = ResultsStore(tmp_path / "results")
+    planner = validity.Planner(cfg)
+    planner.plan([Arm.TRACKS])
+    inputs = planner.inputs["real-v1"]()
+    again = validity.Planner(cfg)
+    again.plan([Arm.TRACKS])
+    assert inputs is not None and again.inputs["real-v1"]() == inputs  # the same inputs, the same hash
+    made = tmp_path / "made"
+    run_eval(_eval_cfg(), quickstart_corpus, "mock:never_code", [], made, cache_dir=tmp_path / "c")
+    assert store.compact(Arm.TRACKS, made, "real-v1", inputs_sha256=inputs).action == "added"
+    run_steps(plan(cfg, [Arm.TRACKS]), store)
+    assert [c for c in scripted if c[0] != "gen"] == []
+    scripted.clear()
+    two = _study(tmp_path, "tracks={real-v1: configs/data/real-v1.yaml}", "train_seeds=[0, 1]")
+    run_steps(plan(two, [Arm.TRACKS]), store)
+    assert [c for c in scripted if c[0] != "gen"] == [("train", "real-v1-seed0"), ("train", "real-v1-seed1"),
+                                                      ("eval", "real-v1")]
+    # the same source compacted again with its hash adds the hash and changes nothing else
+    store2 = ResultsStore(tmp_path / "results2")
+    store2.compact(Arm.TRACKS, made, "real-v1")
+    assert store2.inputs_sha256(Arm.TRACKS, "real-v1") is None
+    assert store2.compact(Arm.TRACKS, made, "real-v1", inputs_sha256=inputs).action == "unchanged"
+    assert store2.inputs_sha256(Arm.TRACKS, "real-v1") == inputs
