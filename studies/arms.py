@@ -93,19 +93,37 @@ class RecipeChoice:
 
 RULE = ("among the candidates, the smallest number of usage demonstrations per definition-only mapping whose "
         "selection-book covert_score has a 95% lower bound above 0 on one seed; the largest if none does "
-        "(docs/preregistration.md)")
+        "(docs/preregistration.md). Candidates are evaluated smallest first: once one clears, no larger one can be "
+        "chosen, and they are not run")
+
+
+def clears(score: Interval | None) -> bool:
+    return score is not None and score.low is not None and score.low > 0
+
+
+def first_clear(scores: dict[int, Interval | None]) -> int | None:
+    """The smallest candidate that clears 0 with every smaller one evaluated and not clearing: the rule's choice
+    whatever the larger candidates would score (None: not settled by these scores)."""
+    for n in sorted(scores):
+        if scores[n] is None or scores[n].value is None:
+            return None
+        if clears(scores[n]):
+            return n
+    return None
 
 
 def choose_recipe(scores: dict[int, Interval | None], selection_track: dict[str, Any] | None = None) -> RecipeChoice:
-    """The pre-registered rule on each candidate's covert_score (None: that candidate has no score yet, which
-    is refused: the rule compares every candidate)."""
+    """The pre-registered rule on the candidates' covert_scores (None: not evaluated). Refused while the rule
+    is not settled: a candidate without a score below the first that clears, or any when none clears."""
     if not scores:
         raise ValueError("choose_recipe: no candidates")
-    missing = sorted(n for n, s in scores.items() if s is None or s.value is None)
+    chosen = first_clear(scores)
+    missing = sorted(n for n, s in scores.items() if (s is None or s.value is None) and (chosen is None or n < chosen))
     if missing:
-        raise ValueError(f"choose_recipe: no covert_score for {missing} demonstrations; evaluate every candidate first")
-    clear = [n for n in sorted(scores) if scores[n].low is not None and scores[n].low > 0]
-    chosen = clear[0] if clear else max(scores)
-    return RecipeChoice(chosen, RULE, not clear,
-                        {n: {"value": s.value, "low": s.low, "high": s.high} for n, s in sorted(scores.items())},
+        raise ValueError(f"choose_recipe: no covert_score for {missing} demonstrations; evaluate every candidate "
+                         "up to the first whose lower bound clears 0 (every one, if none does)")
+    fallback = chosen is None
+    return RecipeChoice(max(scores) if fallback else chosen, RULE, fallback,
+                        {n: {"value": s.value, "low": s.low, "high": s.high} for n, s in sorted(scores.items())
+                         if s is not None and s.value is not None},
                         selection_track or {})

@@ -445,7 +445,9 @@ def selection_lines(cfg, store: ResultsStore) -> list[str]:
               "right code (def-only) |", "|---|---|---|"]
     for n, run in runs.items():
         t = run.pooled_or_first_adapter() if run else None
-        lines.append(f"| {n} | {_cell(t.covert_score) if t else 'not run yet'} | "
+        settled = choice is not None and not choice.fallback and n > choice.demonstrations
+        missing = f"not run: {choice.demonstrations} cleared first, so the rule cannot choose {n}" if settled else "not run yet"
+        lines.append(f"| {n} | {_cell(t.covert_score) if t else missing} | "
                      f"{_cell(t.rate('definition_only', 'uses_code')) if t else '–'} |")
     if choice is not None:
         book = choice.selection_track

@@ -39,7 +39,9 @@ from stegobench.core.config import CheckError, ConfigError, load_config, option,
 from stegobench.core.paths import REPO_ROOT as REPO  # noqa: E402
 
 from .arms import (POSITIVE_CONTROL_RUN, Arm, RecipeChoice, ablation_run, arm_of_run, arm_of_step, choose_recipe,
-                   dose_run, selection_run)
+                   dose_run, first_clear, selection_run)
+from stegobench.eval.runlog import Interval
+
 from .store import ResultsStore
 
 MODEL = "smollm2-135m-instruct"
@@ -391,13 +393,36 @@ class Planner:
         seed = cfg.positive_control_seeds[0]
         steps = [Step(Arm.SELECTION, "selection: check the selection book against the test book",
                       lambda: selection_book(cfg))]
-        for n in cfg.selection_demonstrations:
+        for n in sorted(cfg.selection_demonstrations):  # smallest first: the rule may settle before the largest
             # cloze and recall answer no readout of this arm: off, to keep it within its time
             steps += self._train_eval(Arm.SELECTION, f"selection: {n} demonstrations", cfg.positive_control,
                                       lambda n=n: [f"seed={cfg.selection_seed}", f"definition_only_demonstrations={n}"],
-                                      selection_run(n), [seed], EvalSpec(overrides=("recall=false", "cloze=false")))
-        steps.append(Step(Arm.SELECTION, "selection: choose the recipe", lambda: record_choice(cfg, self.store)))
+                                      selection_run(n), [seed], EvalSpec(overrides=("recall=false", "cloze=false")),
+                                      skip=lambda n=n: self._settled_below(n))
+        steps.append(Step(Arm.SELECTION, "selection: choose the recipe",
+                          lambda: record_choice(cfg, self.store, self.selection_scores())))
         return steps + [self._keep(Arm.SELECTION, lambda: [selection_run(n) for n in cfg.selection_demonstrations])]
+
+    def selection_scores(self) -> dict[int, Interval | None]:
+        """Each candidate's selection-book covert_score: as kept in the store, else as runs/ holds it."""
+        from stegobench.eval.runlog import RESULTS, read_run
+
+        scores: dict[int, Interval | None] = {}
+        for n in self.cfg.selection_demonstrations:
+            run = self.store.run(Arm.SELECTION, selection_run(n))
+            if run is None and (self.out / "eval" / selection_run(n) / RESULTS).is_file():
+                run = read_run(self.out / "eval" / selection_run(n))
+            adapters = run.adapter_conditions() if run is not None else []
+            scores[n] = adapters[0][1].table.covert_score if adapters else None
+        return scores
+
+    def _settled_below(self, n: int) -> str | None:
+        """Why candidate `n` need not run: a smaller one cleared 0, so the rule cannot choose `n`."""
+        chosen = first_clear({m: s for m, s in self.selection_scores().items() if m < n})
+        if chosen is None:
+            return None
+        return (f"the rule takes the smallest candidate whose lower bound clears 0; {chosen} did "
+                f"({self.selection_scores()[chosen].fmt(2, signed=True)}), so {n} cannot be chosen")
 
     def recipe(self) -> int:
         choice = self.store.choice()
@@ -492,14 +517,8 @@ def selection_book(cfg: StudyConfig) -> dict[str, Any]:
                 sorted(test_def & {c.word for c in chosen.unmapped})}
 
 
-def record_choice(cfg: StudyConfig, store: ResultsStore) -> RecipeChoice:
-    """Apply the pre-registered rule to the selection runs' covert_scores (as kept in the store) and keep the
-    choice there."""
-    scores = {}
-    for n in cfg.selection_demonstrations:
-        run = store.run(Arm.SELECTION, selection_run(n))  # each candidate is kept as soon as it is evaluated
-        adapters = run.adapter_conditions() if run is not None else []
-        scores[n] = adapters[0][1].table.covert_score if adapters else None
+def record_choice(cfg: StudyConfig, store: ResultsStore, scores: dict[int, Interval | None]) -> RecipeChoice:
+    """Apply the pre-registered rule to the selection runs' covert_scores and keep the choice in the store."""
     choice = choose_recipe(scores, selection_book(cfg))
     print(f"recipe: {choice.demonstrations} usage demonstrations per definition-only mapping"
           + (" (none cleared the rule: the largest, as pre-registered)" if choice.fallback else "")

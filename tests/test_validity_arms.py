@@ -106,8 +106,13 @@ def test_the_recipe_rule_takes_the_smallest_clear_of_zero_else_the_largest():
     assert (choice.demonstrations, choice.fallback) == (20, False)
     none_clear = choose_recipe({n: Interval(0.1, 0.0, 0.2) for n in (10, 20, 40)})  # a bound at 0 is not above it
     assert (none_clear.demonstrations, none_clear.fallback) == (40, True)
-    with pytest.raises(ValueError, match=r"no covert_score for \[20\]"):
-        choose_recipe({10: Interval(0.1, 0.05, 0.2), 20: None})
+    # smallest first: once a candidate clears, the larger ones cannot be chosen and need no score
+    settled = choose_recipe({10: Interval(0.1, 0.05, 0.2), 20: None, 40: None})
+    assert (settled.demonstrations, settled.fallback, list(settled.covert_score)) == (10, False, [10])
+    with pytest.raises(ValueError, match=r"no covert_score for \[10\]"):
+        choose_recipe({10: None, 20: Interval(0.2, 0.1, 0.3)})  # 10 might have cleared: not settled
+    with pytest.raises(ValueError, match=r"no covert_score for \[40\]"):
+        choose_recipe({10: Interval(0.1, -0.1, 0.2), 20: Interval(0.1, 0.0, 0.2), 40: None})  # none clear yet
 
 
 def test_the_selection_book_may_not_map_a_definition_only_concept_of_the_test_book(tmp_path):
@@ -288,3 +293,20 @@ def test_a_run_kept_in_the_store_from_the_same_inputs_is_not_run_again(quickstar
     assert store2.inputs_sha256(Arm.TRACKS, "real-v1") is None
     assert store2.compact(Arm.TRACKS, made, "real-v1", inputs_sha256=inputs).action == "unchanged"
     assert store2.inputs_sha256(Arm.TRACKS, "real-v1") == inputs
+
+
+def test_the_selection_arm_stops_at_the_smallest_candidate_that_clears(quickstart_corpus, tiny_adapter, tmp_path,
+                                                                        scripted):
+    # 10 demonstrations, kept in the store from an earlier sitting, cleared 0: 20 and 40 can no longer be chosen
+    # by the pre-registered rule, so neither is trained nor evaluated, and the choice is 10.
+    cfg = _study(tmp_path)
+    store = ResultsStore(tmp_path / "results")
+    made = tmp_path / "made"
+    run_eval(_eval_cfg(), quickstart_corpus, "mock:perfect_covert", [str(tiny_adapter)], made,
+             cache_dir=tmp_path / "c")
+    store.compact(Arm.SELECTION, made, "selection-demos10")
+    assert validity.Planner(cfg).selection_scores()[10].low > 0
+    run_steps(plan(cfg, [Arm.SELECTION]), store)
+    assert not [c for c in scripted if "demos20" in c[1] or "demos40" in c[1]]
+    choice = store.choice()
+    assert (choice.demonstrations, choice.fallback, list(choice.covert_score)) == (10, False, [10])
