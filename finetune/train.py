@@ -358,7 +358,7 @@ def _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, second
         "dataset": {"path": str(Path(cfg.data).resolve()), "track": data_manifest.get("track"),
                     "content_sha256": data_manifest.get("content_sha256"),
                     "manifest_sha256": sha256_file(Path(cfg.data) / "manifest.json")},
-        "adapter_sha256": sha256_file(out / "adapter_model.safetensors"),
+        "adapter_sha256": sha256_file(out / ADAPTER_WEIGHTS),
         "parameters": {"trainable": trainable, "total": total},
         "world_size": world,
         "resumed_from": resumed_from,
@@ -400,7 +400,7 @@ def finished_run_matches(cfg: TrainConfig) -> bool:
     import json
 
     out, data = Path(cfg.output_dir), Path(cfg.data)
-    if not ((out / MANIFEST).exists() and (out / "adapter_model.safetensors").exists() and (data / "manifest.json").exists()):
+    if not ((out / MANIFEST).exists() and (out / ADAPTER_WEIGHTS).exists() and (data / "manifest.json").exists()):
         return False
     done = json.loads((out / MANIFEST).read_text())
     return (done.get("status") == "finished" and done.get("config") == json.loads(json.dumps(to_dict(cfg)))

@@ -352,11 +352,12 @@ def _cli(args: list[str], env: dict, log: Path) -> bool:
 
 
 def bench_whitebox(work: Path, rows: list) -> None:
+    from stegobench.core.adapters import ADAPTER_WEIGHTS
     from stegobench.eval.report import whitebox_cost
     from stegobench.eval.runlog import read_run
 
     data, adapter, log = work / "quickstart" / "data", work / "quickstart" / "adapter", work / "whitebox.log"
-    if not (adapter / "adapter_model.safetensors").exists():
+    if not (adapter / ADAPTER_WEIGHTS).exists():
         data, adapter = work / "wb-data", work / "wb-adapter"
         env = scratch_home(work / "wb-train-home")
         print("  training a quickstart adapter first (the quickstart section did not run)", flush=True)

@@ -32,6 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from stegobench.core.adapters import ADAPTER_WEIGHTS
 from stegobench.core.config import CheckError, ConfigError, load_config, option, to_dict
 
 from stegobench.core.paths import REPO_ROOT as REPO  # noqa: E402
@@ -198,7 +199,7 @@ def evaluation_state(ecfg, data: Path, adapters: list[Path], out: Path, model: s
         run = read_run(out)
     except RunLogError as e:
         return EvalState.TO_RUN, str(e)
-    weights = [Path(a) / "adapter_model.safetensors" for a in adapters]
+    weights = [Path(a) / ADAPTER_WEIGHTS for a in adapters]
     if not all(w.is_file() for w in weights):
         return EvalState.TO_RUN, "an adapter is missing"
     content = json.loads((data / "manifest.json").read_text())["content_sha256"]

@@ -24,6 +24,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from stegobench.core.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
 from ..artifacts import clean_staging
 from ..config import LeaderboardConfig
 from ..ranking import (COLUMNS, Learned, VersusBase, cell_text, format_value, leaderboard_rows, plain_row, sort_rows,
@@ -156,7 +158,7 @@ def create_app(cfg: LeaderboardConfig, store: Store | None = None) -> FastAPI:
                                 revision=revision or None, notes=notes or "", token_id=owner[0])
         # Canonical names come from the form field; the user's file name is never a path.
         if adapter_config is not None or adapter_weights is not None:
-            kind, files = "adapter", {"adapter_config.json": adapter_config, "adapter_model.safetensors": adapter_weights}
+            kind, files = "adapter", {ADAPTER_CONFIG: adapter_config, ADAPTER_WEIGHTS: adapter_weights}
         elif merged_config is not None or merged_weights is not None:
             kind, files = "merged", {"config.json": merged_config, "model.safetensors": merged_weights}
         else:
