@@ -29,8 +29,8 @@ CONFIG_KINDS = {
     "eval": "stegobench.eval.config:EvalConfig",
     "leaderboard": "stegobench.benchmark.config:LeaderboardConfig",
 }
-from stegobench.core.paths import REPO_ROOT, config_path, shipped_configs  # noqa: E402
-from stegobench.core.errors import ENV_POINTER  # noqa: E402  (printed after a run fails for the machine's reasons)
+from stegobench.core.paths import config_path, shipped_configs  # noqa: E402
+from stegobench.core.errors import ENV_POINTER, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError  # noqa: E402  (ENV_POINTER: printed after a run fails for the machine's reasons)
 RUN_COMMANDS = ("train", "eval", "worker")
 # Data files with their own loaders.
 DATA_KINDS = {
@@ -51,19 +51,6 @@ def _guess_kind(path: Path) -> str | None:
             return kind
     parent = path.resolve().parent.name
     return parent if parent in CONFIG_KINDS else None
-
-
-def _named_config(raw: str) -> Path:
-    """A file as given, else the one shipped config of that name in any kind ('real-v1')."""
-    if Path(raw).exists():
-        return Path(raw)
-    found = [p for p in shipped_configs() if p.stem == raw]
-    if len(found) != 1:
-        names = ", ".join(sorted({p.stem for p in shipped_configs()}))
-        raise SystemExit(f"stegobench validate: {raw}: no such file" + (f", and no shipped config of that name "
-                         f"(shipped: {names})" if not found else "; several shipped configs are named so: "
-                         + ", ".join(str(p) for p in found)))
-    return found[0]
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -130,11 +117,7 @@ def _accelerate_config(name: str | None) -> tuple[Path, list[str]]:
             extra = ["--num_processes", str(defaults.accelerate_processes)]
         print(f"accelerate profile {name} ({defaults.device}, {defaults.gpu_count} GPU(s); "
               "--accelerate-config chooses another)", flush=True)
-    for candidate in (Path(name), Path("configs/accelerate") / f"{name}.yaml", REPO_ROOT / "configs/accelerate" / f"{name}.yaml"):
-        if candidate.is_file():
-            return candidate, extra
-    profiles = sorted(p.stem for p in (REPO_ROOT / "configs/accelerate").glob("*.yaml"))
-    raise SystemExit(f"stegobench train: no accelerate profile {name!r}; choose from {', '.join(profiles)} or give a file")
+    return config_path("accelerate", name), extra
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -161,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Only the training process acts on Ctrl-C (one line: where it stopped, what --resume continues from); the
     # launcher starts ignoring it (the training process takes it back) and this process waits.
     code, interrupted = call_through_ctrl_c(cmd, child_ignores_ctrl_c=True)
-    return 130 if interrupted else code
+    return EXIT_INTERRUPTED if interrupted else code
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -177,7 +160,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.model = args.model or _base_of_adapters(args.adapter)
         missing = [flag for flag, v in (("--data", args.data), ("--model", args.model), ("--out", args.out)) if not v]
         if missing:
-            raise SystemExit(f"stegobench eval: {', '.join(missing)} required (or --rescore RUN)")
+            raise UsageError(f"{', '.join(missing)} required (or --rescore RUN)")
         overrides = list(args.overrides) + ([f"backend={args.backend}"] if args.backend else [])
         overrides += ["whitebox=true"] if args.whitebox or args.save_activations else []
         overrides += [f"save_activations=[{args.save_activations}]"] if args.save_activations else []
@@ -253,7 +236,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.describe:
         kind = args.describe
         if kind not in CONFIG_KINDS:
-            raise SystemExit(f"stegobench validate --describe: unknown kind {kind!r}; choose from {', '.join(CONFIG_KINDS)}")
+            raise UsageError(f"--describe: unknown kind {kind!r}; choose from {', '.join(CONFIG_KINDS)}")
         print(f"Options of the {kind!r} config ({CONFIG_KINDS[kind]}):")
         for line in describe(_load_symbol(CONFIG_KINDS[kind])):
             print("  " + line)
@@ -270,11 +253,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             _print_track(m)
         if not args.paths:
             return 0
-    paths = [_named_config(raw) for raw in args.paths] if args.paths else shipped_configs()
+    paths = [config_path(None, raw) for raw in args.paths] if args.paths else shipped_configs()
     for path in paths:
         kind = args.kind or _guess_kind(path)
         if kind is None:
-            raise SystemExit(
+            raise UsageError(
                 f"{path}: cannot tell what kind of config this is; pass --kind "
                 f"({', '.join([*CONFIG_KINDS, *DATA_KINDS])})"
             )
@@ -283,7 +266,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         elif kind in CONFIG_KINDS:
             load_config(_load_symbol(CONFIG_KINDS[kind]), path, args.overrides)
         else:
-            raise SystemExit(f"{path}: unknown --kind {kind!r}; choose from {', '.join([*CONFIG_KINDS, *DATA_KINDS])}")
+            raise UsageError(f"{path}: unknown --kind {kind!r}; choose from {', '.join([*CONFIG_KINDS, *DATA_KINDS])}")
         print(f"ok  {path}  ({kind})")
     return 0
 
@@ -299,21 +282,16 @@ def _leaderboard(args: argparse.Namespace):
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from .submit import SubmissionRequest, submit_folder
-    from .validation import Rejected
 
     cfg, store = _leaderboard(args)
     req = SubmissionRequest(display_name=args.name, submitter=args.submitter, track=args.track,
                             base_model=args.model, revision=args.revision, notes=args.notes)
-    try:
-        outcome = submit_folder(cfg, store, req, adapter=args.adapter, merged=args.merged)
-    except Rejected as exc:
-        print(f"stegobench submit: error: {exc}", file=sys.stderr)
-        return 2
+    outcome = submit_folder(cfg, store, req, adapter=args.adapter, merged=args.merged)  # or Rejected: exit 2
     if outcome.status == "PENDING":
         print(f"submission #{outcome.id} accepted and queued; run `stegobench worker` to evaluate it")
-        return 0
+        return EXIT_OK
     print(f"submission #{outcome.id} refused: {outcome.reason}", file=sys.stderr)
-    return 1
+    return EXIT_FAILED
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -329,8 +307,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if worker.faults:
         print(f"worker {worker.name}: {worker.faults} job(s) given back PENDING by the evaluator's own fault (the "
               "errors above); fix it and run the worker again", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -339,13 +317,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     cfg, store = _leaderboard(args)
     if args.action == "add-token":
         if not args.name:
-            raise SystemExit("stegobench leaderboard add-token: give --name (who the token is for)")
+            raise UsageError("add-token: give --name (who the token is for)")
         from .text import name_problem, normalise
 
         args.name = normalise(args.name)  # the submitter shown on every entry made with the token
         problem = name_problem(args.name)
         if problem:
-            raise SystemExit(f"stegobench leaderboard add-token: --name {problem}")
+            raise UsageError(f"add-token: --name {problem}")
         token = store.add_token(args.name)
         print(f"token for {args.name} (shown once; only its sha256 is stored):\n{token}")
         return 0
@@ -356,7 +334,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(f"requeued {len(out.ids)} FAILED submission(s): {', '.join(f'#{i}' for i in out.ids) or 'none'}")
         for sid, why in out.refused.items():
             print(f"not requeued #{sid}: {why}", file=sys.stderr)
-        return 1 if out.refused else 0
+        return EXIT_FAILED if out.refused else EXIT_OK
     if args.action == "rescore":
         from stegobench.core.config import load_config
         from stegobench.eval.config import EvalConfig
@@ -371,11 +349,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.action == "revoke-token":
         n = store.revoke_token(args.name or "")
         print(f"revoked {n} token(s) of {args.name!r}")
-        return 0 if n else 1
+        return EXIT_OK if n else EXIT_FAILED
     tracks = [args.track] if args.track else list(cfg.tracks)
     for t in tracks:
         if t not in cfg.tracks:
-            raise SystemExit(f"stegobench leaderboard: unknown track {t!r}; tracks: {', '.join(cfg.tracks)}")
+            raise UsageError(f"unknown track {t!r}; tracks: {', '.join(cfg.tracks)}")
     if args.format in ("json", "csv"):
         from .ranking import plain_row
     from .ranking import mde_line, track_mde
@@ -609,30 +587,33 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["quickstart"]:  # its own options, --help included, belong to benchmark/quickstart.py
         from .quickstart import main as quickstart
 
-        return quickstart(argv[1:])
+        return run_command("quickstart", lambda: quickstart(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from stegobench.core.errors import StegobenchError, UserError
-    from stegobench.core.provenance import OutputDirError
+    return run_command(args.command, lambda: args.func(args))
 
-    from stegobench.benchmark.store import StoreError
+
+def run_command(command: str, run) -> int:
+    """`run()`'s exit code, or the one its error maps to (core/errors.py): the one place a command's errors
+    become a line on stderr and an exit code."""
+    from stegobench.core.errors import CommandFailed, Interrupted, StegobenchError, UserError
 
     try:
-        return args.func(args)
-    except (StegobenchError, OutputDirError, StoreError) as exc:
-        print(f"stegobench {args.command}: error: {exc}", file=sys.stderr)
-        # a user's mistake (an input, a config, an output folder) stays the last line
-        if args.command in RUN_COMMANDS and not isinstance(exc, (UserError, OutputDirError)):
+        return run()
+    except StegobenchError as exc:
+        print(f"stegobench {command}: error: {exc}", file=sys.stderr)
+        # a user's mistake (an input, a config, an output folder) stays the last line, as does a step's own output
+        if command in RUN_COMMANDS and not isinstance(exc, (UserError, CommandFailed, Interrupted)):
             print(ENV_POINTER, file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
-        print(f"\nstegobench {args.command}: stopped by Ctrl-C; {STOPPED_KEEPS.get(args.command, 'nothing was written')}",
+        print(f"\nstegobench {command}: stopped by Ctrl-C; {STOPPED_KEEPS.get(command, 'nothing was written')}",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception:
-        if args.command in RUN_COMMANDS:
+        if command in RUN_COMMANDS:
             print(ENV_POINTER, file=sys.stderr)
         raise
 

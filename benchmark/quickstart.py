@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from stegobench.core.paths import REPO_ROOT as REPO  # noqa: E402
+from stegobench.core.errors import CommandFailed
 from stegobench.core.steps import Steps
 RUN = Path("runs/quickstart")
 DATA_CONFIG = "configs/data/quickstart.yaml"
@@ -73,7 +74,7 @@ def submit_adapter(adapter: Path, model: str = MODEL) -> str:
         message = (f"this adapter is already on the leaderboard as submission #{outcome.duplicate_of} "
                    f"(the refused duplicate is #{outcome.id})")
     else:
-        raise SystemExit(f"stegobench quickstart: the leaderboard refused the adapter: {outcome.reason}")
+        raise CommandFailed(f"the leaderboard refused the adapter: {outcome.reason}")
     print(message, flush=True)
     return message
 

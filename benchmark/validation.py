@@ -22,8 +22,8 @@ from stegobench.core.provenance import sha256_json
 from .artifacts import ADAPTER_FILES, PICKLE_SUFFIXES
 
 
-class Rejected(ValueError):
-    """A submission failed validation; the message says why and what would pass."""
+class Rejected(UserError):
+    """A submission failed validation; the message says why and what would pass (the submitter's to fix)."""
 
 
 @dataclass(frozen=True)

@@ -264,7 +264,7 @@ class Worker:
                 stopped = True  # given back below, once the heartbeat has stopped
             except (EvaluatorFault, OperationalError) as exc:
                 fault = exc  # given back once the heartbeat has stopped: a beat after it would read as "taken away"
-            except (UserError, OutputDirError) as exc:
+            except UserError as exc:
                 # Deterministic: the same submission would fail the same way again.
                 status = self.store.fail(job, f"{type(exc).__name__}: {exc}", self.cfg.max_attempts, final=True)
                 log.error("job %s failed (%s): %s", job.id, status, exc)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 
+from .errors import CommandFailed, Interrupted
 from .paths import REPO_ROOT
 
 
@@ -42,11 +43,11 @@ class Steps:
             print("$ " + " ".join(shown), flush=True)
             code, pressed = call_through_ctrl_c(cmd, cwd=REPO_ROOT)
             if pressed:
-                raise SystemExit(f"{self.what}: stopped by Ctrl-C in step {self.n} ({name}); run `{self.what}` again "
-                                 "to continue (finished steps are reused)")
+                raise Interrupted(f"stopped by Ctrl-C in step {self.n} ({name}); run `{self.what}` again to continue "
+                                  "(finished steps are reused)")
             if code != 0:
-                raise SystemExit(f"{self.what}: step {self.n} ({name}) failed with exit code {code}; its output is "
-                                 f"above. Fix it and run `{self.what}` again (finished steps are reused).")
+                raise CommandFailed(f"step {self.n} ({name}) failed with exit code {code}; its output is above. Fix "
+                                    f"it and run `{self.what}` again (finished steps are reused).")
         if fn is not None:
             result = fn()
         self.seconds[name] = round(time.perf_counter() - start, 1)

@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from stegobench.core.adapters import ADAPTER_WEIGHTS
 from stegobench.core.config import CheckError, ConfigError, load_config, option, to_dict
+from stegobench.core.errors import CommandFailed, InputError
 
 from stegobench.core.paths import REPO_ROOT as REPO  # noqa: E402
 
@@ -152,7 +153,7 @@ def train(cfg: StudyConfig, data: Path, out: Path, seed: int) -> Path:
     cmd = [sys.executable, "-m", "stegobench.benchmark.cli", "train", "--config", cfg.train_config, "--overwrite"]
     cmd += [a for o in _train_overrides(data, out, seed) for a in ("--set", o)]
     if subprocess.call(cmd, cwd=REPO) != 0:
-        raise SystemExit(f"stegobench.studies.validity: training {out} failed; its output is above")
+        raise CommandFailed(f"training {out} failed; its output is above")
     return out
 
 
@@ -350,9 +351,8 @@ class Planner:
         if choice is None and self.assume_recipe is not None:
             return self.assume_recipe
         if choice is None:
-            raise SystemExit(f"stegobench.studies.validity: the positive-control and dose arms train at the recipe the "
-                             f"selection arm chooses, and {self.cfg.results}/selection/choice.json is not there yet: "
-                             "run `--only selection` first")
+            raise InputError(f"the positive-control and dose arms train at the recipe the selection arm chooses, "
+                             f"and {self.cfg.results}/selection/choice.json is not there yet: run `--only selection` first")
         return choice.demonstrations
 
     def positive_control(self) -> list[Step]:
@@ -383,8 +383,8 @@ class Planner:
         """Every step of the chosen arms (default: all; without a positive control, the first two), in order."""
         chosen = arms or [a for a in Arm if self.cfg.positive_control or a in (Arm.TRACKS, Arm.ABLATION)]
         if not self.cfg.positive_control and set(chosen) - {Arm.TRACKS, Arm.ABLATION}:
-            raise SystemExit("stegobench.studies.validity: positive_control is null in the study config; the "
-                             "selection, positive-control and dose arms need its track config")
+            raise ConfigError("positive_control is null in the study config; the selection, positive-control and "
+                              "dose arms need its track config")
         build = {Arm.TRACKS: self.tracks, Arm.ABLATION: self.ablation, Arm.SELECTION: self.selection,
                  Arm.POSITIVE_CONTROL: self.positive_control, Arm.DOSE: self.dose}
         return [step for arm in Arm if arm in chosen for step in build[arm]()]
@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except StegobenchError as e:
         print(f"stegobench.studies.validity: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
 
 
 def _main(argv: list[str] | None) -> int:

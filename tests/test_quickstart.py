@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from stegobench.benchmark.quickstart import submit_adapter
+from stegobench.core.errors import CommandFailed
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def test_resubmitting_the_same_adapter_points_to_the_first_entry(tiny_adapter, f
 def test_a_refused_adapter_stops_the_quickstart_with_the_reason(tiny_adapter, fresh_home):
     # The adapter names its base model (tiny-llama, by its path in a STEGOBENCH_HOME): refused by that name before
     # its widths are compared with SmolLM2's (which do not fit either).
-    with pytest.raises(SystemExit, match="refused the adapter: .*names 'tiny-llama', the model the adapter was trained on"):
+    with pytest.raises(CommandFailed, match="refused the adapter: .*names 'tiny-llama', the model the adapter was trained on"):
         submit_adapter(tiny_adapter, model="smollm2-135m-instruct")
 
 
