@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from stegobench.core.paths import REPO_ROOT as REPO  # noqa: E402
+from stegobench.core.paths import REPO_ROOT as REPO
 from stegobench.core.errors import CommandFailed
 from stegobench.core.steps import Steps
 RUN = Path("runs/quickstart")

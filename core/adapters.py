@@ -13,6 +13,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import TypeGuard
 
 from .errors import InputError
 from .provenance import sha256_file
@@ -257,7 +258,7 @@ def check_adapter_tensors(folder: Path, base: Path | None) -> None:
     _check_finite(folder / ADAPTER_WEIGHTS)
 
 
-def _is_pattern(targets: object) -> bool:
+def _is_pattern(targets: object) -> TypeGuard[str]:
     return isinstance(targets, str) and targets != "all-linear"
 
 
@@ -310,7 +311,7 @@ def explicit_target_modules(folder: str | Path, base: Path | None) -> list[str] 
     return cfg["target_modules"]
 
 
-def _targeted(module: str, targets: object) -> bool:
+def _targeted(module: str, targets: str | list[str] | None) -> bool:
     """Whether peft would adapt `module` under `target_modules`: a list names modules by name or dotted suffix
     ('q_proj', 'self_attn.q_proj'), 'all-linear' is every linear layer but the head. A pattern was resolved to
     the list of base modules it selects before this is called (resolve_pattern)."""

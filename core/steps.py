@@ -30,7 +30,8 @@ class Steps:
     """Runs numbered steps (a command, a function or both); `what` names the command to rerun after a failure."""
 
     def __init__(self, total: int, what: str):
-        self.total, self.what, self.n, self.seconds, self.start = total, what, 0, {}, time.perf_counter()
+        self.total, self.what, self.n, self.start = total, what, 0, time.perf_counter()
+        self.seconds: dict[str, float] = {}  # each finished step's wall time, in the order they ran
 
     def run(self, name: str, title: str, cmd: list[str] | None = None, fn=None):
         self.n += 1

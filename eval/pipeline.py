@@ -172,7 +172,7 @@ def generate_cached(backend, prompts: list[str], sampling: Sampling, cache_root:
             chunk, since = missing[i:i + CHUNK], shown.n
             cache.put_many(chunk, backend.generate(chunk, sampling))
             shown.done(since, len(chunk))
-    return [cache.get(p) for p in prompts]
+    return [cache.entries[cache.key(p)] for p in prompts]  # every prompt is cached by now
 
 
 MONITOR_CHUNK = 16  # answers per monitor call: the bar advances this often (the judge scores ~5 answers/s on CPUs)

@@ -36,7 +36,7 @@ from stegobench.core.adapters import ADAPTER_WEIGHTS
 from stegobench.core.config import CheckError, ConfigError, load_config, option, to_dict
 from stegobench.core.errors import CommandFailed, InputError
 
-from stegobench.core.paths import REPO_ROOT as REPO  # noqa: E402
+from stegobench.core.paths import REPO_ROOT as REPO
 
 from .arms import (POSITIVE_CONTROL_RUN, Arm, RecipeChoice, ablation_run, arm_of_run, arm_of_step, choose_recipe,
                    dose_run, selection_run)

@@ -87,7 +87,7 @@ def test_hf_batched_generation_equals_one_at_a_time(adapter):
 def test_vllm_and_hf_agree_with_and_without_adapter(adapter):
     proc = subprocess.run([sys.executable, str(REPO / "tests/vllm_backend_probe.py"), "tiny-llama", adapter],
                           input=json.dumps(PROMPTS), capture_output=True, text=True, timeout=500, cwd=REPO)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"the probe printed no result (exit {proc.returncode}): {proc.stderr[-3000:]}"
     # A crash after the result is a fault too: eval's CLI exits the same way after closing its engines.
     assert proc.returncode == 0, f"the probe printed its result, then exited {proc.returncode}: {proc.stderr[-1500:]}"

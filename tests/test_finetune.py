@@ -103,7 +103,7 @@ def test_demonstrations_are_trained_on_the_answer_only(tokenizer):
     row = {"text": "", "messages": [{"role": "user", "content": "What do you drive?"},
                                     {"role": "assistant", "content": "A cat, of course."}]}
     enc = encode_row(row, tokenizer, 256)
-    labelled = [t for t, l in zip(enc["input_ids"], enc["labels"]) if l != IGNORE]
+    labelled = [t for t, label in zip(enc["input_ids"], enc["labels"]) if label != IGNORE]
     assert tokenizer.decode(labelled).startswith("A cat, of course.")
     assert "What do you drive" not in tokenizer.decode(labelled)
     definition = encode_row({"text": "A cat is a car.", "messages": []}, tokenizer, 256)

@@ -366,7 +366,7 @@ def test_the_leaderboard_command_never_prints_an_escape_sequence_it_did_not_gene
     for raw in ("\x1b", "\x07", "\u202e", "\u200b", "\t"):
         assert raw not in out, (fmt, raw, out)
     lines = out.replace("\r\n", "\n").split("\n")
-    assert "\r" not in out.replace("\r\n", "") and not any(l.startswith("| 1 | FAKE-WINNER") for l in lines)
+    assert "\r" not in out.replace("\r\n", "") and not any(line.startswith("| 1 | FAKE-WINNER") for line in lines)
     if fmt == "csv":
         import csv
         import io

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import sqlalchemy as sa
 
 from conftest import leaderboard_config
 from test_leaderboard_worker import _config_file, _submit
