@@ -45,7 +45,7 @@ test: setup system-deps cpu-libs
 
 # Setup is timed apart from the run: the quickstart's own target is <= 10 minutes on a 2-core CPU.
 quickstart:
-	@t0=$$(date +%s); $(MAKE) --no-print-directory setup cpu-libs && $(PY) -m stegobench.benchmark.quickstart --setup-started $$t0
+	@t0=$$(date +%s); $(MAKE) --no-print-directory setup cpu-libs && $(PY) -m stegobench.cli quickstart --setup-started $$t0
 
 # Every speed figure side by side in one run (~25 min): a table, and runs/bench/latest.json.
 bench: setup cpu-libs

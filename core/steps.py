@@ -40,7 +40,7 @@ class Steps:
         start = time.perf_counter()
         result = None
         if cmd is not None:
-            shown = ["stegobench", *cmd[3:]] if cmd[1:3] == ["-m", "stegobench.benchmark.cli"] else cmd
+            shown = ["stegobench", *cmd[3:]] if cmd[1:3] == ["-m", "stegobench.cli"] else cmd
             print("$ " + " ".join(shown), flush=True)
             code, pressed = call_through_ctrl_c(cmd, cwd=REPO_ROOT)
             if pressed:

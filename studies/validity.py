@@ -150,7 +150,7 @@ def training_finished(cfg: StudyConfig, data: Path, out: Path, seed: int) -> boo
 def train(cfg: StudyConfig, data: Path, out: Path, seed: int) -> Path:
     import subprocess
 
-    cmd = [sys.executable, "-m", "stegobench.benchmark.cli", "train", "--config", cfg.train_config, "--overwrite"]
+    cmd = [sys.executable, "-m", "stegobench.cli", "train", "--config", cfg.train_config, "--overwrite"]
     cmd += [a for o in _train_overrides(data, out, seed) for a in ("--set", o)]
     if subprocess.call(cmd, cwd=REPO) != 0:
         raise CommandFailed(f"training {out} failed; its output is above")

@@ -129,7 +129,7 @@ def test_vllm_eval_runs_with_a_tiny_gpu_memory_utilization_on_cpu(quickstart_cor
     out = tmp_path / "eval"
     sets = ["backend_options={gpu_memory_utilization: 0.02}", "max_items=6", "cloze=false", "recall=false",
             "monitors=[]", "bootstrap_resamples=100", "max_tokens=6"]
-    proc = subprocess.run([sys.executable, "-m", "stegobench.benchmark.cli", "eval", "--data", str(quickstart_corpus), "--model",
+    proc = subprocess.run([sys.executable, "-m", "stegobench.cli", "eval", "--data", str(quickstart_corpus), "--model",
                            "tiny-llama", "--backend", "vllm", "--out", str(out),
                            *[a for s in sets for a in ("--set", s)]],
                           capture_output=True, text=True, timeout=500, cwd=REPO,

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from stegobench.benchmark.cli import main
+from stegobench.cli.main import main
 from stegobench.core.config import ConfigError, load_config
 from stegobench.eval.config import EvalConfig
 from stegobench.eval.harness import rescore, run_eval
@@ -269,7 +269,7 @@ def test_ctrl_c_stops_an_eval_with_one_line(quickstart_corpus, tmp_path):
 
     env = {**os.environ, "STEGOBENCH_HOME": str(tmp_path / "home"), "STEGOBENCH_NO_PRELOAD": "1",
            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
-    cmd = [sys.executable, "-m", "stegobench.benchmark.cli", "eval", "--data", str(quickstart_corpus), "--model",
+    cmd = [sys.executable, "-m", "stegobench.cli", "eval", "--data", str(quickstart_corpus), "--model",
            "mock:never_code", "--backend", "mock", "--set", "backend_options={latency_s: 60}", "--out",
            str(tmp_path / "run")]
     # Its own group with Ctrl-C's default action, as a terminal's foreground job: a test run launched in the

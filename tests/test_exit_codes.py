@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stegobench.benchmark import env as env_command
-from stegobench.benchmark.cli import main
+from stegobench.cli import env as env_command
+from stegobench.cli.main import main
 from stegobench.benchmark.store import StoreError
 from stegobench.benchmark.validation import Rejected
 from stegobench.core import errors
@@ -24,10 +24,10 @@ CODES = [(ConfigError, 2), (InputError, 2), (OutputDirError, 2), (UsageError, 2)
 
 
 def _env_raises(monkeypatch, exc: BaseException) -> None:
-    def fail(_format: str) -> int:
+    def fail(_args) -> int:
         raise exc
 
-    monkeypatch.setattr(env_command, "main", fail)
+    monkeypatch.setattr(env_command, "run", fail)
 
 
 @pytest.mark.parametrize("cls,code", CODES, ids=[c.__name__ for c, _ in CODES])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from stegobench.benchmark.quickstart import submit_adapter
+from stegobench.cli.quickstart import submit_adapter
 from stegobench.core.errors import CommandFailed
 
 
@@ -39,7 +39,7 @@ def test_a_refused_adapter_stops_the_quickstart_with_the_reason(tiny_adapter, fr
 def test_summary_json_holds_every_timing_in_step_order(quickstart_corpus, fresh_home, tmp_path, capsys):
     import json
 
-    from stegobench.benchmark.quickstart import Steps, print_summary
+    from stegobench.cli.quickstart import Steps, print_summary
     from stegobench.core.config import load_config
     from stegobench.eval.config import EvalConfig
     from stegobench.eval.harness import run_eval
