@@ -14,8 +14,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from stegobench.core.adapters import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, LORA_KEY, adapter_content_sha256, base_shapes, check_adapter_tensors,
-                                      explicit_target_modules, read_json_bounded)
+from stegobench.core.adapters import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, LORA_KEY, adapter_content_sha256, base_shapes,
+                                      check_adapter_tensors, explicit_target_modules, read_json_bounded)
 from stegobench.core.errors import InputError, UserError
 from stegobench.core.provenance import sha256_json
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 # Exit codes of every stegobench command.
 EXIT_OK = 0
-EXIT_FAILED = 1  # the command ran and its outcome is a refusal or a failure it reports (a refused submission, a failed step)
+EXIT_FAILED = 1  # the command ran, and its outcome is a refusal or a failure it reports (a refused submission)
 EXIT_ERROR = 2  # a StegobenchError (argparse's usage errors exit 2 too)
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports it
 

@@ -351,8 +351,8 @@ class Planner:
         if choice is None and self.assume_recipe is not None:
             return self.assume_recipe
         if choice is None:
-            raise InputError(f"the positive-control and dose arms train at the recipe the selection arm chooses, "
-                             f"and {self.cfg.results}/selection/choice.json is not there yet: run `--only selection` first")
+            raise InputError(f"the positive-control and dose arms train at the recipe the selection arm chooses, and "
+                             f"{self.cfg.results}/selection/choice.json is not there yet: run `--only selection` first")
         return choice.demonstrations
 
     def positive_control(self) -> list[Step]:

@@ -61,7 +61,8 @@ def test_a_machine_error_in_a_run_command_points_to_env_and_a_users_does_not(mon
     assert capsys.readouterr().err.strip().splitlines()[-1] == errors.ENV_POINTER
     monkeypatch.setattr(worker.Worker, "run", fail(InputError("adapter x: no adapter_config.json")))
     assert main(["worker", *config]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == "stegobench worker: error: adapter x: no adapter_config.json"
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "stegobench worker: error: adapter x: no adapter_config.json"
 
 
 def test_usage_mistakes_are_one_line_and_exit_2(capsys):
