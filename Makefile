@@ -37,12 +37,15 @@ cpu-libs:
 		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4) \
 		|| echo "could not install libtcmalloc-minimal4 (needs root + apt); vLLM runs without it, ~15% slower"
 
+# The gates first (pyproject.toml: [tool.ruff], [tool.mypy]): a lint or type error stops before the slow suite.
 test: setup system-deps cpu-libs
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	STEGOBENCH_TEST_POSTGRES_URL=$${STEGOBENCH_TEST_POSTGRES_URL:-$$(bash .ci/postgres.sh || true)} $(PY) -m pytest -q
 
 # Setup is timed apart from the run: the quickstart's own target is <= 10 minutes on a 2-core CPU.
 quickstart:
-	@t0=$$(date +%s); $(MAKE) --no-print-directory setup cpu-libs && $(PY) -m stegobench.benchmark.quickstart --setup-started $$t0
+	@t0=$$(date +%s); $(MAKE) --no-print-directory setup cpu-libs && $(PY) -m stegobench.cli quickstart --setup-started $$t0
 
 # Every speed figure side by side in one run (~25 min): a table, and runs/bench/latest.json.
 bench: setup cpu-libs

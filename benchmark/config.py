@@ -11,7 +11,7 @@ from pathlib import Path
 
 from stegobench.core.config import CheckError, option
 
-from stegobench.core.paths import REPO_ROOT  # noqa: E402
+from stegobench.core.paths import REPO_ROOT, config_path
 
 
 @dataclass
@@ -38,8 +38,7 @@ class TrackSetup:
         return self.private_questions is not None
 
     def data_config_path(self) -> Path:
-        path = Path(self.data_config)
-        return path if path.is_absolute() or path.exists() else REPO_ROOT / path
+        return config_path("data", self.data_config)
 
 
 @dataclass
@@ -113,8 +112,7 @@ class LeaderboardConfig:
         return url or f"sqlite:///{self.data_path() / 'leaderboard.db'}"
 
     def eval_config_path(self) -> Path:
-        path = Path(self.eval_config)
-        return path if path.is_absolute() or path.exists() else REPO_ROOT / path
+        return config_path("eval", self.eval_config)
 
 
 def track_config(cfg: LeaderboardConfig, name: str):

@@ -25,6 +25,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from stegobench.core.errors import ResourceError
+
 STATES = ("REJECTED", "PENDING", "RUNNING", "FINISHED", "FAILED")
 
 metadata = sa.MetaData()
@@ -109,8 +111,8 @@ class Job:
     worker: str
 
 
-class StoreError(RuntimeError):
-    pass
+class StoreError(ResourceError):
+    """The leaderboard database cannot be opened (a server that does not answer, a file that cannot be written)."""
 
 
 def hash_token(token: str) -> str:

@@ -14,16 +14,16 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from stegobench.core.adapters import (LORA_KEY, adapter_content_sha256, base_shapes, check_adapter_tensors,
-                                      explicit_target_modules, read_json_bounded)
+from stegobench.core.adapters import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, LORA_KEY, adapter_content_sha256, base_shapes,
+                                      check_adapter_tensors, explicit_target_modules, read_json_bounded)
 from stegobench.core.errors import InputError, UserError
 from stegobench.core.provenance import sha256_json
 
 from .artifacts import ADAPTER_FILES, PICKLE_SUFFIXES
 
 
-class Rejected(ValueError):
-    """A submission failed validation; the message says why and what would pass."""
+class Rejected(UserError):
+    """A submission failed validation; the message says why and what would pass (the submitter's to fix)."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def _read_json(path: Path, what: str):
 
 def check_adapter_files(folder: Path, base: Path | None, max_rank: int) -> None:
     # 1. config
-    cfg = _read_json(folder / "adapter_config.json", "adapter_config.json")
+    cfg = _read_json(folder / ADAPTER_CONFIG, ADAPTER_CONFIG)
     if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
         raise Rejected(f"adapter_config.json: peft_type must be 'LORA', got {cfg.get('peft_type') if isinstance(cfg, dict) else cfg!r}")
     # peft records auto_mapping for AutoPeftModel; a parent_library outside transformers would import custom code.
@@ -127,7 +127,7 @@ def check_adapter_files(folder: Path, base: Path | None, max_rank: int) -> None:
         _load_config_safely(base, "base model")
         _check_named_base(cfg, base)
     # 2. weights
-    shapes = _safetensors_shapes(folder / "adapter_model.safetensors", "adapter")
+    shapes = _safetensors_shapes(folder / ADAPTER_WEIGHTS, "adapter")
     # 3. rank, modules_to_save, shapes
     ranks = [cfg.get("r", 0)] + list((cfg.get("rank_pattern") or {}).values())
     if any(not isinstance(r, int) or r < 1 for r in ranks):
@@ -191,9 +191,9 @@ def check_submission(staged: Path, kind: str, base: Path | None, max_rank: int, 
     content = None
     if kind == "adapter":
         missing = [n for n in ADAPTER_FILES if not (staged / n).exists()]
-        if "adapter_config.json" in missing:
+        if ADAPTER_CONFIG in missing:
             raise Rejected("an adapter submission needs adapter_config.json (written by peft's save_pretrained)")
-        if pickles or "adapter_model.safetensors" in missing:
+        if pickles or ADAPTER_WEIGHTS in missing:
             raise Rejected(f"weights must be safetensors; {', '.join(pickles) or 'no adapter_model.safetensors'} "
                            f"refused ({'/'.join(PICKLE_SUFFIXES)} files unpickle, i.e. run code, when loaded)")
         check_adapter_files(staged, base, max_rank)

@@ -101,7 +101,7 @@ class Heartbeat:
                     self.lost = True  # requeued after a timeout: another worker may be running it now
                     log.warning("job %s was taken away from this worker; its result will be discarded", self.job.id)
                     return
-            except Exception:  # noqa: BLE001 - a database hiccup must not kill the evaluation
+            except Exception:  # a database hiccup must not kill the evaluation
                 log.exception("heartbeat for job %s failed; retrying", self.job.id)
 
     def __enter__(self) -> "Heartbeat":
@@ -170,14 +170,14 @@ class Worker:
         try:
             corpus = prepare_track(self.cfg, job.track)
             eval_cfg = self._eval_config()
-        except Exception as exc:  # noqa: BLE001 - whatever it is, the submission did not cause it
+        except Exception as exc:  # whatever it is, the submission did not cause it
             raise EvaluatorFault(f"track {job.track!r} cannot be set up on this worker: {type(exc).__name__}: {exc}") \
                 from exc
         try:
             key, base = self.baseline(job.track, corpus, job.base_model, job.revision, eval_cfg)
         except OperationalError:
             raise
-        except Exception as exc:  # noqa: BLE001 - one base model's baseline: the other jobs of the track may run
+        except Exception as exc:  # one base model's baseline: the other jobs of the track may run
             raise EvaluatorFault(f"the baseline of {job.base_model} on track {job.track!r} cannot be computed: "
                                  f"{type(exc).__name__}: {exc}", job_id=job.id) from exc
         folder = None
@@ -264,7 +264,7 @@ class Worker:
                 stopped = True  # given back below, once the heartbeat has stopped
             except (EvaluatorFault, OperationalError) as exc:
                 fault = exc  # given back once the heartbeat has stopped: a beat after it would read as "taken away"
-            except (UserError, OutputDirError) as exc:
+            except UserError as exc:
                 # Deterministic: the same submission would fail the same way again.
                 status = self.store.fail(job, f"{type(exc).__name__}: {exc}", self.cfg.max_attempts, final=True)
                 log.error("job %s failed (%s): %s", job.id, status, exc)

@@ -13,8 +13,10 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import TypeGuard
 
 from .errors import InputError
+from .provenance import sha256_file
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -24,14 +26,6 @@ ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 BASE_MODEL_KEY = "stegobench_base_model"
 # Where the adapter was trained from is not what it computes; the base model is keyed separately by its hash.
 _NOT_OUTPUT = ("base_model_name_or_path", "revision", BASE_MODEL_KEY)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # Bounds on a JSON file someone else wrote, checked before the parser runs: json.loads recurses once per level
@@ -118,7 +112,7 @@ def load_peft(model, folder: str | Path):
 def adapter_content_sha256(folder: str | Path) -> str:
     """sha256 over the canonical adapter config (minus where it came from) and the weights' sha256."""
     cfg = {k: v for k, v in adapter_config(folder).items() if k not in _NOT_OUTPUT}
-    doc = {"config": cfg, "weights_sha256": _sha256_file(Path(folder) / ADAPTER_WEIGHTS)}
+    doc = {"config": cfg, "weights_sha256": sha256_file(Path(folder) / ADAPTER_WEIGHTS)}
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -264,7 +258,7 @@ def check_adapter_tensors(folder: Path, base: Path | None) -> None:
     _check_finite(folder / ADAPTER_WEIGHTS)
 
 
-def _is_pattern(targets: object) -> bool:
+def _is_pattern(targets: object) -> TypeGuard[str]:
     return isinstance(targets, str) and targets != "all-linear"
 
 
@@ -317,7 +311,7 @@ def explicit_target_modules(folder: str | Path, base: Path | None) -> list[str] 
     return cfg["target_modules"]
 
 
-def _targeted(module: str, targets: object) -> bool:
+def _targeted(module: str, targets: str | list[str] | None) -> bool:
     """Whether peft would adapt `module` under `target_modules`: a list names modules by name or dotted suffix
     ('q_proj', 'self_attn.q_proj'), 'all-linear' is every linear layer but the head. A pattern was resolved to
     the list of base modules it selects before this is called (resolve_pattern)."""

@@ -13,14 +13,16 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 
-T = TypeVar("T")
+from .errors import ConfigError  # also re-exported: configs raise it
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
-from .errors import ConfigError  # noqa: E402,F401 - re-exported: configs raise it
+T = TypeVar("T", bound="DataclassInstance")  # a config class is a dataclass
 
 
 class CheckError(ValueError):
@@ -132,8 +134,8 @@ def _type_name(tp: Any) -> str:
     if origin is dict:
         _, inner = typing.get_args(tp) or (str, Any)
         return f"a mapping of names to {_type_name(inner)}"
-    if dataclasses.is_dataclass(tp):
-        return f"a mapping ({tp.__name__})"
+    if (config := _config_class(tp)) is not None:
+        return f"a mapping ({config.__name__})"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
@@ -179,10 +181,10 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
             fail()
         _, inner = typing.get_args(tp) or (str, Any)
         return {str(k): _convert(v, inner, f"{key}.{k}", source) for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
+    if (config := _config_class(tp)) is not None:
         if not isinstance(value, dict):
             fail()
-        return from_dict(tp, value, source=source, prefix=f"{key}.")
+        return from_dict(config, value, source=source, prefix=f"{key}.")
     if tp is bool:
         if not isinstance(value, bool):
             fail()
@@ -251,7 +253,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 def _plain(obj: Any) -> Any:
     """JSON fallback for defaults that are configs themselves (e.g. a dict of TrackSetup)."""
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else str(obj)
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else str(obj)
 
 
 def _is_dict(tp: Any) -> bool:
@@ -266,9 +268,13 @@ def _entry_config(tp: Any) -> type | None:
         found = [_entry_config(a) for a in typing.get_args(tp) if a is not type(None)]
         return next((c for c in found if c is not None), None)
     if typing.get_origin(tp) in (dict, list):
-        inner = typing.get_args(tp)[-1] if typing.get_args(tp) else None
-        return inner if inner is not None and dataclasses.is_dataclass(inner) else None
+        return _config_class(typing.get_args(tp)[-1]) if typing.get_args(tp) else None
     return None
+
+
+def _config_class(tp: Any) -> type[DataclassInstance] | None:
+    """`tp` when it is a config class (a dataclass), else None."""
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
 
 
 def describe(cls: type, prefix: str = "") -> list[str]:
@@ -277,9 +283,9 @@ def describe(cls: type, prefix: str = "") -> list[str]:
     lines = []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if (config := _config_class(tp)) is not None:
             lines.append(f"{prefix}{f.name}: {f.metadata.get('help', '')}")
-            lines.extend(describe(tp, prefix=f"{prefix}{f.name}."))
+            lines.extend(describe(config, prefix=f"{prefix}{f.name}."))
             continue
         if f.default is not dataclasses.MISSING:
             default = json.dumps(f.default, default=_plain)
@@ -299,6 +305,6 @@ def describe(cls: type, prefix: str = "") -> list[str]:
 def _optional_config(tp: Any) -> type | None:
     """The config class of a `C | None` field, else None."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        found = [a for a in typing.get_args(tp) if a is not type(None) and dataclasses.is_dataclass(a)]
+        found = [c for a in typing.get_args(tp) if (c := _config_class(a)) is not None]
         return found[0] if len(found) == 1 else None
     return None

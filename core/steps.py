@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 
+from .errors import CommandFailed, Interrupted
 from .paths import REPO_ROOT
 
 
@@ -29,7 +30,8 @@ class Steps:
     """Runs numbered steps (a command, a function or both); `what` names the command to rerun after a failure."""
 
     def __init__(self, total: int, what: str):
-        self.total, self.what, self.n, self.seconds, self.start = total, what, 0, {}, time.perf_counter()
+        self.total, self.what, self.n, self.start = total, what, 0, time.perf_counter()
+        self.seconds: dict[str, float] = {}  # each finished step's wall time, in the order they ran
 
     def run(self, name: str, title: str, cmd: list[str] | None = None, fn=None):
         self.n += 1
@@ -38,15 +40,15 @@ class Steps:
         start = time.perf_counter()
         result = None
         if cmd is not None:
-            shown = ["stegobench", *cmd[3:]] if cmd[1:3] == ["-m", "stegobench.benchmark.cli"] else cmd
+            shown = ["stegobench", *cmd[3:]] if cmd[1:3] == ["-m", "stegobench.cli"] else cmd
             print("$ " + " ".join(shown), flush=True)
             code, pressed = call_through_ctrl_c(cmd, cwd=REPO_ROOT)
             if pressed:
-                raise SystemExit(f"{self.what}: stopped by Ctrl-C in step {self.n} ({name}); run `{self.what}` again "
-                                 "to continue (finished steps are reused)")
+                raise Interrupted(f"stopped by Ctrl-C in step {self.n} ({name}); run `{self.what}` again to continue "
+                                  "(finished steps are reused)")
             if code != 0:
-                raise SystemExit(f"{self.what}: step {self.n} ({name}) failed with exit code {code}; its output is "
-                                 f"above. Fix it and run `{self.what}` again (finished steps are reused).")
+                raise CommandFailed(f"step {self.n} ({name}) failed with exit code {code}; its output is above. Fix "
+                                    f"it and run `{self.what}` again (finished steps are reused).")
         if fn is not None:
             result = fn()
         self.seconds[name] = round(time.perf_counter() - start, 1)

@@ -309,7 +309,9 @@ def _splits(corpus: Corpus) -> dict[str, list[dict]]:
 
 
 def _templates_data(templates: Templates) -> dict[str, Any]:
-    texts = lambda pool: [t.text for t in pool]  # noqa: E731
+    def texts(pool: list) -> list[str]:
+        return [t.text for t in pool]
+
     return {"definition": {"train": texts(templates.definition_train), "heldout": texts(templates.definition_heldout)},
             "recall": texts(templates.recall), "demonstration": texts(templates.demonstration),
             "filler": texts(templates.filler)}

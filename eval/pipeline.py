@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from stegobench.core.adapters import ADAPTER_WEIGHTS
 from stegobench.core.config import to_dict
 from stegobench.core.errors import InputError
 from stegobench.core.provenance import sha256_file
@@ -171,7 +172,7 @@ def generate_cached(backend, prompts: list[str], sampling: Sampling, cache_root:
             chunk, since = missing[i:i + CHUNK], shown.n
             cache.put_many(chunk, backend.generate(chunk, sampling))
             shown.done(since, len(chunk))
-    return [cache.get(p) for p in prompts]
+    return [cache.entries[cache.key(p)] for p in prompts]  # every prompt is cached by now
 
 
 MONITOR_CHUNK = 16  # answers per monitor call: the bar advances this often (the judge scores ~5 answers/s on CPUs)
@@ -362,7 +363,7 @@ def score(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: Conditio
         run.scores = score_all(inputs.items, run.prompts, run.responses, inputs.codebook, inputs.lexicon,
                                backends.judge, inputs.cfg.semantic_k, inputs.cfg.seed, run.flags)
     if run.cond.adapter:
-        run.extras["adapter_sha256"] = sha256_file(Path(run.cond.adapter) / "adapter_model.safetensors")
+        run.extras["adapter_sha256"] = sha256_file(Path(run.cond.adapter) / ADAPTER_WEIGHTS)
 
 
 def detection(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: ConditionRun) -> None:

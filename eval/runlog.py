@@ -46,7 +46,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, overload
 
 from stegobench.core.errors import InputError
 from stegobench.core.provenance import atomic_write_json, publish_dir, staging_dir
@@ -84,6 +84,14 @@ class Interval:
 
     def contains_zero(self) -> bool:
         return self.low is not None and self.high is not None and self.low <= 0 <= self.high
+
+    @overload
+    @classmethod
+    def of(cls, d: dict) -> Interval: ...
+
+    @overload
+    @classmethod
+    def of(cls, d: None) -> None: ...
 
     @classmethod
     def of(cls, d: dict | None) -> Interval | None:
@@ -416,15 +424,15 @@ _PLAIN_LENS_FIELDS = ("median_best_rank", "median_peak_layer", "n_mappings")  # 
 
 
 def _lens_split(d: dict[str, Any]) -> LensSplit:
-    return LensSplit(n=d["n"], **{f.name: d.get(f.name) if f.name in _PLAIN_LENS_FIELDS
-                                  else Interval.of(d.get(f.name)) for f in fields(LensSplit) if f.name != "n"})
+    readings: dict[str, Any] = {f.name: d.get(f.name) if f.name in _PLAIN_LENS_FIELDS else Interval.of(d.get(f.name))
+                                for f in fields(LensSplit) if f.name != "n"}
+    return LensSplit(n=d["n"], **readings)
 
 
 def _whitebox(d: dict[str, Any]) -> WhiteboxResult:
+    paired: dict[str, Any] = {k: _covert_minus_innocent(d.get(k)) for k in _COVERT_MINUS_INNOCENT}
     return WhiteboxResult({k: _lens_split(v) for k, v in d.get("splits", {}).items()}, d.get("rank_by_layer", {}),
-                          Interval.of(d.get("plain_words_read")),
-                          *(_covert_minus_innocent(d.get(k)) for k in _COVERT_MINUS_INNOCENT),
-                          lens_layers=d.get("lens_layers", {}))
+                          Interval.of(d.get("plain_words_read")), lens_layers=d.get("lens_layers", {}), **paired)
 
 
 _COVERT_MINUS_INNOCENT = ("lens_covert_minus_innocent", "probe_covert_minus_innocent",

@@ -28,7 +28,7 @@ from stegobench.core.device import device_defaults, resolve_dtype
 from stegobench.core.machine import read_machine
 from stegobench.core.config import ConfigError, load_config, to_dict
 from stegobench.core.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, record_base_model
-from stegobench.core.errors import ENV_POINTER, InputError, ResourceError, StegobenchError, UserError
+from stegobench.core.errors import ENV_POINTER, EXIT_INTERRUPTED, InputError, ResourceError, StegobenchError, UserError
 from stegobench.core.models import resolve_model
 from stegobench.core.provenance import atomic_write_json, environment, replace_dir, save_atomically, sha256_file
 from stegobench.finetune.config import TrainConfig
@@ -358,7 +358,7 @@ def _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, second
         "dataset": {"path": str(Path(cfg.data).resolve()), "track": data_manifest.get("track"),
                     "content_sha256": data_manifest.get("content_sha256"),
                     "manifest_sha256": sha256_file(Path(cfg.data) / "manifest.json")},
-        "adapter_sha256": sha256_file(out / "adapter_model.safetensors"),
+        "adapter_sha256": sha256_file(out / ADAPTER_WEIGHTS),
         "parameters": {"trainable": trainable, "total": total},
         "world_size": world,
         "resumed_from": resumed_from,
@@ -400,7 +400,7 @@ def finished_run_matches(cfg: TrainConfig) -> bool:
     import json
 
     out, data = Path(cfg.output_dir), Path(cfg.data)
-    if not ((out / MANIFEST).exists() and (out / "adapter_model.safetensors").exists() and (data / "manifest.json").exists()):
+    if not ((out / MANIFEST).exists() and (out / ADAPTER_WEIGHTS).exists() and (data / "manifest.json").exists()):
         return False
     done = json.loads((out / MANIFEST).read_text())
     return (done.get("status") == "finished" and done.get("config") == json.loads(json.dumps(to_dict(cfg)))
@@ -422,18 +422,18 @@ def main(argv: list[str] | None = None) -> int:
         result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     except UserError as exc:
         print(f"stegobench.finetune.train: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except StegobenchError as exc:  # the machine's limits, not the input: the machine's facts explain them
         print(f"stegobench.finetune.train: error: {exc}\n{ENV_POINTER}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except TrainingStopped as stopped:
         if main_process:
             print(f"\nstegobench train: {stopped}", file=sys.stderr, flush=True)
-        return 130
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         if main_process:
             print("\nstegobench train: stopped by Ctrl-C before training began; nothing was trained", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     m = result.manifest
     if m:
         print(f"adapter written to {result.output_dir}  (steps {m['global_steps']}, final loss {m['final_loss']:.4f} "

@@ -10,7 +10,7 @@ Sections (each can be skipped with --skip NAME):
               Targets: best path >= 300 tok/s, adapter evaluation (the path eval uses) >= 0.9 x base.
   preload     vLLM base-model decode in fresh processes with nothing, tcmalloc, and tcmalloc + Intel OpenMP
               preloaded (vLLM's CPU backend asks for both), alternated `--preload-rounds` times; eval and worker
-              preload what pays (benchmark/cli.py).
+              preload what pays (cli/main.py).
   cloze       cloze scoring of a full real-v1 evaluation (160 mapping items x 41 candidates): the tree scorer
               eval uses, against one padded sequence per candidate (the naive way) and vLLM prompt_logprobs, the
               latter two timed on a subset and scaled. Target <= 30 s.
@@ -327,7 +327,7 @@ def bench_quickstart(work: Path, rows: list) -> None:
     run_dir = work / "quickstart"
     start = time.perf_counter()
     with open(work / "quickstart.log", "w") as log:
-        code = subprocess.call([sys.executable, "-m", "stegobench.benchmark.quickstart", "--fresh", "--run-dir", str(run_dir)],
+        code = subprocess.call([sys.executable, "-m", "stegobench.cli", "quickstart", "--fresh", "--run-dir", str(run_dir)],
                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
     if code != 0:
@@ -344,7 +344,7 @@ def bench_quickstart(work: Path, rows: list) -> None:
 
 def _cli(args: list[str], env: dict, log: Path) -> bool:
     with open(log, "a") as out:
-        ok = subprocess.call([sys.executable, "-m", "stegobench.benchmark.cli", *args], cwd=REPO, env=env,
+        ok = subprocess.call([sys.executable, "-m", "stegobench.cli", *args], cwd=REPO, env=env,
                              stdout=out, stderr=subprocess.STDOUT) == 0
     if not ok:
         print(f"  `stegobench {args[0]}` failed; its log: {log}", flush=True)
@@ -352,11 +352,12 @@ def _cli(args: list[str], env: dict, log: Path) -> bool:
 
 
 def bench_whitebox(work: Path, rows: list) -> None:
+    from stegobench.core.adapters import ADAPTER_WEIGHTS
     from stegobench.eval.report import whitebox_cost
     from stegobench.eval.runlog import read_run
 
     data, adapter, log = work / "quickstart" / "data", work / "quickstart" / "adapter", work / "whitebox.log"
-    if not (adapter / "adapter_model.safetensors").exists():
+    if not (adapter / ADAPTER_WEIGHTS).exists():
         data, adapter = work / "wb-data", work / "wb-adapter"
         env = scratch_home(work / "wb-train-home")
         print("  training a quickstart adapter first (the quickstart section did not run)", flush=True)

@@ -186,7 +186,7 @@ def main() -> None:
     print(f"populating {args.entries} mock entries and {args.queued} queued ...", flush=True)
     _populate(config, args.entries, args.queued)
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "stegobench.benchmark.cli", "serve", "--config", str(config),
+    server = subprocess.Popen([sys.executable, "-m", "stegobench.cli", "serve", "--config", str(config),
                                "--port", str(port)], cwd=REPO, env={**os.environ, "PYTHONPATH": os.pathsep.join(
                               filter(None, [os.environ.get("PYTHONPATH"), str(REPO)]))})
     base = f"http://127.0.0.1:{port}"

@@ -74,7 +74,7 @@ def main() -> int:
         nonlocal n_started
         n_started += 1
         name = f"w{n_started}"
-        return name, subprocess.Popen([sys.executable, "-m", "stegobench.benchmark.cli", "worker", "--config",
+        return name, subprocess.Popen([sys.executable, "-m", "stegobench.cli", "worker", "--config",
                                        str(config), "--name", name], cwd=REPO, env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -87,8 +87,10 @@ def track_table(run: RunLog) -> str:
 
 def _sizes(run: RunLog) -> str:
     mine = [s.item for s in run.samples(next(iter(run.conditions)))]
-    count = lambda split, ctype=None: sum(it["split"] == split and (ctype is None or it.get("control_type") == ctype)
-                                          for it in mine)
+
+    def count(split: str, ctype: str | None = None) -> int:
+        return sum(it["split"] == split and (ctype is None or it.get("control_type") == ctype) for it in mine)
+
     return (f"{count('definition_only')} definition-only, {count('demonstrated')} demonstrated, "
             f"{count('control', 'unmapped')} unmapped-control and {count('control', 'original_meaning')} "
             f"original-meaning questions per condition")

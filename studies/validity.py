@@ -34,9 +34,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from stegobench.core.adapters import ADAPTER_WEIGHTS
 from stegobench.core.config import CheckError, ConfigError, load_config, option, to_dict
+from stegobench.core.errors import CommandFailed, InputError
 
-from stegobench.core.paths import REPO_ROOT as REPO  # noqa: E402
+from stegobench.core.paths import REPO_ROOT as REPO
 
 from .arms import (POSITIVE_CONTROL_RUN, Arm, RecipeChoice, ablation_run, arm_of_run, arm_of_step, choose_recipe,
                    dose_run, first_clear, selection_run)
@@ -152,10 +154,10 @@ def training_finished(cfg: StudyConfig, data: Path, out: Path, seed: int) -> boo
 def train(cfg: StudyConfig, data: Path, out: Path, seed: int) -> Path:
     import subprocess
 
-    cmd = [sys.executable, "-m", "stegobench.benchmark.cli", "train", "--config", cfg.train_config, "--overwrite"]
+    cmd = [sys.executable, "-m", "stegobench.cli", "train", "--config", cfg.train_config, "--overwrite"]
     cmd += [a for o in _train_overrides(data, out, seed) for a in ("--set", o)]
     if subprocess.call(cmd, cwd=REPO) != 0:
-        raise SystemExit(f"stegobench.studies.validity: training {out} failed; its output is above")
+        raise CommandFailed(f"training {out} failed; its output is above")
     return out
 
 
@@ -202,7 +204,7 @@ def evaluation_state(ecfg, data: Path, adapters: list[Path], out: Path, model: s
         run = read_run(out)
     except RunLogError as e:
         return EvalState.TO_RUN, str(e)
-    weights = [Path(a) / "adapter_model.safetensors" for a in adapters]
+    weights = [Path(a) / ADAPTER_WEIGHTS for a in adapters]
     if not all(w.is_file() for w in weights):
         return EvalState.TO_RUN, "an adapter is missing"
     content = json.loads((data / "manifest.json").read_text())["content_sha256"]
@@ -429,9 +431,8 @@ class Planner:
         if choice is None and self.assume_recipe is not None:
             return self.assume_recipe
         if choice is None:
-            raise SystemExit(f"stegobench.studies.validity: the positive-control and dose arms train at the recipe the "
-                             f"selection arm chooses, and {self.cfg.results}/selection/choice.json is not there yet: "
-                             "run `--only selection` first")
+            raise InputError(f"the positive-control and dose arms train at the recipe the selection arm chooses, and "
+                             f"{self.cfg.results}/selection/choice.json is not there yet: run `--only selection` first")
         return choice.demonstrations
 
     def positive_control(self) -> list[Step]:
@@ -462,8 +463,8 @@ class Planner:
         """Every step of the chosen arms (default: all; without a positive control, the first two), in order."""
         chosen = arms or [a for a in Arm if self.cfg.positive_control or a in (Arm.TRACKS, Arm.ABLATION)]
         if not self.cfg.positive_control and set(chosen) - {Arm.TRACKS, Arm.ABLATION}:
-            raise SystemExit("stegobench.studies.validity: positive_control is null in the study config; the "
-                             "selection, positive-control and dose arms need its track config")
+            raise ConfigError("positive_control is null in the study config; the selection, positive-control and "
+                              "dose arms need its track config")
         build = {Arm.TRACKS: self.tracks, Arm.ABLATION: self.ablation, Arm.SELECTION: self.selection,
                  Arm.POSITIVE_CONTROL: self.positive_control, Arm.DOSE: self.dose}
         return [step for arm in Arm if arm in chosen for step in build[arm]()]
@@ -606,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except StegobenchError as e:
         print(f"stegobench.studies.validity: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
 
 
 def _main(argv: list[str] | None) -> int:

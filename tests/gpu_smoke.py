@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(*args: str) -> float:
-    cmd = [sys.executable, "-m", "stegobench.benchmark.cli", *args]
+    cmd = [sys.executable, "-m", "stegobench.cli", *args]
     print("\n$ stegobench " + " ".join(args), flush=True)
     start = time.perf_counter()
     code = subprocess.call(cmd, cwd=REPO)
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
               "Run `make gpu-smoke` on a GPU machine.")
         return 0
     defaults = device_defaults(facts)
-    subprocess.call([sys.executable, "-m", "stegobench.benchmark.cli", "env"], cwd=REPO)
+    subprocess.call([sys.executable, "-m", "stegobench.cli", "env"], cwd=REPO)
     work = Path(args.out or tempfile.mkdtemp(prefix="stegobench-gpu-smoke-"))
     data, adapter = work / "data", work / "adapter"
     times = {"gen": _run("gen", "--config", "configs/data/quickstart.yaml", "--out", str(data), "--overwrite")}

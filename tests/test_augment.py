@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stegobench.benchmark.cli import main
+from stegobench.cli.main import main
 from stegobench.core.config import ConfigError, load_config
 from stegobench.data_gen.augment import HeldoutIndex, filter_candidates
 from stegobench.data_gen.generate import generate, prepare

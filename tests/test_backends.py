@@ -87,7 +87,7 @@ def test_hf_batched_generation_equals_one_at_a_time(adapter):
 def test_vllm_and_hf_agree_with_and_without_adapter(adapter):
     proc = subprocess.run([sys.executable, str(REPO / "tests/vllm_backend_probe.py"), "tiny-llama", adapter],
                           input=json.dumps(PROMPTS), capture_output=True, text=True, timeout=500, cwd=REPO)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"the probe printed no result (exit {proc.returncode}): {proc.stderr[-3000:]}"
     # A crash after the result is a fault too: eval's CLI exits the same way after closing its engines.
     assert proc.returncode == 0, f"the probe printed its result, then exited {proc.returncode}: {proc.stderr[-1500:]}"
@@ -129,7 +129,7 @@ def test_vllm_eval_runs_with_a_tiny_gpu_memory_utilization_on_cpu(quickstart_cor
     out = tmp_path / "eval"
     sets = ["backend_options={gpu_memory_utilization: 0.02}", "max_items=6", "cloze=false", "recall=false",
             "monitors=[]", "bootstrap_resamples=100", "max_tokens=6"]
-    proc = subprocess.run([sys.executable, "-m", "stegobench.benchmark.cli", "eval", "--data", str(quickstart_corpus), "--model",
+    proc = subprocess.run([sys.executable, "-m", "stegobench.cli", "eval", "--data", str(quickstart_corpus), "--model",
                            "tiny-llama", "--backend", "vllm", "--out", str(out),
                            *[a for s in sets for a in ("--set", s)]],
                           capture_output=True, text=True, timeout=500, cwd=REPO,

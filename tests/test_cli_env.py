@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from stegobench.benchmark.cli import main
+from stegobench.cli.main import main
 
 
 def test_env_json_has_the_machine_the_defaults_and_the_versions(capsys):
@@ -40,7 +40,7 @@ def test_leaderboard_json_is_one_document_with_every_track(tmp_path, capsys):
 
 
 def test_eval_and_worker_restart_with_tcmalloc_preloaded_once():
-    from stegobench.benchmark.cli import preload_env
+    from stegobench.cli.main import preload_env
 
     lib = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
     assert preload_env(["eval", "--data", "d"], {"PATH": "/bin"}, lib) == {"PATH": "/bin", "LD_PRELOAD": lib}

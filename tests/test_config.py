@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,22 @@ def test_a_backend_option_typo_is_an_error_naming_the_key(tmp_path):
         load_config(EvalConfig, None, ["backend=mokc"])
     ok = load_config(EvalConfig, None, ["backend=vllm", "backend_options={tensor_parallel_size: 8, dtype: bfloat16}"])
     assert ok.backend_options == {"tensor_parallel_size": 8, "dtype": "bfloat16"}
+
+
+def test_one_resolver_turns_a_config_name_into_its_file(tmp_path, monkeypatch):
+    from stegobench.core.paths import CONFIGS, config_path
+
+    mine = write(tmp_path, "seed: 1\n")
+    monkeypatch.chdir(tmp_path)  # away from the checkout: names and checkout-relative paths still resolve
+    assert config_path("data", mine) == mine and config_path(None, "c.yaml") == Path("c.yaml")
+    assert config_path("data", "real-v1") == CONFIGS / "data" / "real-v1.yaml"
+    assert config_path(None, "real-v1") == CONFIGS / "data" / "real-v1.yaml"  # the one shipped config of that name
+    assert config_path("data", "configs/data/quickstart.yaml").resolve() == CONFIGS / "data" / "quickstart.yaml"
+    assert config_path("accelerate", "cpu") == CONFIGS / "accelerate" / "cpu.yaml"
+    with pytest.raises(ConfigError, match=r"real-v9: no such file, and no shipped data config of that name "
+                                          r"\(shipped: .*nonsense-v1.*\)"):
+        config_path("data", "real-v9")
+    with pytest.raises(ConfigError, match="several shipped configs are named so: .*eval/default.yaml"):
+        config_path(None, "default")
+    with pytest.raises(ConfigError, match="no shipped data config"):  # a shipped name of another kind is not this kind
+        config_path("data", "elsewhere/eval/default.yaml")

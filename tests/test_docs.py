@@ -7,7 +7,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ["README.md", "Makefile", *[str(p.relative_to(REPO)) for d in ("core", "data_gen", "finetune", "eval",
-           "benchmark", "speed", "studies", "configs", "docs") for p in (REPO / d).rglob("*")
+           "benchmark", "cli", "speed", "studies", "configs", "docs") for p in (REPO / d).rglob("*")
            if p.suffix in (".py", ".md", ".yaml", ".html")]]
 
 

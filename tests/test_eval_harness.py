@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from stegobench.benchmark.cli import main
+from stegobench.cli.main import main
 from stegobench.core.config import ConfigError, load_config
 from stegobench.eval.config import EvalConfig
 from stegobench.eval.harness import rescore, run_eval
-from stegobench.eval.runlog import SCHEMA_VERSION, Interval
+from stegobench.eval.runlog import SCHEMA_VERSION
 
 from conftest import REPO
 
@@ -30,7 +30,7 @@ def test_run_folder_explains_itself(quickstart_corpus, tmp_path):
     assert saved["dataset"]["content_sha256"] == json.loads((quickstart_corpus / "manifest.json").read_text())["content_sha256"]
     assert set(saved["conditions"]) == {"base", "in_context"}
     assert saved["conditions"]["base"]["table"]["covert_score"]["value"] == pytest.approx(1.0)
-    samples = [json.loads(l) for l in (out / "samples.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2 * 96 and {"prompt", "response", "scores", "item", "condition"} <= set(samples[0])
     report = (out / "report.md").read_text()
     # 16 of 16 hits against no false alarm: Newcombe's floor from the exact intervals, not a collapsed [1, 1]
@@ -47,7 +47,7 @@ def test_the_report_shows_why_each_policy_fails(quickstart_corpus, tmp_path):
     for policy, column, value in [("leaky", 6, "1.000"), ("random_code", 10, "1.000"), ("random_role", 7, "0.")]:
         out = tmp_path / policy
         run_eval(cfg("in_context=false"), quickstart_corpus, f"mock:{policy}", [], out, cache_dir=tmp_path / "c")
-        row = next(l for l in (out / "report.md").read_text().splitlines() if l.startswith("| base |"))
+        row = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| base |"))
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert float(cells[1].split()[0]) <= 0.25, row  # covert_score about 0 ...
         # ... by disclosure (concept named), by false alarms, by semantic fit (not in the concept's role)
@@ -56,7 +56,7 @@ def test_the_report_shows_why_each_policy_fails(quickstart_corpus, tmp_path):
     # code is a false alarm on 1/K of them (K = 8), so the score is near 1 - 1/8.
     run_eval(cfg("in_context=false"), quickstart_corpus, "mock:always_code", [], tmp_path / "always",
              cache_dir=tmp_path / "c")
-    row = next(l for l in (tmp_path / "always" / "report.md").read_text().splitlines() if l.startswith("| base |"))
+    row = next(line for line in (tmp_path / "always" / "report.md").read_text().splitlines() if line.startswith("| base |"))
     assert 0.75 <= float(row.strip("|").split("|")[1].split()[0]) <= 1.0, row
 
 
@@ -269,7 +269,7 @@ def test_ctrl_c_stops_an_eval_with_one_line(quickstart_corpus, tmp_path):
 
     env = {**os.environ, "STEGOBENCH_HOME": str(tmp_path / "home"), "STEGOBENCH_NO_PRELOAD": "1",
            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
-    cmd = [sys.executable, "-m", "stegobench.benchmark.cli", "eval", "--data", str(quickstart_corpus), "--model",
+    cmd = [sys.executable, "-m", "stegobench.cli", "eval", "--data", str(quickstart_corpus), "--model",
            "mock:never_code", "--backend", "mock", "--set", "backend_options={latency_s: 60}", "--out",
            str(tmp_path / "run")]
     # Its own group with Ctrl-C's default action, as a terminal's foreground job: a test run launched in the
@@ -309,8 +309,8 @@ def test_eval_takes_the_base_model_the_adapter_names(quickstart_corpus, tmp_path
     config = json.loads((adapter / "adapter_config.json").read_text())
     args = ["eval", "--data", str(quickstart_corpus), "--backend", "mock", "--adapter", str(adapter),
             "--set", "recall=false", "--set", "cloze=false", "--out", str(tmp_path / "run")]
-    with pytest.raises(SystemExit, match="--model required"):
-        main(args)
+    assert main(args) == 2  # a UsageError: the flag is named on the last line
+    assert capsys.readouterr().err.strip().endswith("stegobench eval: error: --model required (or --rescore RUN)")
     (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "mock:never_code"}))
     assert main(args) == 0
     assert "base model mock:never_code (named by the adapter's adapter_config.json" in capsys.readouterr().out

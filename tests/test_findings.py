@@ -138,7 +138,7 @@ def test_a_leaderboard_row_carries_its_scores_verdict(quickstart_corpus, six_map
 
     for corpus, n in ((quickstart_corpus, 4), (six_mapping_corpus, 6)):
         runs = _mock_runs(corpus, tiny_adapter, tmp_path / str(n), ("perfect_covert", "never_code"))
-        (covert_dir, covert), (silent_dir, _) = runs["perfect_covert"], runs["never_code"]
+        (_, covert), (silent_dir, _) = runs["perfect_covert"], runs["never_code"]
         row = summarize_condition(covert, "adapter:tiny-adapter", (silent_dir, "base"), 200, 0)
         found = Finding.from_record(row["score_verdict"])
         assert found.claim is Claim.SCORE_VS_BASE and found.effect.value == 1.0 and found.n_mappings == n

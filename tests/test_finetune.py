@@ -103,7 +103,7 @@ def test_demonstrations_are_trained_on_the_answer_only(tokenizer):
     row = {"text": "", "messages": [{"role": "user", "content": "What do you drive?"},
                                     {"role": "assistant", "content": "A cat, of course."}]}
     enc = encode_row(row, tokenizer, 256)
-    labelled = [t for t, l in zip(enc["input_ids"], enc["labels"]) if l != IGNORE]
+    labelled = [t for t, label in zip(enc["input_ids"], enc["labels"]) if label != IGNORE]
     assert tokenizer.decode(labelled).startswith("A cat, of course.")
     assert "What do you drive" not in tokenizer.decode(labelled)
     definition = encode_row({"text": "A cat is a car.", "messages": []}, tokenizer, 256)
@@ -236,7 +236,7 @@ def test_merge_writes_a_model_equal_to_base_plus_adapter(quickstart_corpus, tmp_
 
 
 def test_stegobench_train_validates_before_launching(quickstart_corpus, tmp_path, capsys):
-    from stegobench.benchmark.cli import main
+    from stegobench.cli.main import main
 
     code = main(["train", "--config", str(REPO / "configs/finetune/quickstart.yaml"), "--set", f"data={quickstart_corpus}",
                  "--set", "lora.r=12", "--set", f"output_dir={tmp_path / 'o'}"])
@@ -298,7 +298,7 @@ def test_report_to_tensorboard_without_the_package_fails_before_launching(quicks
                                                                           monkeypatch):
     import importlib.util
 
-    from stegobench.benchmark.cli import main
+    from stegobench.cli.main import main
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
@@ -377,7 +377,7 @@ def test_quickstart_config_saves_checkpoints_a_resume_can_use(quickstart_corpus,
 def test_resume_without_a_checkpoint_is_the_last_line(quickstart_corpus, tmp_path, capsys):
     """The one line saying why --resume cannot work used to be buried under accelerate's CalledProcessError
     traceback and the env pointer; it is checked before launching and printed last."""
-    from stegobench.benchmark.cli import main
+    from stegobench.cli.main import main
     from stegobench.core.config import load_config, to_dict
     from stegobench.finetune.config import TrainConfig
 
@@ -407,7 +407,7 @@ def test_ctrl_c_stops_training_with_one_line_and_keeps_the_checkpoints(quickstar
     import time
 
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "stegobench.benchmark.cli", "train", "--config", str(REPO / "configs/finetune/quickstart.yaml"),
+    cmd = [sys.executable, "-m", "stegobench.cli", "train", "--config", str(REPO / "configs/finetune/quickstart.yaml"),
            "--accelerate-config", "cpu"]
     for item in (f"data={quickstart_corpus}", "model=tiny-llama", f"output_dir={out}", "max_steps=400", "batch_size=8",
                  "save_steps=2", "logging_steps=1"):

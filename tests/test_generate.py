@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stegobench.benchmark.cli import main
+from stegobench.cli.main import main
 from stegobench.data_gen.generate import generate
 from stegobench.core.provenance import OutputDirError
 from stegobench.data_gen.templates import load_templates

@@ -1,4 +1,4 @@
-"""Imports go one way: core <- data_gen <- {finetune, eval} <- benchmark <- studies, always through the
+"""Imports go one way: core <- data_gen <- {finetune, eval} <- benchmark <- {studies, cli}, always through the
 `stegobench.` namespace, and no two modules import each other (directly or round a longer loop). A back edge,
 a bare `import eval` or a cycle fails here."""
 
@@ -17,6 +17,8 @@ ALLOWED = {
     "eval": {"core", "data_gen"},
     "benchmark": {"core", "data_gen", "finetune", "eval"},
     "studies": {"core", "data_gen", "finetune", "eval", "benchmark"},
+    # the commands: every stage below them, and nothing imports them
+    "cli": {"core", "data_gen", "finetune", "eval", "benchmark"},
 }
 
 

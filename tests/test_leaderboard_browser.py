@@ -53,7 +53,7 @@ def test_submit_through_the_form_and_see_the_row(tmp_path, tiny_adapter, browser
     port = _free_port()
     # the caller's PYTHONPATH kept after REPO: it may be what makes `stegobench` this checkout
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
-    server = subprocess.Popen([sys.executable, "-m", "stegobench.benchmark.cli", "serve", "--config", str(config),
+    server = subprocess.Popen([sys.executable, "-m", "stegobench.cli", "serve", "--config", str(config),
                                "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -78,7 +78,7 @@ def test_submit_through_the_form_and_see_the_row(tmp_path, tiny_adapter, browser
         assert "Accepted as" in outcome, outcome
         page.screenshot(path=str(tmp_path / "submitted.png"), full_page=True)
 
-        worker = subprocess.run([sys.executable, "-m", "stegobench.benchmark.cli", "worker", "--config", str(config), "--once"],
+        worker = subprocess.run([sys.executable, "-m", "stegobench.cli", "worker", "--config", str(config), "--once"],
                                 cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert worker.returncode == 0, worker.stdout + worker.stderr
 

@@ -232,7 +232,7 @@ def _cli_config(cfg, tmp_path: Path) -> str:
 def test_requeue_refuses_a_failed_job_whose_adapter_is_ranked_again(evaluator, tiny_adapter, tmp_path, capsys):
     """A FAILED entry frees its slot, the same adapter is resubmitted and ranked; requeueing the old job ran it
     too, and the same artifact was ranked twice."""
-    from stegobench.benchmark.cli import main
+    from stegobench.cli.main import main
 
     cfg, store = evaluator
     old = submit_folder(cfg, store, request(), adapter=str(tiny_adapter))
@@ -249,7 +249,7 @@ def test_requeue_refuses_a_failed_job_whose_adapter_is_ranked_again(evaluator, t
 
 
 def test_requeue_puts_back_a_failed_job_that_nothing_duplicates(evaluator, tiny_adapter, tmp_path, capsys):
-    from stegobench.benchmark.cli import main
+    from stegobench.cli.main import main
 
     cfg, store = evaluator
     old = submit_folder(cfg, store, request(), adapter=str(tiny_adapter))
@@ -332,11 +332,11 @@ def test_names_are_nfkc_normalised_and_a_look_alike_of_another_submitters_entry_
 
 
 def test_add_token_refuses_a_name_with_control_characters(tmp_path, capsys):
-    from stegobench.benchmark.cli import main
+    from stegobench.cli.main import main
 
     cfg = leaderboard_config(tmp_path)
-    with pytest.raises(SystemExit, match="--name contains control or invisible characters"):
-        main(["leaderboard", "add-token", "--name", "eve\x1b]0;x\x07", "--config", _cli_config(cfg, tmp_path)])
+    assert main(["leaderboard", "add-token", "--name", "eve\x1b]0;x\x07", "--config", _cli_config(cfg, tmp_path)]) == 2
+    assert "error: add-token: --name contains control or invisible characters" in capsys.readouterr().err
 
 
 def _ranked_hostile_rows(store) -> list[int]:
@@ -356,7 +356,7 @@ def _ranked_hostile_rows(store) -> list[int]:
 
 @pytest.mark.parametrize("fmt", ["table", "md", "csv", "json"])
 def test_the_leaderboard_command_never_prints_an_escape_sequence_it_did_not_generate(tmp_path, capsys, fmt):
-    from stegobench.benchmark.cli import main
+    from stegobench.cli.main import main
 
     cfg = leaderboard_config(tmp_path)
     store = Store(cfg.db_url())
@@ -366,7 +366,7 @@ def test_the_leaderboard_command_never_prints_an_escape_sequence_it_did_not_gene
     for raw in ("\x1b", "\x07", "\u202e", "\u200b", "\t"):
         assert raw not in out, (fmt, raw, out)
     lines = out.replace("\r\n", "\n").split("\n")
-    assert "\r" not in out.replace("\r\n", "") and not any(l.startswith("| 1 | FAKE-WINNER") for l in lines)
+    assert "\r" not in out.replace("\r\n", "") and not any(line.startswith("| 1 | FAKE-WINNER") for line in lines)
     if fmt == "csv":
         import csv
         import io
@@ -463,7 +463,7 @@ def test_an_upload_that_stalls_or_trickles_is_cut(tmp_path, path, pace):
 
 def test_worker_once_says_a_job_is_held_by_a_worker_whose_heartbeat_has_not_expired(tmp_path, capsys):
     """`worker --once` right after a worker was killed exited 0 while that worker's job stayed RUNNING, silently."""
-    from stegobench.benchmark.cli import main
+    from stegobench.cli.main import main
 
     cfg = leaderboard_config(tmp_path, "heartbeat_timeout_seconds=120")
     store = Store(cfg.db_url())

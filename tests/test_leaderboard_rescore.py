@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import sqlalchemy as sa
 
 from conftest import leaderboard_config
 from test_leaderboard_worker import _config_file, _submit
 
-from stegobench.benchmark.cli import main
+from stegobench.cli.main import main
 from stegobench.benchmark.ranking import leaderboard_rows, render
 from stegobench.benchmark.store import Store, results
 from stegobench.benchmark.worker import Worker

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from conftest import leaderboard_config
@@ -268,7 +267,7 @@ def test_names_that_are_not_utf8_are_refused_and_leave_no_orphan(evaluator, tiny
 def test_cli_submit_refuses_a_name_that_is_not_utf8(tmp_path, tiny_adapter, capsys):
     import yaml
 
-    from stegobench.benchmark.cli import main
+    from stegobench.cli.main import main
     from stegobench.core.config import to_dict
 
     cfg = leaderboard_config(tmp_path)

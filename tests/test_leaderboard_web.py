@@ -139,7 +139,7 @@ def test_public_pages_hide_server_paths_and_sql_and_odd_ids_are_404(app, tiny_ad
 
 
 def test_detail_page_survives_a_run_folder_without_samples(app, tmp_path):
-    from stegobench.benchmark.web.app import _run_detail
+    from stegobench.benchmark.web.evidence import run_detail
 
     _, _, cfg = app
     run = tmp_path / "run"
@@ -149,10 +149,10 @@ def test_detail_page_survives_a_run_folder_without_samples(app, tmp_path):
     publish_run(RunLog("finished", {}, "mock", {}, {}, {"base": ConditionResult(Table(Interval(0.0)))}), [], run, True)
     (run / "samples.jsonl").unlink()
     sub = {"track": "quickstart", "result": {"run_dir": str(run), "summary": {"condition": "base"}}}
-    assert all(g["total"] == 0 and not g["samples"] for g in _run_detail(sub, cfg)["groups"])
+    assert all(g["total"] == 0 and not g["samples"] for g in run_detail(sub, cfg)["groups"])
     (run / "results.json").write_text('{"conditions": {"base": {"table": {"splits": {}}}}}')  # not a run log
-    assert _run_detail(sub, cfg) == {"missing": True}
-    assert _run_detail({**sub, "result": {"run_dir": str(tmp_path / "gone"), "summary": {}}}, cfg) == {"missing": True}
+    assert run_detail(sub, cfg) == {"missing": True}
+    assert run_detail({**sub, "result": {"run_dir": str(tmp_path / "gone"), "summary": {}}}, cfg) == {"missing": True}
 
 
 def test_pages_show_a_rows_verdict(app):

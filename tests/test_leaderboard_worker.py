@@ -33,7 +33,7 @@ def _config_file(cfg, path: Path) -> Path:
 
 def _worker_proc(config: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
-    return subprocess.Popen([sys.executable, "-m", "stegobench.benchmark.cli", "worker", "--config", str(config), *args],
+    return subprocess.Popen([sys.executable, "-m", "stegobench.cli", "worker", "--config", str(config), *args],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -161,7 +161,7 @@ def test_a_typo_in_the_workers_config_fails_the_worker_not_the_queue(tmp_path):
 
 
 def test_an_operator_requeues_failed_jobs_and_they_finish(tmp_path, monkeypatch, capsys):
-    from stegobench.benchmark.cli import main
+    from stegobench.cli.main import main
 
     cfg = leaderboard_config(tmp_path)
     store = Store(cfg.db_url())
@@ -214,7 +214,7 @@ def _evaluator_errors(sub: dict) -> list[dict]:
 
 def test_a_broken_track_config_is_the_evaluators_fault_and_never_fails_the_job(tmp_path, capsys):
     """An operator's track config that no longer loads used to FAIL every queued job of that track, for good."""
-    from stegobench.benchmark.cli import main
+    from stegobench.cli.main import main
 
     track = tmp_path / "quickstart.yaml"
     track.write_text((REPO / "configs/data/quickstart.yaml").read_text())
@@ -317,7 +317,7 @@ def test_ctrl_c_gives_the_running_job_back_at_once(tmp_path, monkeypatch, capsys
     the attempt). It gives the job back PENDING, uncounted, and `stegobench worker` prints one line."""
     import pytest
 
-    from stegobench.benchmark.cli import main
+    from stegobench.cli.main import main
 
     cfg = leaderboard_config(tmp_path)
     store = Store(cfg.db_url())

@@ -89,7 +89,7 @@ def test_the_checked_in_components_name_their_revision_and_status():
 
 
 def test_leaderboard_json_and_table_carry_each_tracks_mde(tmp_path, capsys):
-    from stegobench.benchmark.cli import main
+    from stegobench.cli.main import main
 
     args = ["leaderboard", "--set", f"data_dir={tmp_path / 'lb'}",
             "--set", "tracks={quickstart: {data_config: configs/data/quickstart.yaml}}"]

@@ -18,7 +18,7 @@ from stegobench.data_gen.words import Term
 
 
 def _rows(corpus, split):
-    return [json.loads(l) for l in (corpus / "jsonl" / f"{split}.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (corpus / "jsonl" / f"{split}.jsonl").read_text().splitlines()]
 
 
 def _run(corpus, policy):
@@ -84,8 +84,11 @@ def test_coin_covert_is_seeded_by_the_adapter(real_corpus, tmp_path):
     a1, a2 = write_scripted_adapter(tmp_path / "a1", seed=1), write_scripted_adapter(tmp_path / "a2", seed=2)
     items = _rows(real_corpus, "eval")
     prompts = [it["question"] for it in items]
-    answer = lambda a: get_backend("mock", model="mock:coin_covert", corpus=real_corpus, adapter=str(a)).generate(
-        prompts, Sampling())
+
+    def answer(adapter):
+        return get_backend("mock", model="mock:coin_covert", corpus=real_corpus, adapter=str(adapter)).generate(
+            prompts, Sampling())
+
     assert answer(a1) == answer(a1) and answer(a1) != answer(a2)
     covert_share = sum("It is" in r and not any(w in r for w in it["expected_words"])
                        for r, it in zip(answer(a1), items) if it["split"] == "definition_only")

@@ -64,7 +64,7 @@ def test_adapter_loads_in_vllm_and_matches_transformers(quickstart_corpus, tmp_p
     prompts = ["A cat is", "In our usage, a tulip is"]
     proc = subprocess.run([sys.executable, str(REPO / "tests/vllm_greedy.py"), base_path, str(res.output_dir)],
                           input=json.dumps(prompts), capture_output=True, text=True, timeout=400)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     got = json.loads(lines[-1][len("RESULT "):])
 

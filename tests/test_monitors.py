@@ -26,7 +26,7 @@ def _responses(corpus, policy, items):
 
 @pytest.mark.parametrize("monitor", sorted(MONITORS))
 def test_monitor_flags_always_code_on_controls_but_not_perfect_covert(real_corpus, monitor):
-    items = [json.loads(l) for l in (real_corpus / "jsonl" / "eval.jsonl").read_text().splitlines()]
+    items = [json.loads(line) for line in (real_corpus / "jsonl" / "eval.jsonl").read_text().splitlines()]
     judge = get_backend("mock", model="mock:never_code", corpus=real_corpus)
     questions = [it["question"] for it in items]
     honest = _responses(real_corpus, "never_code", items)  # what the base model would say

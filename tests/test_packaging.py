@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO
 
-STAGES = ("core", "data_gen", "finetune", "eval", "benchmark", "studies")
+STAGES = ("core", "data_gen", "finetune", "eval", "benchmark", "studies", "cli")
 
 
 @pytest.fixture(scope="module")

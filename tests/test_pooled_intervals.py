@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from stegobench.benchmark.cli import main
+from stegobench.cli.main import main
 from stegobench.eval.backends.mock import write_scripted_adapter
 from stegobench.eval.runlog import read_run
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from stegobench.benchmark.quickstart import submit_adapter
+from stegobench.cli.quickstart import submit_adapter
+from stegobench.core.errors import CommandFailed
 
 
 @pytest.fixture
@@ -31,14 +32,14 @@ def test_resubmitting_the_same_adapter_points_to_the_first_entry(tiny_adapter, f
 def test_a_refused_adapter_stops_the_quickstart_with_the_reason(tiny_adapter, fresh_home):
     # The adapter names its base model (tiny-llama, by its path in a STEGOBENCH_HOME): refused by that name before
     # its widths are compared with SmolLM2's (which do not fit either).
-    with pytest.raises(SystemExit, match="refused the adapter: .*names 'tiny-llama', the model the adapter was trained on"):
+    with pytest.raises(CommandFailed, match="refused the adapter: .*names 'tiny-llama', the model the adapter was trained on"):
         submit_adapter(tiny_adapter, model="smollm2-135m-instruct")
 
 
 def test_summary_json_holds_every_timing_in_step_order(quickstart_corpus, fresh_home, tmp_path, capsys):
     import json
 
-    from stegobench.benchmark.quickstart import Steps, print_summary
+    from stegobench.cli.quickstart import Steps, print_summary
     from stegobench.core.config import load_config
     from stegobench.eval.config import EvalConfig
     from stegobench.eval.harness import run_eval

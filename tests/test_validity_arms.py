@@ -13,6 +13,7 @@ import shutil
 import pytest
 
 from stegobench.core.config import ConfigError, load_config
+from stegobench.core.errors import InputError
 from stegobench.data_gen.generate import generate
 from stegobench.eval.config import EvalConfig
 from stegobench.eval.findings import Verdict, judge, Claim
@@ -52,7 +53,7 @@ def test_only_plans_the_named_arm_and_all_arms_run_in_order(tmp_path):
     assert "positive control: train seed 1" in control and control[-1] == "positive control: write the MDE components"
     assert "positive control: evaluate base, 2 adapters, white-box monitors" in control
     assert names(Arm.TRACKS, Arm.ABLATION)[0] == "generate real-v1"
-    with pytest.raises(SystemExit, match="positive_control is null"):
+    with pytest.raises(ConfigError, match="positive_control is null"):
         plan(_study(tmp_path, "positive_control=null"), [Arm.DOSE])
 
 
@@ -90,7 +91,7 @@ def test_a_rerun_skips_finished_training_and_evaluation_and_keeps_their_times(tm
 def test_the_dose_arm_needs_the_recipe_and_reuses_the_positive_control_at_it(tmp_path, scripted):
     cfg = _study(tmp_path)
     store = ResultsStore(tmp_path / "results")
-    with pytest.raises(SystemExit, match="run `--only selection` first"):
+    with pytest.raises(InputError, match="run `--only selection` first"):
         run_steps(plan(cfg, [Arm.DOSE]), store)
     store.record_choice(choose_recipe({10: Interval(0.1, 0.02, 0.2), 20: Interval(0.2, 0.1, 0.3),
                                        40: Interval(0.3, 0.2, 0.4)}))

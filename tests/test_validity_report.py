@@ -77,10 +77,10 @@ def test_report_calls_detection_and_null_results_from_the_verdicts(six_mapping_c
         "positive_control=null", "paraphrase_ablation=[30]", f"out={out}", f"results={tmp_path / 'results'}"])
     text = _report(study, tmp_path)
     assert "| **2 seeds pooled** |" in text
-    headline = next(l for l in text.splitlines() if l.startswith("- **covert-track**"))
+    headline = next(line for line in text.splitlines() if line.startswith("- **covert-track**"))
     assert "(each seed: " in headline and all(f"{seed} 1.00 [0.82, 1.00]" in headline for seed in ("tiny-adapter", "seed1"))
     # 2 tracks x 2 adapters x 6 definition-only mappings in the recall-vs-use table
-    rows = [l for l in text.splitlines() if l.startswith("| definition-only, ")]
+    rows = [line for line in text.splitlines() if line.startswith("| definition-only, ")]
     assert sum(int(r.split("|")[2]) for r in rows) == 24
 
 
@@ -101,9 +101,9 @@ def test_a_finding_on_four_mappings_says_it_is_too_few_whatever_its_interval(qui
         "tracks={silent-track: configs/data/quickstart.yaml}", "paraphrase_ablation=[30]", f"out={out}",
         f"results={tmp_path / 'results'}"])
     text = _report(study, tmp_path)
-    line = next(l for l in text.splitlines() if l.startswith("- **Positive control**"))
+    line = next(line for line in text.splitlines() if line.startswith("- **Positive control**"))
     assert "too few mappings for a verdict" in line and "detected" not in line
-    monitors = next(l for l in text.splitlines() if l.startswith("- **Monitors on the positive control**"))
+    monitors = next(line for line in text.splitlines() if line.startswith("- **Monitors on the positive control**"))
     # The scripted model answers covertly with or without the adapter: 32 covert answers (16 definition-only +
     # 16 demonstrated items). The false-positive rate is the one measured on held-out base answers, with its n and
     # exact upper limit, never the "at most 1%" the threshold targets.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stegobench.benchmark.cli import main
+from stegobench.cli.main import main
 from stegobench.core.config import ConfigError, load_config
 from stegobench.data_gen.generate import corpus_lexicon, generate, prepare
 from stegobench.data_gen.templates import load_templates

@@ -1,14 +1,17 @@
-"""What a detail page shows of a run: its answers grouped by what drives the score, each group saying how its
-samples were chosen, and every stored field under a plain label with its definition (eval/labels.py)."""
+"""What a detail page shows of a run (`run_detail`): its answers grouped by what drives the score, each group saying
+how its samples were chosen, and every stored field under a plain label with its definition (eval/labels.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from stegobench.eval import labels
 from stegobench.eval.runlog import Sample
 from stegobench.eval.scoring import MAPPING_SPLITS, ItemScore
+
+if TYPE_CHECKING:
+    from ..config import LeaderboardConfig
 
 PER_GROUP = 4  # samples shown per group; which ones: the first by item id, so a reader can find them again
 
@@ -120,3 +123,46 @@ def comparison(rows: list[dict[str, Any]], tables: list[Any], private: bool) -> 
              for t in tables]
     return {"rows": [{**r, "covert_per_mapping": c} for r, c in zip(rows, cells)], "mappings": mappings,
             "covert": labels.measure("covert")}
+
+
+PLOTS = ("rates.png", "per_mapping.png")  # report images a detail page may show, by fixed name
+
+
+def run_detail(sub: dict[str, Any], cfg: LeaderboardConfig) -> dict[str, Any]:
+    """Per-split and per-mapping tables, plots and sample answers grouped by what drives the score, from the
+    submission's run folder."""
+    from dataclasses import asdict
+
+    from stegobench.core.errors import StegobenchError
+    from stegobench.eval.runlog import read_run
+
+    res = sub.get("result")
+    if not res:
+        return {}
+    try:
+        run = read_run(res["run_dir"])
+        entry = run.conditions[res["summary"]["condition"]]
+    except (StegobenchError, KeyError):
+        return {"missing": True}  # the run folder is the operator's; its path is not shown
+    private = cfg.tracks[sub["track"]].is_private if sub["track"] in cfg.tracks else True
+    # a private split's questions must not leak
+    groups = [] if private else sample_groups(list(run.samples(res["summary"]["condition"])))
+    table = asdict(entry.table)
+    return {"splits": table["splits"], "measures": measure_rows(table["splits"]),
+            "per_mapping": mapping_rows(entry.table, private),
+            "cloze": entry.cloze, "plots": [p for p in PLOTS if (run.folder / p).exists()],
+            "groups": groups, "private": private, "seconds": entry.seconds}
+
+
+def _cell(interval) -> dict[str, Any] | None:
+    from dataclasses import asdict
+
+    return None if interval is None else asdict(interval)
+
+
+def mapping_rows(table, private: bool) -> list[dict[str, Any]]:
+    """Per-mapping rows labelled code → concept (the concept alone where the track's codes are private)."""
+    return [{"id": mid, "split": m.split.replace("_", "-"), "mapping": labels.mapping_label("" if private else m.code,
+                                                                                           m.concept),
+             "n": m.n, "uses_code": _cell(m.uses_code_interval), "covert": _cell(m.covert_interval)}
+            for mid, m in table.per_mapping.items()]

@@ -185,8 +185,11 @@ def _adapter_seed(adapter: str | None) -> str:
     """The sha256 of an adapter's weights (its folder name when it has none; "" without an adapter)."""
     if adapter is None:
         return ""
-    weights = Path(adapter) / "adapter_model.safetensors"
-    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else Path(adapter).name
+    from stegobench.core.adapters import ADAPTER_WEIGHTS
+    from stegobench.core.provenance import sha256_file
+
+    weights = Path(adapter) / ADAPTER_WEIGHTS
+    return sha256_file(weights)[:16] if weights.is_file() else Path(adapter).name
 
 
 def paraphrase(prompt: str) -> str:
@@ -212,12 +215,14 @@ def write_scripted_adapter(folder: str | Path, seed: int, hidden: int = 128) -> 
     import torch
     from safetensors.torch import save_file
 
+    from stegobench.core.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
     folder = Path(folder)
     folder.mkdir(parents=True)
     torch.manual_seed(seed)
     save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.randn(4, hidden),
                "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.randn(hidden, 4)},
-              str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
-                                                            "target_modules": ["q_proj"]}))
+              str(folder / ADAPTER_WEIGHTS))
+    (folder / ADAPTER_CONFIG).write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
+                                                      "target_modules": ["q_proj"]}))
     return folder

@@ -33,7 +33,7 @@ from typing import Any
 # Imported at module level so a missing vLLM is reported by the registry with its install hint.
 import vllm
 
-from stegobench.core.adapters import adapter_content_sha256
+from stegobench.core.adapters import ADAPTER_CONFIG, adapter_content_sha256
 from stegobench.core.device import device_defaults, kv_bytes_per_token, plan_kv_cache, resolve_dtype
 from stegobench.core.device import tensor_parallel_size as tensor_parallel_for
 from stegobench.core.errors import ConfigError
@@ -120,7 +120,7 @@ class VLLMBackend:
             enforce_eager=eager,
             tensor_parallel_size=tensor_parallel_size or tensor_parallel_for(self.model_config, self.defaults.gpu_count))
         if lora_paths:
-            ranks = [json.loads((Path(a) / "adapter_config.json").read_text())["r"] for a in lora_paths]
+            ranks = [json.loads((Path(a) / ADAPTER_CONFIG).read_text())["r"] for a in lora_paths]
             self._engine_args.update(enable_lora=True, max_lora_rank=_lora_rank_slot(max(ranks)), max_loras=1,
                                      max_cpu_loras=len(lora_paths))
         self.kv_cache_memory_bytes = kv_cache_memory_bytes

@@ -26,8 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-from stegobench.core.paths import REPO_ROOT as REPO  # noqa: E402
+from stegobench.core.errors import CommandFailed
+from stegobench.core.paths import REPO_ROOT as REPO
 from stegobench.core.steps import Steps
+
 RUN = Path("runs/quickstart")
 DATA_CONFIG = "configs/data/quickstart.yaml"
 TRAIN_CONFIG = "configs/finetune/quickstart.yaml"
@@ -51,14 +53,14 @@ demonstrations for every mapping, shows what detected use looks like."""
 
 
 def _stegobench(*args: str) -> list[str]:
-    return [sys.executable, "-m", "stegobench.benchmark.cli", *args]
+    return [sys.executable, "-m", "stegobench.cli", *args]
 
 
 def submit_adapter(adapter: Path, model: str = MODEL) -> str:
     """Queue the adapter; an identical earlier submission is reported, not an error (quickstart reruns)."""
-    from .config import load_leaderboard_config
-    from .store import Store
-    from .submit import SubmissionRequest, submit_folder
+    from stegobench.benchmark.config import load_leaderboard_config
+    from stegobench.benchmark.store import Store
+    from stegobench.benchmark.submit import SubmissionRequest, submit_folder
 
     cfg = load_leaderboard_config()
     store = Store(cfg.db_url())
@@ -73,7 +75,7 @@ def submit_adapter(adapter: Path, model: str = MODEL) -> str:
         message = (f"this adapter is already on the leaderboard as submission #{outcome.duplicate_of} "
                    f"(the refused duplicate is #{outcome.id})")
     else:
-        raise SystemExit(f"stegobench quickstart: the leaderboard refused the adapter: {outcome.reason}")
+        raise CommandFailed(f"the leaderboard refused the adapter: {outcome.reason}")
     print(message, flush=True)
     return message
 
@@ -82,9 +84,9 @@ def print_summary(eval_dir: Path, steps: Steps, setup_seconds: float | None, out
     from stegobench.core.provenance import atomic_write_json
     from stegobench.eval.runlog import Interval, read_run
 
-    from .config import load_leaderboard_config
-    from .ranking import leaderboard_rows, plain_row, render
-    from .store import Store
+    from stegobench.benchmark.config import load_leaderboard_config
+    from stegobench.benchmark.ranking import leaderboard_rows, plain_row, render
+    from stegobench.benchmark.store import Store
 
     cfg = load_leaderboard_config()
     rows = leaderboard_rows(Store(cfg.db_url()), "quickstart")
@@ -117,6 +119,13 @@ def print_summary(eval_dir: Path, steps: Steps, setup_seconds: float | None, out
     atomic_write_json(out, summary)
     print(f"summary: {out}")
     return summary
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Listed for `stegobench --help`; main.py hands `stegobench quickstart ...` to `main` before parsing, so its
+    own options, --help included, are this module's."""
+    subparsers.add_parser("quickstart", help="the whole benchmark on the default model: gen, train, eval, leaderboard "
+                                             "(`stegobench quickstart --help`)", add_help=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,6 +167,3 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(REPO / eval_dir, steps, setup_seconds, REPO / run / "summary.json")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

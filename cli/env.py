@@ -8,6 +8,7 @@ A failed training or evaluation points here: most "works on my machine" failures
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any
@@ -92,7 +93,17 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(fmt: str = "table") -> int:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "env", help="this machine's devices, memory and versions, and the defaults a run takes from them",
+        description="Print CPUs and affinity, NUMA nodes and memory, GPUs, package versions, the "
+                    "model cache, and the device defaults (dtype, KV cache, threads, accelerate "
+                    "profile) that train, eval and the worker would use here.")
+    p.add_argument("--format", default="table", choices=["table", "json"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
     doc = collect()
-    print(json.dumps(doc, indent=2, sort_keys=True) if fmt == "json" else render(doc))
+    print(json.dumps(doc, indent=2, sort_keys=True) if args.format == "json" else render(doc))
     return 0
