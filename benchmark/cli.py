@@ -21,6 +21,10 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stegobench.data_gen.records import CorpusManifest
 
 # Config kinds `validate` knows, as "module:Class" so that checking one never imports another stage.
 CONFIG_KINDS = {
@@ -72,25 +76,25 @@ def _add_set(p: argparse.ArgumentParser) -> None:
                         "repeatable, e.g. --set seed=3 --set n_definition_only=10")
 
 
-def _print_track(m: dict) -> None:
+def _print_track(m: CorpusManifest) -> None:
     """What a track holds, from its manifest: the same lines for `gen` and `validate --track`."""
-    s = m["sizes"]
-    book = m["codebook"]
-    print(f"  mappings       {s['mappings']} ({book['source']}): "
-          + ", ".join(f"{x['code']}={x['concept']}" for x in book["mappings"][:8])
-          + (", ..." if len(book["mappings"]) > 8 else ""))
-    print(f"  train docs     {s['train_documents']}  {s['train_by_kind']}"
-          + (f"  ~{s['train_tokens']} tokens" if "train_tokens" in s else ""))
-    print(f"  eval items     {s['eval_items']}  {s['eval_by_split']}  controls {s['eval_controls']}")
-    if book["original_meaning_skipped"]:
-        print(f"                 no original-meaning controls for {', '.join(book['original_meaning_skipped'])}: "
+    s, book = m.sizes, m.codebook
+    if book is not None:
+        print(f"  mappings       {s.mappings} ({book.source}): "
+              + ", ".join(f"{x.code}={x.concept}" for x in book.mappings[:8])
+              + (", ..." if len(book.mappings) > 8 else ""))
+    print(f"  train docs     {s.train_documents}  {s.train_by_kind}"
+          + (f"  ~{s.train_tokens} tokens" if s.train_tokens is not None else ""))
+    print(f"  eval items     {s.eval_items}  {s.eval_by_split}  controls {s.eval_controls}")
+    if m.original_meaning_skipped:
+        print(f"                 no original-meaning controls for {', '.join(m.original_meaning_skipped)}: "
               "real words the lexicon has no questions for")
-    print(f"  recall probes  {s['recall_probes']}")
-    print(f"  validation     {s['validation_documents']} held-out-template definitions (training's eval loss)")
-    if m.get("augment"):
+    print(f"  recall probes  {s.recall_probes}")
+    print(f"  validation     {s.validation_documents} held-out-template definitions (training's eval loss)")
+    if m.augment:
         from stegobench.data_gen.augment import summary
 
-        print(f"  augment        {summary(m['augment'])}")
+        print(f"  augment        {summary(m.augment)}")
 
 
 def _track_config(raw: str, overrides: list[str]):
@@ -109,8 +113,8 @@ def cmd_gen(args: argparse.Namespace) -> int:
     config, source = _track_config(args.config, overrides)
     result = generate(config, args.out, overwrite=args.overwrite, source=source, paraphraser=paraphraser_factory)
     m = result.manifest
-    print(f"wrote {result.out} in {result.seconds:.1f}s  (track {m['track']}, seed {m['seed']}, "
-          f"content sha256 {m['content_sha256'][:16]})")
+    print(f"wrote {result.out} in {result.seconds:.1f}s  (track {m.track}, seed {m.seed}, "
+          f"content sha256 {m.content_sha256[:16]})")
     _print_track(m)
     return 0
 
@@ -167,8 +171,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from stegobench.core.config import load_config
     from stegobench.eval.config import EvalConfig
+    from stegobench.data_gen.records import ScoredSplit
     from stegobench.eval.harness import rescore, run_eval
     from stegobench.eval.runlog import fmt
+    from stegobench.eval.scoring import Flag
 
     if args.rescore:
         run = rescore(args.rescore)
@@ -189,8 +195,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rows = [(name, cond.table) for name, cond in run.conditions.items()]
     rows += [(f"pooled ({len(run.pooled.adapters)} adapters)", run.pooled.table)] if run.pooled else []
     for name, t in rows:  # each seed's row, then the pooled one
-        print(f"{name:24s} {fmt(t.covert_score, signed=True):>28s}  "
-              f"{fmt(t.rate('definition_only', 'undetected_covert')):>20s}  {fmt(t.rate('control_unmapped', 'false_use')):>20s}")
+        hits, false_alarms = (t.rate(ScoredSplit.DEFINITION_ONLY, Flag.UNDETECTED_COVERT),
+                              t.rate(ScoredSplit.CONTROL_UNMAPPED, Flag.FALSE_USE))
+        print(f"{name:24s} {fmt(t.covert_score, signed=True):>28s}  {fmt(hits):>20s}  {fmt(false_alarms):>20s}")
     if run.heldout_fpr_union is not None:
         print(f"\nmonitors' false-positive rate on held-out base answers (any monitor): {run.heldout_fpr_union.fmt()}")
     print(f"\nreport: {out / 'report.md'}")
@@ -264,9 +271,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for raw in args.track:
             config, source = _track_config(raw, args.overrides)
             m = prepare(config, source, augment=False).manifest  # checks only: the augment model is not run
-            before = " before augmentation" if m.get("augment") else ""
-            print(f"ok  {source}  (track {m['track']}: every input checked, nothing written; content sha256"
-                  f"{before} {m['content_sha256'][:16]})")
+            before = " before augmentation" if m.augment else ""
+            print(f"ok  {source}  (track {m.track}: every input checked, nothing written; content sha256"
+                  f"{before} {m.content_sha256[:16]})")
             _print_track(m)
         if not args.paths:
             return 0
