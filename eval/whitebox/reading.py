@@ -5,11 +5,7 @@ Answers are read in chunks so memory stays bounded."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
-
-from stegobench.data_gen.records import EvalItem
-
-from ..heldout import AskedQuestion
+from typing import Any, Protocol, Sequence
 
 from .blackbox import output_concept_ranks, rank_value
 from .lens import LensLogits, LensScope, ranks, read_lens_logits, share_above
@@ -88,8 +84,18 @@ class Answers:
                     record[f"{key}{BASE_MODEL}"] = other[key]
 
 
-def read_answers(reader: ResidualReader, probe: LinearProbe, book: Book, items: Sequence[EvalItem | AskedQuestion],
-                 prompts: list[str],
+class Asked(Protocol):
+    """What the reading needs of an answer's question (an EvalItem, or a monitor-calibration AskedQuestion): its id
+    and the mapping whose code word the answer may use ('' for none)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def mapping_id(self) -> str: ...
+
+
+def read_answers(reader: ResidualReader, probe: LinearProbe, book: Book, items: Sequence[Asked], prompts: list[str],
                  responses: list[str], save_layers: list[int] | None = None, condition: str = "") -> Answers:
     from ..progress import bar
 
@@ -134,7 +140,7 @@ def _positions(encoded: Encoded, response: str, all_forms: list[tuple[str, str]]
     return merged, owners
 
 
-def _read_one(reader, probe: LinearProbe, book: Book, item: EvalItem | AskedQuestion, pos: Positions, owners: list[str],
+def _read_one(reader, probe: LinearProbe, book: Book, item: Asked, pos: Positions, owners: list[str],
               at: dict[int, int], residual) -> dict[str, Any]:
     """One answer's record: its readings and every monitor's value (under the monitor's name)."""
     import torch
