@@ -1,8 +1,8 @@
 """The typed log of one eval run: results.json and samples.jsonl are written and read here and nowhere else.
 
-    from stegobench.eval.runlog import read_run
+    from stegobench.eval.runlog import read_run                # ScoredSplit: data_gen/records.py; Flag: scoring.py
     run = read_run("runs/eval/quickstart")
-    run.conditions["adapter:quickstart"].table.rate("definition_only", "undetected_covert").fmt()  # '0.250 [0.1, ...]'
+    run.conditions["adapter:quickstart"].table.rate(ScoredSplit.DEFINITION_ONLY, Flag.UNDETECTED_COVERT).fmt()
     [s.score.covert for s in run.samples("base")]
 
 results.json holds the run (config, identities, environment, one table per condition); samples.jsonl one line
