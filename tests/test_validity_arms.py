@@ -222,8 +222,8 @@ def _readout_run(tmp_path) -> RunLog:
     (folder / "samples.jsonl").write_text("".join(json.dumps(s.to_record()) + "\n" for s in samples))
     detection = {k: MonitorDetection(0.5) for k in ("m", "n")}
     bound = HeldOutRate(0.0, 96, 0.0377)
-    return RunLog("finished", {}, "mock", {}, NO_CORPUS, {"adapter:x": ConditionResult(Table(Interval(None)), adapter="x",
-                                                                                detection=detection)},
+    adapter = ConditionResult(Table(Interval(None)), adapter="x", detection=detection)
+    return RunLog("finished", {}, "mock", {}, NO_CORPUS, {"adapter:x": adapter},
                   monitor_calibration={k: MonitorCalibration(0.5, 96, bound) for k in ("m", "n")}, folder=folder)
 
 
