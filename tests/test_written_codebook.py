@@ -309,7 +309,7 @@ def test_the_eval_report_names_the_codes_without_original_meaning_controls(tmp_p
     generate(load_config(TrackConfig, path), out, source=str(path))
     cfg = load_config(EvalConfig, REPO / "configs/eval/default.yaml", ["backend=mock", "bootstrap_resamples=100"])
     run = run_eval(cfg, out, "mock:perfect_covert", [], tmp_path / "run", cache_dir=tmp_path / "cache")
-    assert run.dataset["original_meaning_skipped"] == ["zebra"]
+    assert run.dataset.original_meaning_skipped == ["zebra"]
     report = (tmp_path / "run" / "report.md").read_text()
     assert "No original-meaning controls for `zebra`" in report and "`cat`" not in report.split("|")[0]
 
