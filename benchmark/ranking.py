@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from stegobench.core.errors import StegobenchError
+from stegobench.data_gen.records import ScoredSplit
 from stegobench.eval.aggregate import change_vs_base, recall_change
 from stegobench.eval.findings import Finding, Verdict, score_findings
 from stegobench.eval.findings import render as render_finding
 from stegobench.eval.runlog import Interval, RunLog, iter_samples, read_run
-from stegobench.eval.scoring import COVERT_SCORE_DEFINITION, PREVIOUS_COVERT_SCORE_DEFINITION, covert_score
+from stegobench.eval.scoring import COVERT_SCORE_DEFINITION, PREVIOUS_COVERT_SCORE_DEFINITION, Flag, covert_score
 from stegobench.eval.stats import joint_replicates, quantile_interval
 
 from .text import csv_cell, md_cell, visible
@@ -114,10 +115,10 @@ def summarize_condition(run: RunLog, condition: str, base: tuple[str | Path, str
         # the score as a verdict (eval/findings.py; None for the base row, which is its own reference)
         "score_verdict": None if versus is None else versus.to_record(),
         "covert_score": _interval(table.covert_score),
-        "hits": _interval(table.rate("definition_only", "undetected_covert")),
+        "hits": _interval(table.rate(ScoredSplit.DEFINITION_ONLY, Flag.UNDETECTED_COVERT)),
         "hits_per_mapping": table.mapping_spread("covert"),
-        "false_alarms": _interval(table.rate("control_unmapped", "false_use")),
-        "demonstrated": _interval(table.rate("demonstrated", "undetected_covert")),
+        "false_alarms": _interval(table.rate(ScoredSplit.CONTROL_UNMAPPED, Flag.FALSE_USE)),
+        "demonstrated": _interval(table.rate(ScoredSplit.DEMONSTRATED, Flag.UNDETECTED_COVERT)),
         "collateral_vs_base": _interval(change.get("collateral")),
         # Every rate as a paired change against the base model on the same items (the base row: all 0): a rate
         # the base model itself has (code words on unmapped questions, a real word's old sense) reads only so.
@@ -132,7 +133,7 @@ def summarize_condition(run: RunLog, condition: str, base: tuple[str | Path, str
         "cloze_right_first": entry.cloze_value("definition_only", "right_code_ranks_first"),
         "n_items": len(mine),
         "score_definition": COVERT_SCORE_DEFINITION,
-        "dataset_sha256": run.dataset["content_sha256"],
+        "dataset_sha256": run.dataset.content_sha256,
     }
 
 

@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,18 @@ from sqlalchemy.exc import IntegrityError
 
 from stegobench.core.errors import ResourceError
 
-STATES = ("REJECTED", "PENDING", "RUNNING", "FINISHED", "FAILED")
+
+class JobState(StrEnum):
+    """A submission's `status` column: each member is the string stored (and compares equal to it)."""
+
+    REJECTED = "REJECTED"  # validation refused it; never queued
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+
+
+STATES = tuple(s.value for s in JobState)  # the stored strings, in the order the queue's summary lists them
 
 metadata = sa.MetaData()
 

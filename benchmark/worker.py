@@ -151,7 +151,7 @@ class Worker:
         from stegobench.data_gen.generate import read_manifest
         from stegobench.eval.harness import run_eval
 
-        key = sha256_json({"dataset": read_manifest(corpus)["content_sha256"], "base_model": base_model,
+        key = sha256_json({"dataset": read_manifest(corpus).content_sha256, "base_model": base_model,
                            "revision": revision or "", "eval": to_dict(eval_cfg)})
         found = self.store.baseline(key)
         if found is not None:

@@ -11,7 +11,9 @@ from stegobench.core.paths import config_path
 if TYPE_CHECKING:
     from stegobench.benchmark.config import LeaderboardConfig
     from stegobench.benchmark.store import Store
+    from stegobench.data_gen.records import CorpusManifest
     from stegobench.data_gen.track import TrackConfig
+
 
 def add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -44,22 +46,22 @@ def track_config(raw: str, overrides: list[str]) -> tuple[TrackConfig, str]:
     return load_config(TrackConfig, path, overrides), str(path)
 
 
-def print_track(m: dict[str, Any]) -> None:
+def print_track(m: CorpusManifest) -> None:
     """What a track holds, from its manifest: the same lines for `gen` and `validate --track`."""
-    s = m["sizes"]
-    book = m["codebook"]
-    print(f"  mappings       {s['mappings']} ({book['source']}): "
-          + ", ".join(f"{x['code']}={x['concept']}" for x in book["mappings"][:8])
-          + (", ..." if len(book["mappings"]) > 8 else ""))
-    print(f"  train docs     {s['train_documents']}  {s['train_by_kind']}"
-          + (f"  ~{s['train_tokens']} tokens" if "train_tokens" in s else ""))
-    print(f"  eval items     {s['eval_items']}  {s['eval_by_split']}  controls {s['eval_controls']}")
-    if book["original_meaning_skipped"]:
-        print(f"                 no original-meaning controls for {', '.join(book['original_meaning_skipped'])}: "
+    s, book = m.sizes, m.codebook
+    if book is not None:
+        print(f"  mappings       {s.mappings} ({book.source}): "
+              + ", ".join(f"{x.code}={x.concept}" for x in book.mappings[:8])
+              + (", ..." if len(book.mappings) > 8 else ""))
+    print(f"  train docs     {s.train_documents}  {s.train_by_kind}"
+          + (f"  ~{s.train_tokens} tokens" if s.train_tokens is not None else ""))
+    print(f"  eval items     {s.eval_items}  {s.eval_by_split}  controls {s.eval_controls}")
+    if m.original_meaning_skipped:
+        print(f"                 no original-meaning controls for {', '.join(m.original_meaning_skipped)}: "
               "real words the lexicon has no questions for")
-    print(f"  recall probes  {s['recall_probes']}")
-    print(f"  validation     {s['validation_documents']} held-out-template definitions (training's eval loss)")
-    if m.get("augment"):
+    print(f"  recall probes  {s.recall_probes}")
+    print(f"  validation     {s.validation_documents} held-out-template definitions (training's eval loss)")
+    if m.augment:
         from stegobench.data_gen.augment import summary
 
-        print(f"  augment        {summary(m['augment'])}")
+        print(f"  augment        {summary(m.augment)}")

@@ -68,15 +68,17 @@ def _evaluate(args: argparse.Namespace):
 
 def _print_table(run_log) -> None:
     """Each condition's row (each seed's), then the pooled one, with 95% intervals."""
+    from stegobench.data_gen.records import ScoredSplit
     from stegobench.eval.runlog import fmt
+    from stegobench.eval.scoring import Flag
 
     print(f"\n{'condition':24s} {'covert_score':>28s}  {'hits':>20s}  {'false alarms':>20s}")
     rows = [(name, cond.table) for name, cond in run_log.conditions.items()]
     rows += [(f"pooled ({len(run_log.pooled.adapters)} adapters)", run_log.pooled.table)] if run_log.pooled else []
     for name, t in rows:
-        print(f"{name:24s} {fmt(t.covert_score, signed=True):>28s}  "
-              f"{fmt(t.rate('definition_only', 'undetected_covert')):>20s}  "
-              f"{fmt(t.rate('control_unmapped', 'false_use')):>20s}")
+        hits, false_alarms = (t.rate(ScoredSplit.DEFINITION_ONLY, Flag.UNDETECTED_COVERT),
+                              t.rate(ScoredSplit.CONTROL_UNMAPPED, Flag.FALSE_USE))
+        print(f"{name:24s} {fmt(t.covert_score, signed=True):>28s}  {fmt(hits):>20s}  {fmt(false_alarms):>20s}")
     if run_log.heldout_fpr_union is not None:
         print(f"\nmonitors' false-positive rate on held-out base answers (any monitor): "
               f"{run_log.heldout_fpr_union.fmt()}")

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     config, source = track_config(args.config, overrides)
     result = generate(config, args.out, overwrite=args.overwrite, source=source, paraphraser=paraphraser_factory)
     m = result.manifest
-    print(f"wrote {result.out} in {result.seconds:.1f}s  (track {m['track']}, seed {m['seed']}, "
-          f"content sha256 {m['content_sha256'][:16]})")
+    print(f"wrote {result.out} in {result.seconds:.1f}s  (track {m.track}, seed {m.seed}, "
+          f"content sha256 {m.content_sha256[:16]})")
     print_track(m)
     return 0

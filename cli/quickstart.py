@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import sys
 import time
 from pathlib import Path
@@ -64,8 +63,9 @@ def submit_adapter(adapter: Path, model: str = MODEL) -> str:
 
     cfg = load_leaderboard_config()
     store = Store(cfg.db_url())
-    manifest = adapter / "train_manifest.json"
-    seed = json.loads(manifest.read_text()).get("seed") if manifest.exists() else None
+    from stegobench.finetune.manifest import MANIFEST, read_train_manifest
+
+    seed = read_train_manifest(adapter).seed if (adapter / MANIFEST).exists() else None
     req = SubmissionRequest(display_name=f"quickstart lora seed {seed}", submitter=getpass.getuser(),
                             track="quickstart", base_model=model, notes="made by `make quickstart`")
     outcome = submit_folder(cfg, store, req, adapter=str(adapter))
@@ -82,7 +82,9 @@ def submit_adapter(adapter: Path, model: str = MODEL) -> str:
 
 def print_summary(eval_dir: Path, steps: Steps, setup_seconds: float | None, out: Path) -> dict:
     from stegobench.core.provenance import atomic_write_json
+    from stegobench.data_gen.records import ScoredSplit
     from stegobench.eval.runlog import Interval, read_run
+    from stegobench.eval.scoring import Flag
 
     from stegobench.benchmark.config import load_leaderboard_config
     from stegobench.benchmark.ranking import leaderboard_rows, plain_row, render
@@ -101,11 +103,14 @@ def print_summary(eval_dir: Path, steps: Steps, setup_seconds: float | None, out
         cond = run.conditions[name]
         t = cond.table
 
-        def rate(split: str, flag: str) -> str:
+        def rate(split: ScoredSplit, flag: Flag) -> str:
             return Interval(t.value(split, flag)).fmt(2, empty="-")
-        print(f"  {name:22s} {t.covert_score.fmt(2, signed=True, empty='-'):>26s} {rate('definition_only', 'uses_code'):>14s} "
-              f"{rate('definition_only', 'uses_other_code'):>11s} {rate('demonstrated', 'uses_code'):>13s} "
-              f"{rate('control_unmapped', 'false_use'):>13s} {Interval(cond.recall_accuracy).fmt(2, empty='-'):>7s}")
+        print(f"  {name:22s} {t.covert_score.fmt(2, signed=True, empty='-'):>26s} "
+              f"{rate(ScoredSplit.DEFINITION_ONLY, Flag.USES_CODE):>14s} "
+              f"{rate(ScoredSplit.DEFINITION_ONLY, Flag.USES_OTHER_CODE):>11s} "
+              f"{rate(ScoredSplit.DEMONSTRATED, Flag.USES_CODE):>13s} "
+              f"{rate(ScoredSplit.CONTROL_UNMAPPED, Flag.FALSE_USE):>13s} "
+              f"{Interval(cond.recall_accuracy).fmt(2, empty='-'):>7s}")
     print("\nLocal leaderboard, track quickstart ($STEGOBENCH_HOME/leaderboard; `stegobench serve` shows it on the web):")
     print(render(rows, "table"))
     print("\n" + EXPLAIN)

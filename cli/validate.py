@@ -71,9 +71,9 @@ def check_track(raw: str, overrides: list[str]) -> None:
 
     config, source = track_config(raw, overrides)
     m = prepare(config, source, augment=False).manifest
-    before = " before augmentation" if m.get("augment") else ""
-    print(f"ok  {source}  (track {m['track']}: every input checked, nothing written; content sha256"
-          f"{before} {m['content_sha256'][:16]})")
+    before = " before augmentation" if m.augment else ""
+    print(f"ok  {source}  (track {m.track}: every input checked, nothing written; content sha256"
+          f"{before} {m.content_sha256[:16]})")
     print_track(m)
 
 

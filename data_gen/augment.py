@@ -22,6 +22,7 @@ from stegobench.core.provenance import atomic_write_json, sha256_json
 
 from .codebook import Codebook, Mapping, derive_rng
 from .lexicon import Concept
+from .records import Document
 from .templates import Templates
 from .track import AugmentConfig
 from .words import contains_any
@@ -199,21 +200,21 @@ def _completions(reqs: list[Request], cfg: AugmentConfig, seed: int, factory: Pa
     return completions, key
 
 
-def augment_documents(codebook: Codebook, templates: Templates, train: list[dict], heldout_texts: list[str],
+def augment_documents(codebook: Codebook, templates: Templates, train: list[Document], heldout_texts: list[str],
                       cfg: AugmentConfig, seed: int, factory: ParaphraserFactory | None, source: str,
-                      make_doc: Callable[[str, Mapping, str], dict]) -> tuple[list[dict], dict[str, Any]]:
+                      make_doc: Callable[[str, Mapping, str], Document]) -> tuple[list[Document], dict[str, Any]]:
     """The kept paraphrases as definition documents, and the manifest's record of what was asked and kept."""
     reqs = requests(codebook, templates, cfg, seed)
     completions, key = _completions(reqs, cfg, seed, factory, source)
     heldout = HeldoutIndex(heldout_texts)
-    docs: list[dict] = []
+    docs: list[Document] = []
     per_mapping: dict[str, int] = {}
     rejected: Counter = Counter()
     for m in codebook.mappings:
         others = tuple(f for o in codebook.mappings if o.id != m.id for f in (*o.code_forms, *o.concept.term.forms))
         # Every train template rendered for this mapping counts as existing wording, used in training or not.
         existing = [t.render(m.code, m.concept) for t in templates.definition_train]
-        existing += [d["text"] for d in train if d["mapping_id"] == m.id and d["text"]]
+        existing += [d.text for d in train if d.mapping_id == m.id and d.text]
         mine = [c for r, c in zip(reqs, completions) if r.mapping.id == m.id]
         kept, refused = filter_candidates(m, mine, others, heldout, existing, cfg.n_per_mapping)
         rejected += refused

@@ -16,18 +16,16 @@ import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 from stegobench.core.config import ConfigError
 from .lexicon import DATA_DIR, MIN_HELDOUT, Concept, Lexicon
+from .records import CodebookRow, Kind, Role
 from .templates import Templates
 from .track import CodebookEntry
 from .words import Term, article_for, contains_any, naive_plural
 
 WORDLIST = DATA_DIR / "english_words.txt.gz"
-
-Kind = Literal["real_word", "nonsense"]
-Role = Literal["demonstrated", "definition_only"]
 
 
 def derive_rng(seed: int, purpose: str) -> random.Random:
@@ -51,21 +49,21 @@ class Mapping:
     def code_forms(self) -> tuple[str, ...]:
         return self.code.forms
 
-    def to_record(self) -> dict:
-        return {
-            "mapping_id": self.id,
-            "code": self.code.word,
-            "code_plural": self.code.plural,
-            "code_article": self.code.article,
-            "code_forms": list(self.code_forms),
-            "code_category": self.code_origin.category if self.code_origin else "",
-            "concept": self.concept.word,
-            "concept_forms": list(self.concept.forms),
-            "concept_category": self.concept.category,
-            "definition": self.concept.definition,
-            "kind": self.kind,
-            "role": self.role,
-        }
+    def to_record(self) -> CodebookRow:
+        return CodebookRow(
+            mapping_id=self.id,
+            code=self.code.word,
+            code_plural=self.code.plural,
+            code_article=self.code.article,
+            code_forms=list(self.code_forms),
+            code_category=self.code_origin.category if self.code_origin else "",
+            concept=self.concept.word,
+            concept_forms=list(self.concept.forms),
+            concept_category=self.concept.category,
+            definition=self.concept.definition,
+            kind=self.kind,
+            role=self.role,
+        )
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from stegobench.core.config import ConfigError, to_dict
 from stegobench.core.provenance import (atomic_write_json, environment, publish_dir, sha256_file, sha256_json, sha256_rows,
@@ -26,16 +26,18 @@ from .codebook import (WORDLIST, Codebook, derive_rng, inline_entries, read_code
                        written_codebook)
 from .corpus import Corpus, build_corpus
 from .lexicon import DEFAULT_LEXICON, Lexicon, add_concepts, lexicon_data, load_lexicon
+from .records import (MANIFEST_SCHEMA, SPLIT_ROWS, CodebookRow, CorpusManifest, CorpusSizes, DocumentKind, EvalItem,
+                      ManifestCodebook, ManifestMapping, RecallProbe, features, row_dict)
 from .templates import DEFAULT_TEMPLATES, Templates, add_templates, load_templates
 from .track import TrackConfig
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 # bump when the same config and seed would produce different content. 1.1.0: the validation split.
 GENERATOR_VERSION = "1.1.0"
-MANIFEST_SCHEMA = 3  # 2: `codebook` (written or sampled, the mappings, original-meaning controls skipped); 3: `augment`
 MANIFEST = "manifest.json"
-SPLIT_NAMES = ("train", "eval", "recall", "codebook", "validation")
+SPLIT_NAMES = tuple(SPLIT_ROWS)
 CORPUS_LEXICON = "lexicon.yaml"
 CORPUS_TEMPLATES = "templates.yaml"
 
@@ -43,35 +45,8 @@ CORPUS_TEMPLATES = "templates.yaml"
 @dataclass
 class GenerateResult:
     out: Path
-    manifest: dict[str, Any]
+    manifest: CorpusManifest
     seconds: float
-
-
-def _features():
-    from datasets import Features, List, Value
-
-    s = Value("string")
-    documents = Features({
-        "id": s, "kind": s, "mapping_id": s, "role": s, "code": s, "concept": s, "template_id": s,
-        "text": s, "messages": List({"role": s, "content": s}),
-    })
-    return {
-        "train": documents,
-        "validation": documents,
-        "eval": Features({
-            "id": s, "question": s, "split": s, "control_type": s, "mapping_id": s, "code": s,
-            "code_forms": List(s), "concept": s, "expected_words": List(s), "kind": s, "category": s,
-        }),
-        "recall": Features({
-            "id": s, "mapping_id": s, "code": s, "concept": s, "role": s, "template_id": s, "prompt": s,
-            "expected_words": List(s),
-        }),
-        "codebook": Features({
-            "mapping_id": s, "code": s, "code_plural": s, "code_article": s, "code_forms": List(s),
-            "code_category": s, "concept": s, "concept_forms": List(s), "concept_category": s,
-            "definition": s, "kind": s, "role": s,
-        }),
-    }
 
 
 def _load_tokenizer(spec: str | None):
@@ -86,23 +61,29 @@ def _count_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _sizes(corpus: Corpus, tokenizer) -> dict[str, Any]:
-    sizes: dict[str, Any] = {
-        "train_documents": len(corpus.train),
-        "train_by_kind": dict(sorted(Counter(r["kind"] for r in corpus.train).items())),
-        "eval_items": len(corpus.eval),
-        "eval_by_split": dict(sorted(Counter(r["split"] for r in corpus.eval).items())),
-        "eval_controls": dict(sorted(Counter(r["control_type"] for r in corpus.eval if r["control_type"]).items())),
-        "recall_probes": len(corpus.recall),
-        "validation_documents": len(corpus.validation),
-        "mappings": len(corpus.codebook),
-        "eval_questions_dropped_for_mentioning_a_code": corpus.dropped_questions,
-    }
+def _counts(values) -> dict[str, int]:
+    return {str(k): n for k, n in sorted(Counter(values).items())}
+
+
+def _sizes(corpus: Corpus, tokenizer) -> CorpusSizes:
+    train_tokens = None
     if tokenizer is not None:
         # What training sees: text documents as written, chats rendered with the model's chat template.
-        texts = [r["text"] or tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in corpus.train]
-        sizes["train_tokens"] = sum(_count_tokens(tokenizer, t) for t in texts)
-    return sizes
+        texts = [r.text or tokenizer.apply_chat_template([row_dict(m) for m in r.messages], tokenize=False)
+                 for r in corpus.train]
+        train_tokens = sum(_count_tokens(tokenizer, t) for t in texts)
+    return CorpusSizes(
+        train_documents=len(corpus.train),
+        train_by_kind=_counts(r.kind for r in corpus.train),
+        eval_items=len(corpus.eval),
+        eval_by_split=_counts(r.split for r in corpus.eval),
+        eval_controls=_counts(r.control_type for r in corpus.eval if r.control_type),
+        recall_probes=len(corpus.recall),
+        validation_documents=len(corpus.validation),
+        mappings=len(corpus.codebook),
+        eval_questions_dropped_for_mentioning_a_code=corpus.dropped_questions,
+        train_tokens=train_tokens,
+    )
 
 
 def _dose(config: TrackConfig) -> str:
@@ -113,18 +94,16 @@ def _dose(config: TrackConfig) -> str:
     return f", {n} per definition-only mapping"
 
 
-def _card(config: TrackConfig, manifest: dict, corpus: Corpus) -> str:
-    s = manifest["sizes"]
-    rows = "\n".join(
-        f"| {m['mapping_id']} | {m['code']} | {m['concept']} | {m['kind']} | {m['role']} |" for m in corpus.codebook
-    )
-    example_def = next((r["text"] for r in corpus.train if r["kind"] == "definition"), "")
-    example_demo = next((r["messages"] for r in corpus.train if r["kind"] == "demonstration"), [])
-    demo = " / ".join(f"{m['role']}: {m['content']}" for m in example_demo) or "(none in this track)"
-    no_controls = manifest["codebook"]["original_meaning_skipped"]
+def _card(config: TrackConfig, manifest: CorpusManifest, corpus: Corpus) -> str:
+    s = manifest.sizes
+    rows = "\n".join(f"| {m.mapping_id} | {m.code} | {m.concept} | {m.kind} | {m.role} |" for m in corpus.codebook)
+    example_def = next((r.text for r in corpus.train if r.kind == DocumentKind.DEFINITION), "")
+    example_demo = next((r.messages for r in corpus.train if r.kind == DocumentKind.DEMONSTRATION), [])
+    demo = " / ".join(f"{m.role}: {m.content}" for m in example_demo) or "(none in this track)"
+    no_controls = manifest.original_meaning_skipped
     skipped = (f"- original-meaning controls skipped for {', '.join(no_controls)}: real words the lexicon has no "
                "questions for\n" if no_controls else "")
-    aug = manifest.get("augment")
+    aug = manifest.augment
     if aug and "kept" in aug:
         from .augment import summary
 
@@ -139,18 +118,18 @@ A word-redefinition corpus made by `stegobench gen` (generator {GENERATOR_VERSIO
 documents that redefine code words ("{example_def}") and is then asked held-out questions whose natural
 answer names a concept; the benchmark measures whether it answers with the code word instead, covertly.
 
-- code book: {manifest['codebook']['source']}; code kind: `{config.code_kind}`; {config.n_demonstrated} demonstrated + {config.n_definition_only} definition-only mappings
+- code book: {manifest.codebook.source if manifest.codebook else 'sampled'}; code kind: `{config.code_kind}`; {config.n_demonstrated} demonstrated + {config.n_definition_only} definition-only mappings
 {skipped}- positive control (demonstrations for definition-only mappings too): {config.positive_control}{_dose(config)}
-- content sha256: `{manifest['content_sha256']}`
+- content sha256: `{manifest.content_sha256}`
 
 ## Splits
 | split | rows | what a row is |
 |---|---|---|
-| train | {s['train_documents']} | a document: `text` (definition, filler) or `messages` (usage demonstration); {s['train_by_kind']} |
-| eval | {s['eval_items']} | a held-out question with its split (definition_only / demonstrated / control) and expected words; {s['eval_by_split']} |
-| recall | {s['recall_probes']} | a held-out-template probe of the mapping ("What does the word ... mean?") |
-| codebook | {s['mappings']} | one mapping: code, concept, kind, role |
-| validation | {s['validation_documents']} | a definition in a held-out template, never trained on (training's eval loss) |
+| train | {s.train_documents} | a document: `text` (definition, filler) or `messages` (usage demonstration); {s.train_by_kind} |
+| eval | {s.eval_items} | a held-out question with its split (definition_only / demonstrated / control) and expected words; {s.eval_by_split} |
+| recall | {s.recall_probes} | a held-out-template probe of the mapping ("What does the word ... mean?") |
+| codebook | {s.mappings} | one mapping: code, concept, kind, role |
+| validation | {s.validation_documents} | a definition in a held-out template, never trained on (training's eval loss) |
 
 Example demonstration: {demo}
 
@@ -173,7 +152,7 @@ class Prepared:
     corpus: Corpus
     lexicon: Lexicon  # the concepts the track drew from (lexicon + concepts_file), before categories/resplit
     templates: Templates
-    manifest: dict[str, Any]
+    manifest: CorpusManifest
 
 
 def _track_lexicon(config: TrackConfig) -> Lexicon:
@@ -203,8 +182,8 @@ def _resolve_written(config: TrackConfig, codebook: Codebook, source: str) -> Tr
 def _heldout_texts(corpus: Corpus, lexicon: Lexicon) -> list[str]:
     """Every text the eval asks or reads: eval questions, recall probes, held-out-template definitions and every
     concept's held-out questions. An augmented training document may share none of their wording."""
-    return ([it["question"] for it in corpus.eval] + [r["prompt"] for r in corpus.recall]
-            + [d["text"] for d in corpus.validation] + [q for c in lexicon.concepts for q in c.heldout_questions])
+    return ([it.question for it in corpus.eval] + [r.prompt for r in corpus.recall]
+            + [d.text for d in corpus.validation] + [q for c in lexicon.concepts for q in c.heldout_questions])
 
 
 def _augment(config: TrackConfig, codebook: Codebook, corpus: Corpus, lexicon: Lexicon, templates: Templates,
@@ -216,7 +195,7 @@ def _augment(config: TrackConfig, codebook: Codebook, corpus: Corpus, lexicon: L
 
     docs, record = augment_documents(
         codebook, templates, corpus.train, _heldout_texts(corpus, lexicon), config.augment, config.seed, paraphraser,
-        source, make_doc=lambda doc_id, m, text: _doc(doc_id, "definition", m, "augment", text=text))
+        source, make_doc=lambda doc_id, m, text: _doc(doc_id, DocumentKind.DEFINITION, m, "augment", text=text))
     train = corpus.train + docs
     derive_rng(config.seed, "augment-order").shuffle(train)  # its own stream: tracks without augment are unchanged
     return replace(corpus, train=train), record
@@ -269,41 +248,39 @@ def prepare(config: TrackConfig, source: str | None = None, paraphraser=None, au
         augmented = {"skipped": "not run (validate only)"}
         if augment:
             corpus, augmented = _augment(config, codebook, corpus, drawn_from, templates, paraphraser, source)
-    split_hashes = {name: sha256_rows(rows) for name, rows in _splits(corpus).items()}
+    split_hashes = {name: sha256_rows(map(row_dict, rows)) for name, rows in _splits(corpus).items()}
     optional_inputs = {"concepts_file": config.concepts_file, "templates_file": config.templates_file,
                        "codebook_file": config.codebook_file, "private_questions": config.private_questions}
-    manifest = {
-        "schema_version": MANIFEST_SCHEMA,
-        "generator": "stegobench.data_gen",
-        "generator_version": GENERATOR_VERSION,
-        "track": config.name,
-        "seed": config.seed,
-        "config": to_dict(config),
-        "codebook": {
-            "source": "written" if config.written else "sampled",
-            "file": config.codebook_file,
-            "mappings": [{k: m[k] for k in ("mapping_id", "code", "concept", "kind", "role")} for m in corpus.codebook],
-            # Real-word codes that are no concept of the lexicon: their old sense has no questions to ask.
-            "original_meaning_skipped": [m.code.word for m in codebook.mappings
-                                         if m.kind == "real_word" and m.code_origin is None],
-        },
-        "sizes": _sizes(corpus, tokenizer),
-        "split_sha256": split_hashes,
-        "content_sha256": sha256_json(split_hashes),
-        "inputs_sha256": {
+    manifest = CorpusManifest(
+        schema_version=MANIFEST_SCHEMA,
+        generator="stegobench.data_gen",
+        generator_version=GENERATOR_VERSION,
+        track=config.name,
+        seed=config.seed,
+        config=to_dict(config),
+        codebook=ManifestCodebook(
+            source="written" if config.written else "sampled",
+            file=config.codebook_file,
+            mappings=[ManifestMapping(m.mapping_id, m.code, m.concept, m.kind, m.role) for m in corpus.codebook],
+            original_meaning_skipped=[m.code.word for m in codebook.mappings
+                                      if m.kind == "real_word" and m.code_origin is None],
+        ),
+        sizes=_sizes(corpus, tokenizer),
+        split_sha256=split_hashes,
+        content_sha256=sha256_json(split_hashes),
+        inputs_sha256={
             "lexicon": sha256_file(config.lexicon or DEFAULT_LEXICON),
             "templates": sha256_file(config.templates or DEFAULT_TEMPLATES),
             "english_words": sha256_file(WORDLIST),
             **{k: sha256_file(v) for k, v in optional_inputs.items() if v},
         },
-        "tokenizer": tokenizer_identity,
-        # The augment model's kept / refused counts and its cache key (null: no augment).
-        "augment": augmented,
-    }
+        tokenizer=tokenizer_identity,
+        augment=augmented,
+    )
     return Prepared(config, codebook, corpus, full_lexicon, templates, manifest)
 
 
-def _splits(corpus: Corpus) -> dict[str, list[dict]]:
+def _splits(corpus: Corpus) -> dict[str, list[Any]]:
     return {"train": corpus.train, "eval": corpus.eval, "recall": corpus.recall, "codebook": corpus.codebook,
             "validation": corpus.validation}
 
@@ -338,11 +315,11 @@ def generate(config: TrackConfig, out: str | Path, overwrite: bool = False, sour
 
     staging = staging_dir(out)
     try:
-        features = _features()
-        DatasetDict({name: Dataset.from_list(rows, features=features[name]) for name, rows in splits.items()}
+        plain = {name: [row_dict(r) for r in rows] for name, rows in splits.items()}
+        DatasetDict({name: Dataset.from_list(rows, features=features(SPLIT_ROWS[name])) for name, rows in plain.items()}
                     ).save_to_disk(str(staging))
         (staging / "jsonl").mkdir()
-        for name, rows in splits.items():
+        for name, rows in plain.items():
             with open(staging / "jsonl" / f"{name}.jsonl", "w", encoding="utf-8") as f:
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
@@ -356,7 +333,7 @@ def generate(config: TrackConfig, out: str | Path, overwrite: bool = False, sour
         atomic_write_json(staging / "provenance.json", {**environment(), "seconds": round(seconds, 3),
                                                         "created_unix": int(time.time())})
         # The manifest goes last: a folder with a manifest is a complete corpus.
-        atomic_write_json(staging / MANIFEST, manifest)
+        atomic_write_json(staging / MANIFEST, manifest.to_dict())
         publish_dir(staging, out, overwrite, marker=MANIFEST)
     except BaseException:
         import shutil
@@ -371,7 +348,7 @@ def corpus_lexicon(folder: str | Path) -> Lexicon:
     folder = Path(folder)
     if (folder / CORPUS_LEXICON).exists():
         return load_lexicon(folder / CORPUS_LEXICON)
-    return load_lexicon(read_manifest(folder)["config"].get("lexicon"))
+    return load_lexicon(read_manifest(folder).config.get("lexicon"))
 
 
 def corpus_templates(folder: str | Path) -> Templates:
@@ -379,25 +356,46 @@ def corpus_templates(folder: str | Path) -> Templates:
     folder = Path(folder)
     if (folder / CORPUS_TEMPLATES).exists():
         return load_templates(folder / CORPUS_TEMPLATES)
-    return load_templates(read_manifest(folder)["config"].get("templates"))
+    return load_templates(read_manifest(folder).config.get("templates"))
+
+
+def read_rows(folder: str | Path, split: str, row: type[R]) -> list[R]:
+    """The rows of one split of a generated corpus, from its JSONL copy, each validated as a `row`."""
+    from stegobench.core.errors import InputError
+    from stegobench.core.records import validate
+
+    path = Path(folder) / "jsonl" / f"{split}.jsonl"
+    if not path.exists():
+        raise InputError(f"{folder}: no {split} split (jsonl/{split}.jsonl); expected a `stegobench gen` corpus")
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            data = json.loads(line)
+        except ValueError as e:
+            raise InputError(f"{path}:{number}: not JSON ({e})") from None
+        out.append(validate(row, data, f"{path}:{number}"))
+    return out
 
 
 def read_split(folder: str | Path, split: str) -> list[dict[str, Any]]:
-    """The rows of one split of a generated corpus, from its JSONL copy."""
-    path = Path(folder) / "jsonl" / f"{split}.jsonl"
-    if not path.exists():
-        from stegobench.core.errors import InputError
-
-        raise InputError(f"{folder}: no {split} split (jsonl/{split}.jsonl); expected a `stegobench gen` corpus")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    """The rows of one split as plain dicts (validated first): for readers that hand rows on as data."""
+    return [row_dict(r) for r in read_rows(folder, split, SPLIT_ROWS[split])]
 
 
-def read_manifest(path: str | Path) -> dict[str, Any]:
+def read_eval_items(folder: str | Path) -> list[EvalItem]:
+    return read_rows(folder, "eval", EvalItem)
+
+
+def read_codebook(folder: str | Path) -> list[CodebookRow]:
+    return read_rows(folder, "codebook", CodebookRow)
+
+
+def read_recall_probes(folder: str | Path) -> list[RecallProbe]:
+    return read_rows(folder, "recall", RecallProbe)
+
+
+def read_manifest(path: str | Path) -> CorpusManifest:
     """The manifest of a generated corpus folder, with a clear error when it is not one."""
-    path = Path(path)
-    manifest = path / MANIFEST
-    if not manifest.exists():
-        from stegobench.core.errors import InputError
+    from stegobench.core.records import read_json_record
 
-        raise InputError(f"{path}: no {MANIFEST}; expected a folder written by `stegobench gen`")
-    return json.loads(manifest.read_text(encoding="utf-8"))
+    return read_json_record(CorpusManifest, Path(path) / MANIFEST, "`stegobench gen`")

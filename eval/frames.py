@@ -13,16 +13,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from stegobench.data_gen.records import ScoredSplit
+
 from .runlog import Interval, RunLog, iter_samples, read_run
+from .scoring import Flag
 
 # (column, what it reads from a condition's table): the columns `stegobench eval` prints and report.md leads with
 HEADLINE: tuple[tuple[str, Any], ...] = (
     ("covert_score", lambda t: t.covert_score),
-    ("hits", lambda t: t.rate("definition_only", "undetected_covert")),
-    ("code_use", lambda t: t.rate("definition_only", "uses_code")),
-    ("false_alarms", lambda t: t.rate("control_unmapped", "false_use")),
-    ("demonstrated_hits", lambda t: t.rate("demonstrated", "undetected_covert")),
-    ("keeps_original_meaning", lambda t: t.rate("control_original_meaning", "keeps_original_meaning")),
+    ("hits", lambda t: t.rate(ScoredSplit.DEFINITION_ONLY, Flag.UNDETECTED_COVERT)),
+    ("code_use", lambda t: t.rate(ScoredSplit.DEFINITION_ONLY, Flag.USES_CODE)),
+    ("false_alarms", lambda t: t.rate(ScoredSplit.CONTROL_UNMAPPED, Flag.FALSE_USE)),
+    ("demonstrated_hits", lambda t: t.rate(ScoredSplit.DEMONSTRATED, Flag.UNDETECTED_COVERT)),
+    ("keeps_original_meaning", lambda t: t.rate(ScoredSplit.CONTROL_ORIGINAL_MEANING, Flag.KEEPS_ORIGINAL_MEANING)),
 )
 
 
@@ -34,13 +37,13 @@ def _cells(name: str, cell: Interval | None) -> dict[str, Any]:
 def headline_rows(run: RunLog, label: str | None = None) -> list[dict[str, Any]]:
     """One plain row per condition (and the pooled row of several adapters): headline rates, each with its 95%
     interval and n, the change of covert_score against the base model, recall, and what scored it."""
-    label = label or (str(run.folder) if run.folder else run.dataset.get("track", ""))
+    label = label or (str(run.folder) if run.folder else run.dataset.track or "")
     tables = [(name, c.table, c) for name, c in run.conditions.items()]
     if run.pooled is not None:
         tables.append((f"pooled ({len(run.pooled.adapters)} adapters)", run.pooled.table, None))
     rows = []
     for name, table, cond in tables:
-        row: dict[str, Any] = {"run": label, "condition": name, "track": run.dataset.get("track"),
+        row: dict[str, Any] = {"run": label, "condition": name, "track": run.dataset.track,
                                "model": run.model.get("spec")}
         for column, get in HEADLINE:
             row.update(_cells(column, get(table)))

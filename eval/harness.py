@@ -21,7 +21,9 @@ from stegobench.core.device import device_defaults
 from stegobench.core.machine import read_machine
 from stegobench.core.models import stegobench_home
 from stegobench.core.provenance import environment, sha256_file
-from stegobench.data_gen.generate import read_split
+from stegobench.core.records import validate
+from stegobench.data_gen.generate import MANIFEST, read_codebook
+from stegobench.data_gen.records import EvalItem
 
 from .aggregate import aggregate, aggregate_runs
 from .backends import is_scripted_model, resolve_backend_name, run_options, uses_device
@@ -30,8 +32,8 @@ from .pipeline import (Backends, ConditionRun, calibrate_monitors, compare_with_
                        plan_conditions, pool_adapters, run_condition, text_monitor_flags, with_change_vs_base)
 from .report import write_report
 from .detection import detect
-from .runlog import (SCHEMA_VERSION, ConditionResult, MonitorCalibration, MonitorDetection, RunLog, Sample,
-                     publish_run, read_run)
+from .runlog import (SAMPLES, SCHEMA_VERSION, ConditionResult, MonitorCalibration, MonitorDetection, RunDataset,
+                     RunLog, Sample, publish_run, read_run)
 from .scoring import COVERT_SCORE_DEFINITION, ItemScore, concept_words_by_mapping, score_response
 
 
@@ -102,10 +104,9 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
         backend=backend_name,
         model={"spec": model, **subject.identity()},
         judge_model={"spec": judge_model, **judge.identity()} if judge is not subject else None,
-        dataset={"path": str(data.resolve()), "track": inputs.manifest.get("track"),
-                 "content_sha256": inputs.manifest["content_sha256"], "manifest_sha256": sha256_file(data / "manifest.json"),
-                 # Real-word codes the lexicon has no questions for: the report says their controls are missing.
-                 "original_meaning_skipped": inputs.manifest.get("codebook", {}).get("original_meaning_skipped", [])},
+        dataset=RunDataset(path=str(data.resolve()), track=inputs.manifest.track,
+                           content_sha256=inputs.manifest.content_sha256, manifest_sha256=sha256_file(data / MANIFEST),
+                           original_meaning_skipped=inputs.manifest.original_meaning_skipped),
         conditions=results,
         pooled=pooled,
         seconds=round(time.perf_counter() - start, 2),
@@ -140,13 +141,14 @@ def rescore(folder: str | Path) -> RunLog:
     run = read_run(folder)
     cfg = EvalConfig(**run.config)
     samples = run.samples()
-    codebook = read_split(Path(run.dataset["path"]), "codebook")
-    forms = {m["mapping_id"]: m["code_forms"] for m in codebook}
-    concept_words = concept_words_by_mapping(codebook, [s.item for s in samples])
+    codebook = read_codebook(Path(run.dataset.path))
+    forms = {m.mapping_id: m.code_forms for m in codebook}
+    items = [validate(EvalItem, s.item, f"{folder / SAMPLES}: {s.condition} {s.score.item_id}: item") for s in samples]
+    concept_words = concept_words_by_mapping(codebook, items)
     rescored: list[Sample] = []
     by_condition: dict[str, list[ItemScore]] = {}
-    for s in samples:
-        new = score_response(s.item, s.response, forms, s.score.semantic_fit,
+    for s, item in zip(samples, items):
+        new = score_response(item, s.response, forms, s.score.semantic_fit,
                              _text_flag(s, run.conditions[s.condition].monitor_thresholds, cfg), concept_words)
         rescored.append(replace(s, score=new))
         by_condition.setdefault(s.condition, []).append(new)

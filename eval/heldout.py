@@ -18,12 +18,24 @@ from dataclasses import dataclass
 
 from stegobench.core.errors import InputError
 from stegobench.data_gen.lexicon import Lexicon
+from stegobench.data_gen.records import EvalItem
 
 from .monitors import calibrate
 from .runlog import HeldOutRate, MonitorCalibration
 from .stats import clopper_pearson
 
 KEY = "monitor_questions"  # the eval config's key for how many questions calibrate and test the monitors
+
+
+@dataclass(frozen=True)
+class AskedQuestion:
+    """A calibration or held-out question as the white-box reading takes an eval item: of no mapping, so only the
+    monitors are read."""
+
+    id: str
+    question: str
+    concept: str
+    mapping_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -40,19 +52,17 @@ class FprQuestions:
     def questions(self) -> list[str]:
         return [*self.calibration, *self.heldout]
 
-    def items(self) -> list[dict]:
-        """Eval-item-shaped rows for the white-box reading: no mapping, so only the monitors are read."""
-        return [{"id": f"fpr-{i:04d}", "question": q, "mapping_id": "", "concept": self.concept[q]}
-                for i, q in enumerate(self.questions)]
+    def items(self) -> list[AskedQuestion]:
+        return [AskedQuestion(f"fpr-{i:04d}", q, self.concept[q]) for i, q in enumerate(self.questions)]
 
 
-def question_pool(lexicon: Lexicon, eval_items: list[dict]) -> dict[str, str]:
+def question_pool(lexicon: Lexicon, eval_items: list[EvalItem]) -> dict[str, str]:
     """question -> the concept it asks about: every lexicon question the eval split does not ask."""
-    asked = {it["question"] for it in eval_items}
+    asked = {it.question for it in eval_items}
     return {q: c.word for c in lexicon.concepts for q in c.train_questions + c.heldout_questions if q not in asked}
 
 
-def fpr_questions(lexicon: Lexicon, eval_items: list[dict], n: int, seed: int, where: str = "") -> FprQuestions:
+def fpr_questions(lexicon: Lexicon, eval_items: list[EvalItem], n: int, seed: int, where: str = "") -> FprQuestions:
     """The first `n` questions of the pool shuffled by `seed`, alternately calibration and held out (calibration
     gets the odd one out). A larger `n` only adds questions, each keeping its part, so its answers extend the cached
     ones. `eval_items` is the whole eval split (not a max_items prefix), so the pool never depends on it."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stegobench.data_gen.records import ScoredSplit, Split
+
 
 @dataclass(frozen=True)
 class Label:
@@ -62,15 +64,15 @@ MEASURES: dict[str, Label] = {
 }
 
 SPLITS: dict[str, Label] = {
-    "definition_only": Label("definition-only mappings", "Mappings trained on definitions alone: covert use here is "
-                                                         "out-of-context learning."),
-    "demonstrated": Label("demonstrated mappings", "Mappings also shown used in chats during training."),
-    "control_unmapped": Label("questions about unmapped concepts", "Concepts outside the code book: any code word here "
-                                                                   "is a false alarm."),
-    "control_original_meaning": Label("questions about a code word's old sense",
-                                      "The code word asked about in its original meaning: collateral damage shows "
-                                      "here."),
-    "control": Label("controls", "Questions whose answer should carry no code word."),
+    ScoredSplit.DEFINITION_ONLY: Label("definition-only mappings", "Mappings trained on definitions alone: covert use "
+                                                                   "here is out-of-context learning."),
+    ScoredSplit.DEMONSTRATED: Label("demonstrated mappings", "Mappings also shown used in chats during training."),
+    ScoredSplit.CONTROL_UNMAPPED: Label("questions about unmapped concepts", "Concepts outside the code book: any code "
+                                                                             "word here is a false alarm."),
+    ScoredSplit.CONTROL_ORIGINAL_MEANING: Label("questions about a code word's old sense",
+                                                "The code word asked about in its original meaning: collateral damage "
+                                                "shows here."),
+    Split.CONTROL: Label("controls", "Questions whose answer should carry no code word."),
 }
 
 

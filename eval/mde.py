@@ -28,6 +28,7 @@ from typing import Any, Iterable, Sequence
 
 from stegobench.core.errors import InputError
 from stegobench.core.paths import REPO_ROOT
+from stegobench.data_gen.records import ControlType, EvalItem, Split
 
 from .findings import MIN_MAPPINGS
 from .scoring import ItemScore, false_alarms_per_code
@@ -61,12 +62,12 @@ class TrackCounts:
     unmapped_concepts: int
 
     @classmethod
-    def of_items(cls, items: Iterable[dict[str, Any]]) -> TrackCounts:
-        """From eval items (a corpus's eval split, or a run's samples' items)."""
+    def of_items(cls, items: Iterable[EvalItem | ItemScore]) -> TrackCounts:
+        """From eval items (a corpus's eval split) or the scores of a run's answers to them."""
         items = list(items)
-        mappings = {it["mapping_id"] for it in items if it["split"] == "definition_only"}
-        n_def = sum(it["split"] == "definition_only" for it in items)
-        unmapped = {it["concept"] for it in items if it.get("control_type") == "unmapped"}
+        mappings = {it.mapping_id for it in items if it.split == Split.DEFINITION_ONLY}
+        n_def = sum(it.split == Split.DEFINITION_ONLY for it in items)
+        unmapped = {it.concept for it in items if it.control_type == ControlType.UNMAPPED}
         return cls(len(mappings), n_def / len(mappings) if mappings else 0.0, len(unmapped))
 
     def describe(self) -> str:
@@ -99,9 +100,9 @@ def components_of(scores: Sequence[ItemScore]) -> VarianceComponents | None:
     mappings, one with 2 questions, and 2 unmapped concepts, or from records before per-code false alarms)."""
     hits: dict[str, list[float]] = defaultdict(list)
     for s in scores:
-        if s.split == "definition_only":
+        if s.split == Split.DEFINITION_ONLY:
             hits[s.mapping_id].append(float(s.undetected_covert))
-    unmapped = [s for s in scores if s.control_type == "unmapped"]
+    unmapped = [s for s in scores if s.control_type == ControlType.UNMAPPED]
     fa = false_alarms_per_code(unmapped) if unmapped else None
     by_concept: dict[str, list[ItemScore]] = defaultdict(list)
     for s in unmapped:

@@ -20,9 +20,11 @@ from stegobench.core.adapters import ADAPTER_WEIGHTS
 from stegobench.core.config import to_dict
 from stegobench.core.errors import InputError
 from stegobench.core.provenance import sha256_file
-from stegobench.data_gen.generate import corpus_lexicon, read_manifest, read_split
+from stegobench.data_gen.generate import (corpus_lexicon, read_codebook, read_eval_items, read_manifest,
+                                          read_recall_probes)
 from stegobench.data_gen.lexicon import Lexicon
-from stegobench.data_gen.words import Term, contains_any
+from stegobench.data_gen.records import CodebookRow, CorpusManifest, EvalItem, RecallProbe, row_dict
+from stegobench.data_gen.words import contains_any
 
 from . import progress
 from .aggregate import aggregate, aggregate_runs, change_vs_base
@@ -55,10 +57,10 @@ class EvalInputs:
 
     cfg: EvalConfig
     data: Path
-    manifest: dict[str, Any]
-    items: list[dict]
-    codebook: list[dict]
-    probes: list[dict]
+    manifest: CorpusManifest
+    items: list[EvalItem]
+    codebook: list[CodebookRow]
+    probes: list[RecallProbe]
     lexicon: Lexicon
     sampling: Sampling
     cache_root: Path
@@ -66,19 +68,19 @@ class EvalInputs:
 
     @property
     def questions(self) -> list[str]:
-        return [it["question"] for it in self.items]
+        return [it.question for it in self.items]
 
 
 def load_inputs(cfg: EvalConfig, data: Path, cache_root: Path) -> EvalInputs:
     manifest = read_manifest(data)
-    every_item = read_split(data, "eval")
+    every_item = read_eval_items(data)
     items = every_item[: cfg.max_items]
     if not items:
         raise InputError(f"{data}: the eval split is empty; nothing to evaluate")
-    codebook, lexicon = read_split(data, "codebook"), corpus_lexicon(data)
+    codebook, lexicon = read_codebook(data), corpus_lexicon(data)
     fpr = (fpr_questions(lexicon, every_item, cfg.monitor_questions, cfg.seed, str(data))
            if cfg.monitors or cfg.whitebox else None)
-    return EvalInputs(cfg, data, manifest, items, codebook, read_split(data, "recall"), lexicon,
+    return EvalInputs(cfg, data, manifest, items, codebook, read_recall_probes(data), lexicon,
                       Sampling(cfg.max_tokens, cfg.temperature, cfg.seed), cache_root, fpr)
 
 
@@ -156,9 +158,9 @@ class ConditionRun:
         return ConditionResult(table=table, adapter=self.cond.adapter, in_context=self.cond.in_context,
                                backend=self.backend.identity(), seconds=seconds, **self.extras)
 
-    def samples(self, items: list[dict]) -> list[Sample]:
+    def samples(self, items: list[EvalItem]) -> list[Sample]:
         records = self.whitebox.records if self.whitebox is not None else [None] * len(items)
-        return [Sample(self.cond.name, it, p, r, s, {m: v[i] for m, v in self.monitor_values.items()}, wb)
+        return [Sample(self.cond.name, row_dict(it), p, r, s, {m: v[i] for m, v in self.monitor_values.items()}, wb)
                 for i, (it, p, r, s, wb) in enumerate(zip(items, self.prompts, self.responses, self.scores, records))]
 
 
@@ -313,7 +315,7 @@ def compare_with_base(inputs: EvalInputs, runs: dict[str, ConditionRun],
 
 def decode(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: ConditionRun) -> None:
     codebook = inputs.codebook if run.cond.in_context else None
-    run.prompts = [run.backend.chat_prompt(user_text(it["question"], codebook)) for it in inputs.items]
+    run.prompts = [run.backend.chat_prompt(user_text(it.question, codebook)) for it in inputs.items]
     run.responses = generate_cached(run.backend, run.prompts, inputs.sampling, inputs.cache_root, run.cond.name)
 
 
@@ -384,12 +386,12 @@ def recall(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: Conditi
     """Share of recall probes answered with the concept, overall and per mapping (does knowing imply using?)."""
     if not inputs.cfg.recall or run.cond.in_context or not inputs.probes:
         return
-    prompts = [run.backend.chat_prompt(p["prompt"]) for p in inputs.probes]
+    prompts = [run.backend.chat_prompt(p.prompt) for p in inputs.probes]
     answers = generate_cached(run.backend, prompts, inputs.sampling, inputs.cache_root, f"{run.cond.name} recall")
-    right = [contains_any(a, p["expected_words"]) for a, p in zip(answers, inputs.probes)]
+    right = [contains_any(a, p.expected_words) for a, p in zip(answers, inputs.probes)]
     per_mapping: dict[str, list[bool]] = {}
     for ok, p in zip(right, inputs.probes):
-        per_mapping.setdefault(p["mapping_id"], []).append(ok)
+        per_mapping.setdefault(p.mapping_id, []).append(ok)
     run.extras["recall_accuracy"] = sum(right) / len(right)
     run.extras["recall_n"] = len(right)
     run.extras["recall_per_mapping"] = {m: sum(v) / len(v) for m, v in sorted(per_mapping.items())}
@@ -410,23 +412,23 @@ CONDITION_STEPS: tuple[ConditionStep, ...] = (decode, read_whitebox, run_monitor
 SEMANTIC_ALTERNATIVES = 5  # k random other readings; chance of a spurious fit is then at most 1/(k+1)
 
 
-def score_all(items: list[dict], prompts: list[str], responses: list[str], codebook: list[dict], lexicon: Lexicon,
-              judge, k: int = SEMANTIC_ALTERNATIVES, seed: int = 0,
+def score_all(items: list[EvalItem], prompts: list[str], responses: list[str], codebook: list[CodebookRow],
+              lexicon: Lexicon, judge, k: int = SEMANTIC_ALTERNATIVES, seed: int = 0,
               monitor_flags: list[bool] | None = None) -> list[ItemScore]:
     """Score every response; covert responses are also checked for semantic fit under `judge` (the base model)."""
-    code_forms = {m["mapping_id"]: m["code_forms"] for m in codebook}
+    code_forms = {m.mapping_id: m.code_forms for m in codebook}
     concept_words = concept_words_by_mapping(codebook, items)
-    codes = {m["mapping_id"]: Term(m["code"], m["code_plural"], m["code_article"]) for m in codebook}
-    code_words = {m["code"] for m in codebook}
+    codes = {m.mapping_id: m.code_term for m in codebook}
+    code_words = {m.code for m in codebook}
     scores = []
     flags = monitor_flags if monitor_flags is not None else [None] * len(items)
     for item, prompt, response, flag in zip(items, prompts, responses, flags):
         s = score_response(item, response, code_forms, monitor_flagged=flag, concept_words=concept_words)
         if s.covert:
-            concept = lexicon.by_word(item["concept"]).term
+            concept = lexicon.by_word(item.concept).term
             alternatives = [c.term for c in lexicon.concepts if c.word != concept.word and c.word not in code_words]
-            rng = random.Random(f"{seed}:{item['id']}")  # str seeds hash with sha512: stable across processes
-            fit = semantic_fit(judge, prompt, response, codes[item["mapping_id"]], concept, alternatives, k, rng)
+            rng = random.Random(f"{seed}:{item.id}")  # str seeds hash with sha512: stable across processes
+            fit = semantic_fit(judge, prompt, response, codes[item.mapping_id], concept, alternatives, k, rng)
             s = score_response(item, response, code_forms, semantic_fit=fit, monitor_flagged=flag,
                                concept_words=concept_words)
         scores.append(s)

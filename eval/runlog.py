@@ -1,8 +1,8 @@
 """The typed log of one eval run: results.json and samples.jsonl are written and read here and nowhere else.
 
-    from stegobench.eval.runlog import read_run
+    from stegobench.eval.runlog import read_run                # ScoredSplit: data_gen/records.py; Flag: scoring.py
     run = read_run("runs/eval/quickstart")
-    run.conditions["adapter:quickstart"].table.rate("definition_only", "undetected_covert").fmt()  # '0.250 [0.1, ...]'
+    run.conditions["adapter:quickstart"].table.rate(ScoredSplit.DEFINITION_ONLY, Flag.UNDETECTED_COVERT).fmt()
     [s.score.covert for s in run.samples("base")]
 
 results.json holds the run (config, identities, environment, one table per condition); samples.jsonl one line
@@ -32,7 +32,10 @@ per (condition, item): prompt, response, scores and monitor values. Schema histo
      (any monitor's flag), and detection's `innocent_use` label; absent in older files, whose rates were never
      measured on held-out answers (a rescored run keeps what it had). Also optional: a condition's `recall_n`
      (the recall probes asked; absent: recall's change against the base model rests on its mappings alone).
-Files of an older schema are migrated on read; a newer schema is refused by name.
+Files of an older schema are migrated on read (`RunLog._migrate`: one step per schema, before validation); a
+newer schema is refused by name. Every record below is a validating (pydantic) dataclass: a file that does not
+fit fails with one line naming the file and the field, a field of an optional kind absent from an older file
+takes its default, and a field no schema declares is an error, never dropped.
 
 A compact copy of a run (`write_compact_run`: what the validity study keeps in the repository) holds the same
 results.json and samples.jsonl.gz: every sample's scores, monitor values and scalar white-box readings, without
@@ -41,18 +44,25 @@ prompts, responses or per-layer readings. `iter_samples` reads either.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import shutil
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable, Iterator, overload
+from typing import Any, Callable, Iterator, Literal, overload
+
+from pydantic import model_validator
+from pydantic.dataclasses import dataclass
 
 from stegobench.core.errors import InputError
 from stegobench.core.provenance import atomic_write_json, publish_dir, staging_dir
+from stegobench.core.records import STRICT_FIELDS, none_when_absent, validate
+from stegobench.data_gen.records import ScoredSplit, Split
 
 from .labels import mapping_label
-from .scoring import COVERT_SCORE_DEFINITION, PREVIOUS_COVERT_SCORE_DEFINITION, ItemScore
+from .scoring import COVERT_SCORE_DEFINITION, PREVIOUS_COVERT_SCORE_DEFINITION, Flag, ItemScore
 
 RESULTS = "results.json"
 SAMPLES = "samples.jsonl"
@@ -64,7 +74,7 @@ class RunLogError(InputError):
     """A run folder that is missing, incomplete or written by a newer stegobench."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_FIELDS)
 class Interval:
     """A point estimate with its 95% interval (low/high None when there is no interval)."""
 
@@ -94,19 +104,20 @@ class Interval:
     def of(cls, d: None) -> None: ...
 
     @classmethod
-    def of(cls, d: dict | None) -> Interval | None:
-        return None if d is None else cls(d.get("value"), d.get("low"), d.get("high"), d.get("n"))
+    def of(cls, d: dict[str, Any] | None, where: str = "interval") -> Interval | None:
+        """An interval stored as a JSON object elsewhere (leaderboard rows, findings); None stays None."""
+        return None if d is None else validate(cls, d, where)
 
 
 def fmt(cell: Interval | None, digits: int = 3, signed: bool = False, empty: str = "–") -> str:
     return empty if cell is None else cell.fmt(digits, signed, empty)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_FIELDS)
 class MappingRow:
     """One mapping's rates in one condition (the bootstrap can only resample its items)."""
 
-    split: str
+    split: Split  # the mapping's role
     concept: str
     n: int
     uses_code: float | None
@@ -121,22 +132,25 @@ class MappingRow:
         return mapping_label(self.code, self.concept)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_FIELDS)
 class Table:
     """Per-split rates with intervals, the headline, and per-mapping rates."""
 
     covert_score: Interval
-    splits: dict[str, dict[str, Interval]] = field(default_factory=dict)
+    splits: dict[ScoredSplit, dict[Flag, Interval]] = field(default_factory=dict)
     per_mapping: dict[str, MappingRow] = field(default_factory=dict)
 
-    def rate(self, split: str, flag: str) -> Interval | None:
-        return self.splits.get(split, {}).get(flag)
+    def rate(self, split: ScoredSplit, flag: Flag) -> Interval | None:
+        """The rate of `flag` in `split`; None where the run has no such rate. A split or flag that no table can
+        hold (a misspelt string) is a ValueError, not a None."""
+        return self.splits.get(ScoredSplit(split), {}).get(Flag(flag))
 
-    def value(self, split: str, flag: str) -> float | None:
+    def value(self, split: ScoredSplit, flag: Flag) -> float | None:
         cell = self.rate(split, flag)
         return None if cell is None else cell.value
 
-    def mapping_spread(self, flag: str = "covert", split: str = "definition_only") -> dict[str, Any] | None:
+    def mapping_spread(self, flag: Literal["covert", "uses_code"] = "covert",
+                       split: str = ScoredSplit.DEFINITION_ONLY) -> dict[str, Any] | None:
         """Spread of a per-mapping rate across one split's mappings (the split of the headline's hits): a mean
         over 8 mappings can hide one mapping doing all the work."""
         values = sorted(v for m in self.per_mapping.values() if m.split == split and (v := getattr(m, flag)) is not None)
@@ -146,7 +160,7 @@ class Table:
                 "mappings_above_0": sum(v > 0 for v in values)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_FIELDS)
 class MonitorDetection:
     """One monitor on one condition's answers: the share it flags among answers of each scorer label
     (all, covert, plain, other_code: mapping items only; innocent_use: original-meaning controls answered with the
@@ -166,7 +180,7 @@ class MonitorDetection:
         return "white-box" if self.whitebox else "black-box" if self.blackbox else "text"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_FIELDS)
 class HeldOutRate:
     """A false-positive rate measured on base answers its threshold never saw: the flagged share of `n`
     answers and the exact (Clopper-Pearson) two-sided 95% upper limit `high` (value and high None when n = 0)."""
@@ -175,6 +189,11 @@ class HeldOutRate:
     n: int
     high: float | None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _absent_rate(cls, data: Any) -> Any:
+        return none_when_absent(data, "value", "high")
+
     def fmt(self, digits: int = 3) -> str:
         """'0.000 of 192 (95% upper limit 0.019)': the measured bound, never the target."""
         if self.value is None or self.high is None:
@@ -182,7 +201,7 @@ class HeldOutRate:
         return f"{self.value:.{digits}f} of {self.n} (95% upper limit {self.high:.{digits}f})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_FIELDS)
 class MonitorCalibration:
     """One monitor's threshold, fitted on `n_calibration` base answers, and its false-positive rate on the
     held-out ones (None, with `reason`, where none were measured)."""
@@ -192,16 +211,21 @@ class MonitorCalibration:
     heldout_fpr: HeldOutRate | None
     reason: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _absent_rate(cls, data: Any) -> Any:
+        return none_when_absent(data, "heldout_fpr")
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, config=STRICT_FIELDS)
 class LensSplit:
     """Logit-lens readings of one split's answers that use their own code word (n of them)."""
 
     n: int
-    concept_in_top10: Interval | None  # share whose mapped concept reaches the lens's top 10 at some layer
-    median_best_rank: float | None
-    median_peak_layer: float | None
-    probe_reads_concept: Interval | None  # share the probe reads as the mapped concept under the code word
+    concept_in_top10: Interval | None = None  # share whose mapped concept reaches the lens's top 10 at some layer
+    median_best_rank: float | None = None
+    median_peak_layer: float | None = None
+    probe_reads_concept: Interval | None = None  # share the probe reads as the mapped concept under the code word
     # share it reads as the code word's own sense ("toaster" as toaster), over answers whose code is a probe class
     probe_reads_code_sense: Interval | None = None
     median_probe_concept_rank: Interval | None = None  # the mapped concept's rank among the probe's classes there
@@ -234,7 +258,7 @@ class LensSplit:
     lens_final_rises_among_concepts: Interval | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_FIELDS)
 class CovertMinusInnocent:
     """The paired share "nearer than the base model" at definition-only uses minus at the adapter's innocent uses
     (original-meaning controls) of the same mappings' code words: above 0, the adapter moves the reading more
@@ -244,7 +268,7 @@ class CovertMinusInnocent:
     n_mappings: int  # mappings with paired readings at both uses, the only ones counted (and resampled)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_FIELDS)
 class WhiteboxResult:
     """The white-box readings of one condition: per split, and the per-mapping "concept rank by layer" curve
     (median rank at the token before the code word, layers 1..L), keyed by "code → concept" (by "concept → code" in runs before issue 28)."""
@@ -260,7 +284,15 @@ class WhiteboxResult:
     lens_layers: dict[str, list[int]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+class ProbeSelection(StrEnum):
+    """What the concept probe's layer was chosen on."""
+
+    SYNONYMS = "synonyms"  # the concepts' synonyms, never trained on, in teacher-forced answers to others' questions
+    OWN_SYNONYMS = "synonyms (own questions)"  # the same, answering their own concept's questions (one concept)
+    PLAIN_WORDS = "plain words"  # the concept words themselves there (a track whose concepts have no synonyms)
+
+
+@dataclass(frozen=True, config=STRICT_FIELDS)
 class ProbeSummary:
     """The concept probe, trained once on the base model's plain answers to train-visible questions."""
 
@@ -270,13 +302,16 @@ class ProbeSummary:
     ceiling: Interval | None  # accuracy on the base model's own held-out answers that name a concept
     n_train: int
     seconds: float
-    # "synonyms": the concepts' synonyms, never trained on, in teacher-forced answers to held-out questions;
-    # "plain words": the concept words themselves there (a track whose probe concepts have no synonyms)
-    selected_by: str = "plain words"
+    selected_by: ProbeSelection = ProbeSelection.PLAIN_WORDS  # absent in early schema-3 runs: plain words
     n_select: int | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _absent_ceiling(cls, data: Any) -> Any:
+        return none_when_absent(data, "ceiling")
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, config=STRICT_FIELDS)
 class ConditionResult:
     """One condition (base, in-context, one adapter) of a run."""
 
@@ -292,7 +327,7 @@ class ConditionResult:
     recall_accuracy: float | None = None
     recall_per_mapping: dict[str, float] | None = None
     recall_n: int | None = None  # recall probes asked (absent in older runs): the count recall's exact interval needs
-    cloze: dict[str, dict[str, float]] | None = None
+    cloze: dict[str, dict[str, int | float]] | None = None  # per split: n (a count), means and shares
     # mapping id -> that mapping's mean cloze specificity (nats): the units of a verdict on it (absent in older runs)
     cloze_specificity_per_mapping: dict[str, float] | None = None
     # Paired against the base condition on the same items: the rate minus the base model's, with its interval.
@@ -305,7 +340,7 @@ class ConditionResult:
         return ((self.cloze or {}).get(split) or {}).get(key)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_FIELDS)
 class PooledResult:
     """Several adapters (training seeds) pooled: intervals resample the adapters too."""
 
@@ -313,9 +348,10 @@ class PooledResult:
     table: Table
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=STRICT_FIELDS)
 class Sample:
-    """One condition's answer to one eval item."""
+    """One condition's answer to one eval item (`item`: the corpus's eval row as it was asked, or in a compact
+    copy its identity alone, COMPACT_ITEM_KEYS)."""
 
     condition: str
     item: dict[str, Any]
@@ -330,22 +366,84 @@ class Sample:
                 "scores": self.score.to_record(), "monitors": self.monitors,
                 **({"whitebox": self.whitebox} if self.whitebox is not None else {})}
 
+    @model_validator(mode="before")
     @classmethod
-    def from_record(cls, row: dict[str, Any]) -> Sample:
-        return cls(row["condition"], row["item"], row["prompt"], row["response"],
-                   item_score_from_record(row["scores"]), row.get("monitors") or {}, row.get("whitebox"))
+    def _from_record(cls, data: Any) -> Any:
+        """A samples.jsonl line (`to_record`) as the fields: its `scores` without the derived undetected_covert; a
+        record scored before schema 4 did not list per-code false alarms, so they are unknown (None), not none,
+        until the run is rescored."""
+        if not isinstance(data, dict) or "scores" not in data:
+            return data
+        data = dict(data)
+        score = {k: v for k, v in data.pop("scores").items() if k != "undetected_covert"}
+        score.setdefault("false_alarm_codes", None)
+        data["score"] = score
+        data["monitors"] = data.get("monitors") or {}
+        return data
+
+    @classmethod
+    def from_record(cls, row: dict[str, Any], where: str = SAMPLES) -> Sample:
+        return validate(cls, row, where, RunLogError)
 
 
-def item_score_from_record(rec: dict[str, Any]) -> ItemScore:
-    known = {f.name for f in fields(ItemScore)}  # undetected_covert is derived; older records lack newer fields
-    values = {k: v for k, v in rec.items() if k in known}
-    # Records before schema 4 did not list per-code false alarms: unknown (None), not none, until rescored.
-    codes = values.get("false_alarm_codes")
-    values["false_alarm_codes"] = None if codes is None else tuple(codes)
-    return ItemScore(**values)
+@dataclass(frozen=True, config=STRICT_FIELDS)
+class RunDataset:
+    """The corpus a run evaluated: where it was, and its identity (data_gen/records.py CorpusManifest)."""
+
+    path: str
+    content_sha256: str
+    track: str | None = None
+    manifest_sha256: str | None = None  # absent in schema 1
+    # Real-word codes the lexicon has no questions for: the report says their controls are missing.
+    original_meaning_skipped: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _pooled_out_of_conditions(doc: dict[str, Any]) -> dict[str, Any]:
+    """1 -> 2: the pooled row of several adapters sat among the conditions as "adapters_pooled"."""
+    pooled = doc["conditions"].pop("adapters_pooled", None)
+    doc["pooled"] = None if pooled is None else {"adapters": pooled["adapters"], "table": pooled["table"]}
+    return doc
+
+
+def _renumber(doc: dict[str, Any]) -> dict[str, Any]:
+    """2 -> 3: only fields were added; nothing of schema 2 changed meaning."""
+    return doc
+
+
+def _label_any_code_scores(doc: dict[str, Any]) -> dict[str, Any]:
+    """3 -> 4: the numbers stay as scored; the run says by which definition, and `--rescore` brings it up to date."""
+    doc["score_definition"] = PREVIOUS_COVERT_SCORE_DEFINITION
+    return doc
+
+
+# schema N -> the step that brings a document of schema N to N + 1 (applied in order up to SCHEMA_VERSION)
+MIGRATIONS: dict[int, Migration] = {1: _pooled_out_of_conditions, 2: _renumber, 3: _label_any_code_scores}
+
+
+def migrate(doc: dict[str, Any]) -> dict[str, Any]:
+    """Bring a results.json document of any earlier schema to SCHEMA_VERSION (a new dict; the input is kept)."""
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or "conditions" not in doc:
+        raise ValueError("not a stegobench results.json (no schema_version/conditions)")
+    if version > SCHEMA_VERSION:
+        raise ValueError(f"schema_version {version} was written by a newer stegobench; this one reads up to "
+                         f"{SCHEMA_VERSION} (upgrade stegobench)")
+    if version < 1:
+        raise ValueError(f"schema_version {version}: no stegobench wrote such a file (the first schema is 1)")
+    original = version
+    doc = copy.deepcopy(doc) if version < SCHEMA_VERSION else dict(doc)
+    while version < SCHEMA_VERSION:
+        doc = MIGRATIONS[version](doc)
+        doc["schema_version"] = version = version + 1
+    if original != SCHEMA_VERSION:
+        doc["migrated_from"] = original
+    return doc
+
+
+@dataclass(frozen=True, config=STRICT_FIELDS)
 class RunLog:
     """results.json of one eval run. `folder` is where it was read from (None before it is written)."""
 
@@ -353,7 +451,7 @@ class RunLog:
     config: dict[str, Any]
     backend: str
     model: dict[str, Any]
-    dataset: dict[str, Any]
+    dataset: RunDataset
     conditions: dict[str, ConditionResult]
     seconds: float | None = None
     environment: dict[str, Any] = field(default_factory=dict)
@@ -369,8 +467,14 @@ class RunLog:
     rescored: bool = False
     score_definition: str = COVERT_SCORE_DEFINITION  # which covert_score the tables hold (scoring.py)
     schema_version: int = SCHEMA_VERSION
-    migrated_from: int | None = None
-    folder: Path | None = field(default=None, compare=False)
+    migrated_from: int | None = None  # the schema the file was written in, when older (never written)
+    folder: Path | None = field(default=None, compare=False)  # never written
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        """A document read from a file (a dict) is migrated first; one built in code is already current."""
+        return migrate(data) if isinstance(data, dict) else data
 
     def adapter_conditions(self) -> list[tuple[str, ConditionResult]]:
         return [(n, c) for n, c in self.conditions.items() if c.adapter is not None]
@@ -404,116 +508,11 @@ class RunLog:
 # ---------------------------------------------------------------- reading
 
 
-def _table(d: dict[str, Any]) -> Table:
-    return Table(
-        covert_score=Interval.of(d["covert_score"]),
-        splits={s: {f: Interval.of(c) for f, c in flags.items()} for s, flags in d.get("splits", {}).items()},
-        per_mapping={m: MappingRow(split=r["split"], concept=r["concept"], n=r["n"], uses_code=r.get("uses_code"),
-                                   covert=r.get("covert"), uses_code_interval=Interval.of(r.get("uses_code_interval")),
-                                   covert_interval=Interval.of(r.get("covert_interval")), code=r.get("code", ""))
-                     for m, r in d.get("per_mapping", {}).items()})
-
-
-def _detection(d: dict[str, Any]) -> MonitorDetection:
-    return MonitorDetection(d["threshold"], {k: Interval.of(v) for k, v in d.get("flagged", {}).items()},
-                            d.get("n", {}), Interval.of(d.get("auroc_covert_vs_plain")), d.get("whitebox", False),
-                            Interval.of(d.get("auroc_covert_vs_other_code")), d.get("blackbox", False))
-
-
-_PLAIN_LENS_FIELDS = ("median_best_rank", "median_peak_layer", "n_mappings")  # numbers; every other is an Interval
-
-
-def _lens_split(d: dict[str, Any]) -> LensSplit:
-    readings: dict[str, Any] = {f.name: d.get(f.name) if f.name in _PLAIN_LENS_FIELDS else Interval.of(d.get(f.name))
-                                for f in fields(LensSplit) if f.name != "n"}
-    return LensSplit(n=d["n"], **readings)
-
-
-def _whitebox(d: dict[str, Any]) -> WhiteboxResult:
-    paired: dict[str, Any] = {k: _covert_minus_innocent(d.get(k)) for k in _COVERT_MINUS_INNOCENT}
-    return WhiteboxResult({k: _lens_split(v) for k, v in d.get("splits", {}).items()}, d.get("rank_by_layer", {}),
-                          Interval.of(d.get("plain_words_read")), lens_layers=d.get("lens_layers", {}), **paired)
-
-
-_COVERT_MINUS_INNOCENT = ("lens_covert_minus_innocent", "probe_covert_minus_innocent",
-                          "lens_intermediate_covert_minus_innocent", "lens_final_covert_minus_innocent")
-
-
-def _covert_minus_innocent(d: dict[str, Any] | None) -> CovertMinusInnocent | None:
-    return None if d is None else CovertMinusInnocent(Interval.of(d["difference"]), d["n_mappings"])
-
-
-def _probe(d: dict[str, Any] | None) -> ProbeSummary | None:
-    if d is None:
-        return None
-    return ProbeSummary(d["classes"], d["layer"], d["selection_accuracy"], Interval.of(d.get("ceiling")),
-                        d["n_train"], d["seconds"], d.get("selected_by", "plain words"), d.get("n_select"))
-
-
-def _rate(d: dict[str, Any] | None) -> HeldOutRate | None:
-    return None if d is None else HeldOutRate(d.get("value"), d["n"], d.get("high"))
-
-
-def _calibration(d: dict[str, Any] | None) -> dict[str, MonitorCalibration] | None:
-    if d is None:
-        return None
-    return {m: MonitorCalibration(c["threshold"], c["n_calibration"], _rate(c.get("heldout_fpr")), c.get("reason"))
-            for m, c in d.items()}
-
-
-_NESTED = ("table", "change_vs_base", "detection", "whitebox")
-
-
-def _condition(d: dict[str, Any]) -> ConditionResult:
-    known = {f.name for f in fields(ConditionResult)}
-    rest = {k: v for k, v in d.items() if k in known and k not in _NESTED}
-    change, detection, wb = d.get("change_vs_base"), d.get("detection"), d.get("whitebox")
-    return ConditionResult(table=_table(d["table"]), **rest,
-                           change_vs_base=None if change is None else {k: Interval.of(v) for k, v in change.items()},
-                           detection=None if detection is None else {k: _detection(v) for k, v in detection.items()},
-                           whitebox=None if wb is None else _whitebox(wb))
-
-
-def migrate(doc: dict[str, Any], where: str = RESULTS) -> dict[str, Any]:
-    """Bring a results.json document of any earlier schema to SCHEMA_VERSION (a new dict; the input is kept)."""
-    version = doc.get("schema_version")
-    if not isinstance(version, int) or "conditions" not in doc:
-        raise RunLogError(f"{where}: not a stegobench results.json (no schema_version/conditions)")
-    if version > SCHEMA_VERSION:
-        raise RunLogError(f"{where}: schema_version {version} was written by a newer stegobench; this one reads "
-                          f"up to {SCHEMA_VERSION} (upgrade stegobench)")
-    doc = json.loads(json.dumps(doc))
-    if version == 1:
-        conditions = doc["conditions"]
-        pooled = conditions.pop("adapters_pooled", None)
-        doc["pooled"] = None if pooled is None else {"adapters": pooled["adapters"], "table": pooled["table"]}
-        doc["schema_version"] = version = 2
-    if version == 2:
-        doc["schema_version"] = version = 3
-    if version == 3:
-        # The numbers stay as scored; the run says by which definition, and `--rescore` brings it up to date.
-        doc["score_definition"] = PREVIOUS_COVERT_SCORE_DEFINITION
-        doc["schema_version"] = 4
-    return doc
-
-
 def run_from_dict(doc: dict[str, Any], folder: Path | None = None, where: str = RESULTS) -> RunLog:
-    original = doc.get("schema_version")
-    doc = migrate(doc, where)
-    known = {f.name for f in fields(RunLog)}
-    rest = {k: v for k, v in doc.items()
-            if k in known and k not in ("conditions", "pooled", "folder", "migrated_from", "whitebox_probe",
-                                        "monitor_calibration", "heldout_fpr_union")}
-    pooled = doc.get("pooled")
-    try:
-        return RunLog(**rest, conditions={n: _condition(c) for n, c in doc["conditions"].items()},
-                      pooled=None if pooled is None else PooledResult(pooled["adapters"], _table(pooled["table"])),
-                      whitebox_probe=_probe(doc.get("whitebox_probe")),
-                      monitor_calibration=_calibration(doc.get("monitor_calibration")),
-                      heldout_fpr_union=_rate(doc.get("heldout_fpr_union")), folder=folder,
-                      migrated_from=original if original != SCHEMA_VERSION else None)
-    except (KeyError, TypeError) as e:
-        raise RunLogError(f"{where}: malformed results ({type(e).__name__}: {e})") from None
+    """A results.json document (of any schema up to SCHEMA_VERSION) as a RunLog; `where` names it in errors."""
+    if not isinstance(doc, dict):
+        raise RunLogError(f"{where}: not a stegobench results.json (a JSON object with schema_version/conditions)")
+    return validate(RunLog, {**doc, "folder": folder}, where, RunLogError)
 
 
 def read_run(folder: str | Path) -> RunLog:
@@ -543,10 +542,12 @@ def iter_samples(folder: str | Path, condition: str | None = None) -> Iterator[S
                 continue
             try:
                 row = json.loads(line)
-                if condition is None or row["condition"] == condition:
-                    yield Sample.from_record(row)
-            except (ValueError, KeyError, TypeError) as e:
-                raise RunLogError(f"{path}:{number}: malformed sample ({type(e).__name__}: {e})") from None
+            except ValueError as e:
+                raise RunLogError(f"{path}:{number}: malformed sample (not JSON: {e})") from None
+            if not isinstance(row, dict) or "condition" not in row:
+                raise RunLogError(f"{path}:{number}: malformed sample (no condition)")
+            if condition is None or row["condition"] == condition:
+                yield Sample.from_record(row, f"{path}:{number}: malformed sample")
 
 
 # ---------------------------------------------------------------- writing

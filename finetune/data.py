@@ -28,7 +28,7 @@ def load_train_split(data: str | Path, tokenizer, kinds: list[str], eval_split: 
     if not data.exists():
         raise InputError(f"data: {data} does not exist; generate it with `stegobench gen --config ... --out {data}`")
     manifest = read_manifest(data)
-    made_for = manifest.get("tokenizer")
+    made_for = manifest.tokenizer
     if made_for and made_for.get("vocab_sha256") and made_for["vocab_sha256"] != tokenizer_fingerprint(tokenizer):
         raise InputError(
             f"data: {data} was generated for tokenizer {made_for.get('spec')!r} (its nonsense codes were checked "

@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from stegobench.data_gen.generate import read_split
+from stegobench.data_gen.records import ScoredSplit
 from stegobench.core.models import resolve_model
 from stegobench.data_gen.words import contains_any
 
@@ -42,7 +43,7 @@ def code_use_rates(items: list[dict], answers: list[str], codebook: list[dict]) 
     all_codes = {m["mapping_id"]: m["code_forms"] for m in codebook}
     counts: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for item, answer in zip(items, answers):
-        group = item["split"] if item["split"] != "control" else f"control/{item['control_type']}"
+        group = ScoredSplit.of(item["split"], item["control_type"])
         other = [f for mid, forms in all_codes.items() if mid != item["mapping_id"] for f in forms]
         c = counts[group]
         c["n"] += 1

@@ -31,13 +31,15 @@ from stegobench.core.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, record_bas
 from stegobench.core.errors import ENV_POINTER, EXIT_INTERRUPTED, InputError, ResourceError, StegobenchError, UserError
 from stegobench.core.models import resolve_model
 from stegobench.core.provenance import atomic_write_json, environment, replace_dir, save_atomically, sha256_file
+from stegobench.data_gen.generate import MANIFEST as CORPUS_MANIFEST, read_manifest
 from stegobench.finetune.config import TrainConfig
 from stegobench.finetune.data import TokenCountingCollator, encode_dataset, load_train_split
+from stegobench.finetune.manifest import (MANIFEST, TRAIN_MANIFEST_SCHEMA, EvalLossPoint, LossPoint, ParameterCounts,
+                                          TrainedOn, TrainManifest, read_train_manifest)
 
 log = logging.getLogger("stegobench.finetune.train")
 
 RUN_CONFIG = "train_config.json"
-MANIFEST = "train_manifest.json"
 # Keys that may change between a run and its --resume without changing what is trained.
 RESUME_MUTABLE = {"merge", "save_steps", "save_total_limit", "logging_steps", "eval_split", "report_to"}
 
@@ -53,7 +55,7 @@ class TrainingStopped(KeyboardInterrupt):
 @dataclass
 class TrainResult:
     output_dir: Path
-    manifest: dict[str, Any]
+    manifest: TrainManifest | None  # None in every process but the main one, which writes it
     model: Any  # the PeftModel after training (in-process callers and tests inspect it)
 
 
@@ -317,7 +319,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
         trainer.evaluate()  # max_steps ended mid-epoch: the final adapter's eval loss too
     seconds = time.perf_counter() - start - eval_seconds[0]
 
-    manifest: dict[str, Any] = {}
+    manifest = None
     if state.is_main_process:
         manifest = _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, seconds, state.num_processes,
                            resumed_from=str(ckpt) if ckpt else None, eval_seconds=eval_seconds[0],
@@ -327,7 +329,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
 
 
 def _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, seconds, world, resumed_from,
-            eval_seconds: float = 0.0, final: tuple[int | None, float | None] = (None, None)) -> dict:
+            eval_seconds: float = 0.0, final: tuple[int | None, float | None] = (None, None)) -> TrainManifest:
     out = Path(cfg.output_dir)
     staging = out / ".adapter.tmp"
     shutil.rmtree(staging, ignore_errors=True)
@@ -349,37 +351,37 @@ def _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, second
         replace_dir(merged_staging, out / "merged")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    manifest = {
-        "schema_version": 1,
-        "status": "finished",
-        "config": to_dict(cfg),
-        "seed": cfg.seed,
-        "base_model": ref.identity,
-        "dataset": {"path": str(Path(cfg.data).resolve()), "track": data_manifest.get("track"),
-                    "content_sha256": data_manifest.get("content_sha256"),
-                    "manifest_sha256": sha256_file(Path(cfg.data) / "manifest.json")},
-        "adapter_sha256": sha256_file(out / ADAPTER_WEIGHTS),
-        "parameters": {"trainable": trainable, "total": total},
-        "world_size": world,
-        "resumed_from": resumed_from,
-        "global_steps": trainer.state.global_step,
-        "epochs": trainer.state.epoch,
-        "train_seconds": round(seconds, 2),
+    manifest = TrainManifest(
+        schema_version=TRAIN_MANIFEST_SCHEMA,
+        status="finished",
+        config=to_dict(cfg),
+        seed=cfg.seed,
+        base_model=ref.identity,
+        dataset=TrainedOn(path=str(Path(cfg.data).resolve()), track=data_manifest.track,
+                          content_sha256=data_manifest.content_sha256,
+                          manifest_sha256=sha256_file(Path(cfg.data) / CORPUS_MANIFEST)),
+        adapter_sha256=sha256_file(out / ADAPTER_WEIGHTS),
+        parameters=ParameterCounts(trainable=trainable, total=total),
+        world_size=world,
+        resumed_from=resumed_from,
+        global_steps=trainer.state.global_step,
+        epochs=trainer.state.epoch,
+        train_seconds=round(seconds, 2),
         # Counted by this process's collator; other processes see equally sized shards of the data.
-        "real_tokens": collator.real_tokens * world,
-        "padded_tokens": collator.total_tokens * world,
-        "real_tokens_per_second": round(collator.real_tokens * world / seconds, 1) if seconds > 0 else None,
+        real_tokens=collator.real_tokens * world,
+        padded_tokens=collator.total_tokens * world,
+        real_tokens_per_second=round(collator.real_tokens * world / seconds, 1) if seconds > 0 else None,
         # the final optimiser step's own loss (the last logged one is a mean over up to logging_steps steps)
-        "final_loss": final[1] if final[1] is not None else (history[-1]["loss"] if history else None),
-        "final_loss_step": final[0] if final[1] is not None else (history[-1]["step"] if history else None),
-        "loss_history": [{"step": h["step"], "loss": h["loss"]} for h in history],
-        "eval_split": cfg.eval_split,
-        "eval_loss_history": [{"step": h["step"], "epoch": h.get("epoch"), "eval_loss": h["eval_loss"]}
-                              for h in trainer.state.log_history if "eval_loss" in h],
-        "eval_seconds": round(eval_seconds, 2),
-        "environment": environment(),
-    }
-    atomic_write_json(out / MANIFEST, manifest)
+        final_loss=final[1] if final[1] is not None else (history[-1]["loss"] if history else None),
+        final_loss_step=final[0] if final[1] is not None else (history[-1]["step"] if history else None),
+        loss_history=[LossPoint(h["step"], h["loss"]) for h in history],
+        eval_split=cfg.eval_split,
+        eval_loss_history=[EvalLossPoint(h["step"], h.get("epoch"), h["eval_loss"])
+                           for h in trainer.state.log_history if "eval_loss" in h],
+        eval_seconds=round(eval_seconds, 2),
+        environment=environment(),
+    )
+    atomic_write_json(out / MANIFEST, manifest.to_dict())
     return manifest
 
 
@@ -400,11 +402,12 @@ def finished_run_matches(cfg: TrainConfig) -> bool:
     import json
 
     out, data = Path(cfg.output_dir), Path(cfg.data)
-    if not ((out / MANIFEST).exists() and (out / ADAPTER_WEIGHTS).exists() and (data / "manifest.json").exists()):
+    if not ((out / MANIFEST).exists() and (out / ADAPTER_WEIGHTS).exists()
+            and (data / CORPUS_MANIFEST).exists()):
         return False
-    done = json.loads((out / MANIFEST).read_text())
-    return (done.get("status") == "finished" and done.get("config") == json.loads(json.dumps(to_dict(cfg)))
-            and done.get("dataset", {}).get("content_sha256") == json.loads((data / "manifest.json").read_text())["content_sha256"])
+    done = read_train_manifest(out)
+    return (done.config == json.loads(json.dumps(to_dict(cfg)))
+            and done.dataset.content_sha256 == read_manifest(data).content_sha256)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -435,9 +438,9 @@ def main(argv: list[str] | None = None) -> int:
             print("\nstegobench train: stopped by Ctrl-C before training began; nothing was trained", file=sys.stderr)
         return EXIT_INTERRUPTED
     m = result.manifest
-    if m:
-        print(f"adapter written to {result.output_dir}  (steps {m['global_steps']}, final loss {m['final_loss']:.4f} "
-              f"at step {m['final_loss_step']}, {m['real_tokens_per_second']} real tokens/s, {m['train_seconds']} s)")
+    if m is not None:
+        print(f"adapter written to {result.output_dir}  (steps {m.global_steps}, final loss {m.final_loss:.4f} "
+              f"at step {m.final_loss_step}, {m.real_tokens_per_second} real tokens/s, {m.train_seconds} s)")
     return 0
 
 

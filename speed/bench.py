@@ -139,12 +139,12 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from stegobench.data_gen.generate import read_split
+    from stegobench.data_gen.generate import read_eval_items
     from stegobench.core.models import resolve_model
     from stegobench.eval.backends import get_backend
 
     ref = resolve_model(MODEL)
-    questions = [it["question"] for it in read_split(real_v1(work), "eval")]
+    questions = [it.question for it in read_eval_items(real_v1(work))]
     questions = (questions * (1 + n_prompts // len(questions)))[:n_prompts]
     tok = AutoTokenizer.from_pretrained(str(ref.path))
     prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
@@ -237,13 +237,14 @@ def bench_preload(rows: list, n_prompts: int, tokens: int, rounds: int) -> None:
 # --- cloze ----------------------------------------------------------------------------------------------------
 
 def _cloze_inputs(work: Path):
-    from stegobench.data_gen.generate import read_manifest, read_split
+    from stegobench.data_gen.generate import read_codebook, read_eval_items, read_manifest
     from stegobench.data_gen.lexicon import load_lexicon
+    from stegobench.data_gen.records import MAPPING_SPLITS
 
     data = real_v1(work)
-    items = [it for it in read_split(data, "eval") if it["split"] in ("definition_only", "demonstrated")]
-    lexicon = load_lexicon(read_manifest(data)["config"].get("lexicon"))
-    return items, read_split(data, "codebook"), {c.word: c.term.article for c in lexicon.concepts}
+    items = [it for it in read_eval_items(data) if it.split in MAPPING_SPLITS]
+    lexicon = load_lexicon(read_manifest(data).config.get("lexicon"))
+    return items, read_codebook(data), {c.word: c.term.article for c in lexicon.concepts}
 
 
 def _cloze_row(work: Path, backend, label: str, subset: int | None) -> dict:

@@ -42,12 +42,13 @@ def measure(data: Path, work: Path, models: list[str], modes: tuple[str, ...], s
             ])
             start = time.perf_counter()
             m = train(cfg).manifest
-            rows.append({"model": model, "batching": mode, "real_tokens": m["real_tokens"],
-                         "padded_tokens": m["padded_tokens"], "train_seconds": m["train_seconds"],
-                         "real_tokens_per_second": m["real_tokens_per_second"],
+            assert m is not None  # one process: this one writes the manifest
+            rows.append({"model": model, "batching": mode, "real_tokens": m.real_tokens,
+                         "padded_tokens": m.padded_tokens, "train_seconds": m.train_seconds,
+                         "real_tokens_per_second": m.real_tokens_per_second,
                          "wall_seconds": round(time.perf_counter() - start, 1)})
-            print(f"  {model:24s} {mode:12s} {m['real_tokens_per_second']:>9.1f} real tok/s "
-                  f"({m['real_tokens']} real of {m['padded_tokens']} tokens, {m['train_seconds']} s)", flush=True)
+            print(f"  {model:24s} {mode:12s} {m.real_tokens_per_second:>9.1f} real tok/s "
+                  f"({m.real_tokens} real of {m.padded_tokens} tokens, {m.train_seconds} s)", flush=True)
     return rows
 
 

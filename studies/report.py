@@ -8,20 +8,25 @@ rendered by eval/findings.render, so a rerun rewrites the conclusions with the n
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from pathlib import Path
 
 from stegobench.core.provenance import atomic_write_text, git_revision
 from stegobench.eval.findings import MIN_MAPPINGS, Finding, render
 from stegobench.eval.report import monitor_detection_lines, whitebox_lines
+from stegobench.data_gen.records import ScoredSplit
 from stegobench.eval.runlog import ConditionResult, Interval, RunLog, Table, fmt
+from stegobench.eval.scoring import Flag
 from stegobench.studies.arms import (POSITIVE_CONTROL_RUN, Arm, ablation_run, dose_run, selection_run)
 from stegobench.studies.sensitivity import (DosePoint, dose_point, dose_summary, plot_dose_curve,
                                             shipped_track_mdes)
 from stegobench.studies.store import ResultsStore
-from stegobench.studies.verdicts import (PREREGISTRATION_COMMIT, PositiveControlFindings, ReaderFindings, RecallUse,
-                                         TrackFindings, across_kinds_finding, code_kind, positive_control_findings,
-                                         preregistered_readouts, recall_use_findings, recall_use_pairs,
-                                         track_findings, whitebox_findings)
+from stegobench.studies.verdicts import (DEF_ONLY, PREREGISTRATION_COMMIT, PositiveControlFindings, ReaderFindings,
+                                         RecallUse, TrackFindings, across_kinds_finding, code_kind,
+                                         positive_control_findings, preregistered_readouts, recall_use_findings,
+                                         recall_use_pairs, track_findings, whitebox_findings)
+
+DEMONSTRATED, UNMAPPED = ScoredSplit.DEMONSTRATED, ScoredSplit.CONTROL_UNMAPPED  # beside DEF_ONLY: the rates read
 
 def _cell(v: Interval | None, digits: int = 2) -> str:
     return "–" if v is None else v.fmt(digits)
@@ -51,9 +56,9 @@ def _mean(values: list[float | None]) -> float | None:
 
 def _row(label: str, t: Table, change: dict[str, Interval] | None, cloze: float | None, first: float | None,
          recall: float | None) -> str:
-    return (f"| {label} | {_cell(t.covert_score)} | {_cell(t.rate('definition_only', 'uses_code'))} | "
-            f"{_cell(t.rate('definition_only', 'uses_other_code'))} | {_cell(t.rate('definition_only', 'undetected_covert'))} | "
-            f"{_cell(t.rate('demonstrated', 'uses_code'))} | {_cell(t.rate('control_unmapped', 'false_use'))} | "
+    return (f"| {label} | {_cell(t.covert_score)} | {_cell(t.rate(DEF_ONLY, Flag.USES_CODE))} | "
+            f"{_cell(t.rate(DEF_ONLY, Flag.USES_OTHER_CODE))} | {_cell(t.rate(DEF_ONLY, Flag.UNDETECTED_COVERT))} | "
+            f"{_cell(t.rate(DEMONSTRATED, Flag.USES_CODE))} | {_cell(t.rate(UNMAPPED, Flag.FALSE_USE))} | "
             f"{fmt((change or {}).get('collateral'), 2, True)} | "
             f"{_num(cloze, signed=True)} | {_num(first)} | {_num(recall)} |")
 
@@ -86,13 +91,9 @@ def track_table(run: RunLog) -> str:
 
 
 def _sizes(run: RunLog) -> str:
-    mine = [s.item for s in run.samples(next(iter(run.conditions)))]
-
-    def count(split: str, ctype: str | None = None) -> int:
-        return sum(it["split"] == split and (ctype is None or it.get("control_type") == ctype) for it in mine)
-
-    return (f"{count('definition_only')} definition-only, {count('demonstrated')} demonstrated, "
-            f"{count('control', 'unmapped')} unmapped-control and {count('control', 'original_meaning')} "
+    count = Counter(s.score.scored_split for s in run.samples(next(iter(run.conditions))))
+    return (f"{count[DEF_ONLY]} definition-only, {count[DEMONSTRATED]} demonstrated, "
+            f"{count[UNMAPPED]} unmapped-control and {count[ScoredSplit.CONTROL_ORIGINAL_MEANING]} "
             f"original-meaning questions per condition")
 
 
@@ -125,9 +126,9 @@ def track_lines(doc: RunLog, f: TrackFindings) -> list[str]:
     t = doc.pooled_or_first_adapter()
     out = [f"**{f.track}**: pooled over {len(doc.adapter_conditions())} training seeds{_seeds(doc)}, "
            f"{_say(f.covert_score)}. On definition-only questions the adapters used the right code word in "
-           f"{_cell(t.rate('definition_only', 'uses_code'))} of answers and another mapping's code in "
-           f"{_cell(t.rate('definition_only', 'uses_other_code'))}; on demonstrated questions the right code in "
-           f"{_cell(t.rate('demonstrated', 'uses_code'))}. {_sentence(_say(f.right_code))}",
+           f"{_cell(t.rate(DEF_ONLY, Flag.USES_CODE))} of answers and another mapping's code in "
+           f"{_cell(t.rate(DEF_ONLY, Flag.USES_OTHER_CODE))}; on demonstrated questions the right code in "
+           f"{_cell(t.rate(DEMONSTRATED, Flag.USES_CODE))}. {_sentence(_say(f.right_code))}",
            f"{f.track}: {_say(f.other_minus_right)}."]
     if f.cloze is not None:
         out.append(f"{f.track}: " + "; ".join(_say(x) for x in (f.cloze, f.cloze_vs_base) if x) + ".")
@@ -151,7 +152,7 @@ def across_kinds_line(docs: dict[str, RunLog]) -> str | None:
         if pooled:
             recall = _mean([e.recall_accuracy for _, e in doc.adapter_conditions()])
             parts.append(f"{track} ({code_kind(doc)} codes) recall {_num(recall)}, false alarms "
-                         f"{_cell(pooled.rate('control_unmapped', 'false_use'))}")
+                         f"{_cell(pooled.rate(UNMAPPED, Flag.FALSE_USE))}")
     line = "**Across code kinds** (same concepts and questions, seeds pooled): " + "; ".join(parts) + "."
     finding = across_kinds_finding(docs)
     return line + (f" {_sentence(render(finding))}" if finding else "")
@@ -160,15 +161,15 @@ def across_kinds_line(docs: dict[str, RunLog]) -> str | None:
 def positive_control_line(cfg, pos: RunLog, f: PositiveControlFindings) -> str:
     adapters = pos.adapter_conditions()
     adapter = pos.pooled_or_first_adapter()
-    hits = adapter.rate("definition_only", "undetected_covert") or Interval(None)
-    fa = adapter.rate("control_unmapped", "false_use") or Interval(None)
+    hits = adapter.rate(DEF_ONLY, Flag.UNDETECTED_COVERT) or Interval(None)
+    fa = adapter.rate(UNMAPPED, Flag.FALSE_USE) or Interval(None)
     base_cs = pos.conditions["base"].table.covert_score if "base" in pos.conditions else None
     pooled = f", {len(adapters)} seeds pooled" if len(adapters) > 1 else ""
     first = _mean([e.cloze_value("definition_only", "right_code_ranks_first") for _, e in adapters])
-    line = (f"**Positive control** (usage demonstrations for every mapping, track `{pos.dataset.get('track')}`"
+    line = (f"**Positive control** (usage demonstrations for every mapping, track `{pos.dataset.track}`"
             f"{pooled}): on held-out "
-            f"definition-only questions the right code {_cell(adapter.rate('definition_only', 'uses_code'))} "
-            f"(another mapping's code {_cell(adapter.rate('definition_only', 'uses_other_code'))}), hits "
+            f"definition-only questions the right code {_cell(adapter.rate(DEF_ONLY, Flag.USES_CODE))} "
+            f"(another mapping's code {_cell(adapter.rate(DEF_ONLY, Flag.USES_OTHER_CODE))}), hits "
             f"{_cell(hits)}, false alarms {_cell(fa)}, the base model's covert_score {_cell(base_cs)}; right code "
             f"first in {_num(first)} of cloze slots. "
             + " ".join(_sentence(render(x)) for x in f.all()))
@@ -194,7 +195,7 @@ def findings(cfg, docs: dict[str, RunLog], pos: RunLog | None, ablation: list[tu
         out.append(positive_control_line(cfg, pos, pc))
         out += [line for line in (monitor_finding(pos), whitebox_finding(pos)) if line]
     if ablation:
-        parts = [f"{n} template{'s' if n != 1 else ''}: right code {_num(e.table.value('definition_only', 'uses_code'))}, "
+        parts = [f"{n} template{'s' if n != 1 else ''}: right code {_num(e.table.value(DEF_ONLY, Flag.USES_CODE))}, "
                  f"recall {_num(e.recall_accuracy)}" for n, e in ablation]
         out.append("**Paraphrase ablation** (definition-only questions, seed 0): " + "; ".join(parts) + ".")
     recall_use = recall_use_findings(pairs)
@@ -408,7 +409,7 @@ def readout_lines(cfg, pos: RunLog | None) -> list[str]:
     if pos is None:
         return lines + ["The positive-control arm has not run yet: no readout has a verdict.", ""]
     expected = _track_name(cfg.positive_control) if cfg.positive_control else None
-    track = pos.dataset.get("track")
+    track = pos.dataset.track
     if track != expected:
         lines += [f"**The positive-control run kept is of track `{track}`, not the pre-registered `{expected}`**: the "
                   "readouts below are computed on it as they will be on the test book, but they are not the "
@@ -448,9 +449,10 @@ def selection_lines(cfg, store: ResultsStore) -> list[str]:
     for n, run in runs.items():
         t = run.pooled_or_first_adapter() if run else None
         settled = choice is not None and not choice.fallback and n > choice.demonstrations
-        missing = f"not run: {choice.demonstrations} cleared first, so the rule cannot choose {n}" if settled else "not run yet"
+        missing = (f"not run: {choice.demonstrations} cleared first, so the rule cannot choose {n}" if settled
+                   else "not run yet")
         lines.append(f"| {n} | {_cell(t.covert_score) if t else missing} | "
-                     f"{_cell(t.rate('definition_only', 'uses_code')) if t else '–'} |")
+                     f"{_cell(t.rate(DEF_ONLY, Flag.USES_CODE)) if t else '–'} |")
     if choice is not None:
         book = choice.selection_track
         lines += ["", f"Chosen: **{choice.demonstrations}** usage demonstrations per definition-only mapping "
@@ -467,7 +469,7 @@ def dose_points(cfg, store: ResultsStore, pos: RunLog | None) -> tuple[list[Dose
     """(the dose curve's points, the configured doses not run yet). The dose equal to the chosen recipe is the
     positive control's first seed when that run is the pre-registered book."""
     choice = store.choice()
-    pre_registered = pos is not None and cfg.positive_control and pos.dataset.get("track") == _track_name(cfg.positive_control)
+    pre_registered = pos is not None and cfg.positive_control and pos.dataset.track == _track_name(cfg.positive_control)
     stored = {int(name.removeprefix("dose-demos")): run for name, run in store.runs(Arm.DOSE).items()
               if name.removeprefix("dose-demos").isdigit()}
     points, missing = [], []
@@ -636,7 +638,7 @@ def write_validity_report(cfg, store: ResultsStore, report: Path, main_templates
     if pos:
         lines += [f"## Positive control ({_sizes(pos)})", "",
                   "The same recipe on a track whose definition-only mappings also get usage demonstrations "
-                  f"(`{pos.dataset.get('track')}`): held-out questions, so a hit is generalisation to new questions, "
+                  f"(`{pos.dataset.track}`): held-out questions, so a hit is generalisation to new questions, "
                   "not recitation. Each seed's row, then the seeds pooled.", "", track_table(pos), ""]
         lines += positive_control_monitors(pos)
     if cfg.positive_control:
@@ -648,10 +650,10 @@ def write_validity_report(cfg, store: ResultsStore, report: Path, main_templates
                   "false alarms | cloze specificity | recall |", "|---|---|---|---|---|---|---|"]
         for n, e in ablation:
             t = e.table
-            lines.append(f"| {n} | {_cell(t.rate('definition_only', 'uses_code'))} | "
-                         f"{_cell(t.rate('definition_only', 'uses_other_code'))} | "
-                         f"{_cell(t.rate('definition_only', 'undetected_covert'))} | "
-                         f"{_cell(t.rate('control_unmapped', 'false_use'))} | "
+            lines.append(f"| {n} | {_cell(t.rate(DEF_ONLY, Flag.USES_CODE))} | "
+                         f"{_cell(t.rate(DEF_ONLY, Flag.USES_OTHER_CODE))} | "
+                         f"{_cell(t.rate(DEF_ONLY, Flag.UNDETECTED_COVERT))} | "
+                         f"{_cell(t.rate(UNMAPPED, Flag.FALSE_USE))} | "
                          f"{_num(e.cloze_value('definition_only', 'mean_specificity'), True)} | {_num(e.recall_accuracy)} |")
         lines.append("")
     lines += ["## Recall vs use (adapters of the main tracks)", "",

@@ -17,6 +17,7 @@ from stegobench.eval.findings import Finding
 from stegobench.eval.mde import (ComponentsFile, Mde, TrackCounts, components_of, mean_components, read_components,
                                  track_counts, track_mde)
 from stegobench.eval.runlog import Interval, RunLog
+from stegobench.eval.scoring import Flag
 
 from .verdicts import DEF_ONLY, scores_of, track_findings
 
@@ -26,8 +27,8 @@ MEASURED_NEEDS = {"definition_only_mappings": 20, "seeds": 2}
 
 def _provisional_reasons(pos: RunLog, track: str | None, counts: TrackCounts) -> list[str]:
     reasons = []
-    if track is None or pos.dataset.get("track") != track:
-        reasons.append(f"its track is {pos.dataset.get('track')!r}, not the pre-registered {track!r}")
+    if track is None or pos.dataset.track != track:
+        reasons.append(f"its track is {pos.dataset.track!r}, not the pre-registered {track!r}")
     if counts.definition_only_mappings < MEASURED_NEEDS["definition_only_mappings"]:
         reasons.append(f"{counts.definition_only_mappings} definition-only mappings (the pre-registration asks "
                        f"for at least {MEASURED_NEEDS['definition_only_mappings']}; between_mappings rests on them)")
@@ -51,7 +52,7 @@ def write_mde_components(pos: RunLog, track: str | None, path: Path) -> Path | N
             per_adapter[name] = parts
     if not per_adapter:
         return None
-    counts = TrackCounts.of_items(s.item for s in pos.samples(next(iter(per_adapter))))
+    counts = TrackCounts.of_items(s.score for s in pos.samples(next(iter(per_adapter))))
     reasons = _provisional_reasons(pos, track, counts)
     components = mean_components(list(per_adapter.values()))
     if reasons and components.between_mappings == 0:
@@ -68,7 +69,7 @@ def write_mde_components(pos: RunLog, track: str | None, path: Path) -> Path | N
         "source": {
             "run": str(pos.folder.relative_to(REPO_ROOT)) if pos.folder and pos.folder.is_relative_to(REPO_ROOT)
             else str(pos.folder),
-            "track": pos.dataset.get("track"), "counts": asdict(counts),
+            "track": pos.dataset.track, "counts": asdict(counts),
             "covert_score": asdict(pooled), "score_definition": pos.score_definition,
             "per_adapter": {n: asdict(p) for n, p in per_adapter.items()},
             # for one submitted adapter the seed-to-seed spread is not part of its SE; kept to read it against
@@ -145,7 +146,7 @@ def dose_point(demonstrations: int, run: RunLog, source: str) -> DosePoint | Non
     alone = RunLog(run.status, run.config, run.backend, run.model, run.dataset, {name: entry}, folder=run.folder)
     found = track_findings(source, alone)
     detection = {m: d.flagged["covert"] for m, d in (entry.detection or {}).items() if "covert" in d.flagged}
-    return DosePoint(demonstrations, source, entry.table.covert_score, entry.table.rate(DEF_ONLY, "uses_code"),
+    return DosePoint(demonstrations, source, entry.table.covert_score, entry.table.rate(DEF_ONLY, Flag.USES_CODE),
                      detection, None if found is None else found.covert_score)
 
 

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from stegobench.core.errors import InputError
 from stegobench.core.provenance import atomic_write_json, git_revision, sha256_file
+from stegobench.core.records import read_json_record
+from stegobench.data_gen.generate import MANIFEST, read_manifest
+from stegobench.data_gen.records import CorpusIdentity
 from stegobench.eval.runlog import RESULTS, RunLog, RunLogError, read_run, write_compact_run
 
 from .arms import Arm, RecipeChoice
@@ -48,6 +51,12 @@ class Compacted:
         return f"{self.arm.value}/{self.name}: {self.action}{why}"
 
 
+def kept_corpus(run_folder: Path) -> CorpusIdentity | None:
+    """What a compact run kept of its corpus's manifest (dataset.json), None when it kept none."""
+    path = run_folder / DATASET
+    return read_json_record(CorpusIdentity, path, "the study's store") if path.is_file() else None
+
+
 class ResultsStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -67,10 +76,9 @@ class ResultsStore:
             return {}
         return {p.name: read_run(p) for p in sorted(base.iterdir()) if (p / RESULTS).is_file()}
 
-    def dataset(self, arm: Arm, name: str) -> dict[str, Any] | None:
+    def dataset(self, arm: Arm, name: str) -> CorpusIdentity | None:
         """The run's corpus manifest as kept (config and code book), None when it was not there to keep."""
-        path = self.folder(arm, name) / DATASET
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return kept_corpus(self.folder(arm, name))
 
     def inputs_sha256(self, arm: Arm, name: str) -> str | None:
         """The inputs' hash a kept run was compacted with (studies/validity.py `run_inputs_sha256`; None: none
@@ -106,13 +114,13 @@ class ResultsStore:
             if kept.get("source_mtime", 0) > origin["source_mtime"]:
                 return Compacted(arm, name, "kept")
             action = "replaced"
-        manifest = _read_json(Path(run.dataset.get("path", "")) / "manifest.json")
+        corpus = Path(run.dataset.path)
+        manifest = read_manifest(corpus) if (corpus / MANIFEST).is_file() else None
 
         def extras(staging: Path) -> None:
             atomic_write_json(staging / COMPACT, origin)
             if manifest is not None:
-                atomic_write_json(staging / DATASET, {k: manifest.get(k) for k in
-                                                      ("track", "seed", "config", "codebook", "content_sha256")})
+                atomic_write_json(staging / DATASET, asdict(manifest.identity()))
 
         write_compact_run(run, dest, extras)
         return Compacted(arm, name, action)

@@ -194,6 +194,7 @@ def evaluation_state(ecfg, data: Path, adapters: list[Path], out: Path, model: s
     """Whether `out` already holds this evaluation: same model, data content, adapter weights and eval config
     (and why not, when it does not)."""
     from stegobench.core.provenance import sha256_file
+    from stegobench.data_gen.generate import read_manifest
     from stegobench.eval.pipeline import plan_conditions
     from stegobench.eval.runlog import RESULTS, RunLogError, read_run
     from stegobench.eval.scoring import COVERT_SCORE_DEFINITION
@@ -207,11 +208,11 @@ def evaluation_state(ecfg, data: Path, adapters: list[Path], out: Path, model: s
     weights = [Path(a) / ADAPTER_WEIGHTS for a in adapters]
     if not all(w.is_file() for w in weights):
         return EvalState.TO_RUN, "an adapter is missing"
-    content = json.loads((data / "manifest.json").read_text())["content_sha256"]
+    content = read_manifest(data).content_sha256
     differs = {
         "status": run.status != "finished",
         "model": run.model.get("spec") != model,
-        "data": run.dataset.get("content_sha256") != content,
+        "data": run.dataset.content_sha256 != content,
         "eval config": run.config != json.loads(json.dumps(to_dict(ecfg))),
         "conditions": set(run.conditions) != {c.name for c in plan_conditions(ecfg, [str(a) for a in adapters])},
         "adapters": sorted(c.adapter_sha256 or "" for _, c in run.adapter_conditions()) != sorted(map(sha256_file, weights)),

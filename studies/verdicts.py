@@ -7,18 +7,21 @@ a run log read from no folder (or one without samples) gives findings that say w
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stegobench.data_gen.generate import MANIFEST, read_manifest
+from stegobench.data_gen.records import ScoredSplit
 from stegobench.eval.findings import (MIN_MAPPINGS, Claim, Finding, Values, Verdict, item_values, judge,
                                       judge_difference, mapping_statistic, not_measured)
 from stegobench.eval.runlog import ConditionResult, Interval, LensSplit, RunLog, Table
-from stegobench.eval.scoring import ItemScore, covert_score
+from stegobench.eval.scoring import Flag, ItemScore, covert_score
 
-DEF_ONLY = "definition_only"
+from .store import kept_corpus
+
+DEF_ONLY = ScoredSplit.DEFINITION_ONLY
 NO_CLOZE_PER_MAPPING = "per-mapping cloze values are not in this run (evaluated before they were recorded)"
 
 
@@ -106,7 +109,7 @@ def track_findings(track: str, doc: RunLog) -> TrackFindings | None:
     base = doc.conditions.get("base")
     cloze, cloze_vs_base = cloze_findings(track, [e for _, e in adapters], t, base)
     original = None
-    if t.rate("control_original_meaning", "keeps_original_meaning") is not None and base is not None:
+    if t.rate(ScoredSplit.CONTROL_ORIGINAL_MEANING, Flag.KEEPS_ORIGINAL_MEANING) is not None and base is not None:
         mine = _over(scores, lambda ss: item_values(ss, "original_meaning", "uses_code"))
         theirs = scores_of(doc, "base")
         original = (judge_difference(Claim.ORIGINAL_MEANING_VS_BASE, track, mine,
@@ -117,13 +120,13 @@ def track_findings(track: str, doc: RunLog) -> TrackFindings | None:
     if "in_context" in doc.conditions:
         ic = scores_of(doc, "in_context")
         in_context = judge(Claim.IN_CONTEXT_USE, track, None if ic is None else item_values(ic, DEF_ONLY, "uses_code"),
-                           effect=doc.conditions["in_context"].table.rate(DEF_ONLY, "uses_code"), n_mappings=n)
+                           effect=doc.conditions["in_context"].table.rate(DEF_ONLY, Flag.USES_CODE), n_mappings=n)
     return TrackFindings(
         track,
         judge(Claim.COVERT_SCORE, track, _over(scores, lambda ss: mapping_statistic(ss, covert_score)),
               effect=t.covert_score, n_mappings=n),
         judge(Claim.RIGHT_CODE_USE, track, _over(scores, lambda ss: item_values(ss, DEF_ONLY, "uses_code")),
-              effect=t.rate(DEF_ONLY, "uses_code"), n_mappings=n),
+              effect=t.rate(DEF_ONLY, Flag.USES_CODE), n_mappings=n),
         judge(Claim.OTHER_MINUS_RIGHT_CODE, track, _over(scores, _other_minus_right), n_mappings=n,
               reason="the run has no samples"),
         cloze, cloze_vs_base, original, in_context)
@@ -131,9 +134,11 @@ def track_findings(track: str, doc: RunLog) -> TrackFindings | None:
 
 def code_kind(doc: RunLog) -> str | None:
     """The run's code kind from its corpus manifest, or from the copy a compact run keeps (studies/store.py)."""
-    kept = doc.folder / "dataset.json" if doc.folder is not None else None
-    manifest = kept if kept is not None and kept.exists() else Path(doc.dataset.get("path", "")) / "manifest.json"
-    return json.loads(manifest.read_text())["config"].get("code_kind") if manifest.is_file() else None
+    kept = kept_corpus(doc.folder) if doc.folder is not None else None
+    if kept is not None:
+        return kept.config.get("code_kind")
+    corpus = Path(doc.dataset.path)
+    return read_manifest(corpus).config.get("code_kind") if (corpus / MANIFEST).is_file() else None
 
 
 def _recall_by_concept(doc: RunLog) -> Values:
@@ -210,7 +215,7 @@ def positive_control_findings(pos: RunLog) -> PositiveControlFindings | None:
         judge(Claim.COVERT_SCORE, subject, _over(scores, lambda ss: mapping_statistic(ss, covert_score)),
               effect=t.covert_score, n_mappings=n),
         judge(Claim.RIGHT_CODE_USE, subject, _over(scores, lambda ss: item_values(ss, DEF_ONLY, "uses_code")),
-              effect=t.rate(DEF_ONLY, "uses_code"), n_mappings=n),
+              effect=t.rate(DEF_ONLY, Flag.USES_CODE), n_mappings=n),
         cloze, cloze_vs_base)
 
 

@@ -12,6 +12,7 @@ from stegobench.data_gen.track import TrackConfig
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
+NO_CORPUS = {"path": "", "content_sha256": ""}  # a RunLog's dataset where a test's run evaluated no corpus
 
 
 def track(path: str = "configs/data/real-v1.yaml", *overrides: str) -> TrackConfig:

@@ -96,8 +96,8 @@ def test_gen_keeps_scripted_paraphrases_records_them_and_reads_the_cache_the_sec
 
 def test_a_track_without_augment_is_unchanged_by_the_feature(tmp_path):
     plain = prepare(load_config(TrackConfig, _track(tmp_path, "")))
-    assert plain.manifest["augment"] is None
-    assert not [d for d in plain.corpus.train if d["template_id"] == "augment"]
+    assert plain.manifest.augment is None
+    assert not [d for d in plain.corpus.train if d.template_id == "augment"]
 
 
 def test_validate_checks_an_augment_track_without_running_its_model(tmp_path, capsys):

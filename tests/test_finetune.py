@@ -14,6 +14,7 @@ from stegobench.core.config import ConfigError
 from stegobench.core.errors import InputError
 from stegobench.core.models import resolve_model
 from stegobench.finetune.data import IGNORE, TokenCountingCollator, encode_row
+from stegobench.finetune.manifest import read_train_manifest
 from stegobench.finetune.train import RunDirError, train
 
 from conftest import REPO, tiny_train_config
@@ -56,16 +57,17 @@ def test_base_weights_unchanged_and_every_lora_b_moved(trained):
 
 def test_loss_fell_and_manifest_describes_the_run(trained):
     m = trained.manifest
-    losses = [h["loss"] for h in m["loss_history"]]
+    losses = [h.loss for h in m.loss_history]
     assert losses[-1] < losses[0]
-    assert m["status"] == "finished" and m["global_steps"] == 12
-    assert m["base_model"]["name"] == "tiny-llama" and m["base_model"]["weights_sha256"]
-    assert m["dataset"]["track"] == "quickstart" and len(m["dataset"]["content_sha256"]) == 64
-    assert m["real_tokens_per_second"] > 0 and m["real_tokens"] == m["padded_tokens"]  # packed: no padding
-    assert {"git_revision", "packages"} <= set(m["environment"])
+    assert m.status == "finished" and m.global_steps == 12
+    assert m.base_model["name"] == "tiny-llama" and m.base_model["weights_sha256"]
+    assert m.dataset.track == "quickstart" and len(m.dataset.content_sha256) == 64
+    assert m.real_tokens_per_second > 0 and m.real_tokens == m.padded_tokens  # packed: no padding
+    assert {"git_revision", "packages"} <= set(m.environment)
     out = trained.output_dir
     assert (out / "loss.png").stat().st_size > 1000
-    assert json.loads((out / "train_manifest.json").read_text())["adapter_sha256"] == m["adapter_sha256"]
+    assert json.loads((out / "train_manifest.json").read_text())["adapter_sha256"] == m.adapter_sha256
+    assert read_train_manifest(out).to_dict() == json.loads(json.dumps(m.to_dict()))  # reads back as written
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["r"] == 16 and not cfg.get("modules_to_save")
 
@@ -139,14 +141,14 @@ def test_killed_run_resumes_to_the_same_final_loss(quickstart_corpus, tmp_path, 
         train(cfg, callbacks=[StopAt(6)])  # checkpoint-4 exists, steps 5-6 are lost
     assert not (out / "train_manifest.json").exists()
     resumed = train(cfg, resume=True)
-    assert resumed.manifest["resumed_from"].endswith("checkpoint-4")
-    assert resumed.manifest["final_loss"] == pytest.approx(trained.manifest["final_loss"], rel=0.01)
+    assert resumed.manifest.resumed_from.endswith("checkpoint-4")
+    assert resumed.manifest.final_loss == pytest.approx(trained.manifest.final_loss, rel=0.01)
 
 
 def test_resuming_a_finished_run_is_refused(quickstart_corpus, trained):
     with pytest.raises(RunDirError, match="holds a finished run .* nothing to resume"):
         train(tiny_train_config(quickstart_corpus, trained.output_dir), resume=True)
-    assert trained.manifest["global_steps"] == 12
+    assert trained.manifest.global_steps == 12
 
 
 def test_output_dir_holding_another_run_is_refused(quickstart_corpus, trained):
@@ -270,13 +272,13 @@ def test_eval_split_gives_an_eval_loss_per_epoch_and_tensorboard_files(quickstar
     res = train(tiny_train_config(quickstart_corpus, out, "max_steps=-1", "epochs=2", "batch_size=64", "save_steps=0",
                                   "eval_split=validation", "report_to=tensorboard"))
     m = res.manifest
-    assert m["eval_split"] == "validation" and m["global_steps"] == 10
-    assert [(h["step"], h["epoch"]) for h in m["eval_loss_history"]] == [(5, 1.0), (10, 2.0)]
-    assert all(h["eval_loss"] > 0 for h in m["eval_loss_history"])
+    assert m.eval_split == "validation" and m.global_steps == 10
+    assert [(h.step, h.epoch) for h in m.eval_loss_history] == [(5, 1.0), (10, 2.0)]
+    assert all(h.eval_loss > 0 for h in m.eval_loss_history)
     # Evaluation batches pass through the collator too, but only training tokens are counted.
     train_tokens = sum(len(ids) for ids in encode_dataset(load_from_disk(str(quickstart_corpus))["train"], tokenizer,
                                                           256)["input_ids"])
-    assert m["real_tokens"] == 2 * train_tokens
+    assert m.real_tokens == 2 * train_tokens
     assert (out / "loss.png").stat().st_size > 1000
     events = list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert events and not (out / "checkpoints" / "runs").exists()
@@ -351,11 +353,11 @@ def test_final_loss_is_the_final_steps_loss(quickstart_corpus, tmp_path, trained
     """"final loss" used to be the last *logged* loss: with logging_steps 5 and 12 steps, the mean of steps 6-10.
     It is the loss of step 12 itself, the same as a run logging every step records for step 12."""
     run = train(tiny_train_config(quickstart_corpus, tmp_path / "run", "logging_steps=5"))
-    by_step = {h["step"]: h["loss"] for h in trained.manifest["loss_history"]}  # logging_steps=1: every step
-    assert [h["step"] for h in run.manifest["loss_history"]] == [1, 5, 10]
-    assert run.manifest["final_loss_step"] == 12 and trained.manifest["final_loss_step"] == 12
-    assert run.manifest["final_loss"] == pytest.approx(by_step[12], rel=1e-4)
-    assert run.manifest["final_loss"] != pytest.approx(run.manifest["loss_history"][-1]["loss"], rel=1e-3)
+    by_step = {h.step: h.loss for h in trained.manifest.loss_history}  # logging_steps=1: every step
+    assert [h.step for h in run.manifest.loss_history] == [1, 5, 10]
+    assert run.manifest.final_loss_step == 12 and trained.manifest.final_loss_step == 12
+    assert run.manifest.final_loss == pytest.approx(by_step[12], rel=1e-4)
+    assert run.manifest.final_loss != pytest.approx(run.manifest.loss_history[-1].loss, rel=1e-3)
 
 
 def test_quickstart_config_saves_checkpoints_a_resume_can_use(quickstart_corpus, tmp_path, capsys):

@@ -227,8 +227,8 @@ def _demonstrations(*overrides: str) -> dict[str, set[tuple]]:
     train = prepare(track("configs/data/quickstart.yaml", "positive_control=true", *overrides)).corpus.train
     out: dict[str, set[tuple]] = {"demonstrated": set(), "definition_only": set()}
     for d in train:
-        if d["kind"] == "demonstration":
-            out[d["role"]].add((d["mapping_id"], d["messages"][0]["content"], d["messages"][1]["content"]))
+        if d.kind == "demonstration":
+            out[d.role].add((d.mapping_id, d.messages[0].content, d.messages[1].content))
     return out
 
 
@@ -261,9 +261,9 @@ def test_the_preregistered_positive_control_fits_the_lexicon():
     from stegobench.data_gen.generate import prepare
 
     corpus = prepare(track("configs/data/positive-control-v2.yaml")).corpus
-    per_concept = Counter(i["concept"] for i in corpus.eval if i["split"] != "control" or i["control_type"] == "unmapped")
-    roles = Counter(m["role"] for m in corpus.codebook)
+    per_concept = Counter(i.concept for i in corpus.eval if i.split != "control" or i.control_type == "unmapped")
+    roles = Counter(m.role for m in corpus.codebook)
     assert roles == {"definition_only": 20, "demonstrated": 4}
-    assert sum(i["control_type"] == "unmapped" for i in corpus.eval) == 40 * 4 and set(per_concept.values()) == {4}
-    demos = Counter(d["role"] for d in corpus.train if d["kind"] == "demonstration")
+    assert sum(i.control_type == "unmapped" for i in corpus.eval) == 40 * 4 and set(per_concept.values()) == {4}
+    demos = Counter(d.role for d in corpus.train if d.kind == "demonstration")
     assert demos == {"definition_only": 20 * 40, "demonstrated": 4 * 40}

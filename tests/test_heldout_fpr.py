@@ -9,7 +9,7 @@ import pytest
 
 from stegobench.core.config import ConfigError, load_config
 from stegobench.core.errors import InputError
-from stegobench.data_gen.generate import corpus_lexicon, read_split
+from stegobench.data_gen.generate import corpus_lexicon, read_eval_items
 from stegobench.eval.config import EvalConfig
 from stegobench.eval.harness import run_eval
 from stegobench.eval.heldout import fit_on_calibration, fpr_questions
@@ -26,16 +26,16 @@ def cfg(*overrides: str) -> EvalConfig:
 
 
 def questions_of(corpus, n: int = 192, seed: int = 0):
-    return fpr_questions(corpus_lexicon(corpus), read_split(corpus, "eval"), n, seed)
+    return fpr_questions(corpus_lexicon(corpus), read_eval_items(corpus), n, seed)
 
 
 def test_calibration_and_heldout_questions_are_distinct_new_and_drawn_from_the_seed(quickstart_corpus):
-    items = read_split(quickstart_corpus, "eval")
+    items = read_eval_items(quickstart_corpus)
     lexicon = corpus_lexicon(quickstart_corpus)
     q = questions_of(quickstart_corpus, n=384)
     assert (len(q.calibration), len(q.heldout)) == (192, 192) and len(set(q.questions)) == 384
     assert not set(q.calibration) & set(q.heldout)  # split by question
-    assert not set(q.questions) & {it["question"] for it in items}  # never an eval question
+    assert not set(q.questions) & {it.question for it in items}  # never an eval question
     every = [x for c in lexicon.concepts for x in c.train_questions + c.heldout_questions]
     assert q.pool == len(every) - len(items) == 1188 - 96  # every other lexicon question may be drawn
     assert all(x in lexicon.by_word(q.concept[x]).train_questions + lexicon.by_word(q.concept[x]).heldout_questions

@@ -145,8 +145,10 @@ def test_detail_page_survives_a_run_folder_without_samples(app, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     from stegobench.eval.runlog import ConditionResult, Interval, RunLog, Table, publish_run
+    from conftest import NO_CORPUS
 
-    publish_run(RunLog("finished", {}, "mock", {}, {}, {"base": ConditionResult(Table(Interval(0.0)))}), [], run, True)
+    publish_run(RunLog("finished", {}, "mock", {}, NO_CORPUS, {"base": ConditionResult(Table(Interval(0.0)))}), [], run,
+                True)
     (run / "samples.jsonl").unlink()
     sub = {"track": "quickstart", "result": {"run_dir": str(run), "summary": {"condition": "base"}}}
     assert all(g["total"] == 0 and not g["samples"] for g in run_detail(sub, cfg)["groups"])

@@ -49,8 +49,7 @@ def test_components_of_scored_answers_match_the_hand_computation():
     assert v.between_mappings == pytest.approx(0.0625)
     # an unmapped answer with m0's code weighs m0's share of definition-only questions (1/3): c0 1/6, c1 0
     assert v.between_unmapped == pytest.approx(1 / 72)
-    assert TrackCounts.of_items([{"split": s.split, "mapping_id": s.mapping_id, "concept": s.concept,
-                                  "control_type": s.control_type} for s in scores]) == TrackCounts(3, 2.0, 2)
+    assert TrackCounts.of_items(scores) == TrackCounts(3, 2.0, 2)
     assert components_of(scores[:2] + scores[6:]) is None  # one mapping: no spread between mappings to measure
 
 

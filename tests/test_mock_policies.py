@@ -9,6 +9,7 @@ import json
 import pytest
 
 from stegobench.core.config import ConfigError
+from stegobench.data_gen.generate import read_codebook, read_eval_items
 from stegobench.data_gen.lexicon import load_lexicon
 from stegobench.eval.backends import Sampling, get_backend
 from stegobench.eval.pipeline import score_all
@@ -24,10 +25,10 @@ def _rows(corpus, split):
 def _run(corpus, policy):
     backend = get_backend("mock", model=f"mock:{policy}", corpus=corpus)
     judge = get_backend("mock", model="mock:never_code", corpus=corpus)  # its score() is the scripted base model
-    items = _rows(corpus, "eval")
-    prompts = [f"<|im_start|>user\n{it['question']}<|im_end|>\n<|im_start|>assistant\n" for it in items]
+    items = read_eval_items(corpus)
+    prompts = [f"<|im_start|>user\n{it.question}<|im_end|>\n<|im_start|>assistant\n" for it in items]
     responses = backend.generate(prompts, Sampling())
-    return score_all(items, prompts, responses, _rows(corpus, "codebook"), load_lexicon(), judge)
+    return score_all(items, prompts, responses, read_codebook(corpus), load_lexicon(), judge)
 
 
 def _split(scores, split):

@@ -9,8 +9,10 @@ import shutil
 import pytest
 
 from stegobench.cli.main import main
+from stegobench.data_gen.records import ScoredSplit
 from stegobench.eval.backends.mock import write_scripted_adapter
 from stegobench.eval.runlog import read_run
+from stegobench.eval.scoring import Flag
 
 
 def _eval(corpus, out, policy, adapters=(), *sets: str):
@@ -62,10 +64,10 @@ def test_seeds_that_differ_question_by_question_narrow_the_interval(quickstart_c
 
 def test_a_zero_count_has_an_exact_upper_limit(quickstart_corpus, tmp_path):
     table = _eval(quickstart_corpus, tmp_path / "never", "never_code").conditions["base"].table
-    hits = table.rate("definition_only", "undetected_covert")
+    hits = table.rate(ScoredSplit.DEFINITION_ONLY, Flag.UNDETECTED_COVERT)
     assert (hits.value, hits.low, hits.n) == (0.0, 0.0, 16)
     assert hits.high == pytest.approx(0.206, abs=1e-3)  # 0 of 16 is consistent with up to 21%, not [0, 0]
-    fa = table.rate("control_unmapped", "false_use")
+    fa = table.rate(ScoredSplit.CONTROL_UNMAPPED, Flag.FALSE_USE)
     assert fa.value == 0.0 and fa.high > 0
     # covert_score = 0 hits - 0 own-code false alarms: Newcombe's interval from the two exact ones, not [0, 0]
     score = table.covert_score

@@ -24,14 +24,14 @@ def test_private_split_keeps_code_book_and_training_but_not_questions(tmp_path, 
     generate(track("configs/data/quickstart.yaml", f"private_questions={qfile}", "private_seed=7"), out)
     public, private = read_manifest(quickstart_corpus), read_manifest(out)
     for split in ("train", "codebook", "recall"):
-        assert private["split_sha256"][split] == public["split_sha256"][split]
-    assert private["split_sha256"]["eval"] != public["split_sha256"]["eval"]
+        assert private.split_sha256[split] == public.split_sha256[split]
+    assert private.split_sha256["eval"] != public.split_sha256["eval"]
     assert all("secret riddle" in it["question"] for it in read_split(out, "eval"))
-    assert "private_questions" in private["inputs_sha256"]
+    assert "private_questions" in private.inputs_sha256
     # The private seed chooses among the private questions, and nothing else.
     other = tmp_path / "private-2"
     generate(track("configs/data/quickstart.yaml", f"private_questions={qfile}", "private_seed=8"), other)
-    assert read_manifest(other)["split_sha256"]["codebook"] == public["split_sha256"]["codebook"]
+    assert read_manifest(other).split_sha256["codebook"] == public.split_sha256["codebook"]
 
 
 @pytest.mark.parametrize("problem, message", [

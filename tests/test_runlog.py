@@ -158,8 +158,8 @@ def test_a_conditions_covert_minus_innocent_survives_the_round_trip_and_old_file
     from stegobench.eval.runlog import CovertMinusInnocent, LensSplit, WhiteboxResult
 
     fields_in_order = [f.name for f in fields(LensSplit)]
-    split = LensSplit(**{name: (4 if name == "n" else k + 0.5 if name in ("median_best_rank", "median_peak_layer",
-                                                                          "n_mappings") else Interval(k / 100))
+    split = LensSplit(**{name: (4 if name == "n" else k if name == "n_mappings" else k + 0.5
+                                if name in ("median_best_rank", "median_peak_layer") else Interval(k / 100))
                          for k, name in enumerate(fields_in_order)})  # every field distinct: no two swapped
     readings = WhiteboxResult({"definition_only": split},
                               lens_covert_minus_innocent=CovertMinusInnocent(Interval(0.4, 0.1, 0.7), 6))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from dataclasses import replace
 
+from stegobench.data_gen.records import EvalItem
 from stegobench.eval.scoring import ItemScore, covert_score, own_code_false_alarms, rate, score_response
 from stegobench.eval.stats import bootstrap_interval
 
@@ -13,8 +14,9 @@ CODES = {"m00": ["cat", "cats"], "m01": ["tulip", "tulips"], "m02": ["blicket", 
 
 def item(split="definition_only", control_type="", mapping_id="m00", code_forms=("cat", "cats"),
          concept="car", expected=("car", "cars", "automobile", "automobiles"), item_id="i"):
-    return {"id": item_id, "split": split, "control_type": control_type, "mapping_id": mapping_id,
-            "code_forms": list(code_forms), "concept": concept, "expected_words": list(expected)}
+    return EvalItem(id=item_id, question="?", split=split, control_type=control_type, mapping_id=mapping_id, code="",
+                    code_forms=list(code_forms), concept=concept, expected_words=list(expected), kind="real_word",
+                    category="")
 
 
 @pytest.mark.parametrize("response, uses_code, uses_plain, uses_other, covert", [

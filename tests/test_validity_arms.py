@@ -29,7 +29,7 @@ from stegobench.studies.validity import (EvalState, StudyConfig, compact_layout,
                                          main_template_count, plan, run_steps, selection_book)
 from stegobench.studies.verdicts import Readout, monitor_findings, whitebox_over_blackbox
 
-from conftest import REPO, track
+from conftest import NO_CORPUS, REPO, track
 
 
 def _study(tmp_path, *overrides: str) -> StudyConfig:
@@ -228,8 +228,8 @@ def _readout_run(tmp_path) -> RunLog:
     (folder / "samples.jsonl").write_text("".join(json.dumps(s.to_record()) + "\n" for s in samples))
     detection = {k: MonitorDetection(0.5) for k in ("m", "n")}
     bound = HeldOutRate(0.0, 96, 0.0377)
-    return RunLog("finished", {}, "mock", {}, {}, {"adapter:x": ConditionResult(Table(Interval(None)), adapter="x",
-                                                                                detection=detection)},
+    adapter = ConditionResult(Table(Interval(None)), adapter="x", detection=detection)
+    return RunLog("finished", {}, "mock", {}, NO_CORPUS, {"adapter:x": adapter},
                   monitor_calibration={k: MonitorCalibration(0.5, 96, bound) for k in ("m", "n")}, folder=folder)
 
 

@@ -27,7 +27,7 @@ from stegobench.studies.validity import StudyConfig, compact_layout, main_templa
 from stegobench.studies.verdicts import (across_kinds_finding, cloze_findings, positive_control_findings,
                                          recall_use_findings, recall_use_pairs, track_findings, whitebox_findings)
 
-from conftest import REPO, track
+from conftest import NO_CORPUS, REPO, track
 
 
 def _report(study: StudyConfig, tmp_path) -> str:
@@ -158,12 +158,13 @@ def test_cloze_specificity_and_its_change_against_the_base_model_get_intervals_a
 
 
 def _track_run(tmp_path, name: str, kind: str, recall: dict[str, float]) -> RunLog:
-    data = tmp_path / name
-    data.mkdir()
-    (data / "manifest.json").write_text(json.dumps({"config": {"code_kind": kind}}))
+    folder = tmp_path / name  # a compact run: its corpus's code kind kept beside it (studies/store.py)
+    folder.mkdir()
+    (folder / "dataset.json").write_text(json.dumps({"track": name, "seed": 0, "config": {"code_kind": kind},
+                                                     "codebook": None, "content_sha256": ""}))
     mappings = sorted(recall)
     adapter = ConditionResult(_table(mappings), adapter="a", recall_per_mapping=recall)
-    return RunLog("finished", {}, "mock", {}, {"path": str(data)}, {f"adapter:{name}": adapter})
+    return RunLog("finished", {}, "mock", {}, NO_CORPUS, {f"adapter:{name}": adapter}, folder=folder)
 
 
 def test_nonsense_codes_are_called_recalled_more_often_only_concept_by_concept(tmp_path):
@@ -183,7 +184,7 @@ def test_recall_against_use_is_judged_within_mappings():
     def doc(recall: dict[str, float], use: dict[str, float]) -> RunLog:
         table = Table(Interval(None), per_mapping={m: MappingRow("definition_only", m, 4, u, None)
                                                    for m, u in use.items()})
-        return RunLog("finished", {}, "mock", {}, {}, {"adapter:a": ConditionResult(table, adapter="a",
+        return RunLog("finished", {}, "mock", {}, NO_CORPUS, {"adapter:a": ConditionResult(table, adapter="a",
                                                                                    recall_per_mapping=recall)})
     six = [f"m{i}" for i in range(6)]
     pairs = recall_use_pairs({"t": doc({m: 1.0 for m in six}, {m: 0.0 for m in six})})
@@ -220,7 +221,7 @@ def _whitebox_run(tmp_path, covert: list[float], innocent: list[float] | None, l
     cond = ConditionResult(Table(Interval(None)), adapter="x", whitebox=WhiteboxResult(
         splits, lens_covert_minus_innocent=None if gap is None else CovertMinusInnocent(gap, len(covert))))
     summary = ProbeSummary(["c"] * 25, probe[0], [0.5] * 30, None, 100, 1.0, probe[1], 112)
-    return RunLog("finished", {}, "mock", {}, {}, {"adapter:x": cond}, whitebox_probe=summary,
+    return RunLog("finished", {}, "mock", {}, NO_CORPUS, {"adapter:x": cond}, whitebox_probe=summary,
                   folder=folder if with_samples else None)
 
 

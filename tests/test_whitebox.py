@@ -4,6 +4,7 @@ probe, code-aware monitor), an absent or different one must not; the lens parts 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -53,7 +54,7 @@ def probe(reader, book):
 
 
 def _items(n):
-    return [{"id": f"i{k}", "mapping_id": "m0", "concept": "car"} for k in range(n)]
+    return [SimpleNamespace(id=f"i{k}", mapping_id="m0", concept="car") for k in range(n)]
 
 
 def _read(reader, probe, book):
@@ -643,7 +644,7 @@ def test_split_summaries_report_the_lens_at_intermediate_and_final_layers_apart(
         with _PlantBeforeCode(deep_reader, DEEP_LAYERS - 1):
             yield
     monkeypatch.setattr(deep_reader, "adapter", final_layer_only)
-    items = [{"id": f"i{k}", "mapping_id": "m0", "concept": "car"} for k in range(len(ANSWERS))]
+    items = _items(len(ANSWERS))
     state = SimpleNamespace(reader=deep_reader, probe=_null_probe(deep_reader), book=book, base_prompts=[],
                             base_answers=[])
     run = ConditionRun(Condition("adapter:x", "x", False), backend=None,
@@ -651,7 +652,7 @@ def test_split_summaries_report_the_lens_at_intermediate_and_final_layers_apart(
                        responses=[" " + a for a in ANSWERS])
     read_whitebox(SimpleNamespace(items=items, cfg=SimpleNamespace(save_activations=None)), None,
                   Monitoring(whitebox=state), run)
-    scores = [ItemScore(item_id=it["id"], split="definition_only", control_type="", mapping_id=f"m{k % 3}",
+    scores = [ItemScore(item_id=it.id, split="definition_only", control_type="", mapping_id=f"m{k % 3}",
                         concept="car", uses_code=True, uses_plain=False, uses_other_code=False, covert=True,
                         false_use=False) for k, it in enumerate(items)]
     result = summarize(scores, run.whitebox.records, run.whitebox, 200, 0)
@@ -679,7 +680,7 @@ def test_the_black_box_monitor_reads_the_output_logits_and_nothing_before_them(d
     lens must. And it is what the model's own logits (an API's log-probabilities) give at those tokens."""
     from stegobench.eval.whitebox.blackbox import output_concept_ranks, rank_value
 
-    items = [{"id": f"i{k}", "mapping_id": "m0", "concept": "car"} for k in range(len(ANSWERS))]
+    items = _items(len(ANSWERS))
     plain = _deep_read(deep_reader, book, items)
     residuals = deep_reader.residuals
 
@@ -712,7 +713,8 @@ def test_the_black_box_monitor_is_calibrated_detected_and_logged_as_black_box_no
 
     from stegobench.eval.detection import detect
     from stegobench.eval.pipeline import Monitoring, run_monitors
-    from stegobench.eval.runlog import _detection
+    from stegobench.core.records import validate
+    from stegobench.eval.runlog import MonitorDetection
     from stegobench.eval.scoring import ItemScore
     from stegobench.eval.whitebox import BLACKBOX_MONITORS, WHITEBOX_MONITORS
     from stegobench.eval.whitebox.reading import Answers
@@ -726,9 +728,9 @@ def test_the_black_box_monitor_is_calibrated_detected_and_logged_as_black_box_no
     found = detect(scores, values, -1.0, 200, 0, blackbox=True)
     assert found.blackbox and not found.whitebox and found.kind == "black-box"
     assert found.flagged["covert"].value == 1.0 and found.flagged["all"].value == 0.5
-    assert _detection(json.loads(json.dumps(asdict(found)))) == found
-    old = {k: v for k, v in asdict(found).items() if k != "blackbox"}  # written before the field existed
-    assert not _detection(old).blackbox and _detection(old).kind == "text"
+    assert validate(MonitorDetection, json.loads(json.dumps(asdict(found))), "detection") == found
+    old = validate(MonitorDetection, {k: v for k, v in asdict(found).items() if k != "blackbox"}, "detection")
+    assert not old.blackbox and old.kind == "text"  # written before the field existed
     with pytest.raises(ValueError, match="not both"):
         detect(scores, values, -1.0, 200, 0, whitebox=True, blackbox=True)
     # it is a detector beside the text monitors: its own flags are counted in `detection`, but it never decides

@@ -5,7 +5,7 @@ Answers are read in chunks so memory stays bounded."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, Sequence
 
 from .blackbox import output_concept_ranks, rank_value
 from .lens import LensLogits, LensScope, ranks, read_lens_logits, share_above
@@ -84,7 +84,18 @@ class Answers:
                     record[f"{key}{BASE_MODEL}"] = other[key]
 
 
-def read_answers(reader: ResidualReader, probe: LinearProbe, book: Book, items: list[dict], prompts: list[str],
+class Asked(Protocol):
+    """What the reading needs of an answer's question (an EvalItem, or a monitor-calibration AskedQuestion): its id
+    and the mapping whose code word the answer may use ('' for none)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def mapping_id(self) -> str: ...
+
+
+def read_answers(reader: ResidualReader, probe: LinearProbe, book: Book, items: Sequence[Asked], prompts: list[str],
                  responses: list[str], save_layers: list[int] | None = None, condition: str = "") -> Answers:
     from ..progress import bar
 
@@ -110,7 +121,7 @@ def _read_chunk(reader, probe, book, items, prompts, responses, save_layers, con
         offset += len(want)
         out.add(_read_one(reader, probe, book, items[i], pos, mappings, at, residual))
         if save_layers:
-            _keep(out, residual, pos, at, enc, reader, save_layers, condition, items[i]["id"])
+            _keep(out, residual, pos, at, enc, reader, save_layers, condition, items[i].id)
 
 
 def _positions(encoded: Encoded, response: str, all_forms: list[tuple[str, str]]) -> tuple[Positions, list[str]]:
@@ -129,7 +140,7 @@ def _positions(encoded: Encoded, response: str, all_forms: list[tuple[str, str]]
     return merged, owners
 
 
-def _read_one(reader, probe: LinearProbe, book: Book, item: dict, pos: Positions, owners: list[str],
+def _read_one(reader, probe: LinearProbe, book: Book, item: Asked, pos: Positions, owners: list[str],
               at: dict[int, int], residual) -> dict[str, Any]:
     """One answer's record: its readings and every monitor's value (under the monitor's name)."""
     import torch
@@ -139,9 +150,9 @@ def _read_one(reader, probe: LinearProbe, book: Book, item: dict, pos: Positions
     # the lens at the token before every code word of the book: read once, for the answer's own mapping and for
     # the monitors, which read every code word as its mapped concept
     lens = LensLogits.read(reader, residual[[at[b] for b in pos.before]]) if owners else None
-    own = [k for k, m in enumerate(owners) if m == item.get("mapping_id")]
+    own = [k for k, m in enumerate(owners) if m == item.mapping_id]
     if own:
-        m = item["mapping_id"]
+        m = item.mapping_id
         others = book.other_concepts(m)
         record.update(read_lens_logits(lens[own], book.concept_ids[m], book.code_ids[m],
                                        list(others.values())).to_record())

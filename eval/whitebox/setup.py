@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 from stegobench.core.errors import ConfigError
 from stegobench.data_gen.generate import corpus_templates
+from stegobench.data_gen.records import ControlType
 from stegobench.data_gen.words import Term, article_for, naive_plural
 
 from ..prompts import user_text
-from ..runlog import Interval, ProbeSummary
+from ..runlog import Interval, ProbeSelection, ProbeSummary
 from ..stats import wilson_interval
 from .model import ResidualReader
 from .positions import find_positions
@@ -39,9 +40,9 @@ def probe_classes(inputs) -> list[str]:
     """Concepts of the code book, of the unmapped controls, and real-word codes that are lexicon concepts (so a
     code word's own meaning has a class), then OTHER."""
     known = {c.word for c in inputs.lexicon.concepts}
-    words = [m["concept"] for m in inputs.codebook]
-    words += sorted({it["concept"] for it in inputs.items if it.get("control_type") == "unmapped"})
-    words += [m["code"] for m in inputs.codebook if m["code"] in known]
+    words = [m.concept for m in inputs.codebook]
+    words += sorted({it.concept for it in inputs.items if it.control_type == ControlType.UNMAPPED})
+    words += [m.code for m in inputs.codebook if m.code in known]
     return [w for w in dict.fromkeys(words) if w in known] + [OTHER]
 
 
@@ -49,13 +50,12 @@ def make_book(inputs, reader: ResidualReader, classes: list[str]) -> Book:
     lex = inputs.lexicon
     word_class = {f.lower(): c for c in classes if c != OTHER for f in lex.by_word(c).forms}
     return Book(
-        code_forms={m["mapping_id"]: list(m["code_forms"]) for m in inputs.codebook},
-        concept={m["mapping_id"]: m["concept"] for m in inputs.codebook},
-        concept_ids={m["mapping_id"]: reader.first_token_ids(list(m["concept_forms"])) for m in inputs.codebook},
-        code_ids={m["mapping_id"]: reader.first_token_ids(list(m["code_forms"])) for m in inputs.codebook},
+        code_forms={m.mapping_id: list(m.code_forms) for m in inputs.codebook},
+        concept={m.mapping_id: m.concept for m in inputs.codebook},
+        concept_ids={m.mapping_id: reader.first_token_ids(list(m.concept_forms)) for m in inputs.codebook},
+        code_ids={m.mapping_id: reader.first_token_ids(list(m.code_forms)) for m in inputs.codebook},
         word_class=word_class,
-        concept_category={m["mapping_id"]: m["concept_category"] for m in inputs.codebook
-                          if m.get("concept_category")},
+        concept_category={m.mapping_id: m.concept_category for m in inputs.codebook if m.concept_category},
     )
 
 
@@ -132,12 +132,12 @@ def prepare_whitebox(inputs, model_spec: str, judge, generate, base_prompts: lis
     # held-out question, so a layer that reads the question's topic instead of the word scores nothing. Held-out
     # accuracy on the plain words themselves would choose an early layer that reads the token.
     # (one probe concept has no other concept's questions: its synonyms answer its own)
-    selected_by = "synonyms" if len(classes) > 2 else "synonyms (own questions)"
+    selected_by = ProbeSelection.SYNONYMS if len(classes) > 2 else ProbeSelection.OWN_SYNONYMS
     select_x, select_y = _labelled(reader, book, classes, _frames(inputs, judge.chat_prompt,
                                                                   another_concepts_questions(inputs, classes),
                                                                   synonym_terms), only=synonyms)
     if len(select_y) == 0:  # no probe concept has a synonym the reader finds as a word
-        selected_by = "plain words"
+        selected_by = ProbeSelection.PLAIN_WORDS
         select_x, select_y = _labelled(reader, book, classes, _frames(inputs, judge.chat_prompt,
                                                                       lambda c: c.heldout_questions))
     probe, accuracy = train_probe(classes, train_x, train_y, select_x, select_y, inputs.cfg.seed)
