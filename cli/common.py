@@ -4,7 +4,7 @@ summary lines."""
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from stegobench.core.paths import config_path
 
