@@ -61,8 +61,9 @@ def _differences(old, new, path: str = "") -> list[str]:
 
 def test_the_mock_pipeline_writes_the_results_it_wrote_before_the_typed_records(quickstart_corpus, tmp_path):
     """tests/data/reference-686aee9/results.json: `_reference_run` at commit 686aee9 (dict rows, hand-written
-    readers), its paths replaced by <corpus> and <adapters> and its timings left out. Every other field must come
-    back with the same value and JSON type; schema_version is compared too, as no field changed."""
+    readers), its paths replaced by <corpus> and <adapters> and its timings left out, with the change_vs_base
+    intervals as dbf4e1e computes them (the paired exact floor, before the typed records). Every other field must
+    come back with the same value and JSON type; schema_version is compared too, as no field changed."""
     run = _reference_run(quickstart_corpus, tmp_path)
     text = (run / "results.json").read_text().replace(str(quickstart_corpus), "<corpus>")
     new = json.loads(text.replace(str(tmp_path), "<adapters>"))
