@@ -238,7 +238,7 @@ def run_inputs_sha256(cfg: StudyConfig, track: str, overrides: list[str], seeds:
         return None
     # the track config (its tokenizer too) and the corpus it yields, built without the tokenizer's word checks
     content = {"track": to_dict(config),
-               "content_sha256": prepared_in_memory(track, tuple(overrides)).manifest["content_sha256"]}
+               "content_sha256": prepared_in_memory(track, tuple(overrides)).manifest.content_sha256}
     placeholder = Path("/data"), Path("/out")
     train = [{k: v for k, v in to_dict(load_config(TrainConfig, REPO / cfg.train_config,
                                                    _train_overrides(*placeholder, s))).items()
