@@ -36,14 +36,12 @@ class BackendParaphraser:
                 "device": defaults.device}
 
     def complete(self, user_texts: list[str], temperature: float, max_tokens: int, seed: int) -> list[str]:
-        backend = get_backend(self.cfg.backend, model=self.cfg.model)
+        backend = get_backend(self.cfg.backend, self.cfg.model)
         try:
             prompts = [backend.chat_prompt(t) for t in user_texts]
             return backend.generate(prompts, Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed))
         finally:
-            close = getattr(backend, "close", None)
-            if close is not None:
-                close()
+            backend.close()
 
 
 def paraphraser_factory(cfg: AugmentConfig) -> BackendParaphraser:

@@ -33,14 +33,15 @@ import hashlib
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from stegobench.core.errors import InputError
 from stegobench.data_gen.generate import corpus_lexicon, read_split
 from stegobench.data_gen.words import contains_any
 
 from .. import progress
-from .base import Sampling
+from .base import Backend, Sampling
+from .options import MockOptions
 
 POLICIES = ("never_code", "always_code", "perfect_covert", "leaky", "random_role", "random_code", "coin_covert",
             "paraphraser")
@@ -57,15 +58,15 @@ def _pick(options: list, key: str):
     return options[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(options)]
 
 
-class MockBackend:
+class MockBackend(Backend[MockOptions]):
     name = "mock"
     uses_device = False  # a script: no model, no device defaults to print
 
-    def __init__(self, model: str, corpus: str | Path | None = None, latency_s: float = 0.0,
-                 adapter: str | None = None, **_: Any):
-        """`latency_s`: seconds each generate call sleeps, to stand in for a slow model (queue and crash tests);
-        `adapter`: its weights seed coin_covert's coin, and with one the mock knows the definitions (recall)."""
-        self.latency_s = float(latency_s)
+    def __init__(self, model: str, options: MockOptions | None = None, adapter: str | None = None, *,
+                 corpus: str | Path | None = None, lora_adapters: Sequence[str] = ()):
+        """`options.latency_s`: seconds each generate call sleeps, to stand in for a slow model (queue and crash
+        tests); `adapter`: its weights seed coin_covert's coin, and with one the mock knows the definitions (recall)."""
+        self.latency_s = (options or MockOptions()).latency_s
         self.coin_seed = _adapter_seed(adapter)
         self.recalls = adapter is not None
         policy = model.split(":", 1)[1] if model.startswith("mock:") else model
