@@ -44,8 +44,8 @@ def load_causal_lm(folder: str | Path, dtype: str, device: str | None = None, *,
         raise InputError(f"{folder}: no *.safetensors weights; stegobench loads safetensors only (pickled "
                          "pytorch_model.bin files can run code): save the model with safe_serialization=True")
     extra: dict[str, Any] = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, dtype), local_files_only=True,
-                                                 use_safetensors=True, **extra)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, dtype), local_files_only=True,
+                                                      use_safetensors=True, **extra)
     if device is not None:
         model = model.to(device)
     if merge_adapter is not None:

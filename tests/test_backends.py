@@ -206,7 +206,7 @@ def test_decoding_reports_progress_answer_by_answer(quickstart_corpus, tmp_path)
     import pytest
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(tqdm_module, "tqdm", Recorded)
-        generate_cached(Silent(), prompts, Sampling(), tmp_path, "silent")
+        generate_cached(Silent("silent"), prompts, Sampling(), tmp_path, "silent")
     assert [(b.total, b.n, b.unit) for b in bars] == [(5, 5, "answer")]
 
 
@@ -231,7 +231,7 @@ class _Scripted(Backend):
 def test_a_backend_has_every_optional_ability_by_default_and_must_have_the_required_ones():
     from stegobench.eval.backends.options import MockOptions
 
-    backend = _Scripted()
+    backend = _Scripted("any-model")
     assert backend.with_adapter("any/adapter") is None  # the caller opens one backend per adapter instead
     assert backend.close() is None and backend.uses_device
     options = MockOptions(latency_s=1.0)
@@ -242,7 +242,7 @@ def test_a_backend_has_every_optional_ability_by_default_and_must_have_the_requi
         chat_prompt, generate, identity = _Scripted.chat_prompt, _Scripted.generate, _Scripted.identity
 
     with pytest.raises(TypeError, match="abstract method.*score"):
-        Mute()
+        Mute("any-model")
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

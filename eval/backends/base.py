@@ -7,7 +7,8 @@ An abstract base with the required abilities abstract and the optional ones give
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Generic, TypeVar
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Sequence, TypeVar
 
 from stegobench.core.causal_lm import Sampling
 
@@ -29,6 +30,10 @@ class Backend(ABC, Generic[OptionsT]):
 
     name: ClassVar[str]
     uses_device: ClassVar[bool] = True  # runs a model on this machine's devices (the scripted mock does not)
+
+    def __init__(self, model: str, options: OptionsT | None = None, adapter: str | None = None, *,
+                 corpus: str | Path | None = None, lora_adapters: Sequence[str] = ()) -> None:
+        """The signature every backend is opened with (`get_backend` calls it); this base keeps none of it."""
 
     @abstractmethod
     def chat_prompt(self, user_text: str) -> str: ...
