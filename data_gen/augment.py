@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+from stegobench.core.causal_lm import CausalLM, Sampling, decode_placement
 from stegobench.core.models import resolve_model, stegobench_home
 from stegobench.core.provenance import atomic_write_json, sha256_file, sha256_json
 
@@ -63,16 +64,10 @@ class CausalLMParaphraser:
     def identity(self) -> dict[str, Any]:
         """What changes the completions besides the prompts and sampling: the weights, and the dtype the model
         decodes in here (float32 on CPUs, bf16 on GPUs sample differently)."""
-        from stegobench.core.device import device_defaults
-        from stegobench.core.machine import read_machine
-
-        defaults = device_defaults(read_machine())
-        return {"spec": self.cfg.model, **resolve_model(self.cfg.model).identity, "dtype": defaults.eval_dtype,
-                "device": defaults.device}
+        device, dtype = decode_placement()
+        return {"spec": self.cfg.model, **resolve_model(self.cfg.model).identity, "dtype": dtype, "device": device}
 
     def complete(self, user_texts: list[str], temperature: float, max_tokens: int, seed: int) -> list[str]:
-        from stegobench.core.causal_lm import CausalLM, Sampling
-
         lm = CausalLM(resolve_model(self.cfg.model).path)
         return lm.generate([lm.chat_prompt(t) for t in user_texts],
                            Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed))

@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from stegobench.core.config import to_dict
 from stegobench.core.errors import InputError
@@ -96,9 +96,9 @@ class Backends:
             self.close()
             raise
 
-    def _open(self, model: str, adapter: str | None, lora_adapters: list[str] | None = None) -> Backend:
+    def _open(self, model: str, adapter: str | None, lora_adapters: Sequence[str] = ()) -> Backend:
         backend = get_backend(self.name, model, adapter, options=self.options, corpus=self.corpus,
-                              lora_adapters=lora_adapters or [])
+                              lora_adapters=lora_adapters)
         self.opened.append(backend)
         return backend
 
