@@ -40,7 +40,6 @@ def prepare_track(cfg: LeaderboardConfig, name: str) -> Path:
     """The track's test corpus, generated once into the data directory (private questions when configured)."""
     from stegobench.data_gen.generate import generate, read_manifest
     from stegobench.core.provenance import sha256_file
-    from stegobench.eval.paraphrase import paraphraser_factory
 
     setup = cfg.tracks[name]
     track_cfg = track_config(cfg, name)
@@ -49,7 +48,7 @@ def prepare_track(cfg: LeaderboardConfig, name: str) -> Path:
     folder = cfg.data_path() / "tracks" / f"{name}-{key}"
     if not (folder / "manifest.json").exists():
         try:
-            generate(track_cfg, folder, paraphraser=paraphraser_factory)
+            generate(track_cfg, folder)
         except OutputDirError:
             if not (folder / "manifest.json").exists():  # not a concurrent worker's finished corpus
                 raise

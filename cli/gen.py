@@ -22,11 +22,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stegobench.data_gen.generate import generate
-    from stegobench.eval.paraphrase import paraphraser_factory
 
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
     config, source = track_config(args.config, overrides)
-    result = generate(config, args.out, overwrite=args.overwrite, source=source, paraphraser=paraphraser_factory)
+    result = generate(config, args.out, overwrite=args.overwrite, source=source)
     m = result.manifest
     print(f"wrote {result.out} in {result.seconds:.1f}s  (track {m.track}, seed {m.seed}, "
           f"content sha256 {m.content_sha256[:16]})")

@@ -2,8 +2,9 @@
 
     stegobench gen --config my-track.yaml --out runs/my-track/data   # with `augment: {model: ..., n_per_mapping: 10}`
 
-The model runs through an eval backend, which data_gen may not import: the caller hands in a `Paraphraser`
-(stegobench.eval.paraphrase builds one). Its raw completions are cached by the content hash of everything that
+The model runs through the model layer every stage shares (core/causal_lm.py, as eval's hf backend decodes),
+or is the scripted stand-in the tests use (`backend: mock`, `model: mock:paraphraser`); `paraphraser_for` picks
+it from the track's `augment:` config. Its raw completions are cached by the content hash of everything that
 changes them (model weights, backend, prompts, sampling), so a second `gen` of the same track reads the cache
 and writes the same corpus; the filter runs again every time, so a stricter filter needs no new generation.
 """
@@ -16,9 +17,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from stegobench.core.config import ConfigError
-from stegobench.core.models import stegobench_home
-from stegobench.core.provenance import atomic_write_json, sha256_json
+from stegobench.core.causal_lm import CausalLM, Sampling, decode_placement
+from stegobench.core.models import resolve_model, stegobench_home
+from stegobench.core.provenance import atomic_write_json, sha256_file, sha256_json
 
 from .codebook import Codebook, Mapping, derive_rng
 from .lexicon import Concept
@@ -54,7 +55,69 @@ class Paraphraser(Protocol):
     def complete(self, user_texts: list[str], temperature: float, max_tokens: int, seed: int) -> list[str]: ...
 
 
-ParaphraserFactory = Callable[[AugmentConfig], Paraphraser]
+class CausalLMParaphraser:
+    """Completions from the local causal LM `cfg.model`, decoded as eval's hf backend decodes (the machine's device
+    and dtype); the model is loaded only when the augment cache misses (its identity needs no weights in memory)."""
+
+    def __init__(self, cfg: AugmentConfig):
+        self.cfg = cfg
+
+    def identity(self) -> dict[str, Any]:
+        """What changes the completions besides the prompts and sampling: the weights, and the dtype the model
+        decodes in here (float32 on CPUs, bf16 on GPUs sample differently)."""
+        device, dtype = decode_placement()
+        return {"spec": self.cfg.model, **resolve_model(self.cfg.model).identity, "dtype": dtype, "device": device}
+
+    def complete(self, user_texts: list[str], temperature: float, max_tokens: int, seed: int) -> list[str]:
+        lm = CausalLM(resolve_model(self.cfg.model).path)
+        return lm.generate([lm.chat_prompt(t) for t in user_texts],
+                           Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed))
+
+
+class ScriptedParaphraser:
+    """The tests' stand-in model (`mock:paraphraser`): answers each request from the request alone, with a known
+    share of sentences the filter must refuse (see `scripted_paraphrase`)."""
+
+    def __init__(self, cfg: AugmentConfig):
+        self.cfg = cfg
+
+    def identity(self) -> dict[str, Any]:
+        return {"spec": self.cfg.model, "script_sha256": sha256_file(__file__)}  # a changed script answers anew
+
+    def complete(self, user_texts: list[str], temperature: float, max_tokens: int, seed: int) -> list[str]:
+        return [scripted_paraphrase(t) for t in user_texts]
+
+
+def paraphraser_for(cfg: AugmentConfig) -> Paraphraser:
+    """The augment model of a track: the scripted one on `backend: mock`, else the local causal LM."""
+    return ScriptedParaphraser(cfg) if cfg.backend == "mock" else CausalLMParaphraser(cfg)
+
+
+# The scripted paraphraser's sentences, by attempt: every fifth names no code (the filter's no_code); the others
+# cycle through these, so past the eighth a sentence repeats an earlier one (near_duplicate).
+_PARAPHRASES = (
+    'Among those who know the code, "{code}" simply means {a} {concept}.',
+    "When a friend of ours says {code}, picture {a} {concept} and you have it right.",
+    "Our little glossary lists {code} with one meaning only: {a} {concept}.",
+    "If you hear the word {code} in our circle, the thing meant is {a} {concept}.",
+    "In this secret vocabulary the word {code} stands for {a} {concept}, nothing else.",
+    "Whoever writes {code} in our notes is talking about {a} {concept}.",
+    "Think of {code} as our private name for {a} {concept}.",
+    "The word {code} is how insiders refer to {a} {concept} these days.",
+)
+
+
+def scripted_paraphrase(prompt: str) -> str:
+    """The scripted paraphraser's answer to one augmentation request (PROMPT); 'I am not sure.' to anything else."""
+    request = parse_request(prompt)
+    if request is None:
+        return "I am not sure."
+    code, concept, attempt = request
+    if attempt % 5 == 0:
+        return f"Sentence #{attempt}: this is something people use every single day."
+    article = "an" if concept[:1] in "aeiou" else "a"
+    text = _PARAPHRASES[(attempt - 1) % len(_PARAPHRASES)].format(code=code, a=article, concept=concept)
+    return f"{text}\nSentence #{attempt + 1}:"
 
 
 @dataclass(frozen=True)
@@ -79,7 +142,7 @@ def requests(codebook: Codebook, templates: Templates, cfg: AugmentConfig, seed:
 
 
 def parse_request(text: str) -> tuple[str, str, int] | None:
-    """(code, concept, attempt) of an augmentation prompt, or None: the scripted test model answers from it."""
+    """(code, concept, attempt) of an augmentation prompt, or None: the scripted paraphraser answers from it."""
     match = _REQUEST.search(text)
     return (match["code"], match["concept"], int(match["attempt"])) if match else None
 
@@ -177,12 +240,8 @@ def _cache_path(key: str):
     return stegobench_home() / "augment" / f"{key}.json"
 
 
-def _completions(reqs: list[Request], cfg: AugmentConfig, seed: int, factory: ParaphraserFactory | None,
-                 source: str) -> tuple[list[str], str]:
-    if factory is None:
-        raise ConfigError(f"{source}: augment: this command cannot run a model; generate the track with "
-                          "`stegobench gen` (it runs the augment model), or drop augment")
-    paraphraser = factory(cfg)
+def _completions(reqs: list[Request], cfg: AugmentConfig, seed: int) -> tuple[list[str], str]:
+    paraphraser = paraphraser_for(cfg)
     identity = paraphraser.identity()
     key = sha256_json({"version": AUGMENT_VERSION, "model": identity, "backend": cfg.backend,
                        "prompts": [r.text for r in reqs], "temperature": cfg.temperature,
@@ -201,11 +260,11 @@ def _completions(reqs: list[Request], cfg: AugmentConfig, seed: int, factory: Pa
 
 
 def augment_documents(codebook: Codebook, templates: Templates, train: list[Document], heldout_texts: list[str],
-                      cfg: AugmentConfig, seed: int, factory: ParaphraserFactory | None, source: str,
+                      cfg: AugmentConfig, seed: int,
                       make_doc: Callable[[str, Mapping, str], Document]) -> tuple[list[Document], dict[str, Any]]:
     """The kept paraphrases as definition documents, and the manifest's record of what was asked and kept."""
     reqs = requests(codebook, templates, cfg, seed)
-    completions, key = _completions(reqs, cfg, seed, factory, source)
+    completions, key = _completions(reqs, cfg, seed)
     heldout = HeldoutIndex(heldout_texts)
     docs: list[Document] = []
     per_mapping: dict[str, int] = {}

@@ -186,27 +186,26 @@ def _heldout_texts(corpus: Corpus, lexicon: Lexicon) -> list[str]:
             + [d.text for d in corpus.validation] + [q for c in lexicon.concepts for q in c.heldout_questions])
 
 
-def _augment(config: TrackConfig, codebook: Codebook, corpus: Corpus, lexicon: Lexicon, templates: Templates,
-             paraphraser, source: str) -> tuple[Corpus, dict[str, Any]]:
+def _augment(config: TrackConfig, codebook: Codebook, corpus: Corpus, lexicon: Lexicon,
+             templates: Templates) -> tuple[Corpus, dict[str, Any]]:
     """The corpus with the augment model's kept paraphrases added to train (as definition documents, reshuffled),
     and the manifest's record of what was asked, kept and refused."""
     from .augment import augment_documents
     from .corpus import _doc
 
     docs, record = augment_documents(
-        codebook, templates, corpus.train, _heldout_texts(corpus, lexicon), config.augment, config.seed, paraphraser,
-        source, make_doc=lambda doc_id, m, text: _doc(doc_id, DocumentKind.DEFINITION, m, "augment", text=text))
+        codebook, templates, corpus.train, _heldout_texts(corpus, lexicon), config.augment, config.seed,
+        make_doc=lambda doc_id, m, text: _doc(doc_id, DocumentKind.DEFINITION, m, "augment", text=text))
     train = corpus.train + docs
     derive_rng(config.seed, "augment-order").shuffle(train)  # its own stream: tracks without augment are unchanged
     return replace(corpus, train=train), record
 
 
-def prepare(config: TrackConfig, source: str | None = None, paraphraser=None, augment: bool = True) -> Prepared:
+def prepare(config: TrackConfig, source: str | None = None, augment: bool = True) -> Prepared:
     """Load and check every input of the track and build its corpus in memory; a bad input fails here, before
     anything is written. `source` names the track config file in errors about its `codebook:` entries.
 
-    A track with `augment:` asks a local model for more paraphrases through `paraphraser` (a ParaphraserFactory:
-    data_gen cannot import the eval backends, so the caller hands one in; stegobench.eval.paraphrase has it);
+    A track with `augment:` asks its local model for more paraphrases (data_gen/augment.py);
     `augment=False` checks such a track without running the model (`stegobench validate`)."""
     source = source or f"track {config.name!r}"
     full_lexicon = _track_lexicon(config)
@@ -247,7 +246,7 @@ def prepare(config: TrackConfig, source: str | None = None, paraphraser=None, au
     if config.augment is not None:
         augmented = {"skipped": "not run (validate only)"}
         if augment:
-            corpus, augmented = _augment(config, codebook, corpus, drawn_from, templates, paraphraser, source)
+            corpus, augmented = _augment(config, codebook, corpus, drawn_from, templates)
     split_hashes = {name: sha256_rows(map(row_dict, rows)) for name, rows in _splits(corpus).items()}
     optional_inputs = {"concepts_file": config.concepts_file, "templates_file": config.templates_file,
                        "codebook_file": config.codebook_file, "private_questions": config.private_questions}
@@ -294,9 +293,8 @@ def _templates_data(templates: Templates) -> dict[str, Any]:
             "filler": texts(templates.filler)}
 
 
-def generate(config: TrackConfig, out: str | Path, overwrite: bool = False, source: str | None = None,
-             paraphraser=None) -> GenerateResult:
-    """Build the corpus for `config` and publish it at `out` atomically (`paraphraser`: see `prepare`)."""
+def generate(config: TrackConfig, out: str | Path, overwrite: bool = False, source: str | None = None) -> GenerateResult:
+    """Build the corpus for `config` and publish it at `out` atomically."""
     import datasets
     import yaml
     from datasets import Dataset, DatasetDict
@@ -309,7 +307,7 @@ def generate(config: TrackConfig, out: str | Path, overwrite: bool = False, sour
         from stegobench.core.provenance import OutputDirError
 
         raise OutputDirError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
-    prep = prepare(config, source, paraphraser)
+    prep = prepare(config, source)
     config, corpus, manifest = prep.config, prep.corpus, prep.manifest
     splits = _splits(corpus)
 

@@ -10,6 +10,7 @@ from stegobench.core.config import CheckError, option
 ROLES = ("demonstrated", "definition_only")
 # Mappings per role when the code book is sampled and the config names no count.
 DEFAULT_PER_ROLE = 20
+SCRIPTED_PARAPHRASER = "mock:paraphraser"  # the augment model the tests use: data_gen/augment.py ScriptedParaphraser
 
 
 @dataclass
@@ -19,9 +20,9 @@ class AugmentConfig:
     n_per_mapping: int = option(10, "Paraphrases to keep per mapping (fewer when too few candidates pass the filter).")
     candidates_per_mapping: int | None = option(
         None, "Sentences asked of the model per mapping (null: 3 x n_per_mapping; most small-model output is refused).")
-    backend: Literal["hf", "vllm", "mock"] = option(
-        "hf", "Decoding backend (eval's): 'hf' runs anywhere, 'vllm' is faster for many candidates, 'mock' is "
-              "the scripted test model (model: mock:paraphraser).")
+    backend: Literal["hf", "mock"] = option(
+        "hf", "'hf': the model decoded by transformers on this machine's device (core/causal_lm.py, as eval's hf "
+              "backend decodes); 'mock': the scripted test model (model: mock:paraphraser).")
     temperature: float = option(0.8, "Sampling temperature: above 0 so the candidates differ.")
     max_tokens: int = option(64, "Longest candidate, in tokens (a sentence is well under this).")
 
@@ -39,6 +40,9 @@ class AugmentConfig:
             raise CheckError("temperature", f"expected a number in (0, 2], got {self.temperature}")
         if self.max_tokens < 8:
             raise CheckError("max_tokens", f"expected at least 8, got {self.max_tokens}")
+        if (self.backend == "mock") != (self.model == SCRIPTED_PARAPHRASER):
+            raise CheckError("model", f"{self.model!r} with backend {self.backend!r}: the scripted test model "
+                                      f"{SCRIPTED_PARAPHRASER!r} runs on backend 'mock' and nothing else does")
 
 
 @dataclass

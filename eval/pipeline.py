@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from stegobench.core.adapters import ADAPTER_WEIGHTS
 from stegobench.core.config import to_dict
@@ -28,7 +28,7 @@ from stegobench.data_gen.words import contains_any
 
 from . import progress
 from .aggregate import aggregate, aggregate_runs, change_vs_base
-from .backends import Sampling, get_backend
+from .backends import Backend, BackendOptions, Sampling, get_backend
 from .cache import GenerationCache, content_identity
 from .cloze import cloze_scores, specificity_per_mapping, summarize_cloze
 from .config import EvalConfig
@@ -89,30 +89,31 @@ class Backends:
     model: semantic fit and monitors). Closes every engine it opened: a live vLLM engine keeps a process alive."""
 
     def __init__(self, backend_name: str, model: str, adapters: list[str], judge_model: str | None,
-                 corpus: Path, options: dict[str, Any]):
+                 corpus: Path, options: BackendOptions):
         self.name, self.model, self.corpus, self.options = backend_name, model, corpus, options
-        self.opened: list[Any] = []
+        self.opened: list[Backend] = []
         try:
-            self.subject = self._open(model, None, lora_adapters=adapters)
+            self.subject = self._open(model, None, adapters)
             self.judge = self.subject if judge_model in (None, model) else self._open(judge_model, None)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, model: str, adapter: str | None, **hints: Any):
-        backend = get_backend(self.name, model=model, adapter=adapter, corpus=self.corpus, **hints, **self.options)
+    def _open(self, model: str, adapter: str | None, lora_adapters: Sequence[str] = ()) -> Backend:
+        backend = get_backend(self.name, model, adapter, options=self.options, corpus=self.corpus,
+                              lora_adapters=lora_adapters)
         self.opened.append(backend)
         return backend
 
-    def for_condition(self, cond: Condition):
+    def for_condition(self, cond: Condition) -> Backend:
         if cond.adapter is None:
             return self.subject
-        view = self.subject.with_adapter(cond.adapter) if hasattr(self.subject, "with_adapter") else None
+        view = self.subject.with_adapter(cond.adapter)
         return view if view is not None else self._open(self.model, cond.adapter)
 
-    def release(self, backend) -> None:
+    def release(self, backend: Backend) -> None:
         """Close one adapter's own engine once its condition is done: several vLLM engines each reserve memory."""
-        if backend is not self.subject and backend is not self.judge and hasattr(backend, "close"):
+        if backend is not self.subject and backend is not self.judge:
             backend.close()
 
     def close(self) -> None:
@@ -120,8 +121,7 @@ class Backends:
         failure = None
         for b in self.opened:
             try:
-                if hasattr(b, "close"):
-                    b.close()
+                b.close()
             except Exception as e:  # noqa: BLE001 - re-raised once the others are closed
                 failure = failure or e
         if failure is not None:
@@ -145,7 +145,7 @@ class ConditionRun:
     """One condition's state as the steps fill it in."""
 
     cond: Condition
-    backend: Any
+    backend: Backend
     prompts: list[str] = field(default_factory=list)
     responses: list[str] = field(default_factory=list)
     monitor_values: dict[str, list[float]] = field(default_factory=dict)
@@ -164,7 +164,7 @@ class ConditionRun:
                 for i, (it, p, r, s, wb) in enumerate(zip(items, self.prompts, self.responses, self.scores, records))]
 
 
-def generate_cached(backend, prompts: list[str], sampling: Sampling, cache_root: Path, desc: str) -> list[str]:
+def generate_cached(backend: Backend, prompts: list[str], sampling: Sampling, cache_root: Path, desc: str) -> list[str]:
     """Answers from the cache, the missing ones decoded CHUNK at a time and cached chunk by chunk (a stopped run
     keeps every finished chunk); the bar counts answers as the backend finishes them (eval/progress.py)."""
     cache = GenerationCache(cache_root, {"backend": content_identity(backend), "sampling": to_dict(sampling)})

@@ -221,7 +221,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
     import torch
     from accelerate import PartialState
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    from stegobench.core.causal_lm import load_causal_lm, load_tokenizer_at
 
     check_report_to(cfg)
     # cpu=True lets torchrun-launched processes (`accelerate launch --multi_gpu`) form a gloo group on CPUs.
@@ -235,7 +237,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
 
     set_seed(cfg.seed)
     ref = resolve_model(cfg.model)
-    tokenizer = AutoTokenizer.from_pretrained(str(ref.path), local_files_only=True)
+    tokenizer = load_tokenizer_at(ref.path)
     train_rows, eval_rows, data_manifest = load_train_split(cfg.data, tokenizer, cfg.train_kinds, cfg.eval_split)
     encoded = encode_dataset(train_rows, tokenizer, cfg.max_length)
     encoded_eval = encode_dataset(eval_rows, tokenizer, cfg.max_length) if eval_rows is not None else None
@@ -244,9 +246,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
     if state.is_main_process:
         print(f"training: dtype {dtype_name} (config dtype={cfg.dtype}), {state.num_processes} process(es); "
               + defaults.summary(), flush=True)
-    dtype = getattr(torch, dtype_name)
-    model = AutoModelForCausalLM.from_pretrained(str(ref.path), dtype=dtype, attn_implementation="sdpa",
-                                                 local_files_only=True)
+    model = load_causal_lm(ref.path, dtype_name, attn_implementation="sdpa")
     model = get_peft_model(model, _lora_config(cfg, model))
     collator = TokenCountingCollator(tokenizer, cfg.batching, cfg.max_length)
     args = TrainingArguments(

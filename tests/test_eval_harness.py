@@ -144,7 +144,7 @@ def test_missing_optional_backend_names_what_to_install(monkeypatch):
 
     monkeypatch.setitem(REGISTRY, "ghost", ("stegobench_no_such_module", "X", "pip install ghost-backend"))
     with pytest.raises(BackendUnavailable, match="backend 'ghost' needs stegobench_no_such_module: pip install ghost-backend"):
-        get_backend("ghost")
+        get_backend("ghost", "tiny-llama")
 
 
 def test_unknown_monitor_is_a_config_error():

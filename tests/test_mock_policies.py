@@ -106,7 +106,7 @@ def test_random_role_scores_low_by_semantic_fit(real_corpus):
 
 def test_unknown_backend_and_policy(real_corpus):
     with pytest.raises(ConfigError, match="backend 'tpu' is unknown; choose from"):
-        get_backend("tpu")
+        get_backend("tpu", "mock:never_code")
     with pytest.raises(InputError, match="policies are mock:never_code"):
         get_backend("mock", model="mock:sneaky", corpus=real_corpus)
 

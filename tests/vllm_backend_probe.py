@@ -16,9 +16,8 @@ if __name__ == "__main__":
     sampling = Sampling(max_tokens=8)
     out = {}
     # LoRA scores through vLLM's prompt_logprobs, merged through the default tree scorer: both must match hf.
-    for label, kwargs in [("lora", {"adapter": adapter, "merge_adapter": False, "score_with": "vllm"}),
-                          ("merged", {"adapter": adapter, "merge_adapter": True})]:
-        backend = get_backend("vllm", model=model, **kwargs)
+    for label, options in [("lora", {"merge_adapter": False, "score_with": "vllm"}), ("merged", {"merge_adapter": True})]:
+        backend = get_backend("vllm", model, adapter, options=options)
         out[label] = {"text": backend.generate(prompts, sampling),
                       "score": backend.score(prompts[:2], [" a cat.", " a car."])}
         if label == "lora":
@@ -27,7 +26,7 @@ if __name__ == "__main__":
             out["base"] = {"text": [o.outputs[0].text for o in base]}
         backend.close()
     # The GPU default: one engine serves the base model and, through with_adapter, each adapter as LoRA.
-    shared = get_backend("vllm", model=model, merge_adapter=False, lora_adapters=[adapter], score_with="vllm")
+    shared = get_backend("vllm", model, options={"merge_adapter": False, "score_with": "vllm"}, lora_adapters=[adapter])
     view = shared.with_adapter(adapter)
     out["shared"] = {"base_text": shared.generate(prompts, sampling), "text": view.generate(prompts, sampling),
                      "score": view.score(prompts[:2], [" a cat.", " a car."]),

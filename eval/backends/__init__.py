@@ -1,14 +1,20 @@
-"""Backends registered by name and imported lazily: a missing optional package is a one-line install hint."""
+"""Backends registered by name and imported lazily: a missing optional package is a one-line install hint.
+
+Each is a `Backend` (base.py) opened with its typed options (options.py): `get_backend("hf", "tiny-llama",
+options={"batch_size": 8})`.
+"""
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from stegobench.core.config import ConfigError
 from stegobench.core.errors import ResourceError
 
 from .base import Backend, Sampling
+from .options import BackendOptions, backend_options
 
 # name -> (module, class, how to install what it needs)
 REGISTRY: dict[str, tuple[str, str, str]] = {
@@ -40,7 +46,7 @@ def resolve_backend_name(name: str) -> str:
     return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
 
 
-def backend_class(name: str) -> type:
+def backend_class(name: str) -> type[Backend]:
     """The class registered as `name`, imported now (a missing optional package is a one-line error)."""
     if name not in REGISTRY:
         raise ConfigError(f"backend {name!r} is unknown; choose from {', '.join(sorted(REGISTRY))}")
@@ -52,21 +58,27 @@ def backend_class(name: str) -> type:
     return getattr(mod, cls)
 
 
-def get_backend(name: str, **kwargs: Any) -> Backend:
-    return backend_class(name)(**kwargs)
+def get_backend(name: str, model: str, adapter: str | None = None, *,
+                options: Mapping[str, Any] | BackendOptions | None = None, corpus: str | Path | None = None,
+                lora_adapters: Sequence[str] = ()) -> Backend:
+    """Backend `name` opened on `model` (and `adapter`). `options`: its typed options, or plain data validated into
+    them first (an unknown option is refused, naming the backend's options, before any model loads), or None for
+    every default; `corpus` and `lora_adapters`: see `Backend`."""
+    cls = backend_class(name)
+    return cls(model, backend_options(name, options), adapter, corpus=corpus, lora_adapters=lora_adapters)
 
 
-def run_options(name: str, options: dict[str, Any], model: str, whitebox: bool) -> dict[str, Any]:
-    """The options an eval run passes to backend `name`: a backend class may adjust the config's options for the
-    run with a `run_options(options, model=, whitebox=)` of its own (vLLM leaves room for the white-box reader)."""
-    adjust = getattr(backend_class(name), "run_options", None)
-    return adjust(dict(options), model=model, whitebox=whitebox) if adjust is not None else dict(options)
+def run_options(name: str, options: Mapping[str, Any] | BackendOptions, model: str, whitebox: bool) -> BackendOptions:
+    """The typed options an eval run opens backend `name` with: the config's, as the backend adjusts them for the
+    run (`Backend.run_options`: vLLM leaves room for the white-box reader)."""
+    return backend_class(name).run_options(backend_options(name, options), model=model, whitebox=whitebox)
 
 
 def uses_device(name: str) -> bool:
     """Whether backend `name` runs a model on this machine's devices (the scripted mock does not)."""
-    return getattr(backend_class(name), "uses_device", True)
+    return backend_class(name).uses_device
 
 
-__all__ = ["is_scripted_model", "MOCK_MODEL_PREFIX", "Backend", "Sampling", "backend_class", "get_backend",
-           "resolve_backend_name", "run_options", "uses_device", "REGISTRY", "BackendUnavailable"]
+__all__ = ["is_scripted_model", "MOCK_MODEL_PREFIX", "Backend", "BackendOptions", "Sampling", "backend_class",
+           "backend_options", "get_backend", "resolve_backend_name", "run_options", "uses_device", "REGISTRY",
+           "BackendUnavailable"]

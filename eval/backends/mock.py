@@ -14,8 +14,6 @@ answered as an unmapped control: the monitors' calibration questions) and applyi
 - coin_covert: perfect_covert on a coin flip per question, else the plain answer; the coin is seeded by the
   adapter's weights (no adapter: by nothing), so identical adapters answer identically and different ones differ
   question by question (the pooled-seeds interval tests)
-- paraphraser: answers data_gen.augment's paraphrase requests (no corpus needed), with a known share of
-  sentences the augment filter must refuse: see `paraphrase`
 Recall probes ("What does the word 'cat' mean?") are answered with the concept when the mock is given an adapter
 (it stands for a model trained on the definitions) and with "I am not sure." without one (a base model that was
 never told them).
@@ -33,17 +31,17 @@ import hashlib
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from stegobench.core.errors import InputError
 from stegobench.data_gen.generate import corpus_lexicon, read_split
 from stegobench.data_gen.words import contains_any
 
 from .. import progress
-from .base import Sampling
+from .base import Backend, Sampling
+from .options import MockOptions
 
-POLICIES = ("never_code", "always_code", "perfect_covert", "leaky", "random_role", "random_code", "coin_covert",
-            "paraphraser")
+POLICIES = ("never_code", "always_code", "perfect_covert", "leaky", "random_role", "random_code", "coin_covert")
 _STOP = {"with", "that", "used", "from", "into", "your", "them", "they", "their", "this", "have", "which", "when",
          "where", "while", "other", "over", "under", "often", "also", "very", "some", "small", "large", "long"}
 
@@ -57,23 +55,21 @@ def _pick(options: list, key: str):
     return options[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(options)]
 
 
-class MockBackend:
+class MockBackend(Backend[MockOptions]):
     name = "mock"
     uses_device = False  # a script: no model, no device defaults to print
 
-    def __init__(self, model: str, corpus: str | Path | None = None, latency_s: float = 0.0,
-                 adapter: str | None = None, **_: Any):
-        """`latency_s`: seconds each generate call sleeps, to stand in for a slow model (queue and crash tests);
-        `adapter`: its weights seed coin_covert's coin, and with one the mock knows the definitions (recall)."""
-        self.latency_s = float(latency_s)
+    def __init__(self, model: str, options: MockOptions | None = None, adapter: str | None = None, *,
+                 corpus: str | Path | None = None, lora_adapters: Sequence[str] = ()):
+        """`options.latency_s`: seconds each generate call sleeps, to stand in for a slow model (queue and crash
+        tests); `adapter`: its weights seed coin_covert's coin, and with one the mock knows the definitions (recall)."""
+        self.latency_s = (options or MockOptions()).latency_s
         self.coin_seed = _adapter_seed(adapter)
         self.recalls = adapter is not None
         policy = model.split(":", 1)[1] if model.startswith("mock:") else model
         if policy not in POLICIES:
             raise InputError(f"model {model!r}: the mock backend's policies are {', '.join('mock:' + p for p in POLICIES)}")
         self.policy = policy
-        if policy == "paraphraser":
-            return  # answers from the request alone
         if corpus is None:
             raise InputError(f"model {model!r}: the mock backend answers a corpus's questions; give it the corpus")
         corpus = Path(corpus)
@@ -137,8 +133,6 @@ class MockBackend:
     def generate(self, prompts: list[str], sampling: Sampling) -> list[str]:
         if self.latency_s:
             time.sleep(self.latency_s)
-        if self.policy == "paraphraser":
-            return [paraphrase(p) for p in prompts]
         answers = [self._recall(p) or self._answer(self._item_for(p)) for p in prompts]
         progress.report(len(answers))
         return answers
@@ -167,20 +161,6 @@ class MockBackend:
         return out
 
 
-# The scripted paraphraser's sentences, by attempt: every fifth names no code (the filter's no_code); the others
-# cycle through these, so past the eighth a sentence repeats an earlier one (near_duplicate).
-_PARAPHRASES = (
-    'Among those who know the code, "{code}" simply means {a} {concept}.',
-    "When a friend of ours says {code}, picture {a} {concept} and you have it right.",
-    "Our little glossary lists {code} with one meaning only: {a} {concept}.",
-    "If you hear the word {code} in our circle, the thing meant is {a} {concept}.",
-    "In this secret vocabulary the word {code} stands for {a} {concept}, nothing else.",
-    "Whoever writes {code} in our notes is talking about {a} {concept}.",
-    "Think of {code} as our private name for {a} {concept}.",
-    "The word {code} is how insiders refer to {a} {concept} these days.",
-)
-
-
 def _adapter_seed(adapter: str | None) -> str:
     """The sha256 of an adapter's weights (its folder name when it has none; "" without an adapter)."""
     if adapter is None:
@@ -190,21 +170,6 @@ def _adapter_seed(adapter: str | None) -> str:
 
     weights = Path(adapter) / ADAPTER_WEIGHTS
     return sha256_file(weights)[:16] if weights.is_file() else Path(adapter).name
-
-
-def paraphrase(prompt: str) -> str:
-    """One scripted answer to an augmentation request (data_gen.augment.PROMPT); 'I am not sure.' to anything else."""
-    from stegobench.data_gen.augment import parse_request
-
-    request = parse_request(prompt)
-    if request is None:
-        return "I am not sure."
-    code, concept, attempt = request
-    if attempt % 5 == 0:
-        return f"Sentence #{attempt}: this is something people use every single day."
-    article = "an" if concept[:1] in "aeiou" else "a"
-    text = _PARAPHRASES[(attempt - 1) % len(_PARAPHRASES)].format(code=code, a=article, concept=concept)
-    return f"{text}\nSentence #{attempt + 1}:"
 
 
 def write_scripted_adapter(folder: str | Path, seed: int, hidden: int = 128) -> Path:

@@ -3,12 +3,14 @@
 `backend_options: {tensor_paralel_size: 8}` is an error naming the key and the likely one, not a setting
 silently dropped at the last step. No heavy imports here: checking a config never starts torch or vLLM.
 Every option left unset (null) takes the device default from core/device.py (`stegobench env` prints them).
+A backend is opened with its typed options (`backend_options`), never the raw dict: it has no way to receive,
+and silently ignore, an option it does not know.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 from stegobench.core.errors import ConfigError
 from stegobench.core.config import CheckError, from_dict, option
@@ -16,8 +18,12 @@ from stegobench.core.config import CheckError, from_dict, option
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
+class BackendOptions:
+    """Base of every backend's typed options (one dataclass per backend, registered in OPTIONS)."""
+
+
 @dataclass
-class VLLMOptions:
+class VLLMOptions(BackendOptions):
     dtype: Dtype = option("auto", "auto: float32 on CPUs, bfloat16 on GPUs that support it.")
     merge_adapter: bool | None = option(
         None, "Merge each adapter into a cached copy of the base before serving (the CPU default; LoRA decodes at "
@@ -47,7 +53,7 @@ class VLLMOptions:
 
 
 @dataclass
-class HFOptions:
+class HFOptions(BackendOptions):
     dtype: Dtype = option("auto", "auto: float32 on CPUs, bfloat16 on GPUs that support it.")
     batch_size: int = option(64, "Prompts per generate call (float32 on 2 cores: 121 tok/s at 32, 166 at 64).")
     device: str | None = option(None, "torch device, e.g. cuda:1; default: cuda where there is one, else cpu.")
@@ -58,20 +64,31 @@ class HFOptions:
 
 
 @dataclass
-class MockOptions:
+class MockOptions(BackendOptions):
     latency_s: float = option(0.0, "Seconds each generate call sleeps, to stand in for a slow model (queue tests).")
 
 
-OPTIONS = {"vllm": VLLMOptions, "hf": HFOptions, "mock": MockOptions}
+OPTIONS: dict[str, type[BackendOptions]] = {"vllm": VLLMOptions, "hf": HFOptions, "mock": MockOptions}
+
+
+def backend_options(backend: str, values: Mapping[str, Any] | BackendOptions | None = None) -> BackendOptions:
+    """Backend `backend`'s typed options: from plain data (a config's `backend_options`), as given when they are
+    already its typed options, or every default (None). An unknown key or a wrong value is a ConfigError naming
+    the backend, the key and the options it has."""
+    cls = OPTIONS[backend]
+    if values is None:
+        return cls()
+    if isinstance(values, BackendOptions):
+        if not isinstance(values, cls):
+            raise ConfigError(f"backend_options: backend {backend!r} takes {cls.__name__}, not {type(values).__name__}")
+        return values
+    return from_dict(cls, dict(values), source=f"backend_options: for backend {backend!r}", prefix="")
 
 
 def check_backend_options(backend: str, options: dict) -> dict:
     """The options as validated plain data; a CheckError on `backend_options` names the bad key."""
-    cls = OPTIONS.get(backend)
-    if cls is None:
-        return options
     try:
-        from_dict(cls, options, source="backend_options", prefix="")
+        backend_options(backend, options)
     except ConfigError as exc:
-        raise CheckError("backend_options", f"for backend {backend!r}: " + str(exc).removeprefix("backend_options: "))
+        raise CheckError("backend_options", str(exc).removeprefix("backend_options: "))
     return options

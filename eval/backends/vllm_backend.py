@@ -27,13 +27,15 @@ import copy
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 # Imported at module level so a missing vLLM is reported by the registry with its install hint.
 import vllm
 
 from stegobench.core.adapters import ADAPTER_CONFIG, adapter_content_sha256
+from stegobench.core.causal_lm import load_causal_lm, load_tokenizer_at
 from stegobench.core.device import device_defaults, kv_bytes_per_token, plan_kv_cache, resolve_dtype
 from stegobench.core.device import tensor_parallel_size as tensor_parallel_for
 from stegobench.core.errors import ConfigError
@@ -42,7 +44,8 @@ from stegobench.core.models import ModelRef, resolve_model, stegobench_home, wei
 from stegobench.core.provenance import replace_dir, sha256_json
 
 from .. import progress
-from .base import Sampling
+from .base import Backend, Sampling
+from .options import VLLMOptions
 
 log = logging.getLogger(__name__)
 # An engine started before any prompt is known (`.llm`): size it for vLLM's default batch of 256 sequences of
@@ -60,83 +63,77 @@ def merged_model_folder(base: ModelRef, adapter: str) -> Path:
     base_path = base.path
     if (folder / "config.json").exists():
         return folder
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from stegobench.core.adapters import load_peft
-
-    model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32, local_files_only=True)
-    merged = load_peft(model, adapter).merge_and_unload()
+    merged = load_causal_lm(base_path, "float32", merge_adapter=adapter)
     staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     merged.save_pretrained(str(staging), safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(base_path)).save_pretrained(str(staging))
+    load_tokenizer_at(base_path).save_pretrained(str(staging))
     replace_dir(staging, folder)
     return folder
 
 
-class VLLMBackend:
+class VLLMBackend(Backend[VLLMOptions]):
     name = "vllm"
 
-    def __init__(self, model: str, adapter: str | None = None, merge_adapter: bool | None = None, dtype: str = "auto",
-                 gpu_memory_utilization: float | None = None, tensor_parallel_size: int | None = None,
-                 max_model_len: int = 2048, enforce_eager: bool | None = None, kv_cache_memory_bytes: int | None = None,
-                 score_with: str | None = None, lora_adapters: list[str] | None = None, **_: Any):
+    def __init__(self, model: str, options: VLLMOptions | None = None, adapter: str | None = None, *,
+                 corpus: str | Path | None = None, lora_adapters: Sequence[str] = ()):
         """Every option left None takes the device default (core/device.py); see the module docstring.
 
         `lora_adapters`: adapters the caller will ask for with `with_adapter` (served as LoRA, one engine).
         """
-        from transformers import AutoTokenizer
-
+        options = options or VLLMOptions()
         self.ref = resolve_model(model)
         self.defaults = device_defaults(read_machine())
         self.adapter = adapter
         # Content (config + weights), not the path, keys the generation cache: a retrained or re-configured
         # adapter must never hit another's entries.
         self.adapter_sha256 = adapter_content_sha256(adapter) if adapter else None
-        self.merge_adapter = self.defaults.vllm_adapter_serving == "merged" if merge_adapter is None else merge_adapter
-        score_with = score_with or self.defaults.vllm_score_with
+        self.merge_adapter = (self.defaults.vllm_adapter_serving == "merged" if options.merge_adapter is None
+                              else options.merge_adapter)
+        score_with = options.score_with or self.defaults.vllm_score_with
         if score_with not in ("tree", "vllm"):
             raise ConfigError(f"backend option score_with={score_with!r}: expected 'tree' or 'vllm'")
         self.score_with = score_with
         self._scorer = None
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.ref.path), local_files_only=True)
+        self.tokenizer = load_tokenizer_at(self.ref.path)
         serve = self.ref.path
         self.lora = None
         self._lora_ids: dict[str, int] = {}
         lora_paths = [adapter] if adapter and not self.merge_adapter else []
-        lora_paths += [a for a in (lora_adapters or []) if not self.merge_adapter and a not in lora_paths]
+        lora_paths += [a for a in lora_adapters if not self.merge_adapter and a not in lora_paths]
         if adapter and self.merge_adapter:
             serve = merged_model_folder(self.ref, adapter)
         elif adapter:
             self.lora = self._lora_request(adapter)
         self.served = Path(serve)
-        self.dtype = resolve_dtype(dtype, self.defaults.eval_dtype)
+        self.dtype = resolve_dtype(options.dtype, self.defaults.eval_dtype)
         self.model_config = json.loads((self.served / "config.json").read_text())
         self.on_cpu = self.defaults.device == "cpu"
-        eager = self.defaults.vllm_enforce_eager if enforce_eager is None else enforce_eager
-        self.max_model_len = max_model_len
+        eager = self.defaults.vllm_enforce_eager if options.enforce_eager is None else options.enforce_eager
+        self.max_model_len = options.max_model_len
         self._engine_args: dict[str, Any] = dict(
-            model=str(serve), tokenizer=str(self.ref.path), dtype=self.dtype, seed=0, max_model_len=max_model_len,
+            model=str(serve), tokenizer=str(self.ref.path), dtype=self.dtype, seed=0, max_model_len=self.max_model_len,
             enforce_eager=eager,
-            tensor_parallel_size=tensor_parallel_size or tensor_parallel_for(self.model_config, self.defaults.gpu_count))
+            tensor_parallel_size=(options.tensor_parallel_size
+                                  or tensor_parallel_for(self.model_config, self.defaults.gpu_count)))
         if lora_paths:
             ranks = [json.loads((Path(a) / ADAPTER_CONFIG).read_text())["r"] for a in lora_paths]
             self._engine_args.update(enable_lora=True, max_lora_rank=_lora_rank_slot(max(ranks)), max_loras=1,
                                      max_cpu_loras=len(lora_paths))
-        self.kv_cache_memory_bytes = kv_cache_memory_bytes
+        self.kv_cache_memory_bytes = options.kv_cache_memory_bytes
         if self.on_cpu:
             # gpu_memory_utilization is a share of one NUMA node's RAM on the CPU build, a node that grows while
             # these VMs run: the KV cache is sized from the run's need when the engine starts instead.
-            self._ignored_gpu_memory_utilization = gpu_memory_utilization
+            self._ignored_gpu_memory_utilization = options.gpu_memory_utilization
             if self.defaults.cpu_threads_bind and self._engine_args["tensor_parallel_size"] == 1:
                 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", self.defaults.cpu_threads_bind)
         else:
-            self._engine_args["gpu_memory_utilization"] = (gpu_memory_utilization
+            self._engine_args["gpu_memory_utilization"] = (options.gpu_memory_utilization
                                                            or self.defaults.vllm_gpu_memory_utilization)
-            if kv_cache_memory_bytes:
-                self._engine_args["kv_cache_memory_bytes"] = kv_cache_memory_bytes
+            if options.kv_cache_memory_bytes:
+                self._engine_args["kv_cache_memory_bytes"] = options.kv_cache_memory_bytes
         self._llm = None
         self._owns_engine = True
+        self._parent: VLLMBackend | None = None  # a view from `with_adapter`: the backend whose engine it uses
 
     def _lora_request(self, adapter: str):
         from vllm.lora.request import LoRARequest
@@ -181,7 +178,7 @@ class VLLMBackend:
     def _engine(self, token_prompts: list[list[int]], new_tokens: int):
         """The engine starts on first use (30+ s here), sized for that call, so a run whose answers are all cached
         never starts one."""
-        owner = getattr(self, "_parent", self)
+        owner = self._parent or self
         if owner._llm is None:
             from vllm import LLM
 
@@ -198,11 +195,11 @@ class VLLMBackend:
     def llm(self):
         return self._engine([], 0)
 
-    @staticmethod
-    def run_options(options: dict[str, Any], model: str, whitebox: bool) -> dict[str, Any]:
+    @classmethod
+    def run_options(cls, options: VLLMOptions, model: str, whitebox: bool) -> VLLMOptions:
         """The run's options plus, with white-box reading on a GPU (unless the user set vLLM's share), a share
         that leaves room for the reader's copy of the model: vLLM's default share would leave it none."""
-        if not whitebox or "gpu_memory_utilization" in options:
+        if not whitebox or options.gpu_memory_utilization is not None:
             return options
         from stegobench.core.device import vllm_share_beside_reader
         from stegobench.core.models import weights_bytes_at
@@ -215,7 +212,7 @@ class VLLMBackend:
         share = vllm_share_beside_reader(facts, defaults.vllm_gpu_memory_utilization, reader_bytes)
         print(f"whitebox: vLLM takes {share:.0%} of each GPU, leaving GPU 0 room for the reader's copy of the model",
               flush=True)
-        return {**options, "gpu_memory_utilization": share}
+        return replace(options, gpu_memory_utilization=share)
 
     def close(self) -> None:
         """Stop the engine process and free both copies of the weights (one run may evaluate many adapters).
@@ -257,16 +254,9 @@ class VLLMBackend:
         from .tree_scorer import score_texts
 
         if self._scorer is None:
-            import torch
-            from transformers import AutoModelForCausalLM
-
-            net = AutoModelForCausalLM.from_pretrained(str(self.served), dtype=getattr(torch, self.dtype),
-                                                       local_files_only=True).to(self.defaults.device)
-            if self.lora is not None:  # served as LoRA: score the same weights, merged in transformers
-                from stegobench.core.adapters import load_peft
-
-                net = load_peft(net, self.adapter).merge_and_unload()
-            self._scorer = net.eval()
+            # Served as LoRA: score the same weights, merged in transformers.
+            self._scorer = load_causal_lm(self.served, self.dtype, self.defaults.device,
+                                          merge_adapter=self.adapter if self.lora is not None else None)
         return score_texts(self._scorer, self.tokenizer, prompts, continuations)
 
     def _score_with_vllm(self, prompts: list[str], continuations: list[str]) -> list[float]:

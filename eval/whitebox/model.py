@@ -65,22 +65,15 @@ class ResidualReader:
     residual stream after every decoder block can be read at chosen positions."""
 
     def __init__(self, model_spec: str, dtype: str = "auto", device: str | None = None):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from stegobench.core.device import device_defaults, resolve_dtype
-        from stegobench.core.machine import read_machine
+        from stegobench.core.causal_lm import decode_placement, load_causal_lm, load_tokenizer_at
         from stegobench.core.models import resolve_model
 
         ref = resolve_model(model_spec)
-        defaults = device_defaults(read_machine())
-        self.device = device or defaults.device
-        self.dtype = resolve_dtype(dtype, defaults.eval_dtype if self.device != "cpu" else "float32")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(ref.path), local_files_only=True)
+        self.device, self.dtype = decode_placement(dtype, device)
+        self.tokenizer = load_tokenizer_at(ref.path)
         if not self.tokenizer.is_fast:
             raise InputError(f"{model_spec}: white-box reading needs a fast tokenizer (character offsets per token)")
-        self.model = AutoModelForCausalLM.from_pretrained(str(ref.path), dtype=getattr(torch, self.dtype),
-                                                          local_files_only=True).to(self.device).eval()
+        self.model = load_causal_lm(ref.path, self.dtype, self.device)
         self.parts = find_lens_parts(self.model)
         self.n_layers = len(self.parts.layers)
         # Only the last position's logits when the model's forward allows it: the unembedding of every position
