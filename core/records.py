@@ -74,12 +74,18 @@ def validate(cls: type[T], data: Any, where: str, error: type[Exception] = Input
         raise error(f"{where}: {describe(e)}") from None
 
 
+def read_json(path: Path, missing: str, error: type[Exception] = InputError, hint: str = "") -> Any:
+    """The JSON document at `path`, or `error`: `missing` when there is no such file, else the file and why it
+    cannot be read, then `hint` (what would fix it)."""
+    if not path.is_file():
+        raise error(missing)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise error(f"{path}: unreadable ({e}){hint}") from None
+
+
 def read_json_record(cls: type[T], path: Path, what: str, error: type[Exception] = InputError) -> T:
     """The JSON file at `path` as a `cls`; `what` says which stage writes such files, for the missing-file error."""
-    if not path.is_file():
-        raise error(f"{path.parent}: no {path.name}; expected a folder written by {what}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise error(f"{path}: unreadable ({e})") from None
+    data = read_json(path, f"{path.parent}: no {path.name}; expected a folder written by {what}", error)
     return validate(cls, data, str(path), error)

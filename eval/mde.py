@@ -18,7 +18,6 @@ come from; studies/validity.py writes it, the leaderboard and report.md read it 
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import defaultdict
@@ -28,6 +27,7 @@ from typing import Any, Iterable, Sequence
 
 from stegobench.core.errors import InputError
 from stegobench.core.paths import REPO_ROOT
+from stegobench.core.records import read_json
 from stegobench.data_gen.records import ControlType, EvalItem, Split
 
 from .findings import MIN_MAPPINGS
@@ -157,12 +157,7 @@ def read_components(path: str | Path | None = None) -> ComponentsFile:
     """The checked-in components (default: COMPONENTS_FILE); a missing or malformed file is an InputError that
     names it and the key."""
     path = Path(path) if path is not None else COMPONENTS_FILE
-    if not path.is_file():
-        raise InputError(f"{path}: no MDE components file; {REBUILD}")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: unreadable ({e}); {REBUILD}") from None
+    doc = read_json(path, f"{path}: no MDE components file; {REBUILD}", hint=f"; {REBUILD}")
     if not isinstance(doc, dict):
         raise InputError(f"{path}: expected a JSON object with components, status and study_revision; {REBUILD}")
     for key in ("components", "status", "study_revision"):

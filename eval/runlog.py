@@ -58,7 +58,7 @@ from pydantic.dataclasses import dataclass
 
 from stegobench.core.errors import InputError
 from stegobench.core.provenance import atomic_write_json, publish_dir, staging_dir
-from stegobench.core.records import STRICT_FIELDS, none_when_absent, validate
+from stegobench.core.records import STRICT_FIELDS, none_when_absent, read_json, validate
 from stegobench.data_gen.records import ScoredSplit, Split
 
 from .labels import mapping_label
@@ -519,12 +519,7 @@ def read_run(folder: str | Path) -> RunLog:
     """The run in `folder` (a folder written by `stegobench eval`), migrated to the current schema."""
     folder = Path(folder)
     path = folder / RESULTS
-    if not path.is_file():
-        raise RunLogError(f"{folder}: no {RESULTS}; expected a folder written by `stegobench eval`")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise RunLogError(f"{path}: unreadable ({e})") from None
+    doc = read_json(path, f"{folder}: no {RESULTS}; expected a folder written by `stegobench eval`", RunLogError)
     return run_from_dict(doc, folder, str(path))
 
 
