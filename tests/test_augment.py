@@ -110,10 +110,10 @@ def test_generate_runs_the_augment_model_itself_with_nothing_handed_down(tmp_pat
     """data_gen gets its paraphraser from the model layer: any caller of `generate` (the CLI, the leaderboard
     worker, the validity study) augments the same way, the same corpus as `stegobench gen` writes."""
     result = generate(load_config(TrackConfig, _track(tmp_path)), tmp_path / "out")
-    assert (result.manifest["augment"]["asked"], result.manifest["augment"]["kept"]) == (24, 6)
+    assert (result.manifest.augment["asked"], result.manifest.augment["kept"]) == (24, 6)
     assert main(["gen", "--config", str(_track(tmp_path)), "--out", str(tmp_path / "cli")]) == 0
     cli = json.loads((tmp_path / "cli" / "manifest.json").read_text())
-    assert cli["content_sha256"] == result.manifest["content_sha256"]
+    assert cli["content_sha256"] == result.manifest.content_sha256
 
 
 def test_the_causal_lm_paraphraser_decodes_as_the_hf_backend_does(tmp_path):
