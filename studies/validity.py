@@ -48,15 +48,17 @@ from .store import ResultsStore
 
 MODEL = "smollm2-135m-instruct"
 
-# Time estimates on a 2-core CPU, for `--plan` and the docs. Training: 327 s for the 880 documents of the earlier
-# positive control (2 epochs; the study at 4e7a98f), i.e. ~40 s per mapping at 70 documents each, as issue 24
-# says. Evaluation: issue 24's 2.6 s per item and condition with monitors (the 4e7a98f study measured ~1.0 s on
-# the scaled tracks: a conservative figure), white-box readings 0.3 s per item on top (56 s for 192 answers
-# there), and the monitors' held-out calibration once per eval (75 s, README "Speed"; cached after).
+# Time estimates on a 2-core CPU, for `--plan` and the docs, from this study's own runs (their seconds are in
+# studies/results/<arm>/timings.json and each run's results.json). Training: 327 s for the 880 documents of the
+# earlier positive control (the study at 4e7a98f), 0.37 s per document; the 2040 of selection-demos10 took 0.63 s
+# each and the 1840 of dose-demos0 0.48 s with other work on the machine. Evaluation: 0.7 s per item and
+# condition with the text monitors (selection-demos10, 352 items, under load: (381 - 140) / 352; 0.25 s on a
+# quiet machine, dose-demos0), white-box readings 0.3 s per item on top (56 s for 192 answers at 4e7a98f), and the
+# monitors' calibration on the base model once per eval when no run has cached it (140 s, selection-demos10).
 TRAIN_SECONDS_PER_DOCUMENT = 327 / 880
-EVAL_SECONDS_PER_ITEM = 2.6
+EVAL_SECONDS_PER_ITEM = 0.7
 WHITEBOX_SECONDS_PER_ITEM = 0.3
-CALIBRATION_SECONDS = 75.0
+CALIBRATION_SECONDS = 140.0
 
 
 @dataclass
