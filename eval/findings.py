@@ -140,17 +140,20 @@ def _finding(claim: Claim, subject: str, effect: Interval | None, null: float, n
 
 
 def judge(claim: Claim, subject: str, values: Values | None, null: float = 0.0, effect: Interval | None = None,
-          n_mappings: int | None = None, reason: str = "", resamples: int = N_RESAMPLES, seed: int = 0) -> Finding:
+          n_mappings: int | None = None, reason: str = "", resamples: int = N_RESAMPLES, seed: int = 0,
+          yes_no: bool = False) -> Finding:
     """A finding on the mean of `values` against `null`. `effect`: the interval a table already carries (kept as
     it is); without one, the mean and its interval come from resampling mappings, then values within each.
-    `n_mappings` counts the mappings when `values` is None (the signs unknown); with values, their mappings count."""
+    `n_mappings` counts the mappings when `values` is None (the signs unknown); with values, their mappings count.
+    `yes_no`: each value is one unit's yes/no (or its share of yes), so the interval gets the exact floor
+    (`_as_share`) where the bootstrap collapses, as when no unit says yes."""
     means = None if values is None else _mapping_means(values)
     n = len(means) if means is not None else n_mappings
     if effect is None and means:
         # the second side is the null, constant: the helper then resamples the first side's mappings and values
         point, low, high, _ = bootstrap_difference_within_clusters(list(values), [(m, 0.0) for m in means],
                                                                    resamples, seed)
-        share = _as_share(values)
+        share = _as_share(values) if yes_no else None
         if share is not None:  # a share's exact floor on its effective count: 0 of 24 is not [0, 0]
             _, low, high = with_exact(point, low, high, share[1])
         effect = Interval(point, low, high)
@@ -158,7 +161,7 @@ def judge(claim: Claim, subject: str, values: Values | None, null: float = 0.0, 
 
 
 def judge_difference(claim: Claim, subject: str, first: Values, second: Values, effect: Interval | None = None,
-                     resamples: int = N_RESAMPLES, seed: int = 0) -> Finding:
+                     resamples: int = N_RESAMPLES, seed: int = 0, yes_no: bool = False) -> Finding:
     """A finding on mean(first) − mean(second) against 0, over the mappings (or concepts) measured in both:
     the interval resamples those once for both sides, the sign test counts each one's own difference."""
     a, b = _mapping_means(first), _mapping_means(second)
@@ -166,7 +169,8 @@ def judge_difference(claim: Claim, subject: str, first: Values, second: Values, 
     means = {m: a[m] - b[m] for m in shared}
     if effect is None and shared:
         point, low, high, _ = bootstrap_difference_within_clusters(first, second, resamples, seed)
-        a_share, b_share = (_as_share([(m, v) for m, v in side if m in means]) for side in (first, second))
+        a_share, b_share = ((_as_share([(m, v) for m, v in side if m in means]) if yes_no else None)
+                            for side in (first, second))
         if a_share is not None and b_share is not None:  # two shares: Newcombe's floor on their effective counts
             _, floor_low, floor_high = newcombe_difference(*a_share, *b_share)
             low, high = min(low, floor_low), max(high, floor_high)

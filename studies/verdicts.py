@@ -186,8 +186,9 @@ def recall_use_findings(pairs: list[RecallUse]) -> tuple[Finding, Finding] | Non
     if not recalled:
         return None
     unrecalled = [(f"{p.track}:{p.mapping}", p.use) for p in chosen if not p.recalled]
-    return (judge(Claim.RECALLED_USE, "", recalled),
-            judge_difference(Claim.RECALLED_MINUS_UNRECALLED_USE, "", recalled, unrecalled))
+    # each value is one (adapter, mapping)'s use: with none used anywhere, the exact floor on their count
+    return (judge(Claim.RECALLED_USE, "", recalled, yes_no=True),
+            judge_difference(Claim.RECALLED_MINUS_UNRECALLED_USE, "", recalled, unrecalled, yes_no=True))
 
 
 @dataclass(frozen=True)

@@ -46,23 +46,27 @@ def test_judge_difference_pairs_mappings_measured_on_both_sides():
     first = [(f"m{i}", 1.0) for i in range(7)]
     second = [(f"m{i}", 0.0) for i in range(6)] + [("other", 5.0)]
     f = judge_difference(Claim.CLOZE_SPECIFICITY_VS_BASE, "t", first, second)
-    # 6 of 6 against 0 of 6 mappings (values alike within each): the bootstrap's [1, 1] is widened to Newcombe's
-    # interval from the exact ones, 1 - sqrt(2) * (1 - 0.025 ** (1 / 6)) = 0.350; still shown
-    assert f.n_mappings == 6 and f.verdict is Verdict.SHOWN
-    assert (f.effect.value, f.effect.high) == (1.0, 1.0)
-    assert f.effect.low == pytest.approx(1 - 2 ** 0.5 * (1 - 0.025 ** (1 / 6)), abs=1e-3)
+    assert f.n_mappings == 6 and f.effect == Interval(1.0, 1.0, 1.0) and f.verdict is Verdict.SHOWN
+    # as yes/no observations, 6 of 6 against 0 of 6 mappings (values alike within each): the bootstrap's [1, 1]
+    # is widened to Newcombe's interval from the exact ones, 1 - sqrt(2) * (1 - 0.025 ** (1 / 6)) = 0.350
+    yes_no = judge_difference(Claim.CLOZE_SPECIFICITY_VS_BASE, "t", first, second, yes_no=True)
+    assert yes_no.verdict is Verdict.SHOWN and (yes_no.effect.value, yes_no.effect.high) == (1.0, 1.0)
+    assert yes_no.effect.low == pytest.approx(1 - 2 ** 0.5 * (1 - 0.025 ** (1 / 6)), abs=1e-3)
     none = judge_difference(Claim.CLOZE_SPECIFICITY_VS_BASE, "t", first, [("x", 1.0)])
     assert none.verdict is Verdict.NOT_MEASURED and none.reason == "no mapping measured in both"
 
 
 def test_a_share_never_seen_is_not_read_as_exactly_zero():
+    # Values that are not yes/no observations (an AUROC of 1.0 per mapping) keep their bootstrap interval.
+    aurocs = judge(Claim.WHITEBOX_OVER_BLACKBOX, "t", [(f"m{i}", 1.0) for i in range(8)])
+    assert aurocs.effect == Interval(1.0, 1.0, 1.0)
     # 8 mappings, 3 answers each, none uses the code: the bootstrap collapses to [0, 0]; 0 of 8 mappings (the
     # answers alike within each count once) bounds the share below 1 - 0.025 ** (1 / 8) = 0.369
-    never = judge(Claim.RECALLED_USE, "t", [(f"m{i}", 0.0) for i in range(8) for _ in range(3)])
+    never = judge(Claim.RECALLED_USE, "t", [(f"m{i}", 0.0) for i in range(8) for _ in range(3)], yes_no=True)
     assert (never.effect.value, never.effect.low) == (0.0, 0.0)
     assert never.effect.high == pytest.approx(1 - 0.025 ** (1 / 8), abs=1e-3)
     same = judge_difference(Claim.RECALLED_MINUS_UNRECALLED_USE, "t", [(f"m{i}", 0.0) for i in range(8)],
-                            [(f"m{i}", 0.0) for i in range(8)])
+                            [(f"m{i}", 0.0) for i in range(8)], yes_no=True)
     assert same.effect.value == 0.0 and same.effect.low == pytest.approx(-same.effect.high)
     # each side 0 of 8: either may be as high as 0.369 while the other is 0 (Newcombe's interval: [-0.369, 0.369])
     assert same.effect.high == pytest.approx(1 - 0.025 ** (1 / 8), abs=1e-3)
