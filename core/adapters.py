@@ -110,8 +110,12 @@ def load_peft(model, folder: str | Path):
 
 
 def adapter_content_sha256(folder: str | Path) -> str:
-    """sha256 over the canonical adapter config (minus where it came from) and the weights' sha256."""
+    """sha256 over the canonical adapter config (minus where it came from) and the weights' sha256. A list of
+    target modules counts as the set it is: peft keeps it as a set and writes it in the saving process's hash
+    order, so the same training saved twice, or a resubmission with the names reordered, is the same adapter."""
     cfg = {k: v for k, v in adapter_config(folder).items() if k not in _NOT_OUTPUT}
+    if isinstance(cfg.get("target_modules"), list):
+        cfg["target_modules"] = sorted(map(str, cfg["target_modules"]))
     doc = {"config": cfg, "weights_sha256": sha256_file(Path(folder) / ADAPTER_WEIGHTS)}
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

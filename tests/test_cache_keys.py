@@ -30,6 +30,13 @@ def test_same_weights_other_config_is_another_adapter(tiny_adapter, tmp_path):
     # Re-indenting or moving the config is the same adapter.
     assert adapter_content_sha256(_variant(tiny_adapter, tmp_path / "indent", indent=7)) == base
     assert adapter_content_sha256(_variant(tiny_adapter, tmp_path / "moved", base_model_name_or_path="/x")) == base
+    # peft writes target_modules in its process's set order: the same modules in another order are the same
+    # adapter (the leaderboard's duplicate check reads this hash), other modules are not.
+    modules = json.loads((tiny_adapter / "adapter_config.json").read_text())["target_modules"]
+    assert isinstance(modules, list) and len(modules) > 1
+    reordered = _variant(tiny_adapter, tmp_path / "reordered", target_modules=list(reversed(modules)))
+    assert adapter_content_sha256(reordered) == base
+    assert adapter_content_sha256(_variant(tiny_adapter, tmp_path / "fewer", target_modules=modules[:1])) != base
 
 
 def test_generation_cache_never_serves_one_adapters_answers_to_another(tiny_adapter, tmp_path):
