@@ -3,7 +3,7 @@
 `load_causal_lm` is the only place a causal LM's weights are loaded: eval's hf backend, vLLM's scorer and its
 merged-adapter folders, the white-box reader, training and data_gen's augment paraphraser all go through it. It
 reads a resolved model folder (core/models.py) and nothing else: never the hub (`local_files_only`), never remote
-code (transformers' own default, never overridden), safetensors weights only.
+code (`trust_remote_code=False`, passed explicitly), safetensors weights only.
 
 `CausalLM` decodes batches of chat prompts with it (left padding, greedy or seeded sampling): the hf backend and
 the augment paraphraser share it, so one model answers one prompt the same way in every stage.
@@ -29,7 +29,7 @@ def load_tokenizer_at(folder: str | Path):
     """The tokenizer of a model folder on this machine (never downloaded)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
 
 
 def load_causal_lm(folder: str | Path, dtype: str, device: str | None = None, *, merge_adapter: str | Path | None = None,
@@ -45,7 +45,7 @@ def load_causal_lm(folder: str | Path, dtype: str, device: str | None = None, *,
                          "pytorch_model.bin files can run code): save the model with safe_serialization=True")
     extra: dict[str, Any] = {"attn_implementation": attn_implementation} if attn_implementation else {}
     model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, dtype), local_files_only=True,
-                                                      use_safetensors=True, **extra)
+                                                      use_safetensors=True, trust_remote_code=False, **extra)
     if device is not None:
         model = model.to(device)
     if merge_adapter is not None:

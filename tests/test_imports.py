@@ -130,3 +130,14 @@ def test_the_checks_find_a_planted_back_edge_bare_import_and_cycle(tmp_path):
     assert back_edges(root) == ["core/bad.py imports eval", "eval/bare.py imports benchmark",
                                 "eval/bare.py imports benchmark without the stegobench. namespace"]
     assert cycles(root) == [["studies.a", "studies.b", "studies.a"]]
+
+
+def test_no_package_code_enables_remote_code():
+    """A submitted model folder's own Python never runs: no package module passes trust_remote_code=True, and the
+    one causal-LM loader and the vLLM engine say False explicitly rather than lean on a library default."""
+    enabled = [f"{p.relative_to(REPO)}:{i}" for package in ALLOWED for p in (REPO / package).rglob("*.py")
+               for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+               if "trust_remote_code=True" in line.replace(" ", "")]
+    assert enabled == []
+    for path in ("core/causal_lm.py", "eval/backends/vllm_backend.py"):
+        assert "trust_remote_code=False" in (REPO / path).read_text(encoding="utf-8"), path

@@ -112,7 +112,7 @@ class VLLMBackend(Backend[VLLMOptions]):
         self.max_model_len = options.max_model_len
         self._engine_args: dict[str, Any] = dict(
             model=str(serve), tokenizer=str(self.ref.path), dtype=self.dtype, seed=0, max_model_len=self.max_model_len,
-            enforce_eager=eager,
+            enforce_eager=eager, trust_remote_code=False,  # a model folder's own code never runs
             tensor_parallel_size=(options.tensor_parallel_size
                                   or tensor_parallel_for(self.model_config, self.defaults.gpu_count)))
         if lora_paths:
