@@ -116,11 +116,15 @@ def verdict(effect: Interval | None, null: float, n_mappings: int | None, above:
     return Verdict.NOT_SHOWN
 
 
-def _mapping_means(values: Values) -> dict[str, float]:
+def _by_mapping(values: Values) -> dict[str, list[float]]:
     groups: dict[str, list[float]] = defaultdict(list)
     for mapping, v in values:
         groups[mapping].append(v)
-    return {m: statistics.fmean(vs) for m, vs in sorted(groups.items())}
+    return groups
+
+
+def _mapping_means(values: Values) -> dict[str, float]:
+    return {m: statistics.fmean(vs) for m, vs in sorted(_by_mapping(values).items())}
 
 
 def _missing(effect: Interval | None, means: dict[str, float] | None) -> str:
@@ -185,10 +189,7 @@ def _as_share(values: Values) -> tuple[float, float] | None:
     independent), so the exact floor is as wide as the clustering makes it; all 0 or all 1 count the mappings."""
     if not values or any(v not in (0.0, 1.0) for _, v in values):
         return None
-    groups: dict[str, list[float]] = defaultdict(list)
-    for mapping, v in values:
-        groups[mapping].append(v)
-    return statistics.fmean(v for _, v in values), effective_count(groups)
+    return statistics.fmean(v for _, v in values), effective_count(_by_mapping(values))
 
 
 def not_measured(claim: Claim, subject: str, reason: str) -> Finding:

@@ -324,8 +324,9 @@ class Planner:
                                         if training_finished(self.cfg, d, a, s) else None)
 
         def evaluated() -> str | None:
-            if skip() or kept():
-                return skip() or kept()
+            why = skip() or kept()
+            if why:
+                return why
             state, why = evaluation_state(eval_config(self.cfg, spec), data, adapters, eval_out)
             return why if state is EvalState.FINISHED else None
 
@@ -421,11 +422,12 @@ class Planner:
 
     def _settled_below(self, n: int) -> str | None:
         """Why candidate `n` need not run: a smaller one cleared 0, so the rule cannot choose `n`."""
-        chosen = first_clear({m: s for m, s in self.selection_scores().items() if m < n})
+        scores = self.selection_scores()  # each candidate's results.json read once
+        chosen = first_clear({m: s for m, s in scores.items() if m < n})
         if chosen is None:
             return None
         return (f"the rule takes the smallest candidate whose lower bound clears 0; {chosen} did "
-                f"({self.selection_scores()[chosen].fmt(2, signed=True)}), so {n} cannot be chosen")
+                f"({scores[chosen].fmt(2, signed=True)}), so {n} cannot be chosen")
 
     def recipe(self) -> int:
         choice = self.store.choice()
