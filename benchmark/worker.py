@@ -26,6 +26,7 @@ from sqlalchemy.exc import OperationalError
 
 from stegobench.core.config import load_config, to_dict
 from stegobench.core.errors import StegobenchError, UserError
+from stegobench.core.profile import Work, span
 from stegobench.core.provenance import OutputDirError, sha256_json
 
 from .artifacts import artifact_folder
@@ -167,8 +168,9 @@ class Worker:
         """What the evaluator brings to a job: the track's corpus, its eval config, the base model's baseline and
         the stored artifact. Any failure here is the evaluator's fault, raised as EvaluatorFault."""
         try:
-            corpus = prepare_track(self.cfg, job.track)
-            eval_cfg = self._eval_config()
+            with span(Work.WORKER_SETUP, what="track corpus, eval config"):
+                corpus = prepare_track(self.cfg, job.track)
+                eval_cfg = self._eval_config()
         except Exception as exc:  # whatever it is, the submission did not cause it
             raise EvaluatorFault(f"track {job.track!r} cannot be set up on this worker: {type(exc).__name__}: {exc}") \
                 from exc
@@ -237,7 +239,8 @@ class Worker:
             condition = "base"
         summary = summarize_condition(run, condition, (base["run_dir"], "base"),
                                       eval_cfg.bootstrap_resamples, eval_cfg.seed)
-        plots_beside_baseline(run_dir, base["run_dir"])
+        with span(Work.FILE_IO, what="plots beside the baseline"):
+            plots_beside_baseline(run_dir, base["run_dir"])
         summary["private_split"] = self.cfg.tracks[job.track].is_private
         summary["environment"] = run.environment  # the worker's machine, versions and device defaults
         return str(run_dir), key, summary

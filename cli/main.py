@@ -76,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(command: str, run: Callable[[], int]) -> int:
     """`run()`'s exit code, or the one its error maps to (core/errors.py)."""
+    from stegobench.core import profile
+
+    profile.record_imports(f"stegobench {command}")
     try:
-        return run()
+        with profile.span(profile.Work.COMMAND, command=command):
+            return run()
     except StegobenchError as exc:
         print(f"stegobench {command}: error: {exc}", file=sys.stderr)
         # a user's mistake (an input, a config, an output folder) stays the last line, as does a step's own output

@@ -57,13 +57,20 @@ def _stegobench(*args: str) -> list[str]:
 
 def submit_adapter(adapter: Path, model: str = MODEL) -> str:
     """Queue the adapter; an identical earlier submission is reported, not an error (quickstart reruns)."""
+    from stegobench.core.profile import Work, span
+
+    with span(Work.SUBMIT):
+        return _submit(adapter, model)
+
+
+def _submit(adapter: Path, model: str) -> str:
     from stegobench.benchmark.config import load_leaderboard_config
     from stegobench.benchmark.store import Store
     from stegobench.benchmark.submit import SubmissionRequest, submit_folder
+    from stegobench.finetune.manifest import MANIFEST, read_train_manifest
 
     cfg = load_leaderboard_config()
     store = Store(cfg.db_url())
-    from stegobench.finetune.manifest import MANIFEST, read_train_manifest
 
     seed = read_train_manifest(adapter).seed if (adapter / MANIFEST).exists() else None
     req = SubmissionRequest(display_name=f"quickstart lora seed {seed}", submitter=getpass.getuser(),

@@ -37,6 +37,13 @@ def load_causal_lm(folder: str | Path, dtype: str, device: str | None = None, *,
     """The causal LM in `folder` at `dtype` ('float32', 'bfloat16', 'float16'), moved to `device` when one is given
     (else left where transformers loads it: the CPU), with the LoRA adapter folder `merge_adapter` merged into its
     weights when one is given (no LoRA overhead per token), in eval mode (a trainer switches modes itself)."""
+    from .profile import Work, model_label, span
+
+    with span(Work.MODEL_LOAD, model=model_label(folder), merge=merge_adapter is not None):
+        return _load_causal_lm(folder, dtype, device, merge_adapter, attn_implementation)
+
+
+def _load_causal_lm(folder, dtype, device, merge_adapter, attn_implementation):
     import torch
     from transformers import AutoModelForCausalLM
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 
+from . import profile
 from .errors import CommandFailed, Interrupted
 from .paths import REPO_ROOT
 
@@ -38,6 +39,13 @@ class Steps:
         so_far = (time.perf_counter() - self.start) / 60
         print(f"\n=== [{self.n}/{self.total}] {title}   ({so_far:.1f} min so far)", flush=True)
         start = time.perf_counter()
+        with profile.span(profile.Work.STEP, step=name):
+            result = self._run(name, cmd, fn)
+        self.seconds[name] = round(time.perf_counter() - start, 1)
+        print(f"--- {name}: {self.seconds[name]:.0f} s", flush=True)
+        return result
+
+    def _run(self, name: str, cmd: list[str] | None, fn):
         result = None
         if cmd is not None:
             shown = ["stegobench", *cmd[3:]] if cmd[1:3] == ["-m", "stegobench.cli"] else cmd
@@ -51,6 +59,4 @@ class Steps:
                                     f"it and run `{self.what}` again (finished steps are reused).")
         if fn is not None:
             result = fn()
-        self.seconds[name] = round(time.perf_counter() - start, 1)
-        print(f"--- {name}: {self.seconds[name]:.0f} s", flush=True)
         return result

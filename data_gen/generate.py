@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stegobench.core.config import ConfigError, to_dict
+from stegobench.core.profile import Work, span
 from stegobench.core.provenance import (atomic_write_json, environment, publish_dir, sha256_file, sha256_json, sha256_rows,
                                         staging_dir)
 from .codebook import (WORDLIST, Codebook, derive_rng, inline_entries, read_codebook_file, sample_codebook,
@@ -295,6 +296,11 @@ def _templates_data(templates: Templates) -> dict[str, Any]:
 
 def generate(config: TrackConfig, out: str | Path, overwrite: bool = False, source: str | None = None) -> GenerateResult:
     """Build the corpus for `config` and publish it at `out` atomically."""
+    with span(Work.GENERATE_CORPUS, track=config.name):
+        return _generate(config, out, overwrite, source)
+
+
+def _generate(config: TrackConfig, out: str | Path, overwrite: bool, source: str | None) -> GenerateResult:
     import datasets
     import yaml
     from datasets import Dataset, DatasetDict

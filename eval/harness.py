@@ -20,6 +20,7 @@ from stegobench.core.errors import InputError
 from stegobench.core.device import device_defaults
 from stegobench.core.machine import read_machine
 from stegobench.core.models import stegobench_home
+from stegobench.core.profile import Work, span
 from stegobench.core.provenance import environment, sha256_file
 from stegobench.core.records import validate
 from stegobench.data_gen.generate import MANIFEST, read_codebook
@@ -66,7 +67,8 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
     data, out = Path(data), Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
-    inputs = load_inputs(cfg, data, Path(cache_dir) if cache_dir else stegobench_home() / "cache" / "generations")
+    with span(Work.FILE_IO, what="read corpus"):
+        inputs = load_inputs(cfg, data, Path(cache_dir) if cache_dir else stegobench_home() / "cache" / "generations")
     adapters = [check_adapter(a) for a in adapters]
     conditions = plan_conditions(cfg, adapters, names)  # a name clash is refused before any model loads
     if adapters and not is_scripted_model(model):
@@ -93,8 +95,9 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
         results: dict[str, ConditionResult] = {}
         for cond in conditions:
             runs[cond.name], results[cond.name] = run_condition(inputs, backends, monitoring, cond)
-        results = compare_with_base(inputs, runs, results)
-        pooled = pool_adapters(inputs, adapters, list(runs.values()))
+        with span(Work.STATISTICS, what="paired change vs base, pooled adapters"):
+            results = compare_with_base(inputs, runs, results)
+            pooled = pool_adapters(inputs, adapters, list(runs.values()))
     finally:
         backends.close()
     subject, judge = backends.subject, backends.judge
@@ -117,7 +120,8 @@ def run_eval(cfg: EvalConfig, data: str | Path, model: str, adapters: list[str],
         heldout_fpr_union=monitoring.union,
     )
     samples = [s for r in runs.values() for s in r.samples(inputs.items)]
-    publish_run(run, samples, out, overwrite, extras=_extras(cfg, runs))
+    with span(Work.FILE_IO, what="write run folder (results, samples, report, plots)"):
+        publish_run(run, samples, out, overwrite, extras=_extras(cfg, runs))
     return read_run(out)
 
 

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 from stegobench.core.adapters import ADAPTER_WEIGHTS
 from stegobench.core.config import to_dict
 from stegobench.core.errors import InputError
+from stegobench.core.profile import Work, span
 from stegobench.core.provenance import sha256_file
 from stegobench.data_gen.generate import (corpus_lexicon, read_codebook, read_eval_items, read_manifest,
                                           read_recall_probes)
@@ -172,7 +173,9 @@ def generate_cached(backend: Backend, prompts: list[str], sampling: Sampling, ca
     with progress.bar(len(missing), desc) as shown:
         for i in range(0, len(missing), CHUNK):
             chunk, since = missing[i:i + CHUNK], shown.n
-            cache.put_many(chunk, backend.generate(chunk, sampling))
+            with span(Work.DECODE, what=desc, prompts=len(chunk)):
+                answers = backend.generate(chunk, sampling)
+            cache.put_many(chunk, answers)
             shown.done(since, len(chunk))
     return [cache.entries[cache.key(p)] for p in prompts]  # every prompt is cached by now
 
@@ -185,7 +188,7 @@ def monitor_values(name: str, judge, questions: list[str], answers: list[str], d
     """Monitor `name` on each answer, MONITOR_CHUNK answers per call so its bar advances with an ETA; with
     `cache_root`, through the monitors' cache (keyed per question and answer, so chunking changes no key)."""
     out: list[float] = []
-    with progress.bar(len(answers), desc):
+    with progress.bar(len(answers), desc), span(Work.MONITORS, monitor=name, answers=len(answers)):
         for i in range(0, len(answers), MONITOR_CHUNK):
             q, a = questions[i:i + MONITOR_CHUNK], answers[i:i + MONITOR_CHUNK]
             out += cached_values(name, judge, q, a, cache_root) if cache_root else MONITORS[name](judge, q, a)
@@ -252,6 +255,11 @@ def calibrate_monitors(inputs: EvalInputs, backends: Backends) -> Monitoring:
     cfg, fpr, judge = inputs.cfg, inputs.fpr, backends.judge
     if fpr is None:
         return Monitoring()
+    with span(Work.CALIBRATION):
+        return _calibrate(inputs, backends, cfg, fpr, judge)
+
+
+def _calibrate(inputs: EvalInputs, backends: Backends, cfg: EvalConfig, fpr: FprQuestions, judge) -> Monitoring:
     seconds: dict[str, float] = {}
 
     def timed(name: str, fn):
@@ -409,6 +417,11 @@ def cloze(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: Conditio
 ConditionStep = Callable[[EvalInputs, Backends, Monitoring, ConditionRun], None]
 CONDITION_STEPS: tuple[ConditionStep, ...] = (decode, read_whitebox, run_monitors, score, detection, recall, cloze)
 
+# What the profile (core/profile.py) calls each step's own time; the rest (decode's prompts and cache, white-box
+# reading) is Work.CONDITION, and decoding inside any step is Work.DECODE.
+STEP_WORK = {"run_monitors": Work.MONITORS, "score": Work.SCORING, "detection": Work.STATISTICS,
+             "recall": Work.RECALL, "cloze": Work.CLOZE}
+
 SEMANTIC_ALTERNATIVES = 5  # k random other readings; chance of a spurious fit is then at most 1/(k+1)
 
 
@@ -451,9 +464,11 @@ def run_condition(inputs: EvalInputs, backends: Backends, mon: Monitoring, cond:
     seconds: dict[str, float] = {}
     try:
         for step in steps:
-            _timed(seconds, step.__name__, lambda: step(inputs, backends, mon, run))
+            with span(STEP_WORK.get(step.__name__, Work.CONDITION), step=step.__name__, condition=cond.name):
+                _timed(seconds, step.__name__, lambda: step(inputs, backends, mon, run))
     finally:
         backends.release(run.backend)
     run.extras["step_seconds"] = seconds
-    table = aggregate(run.scores, inputs.cfg.bootstrap_resamples, inputs.cfg.seed)
+    with span(Work.STATISTICS, condition=cond.name):
+        table = aggregate(run.scores, inputs.cfg.bootstrap_resamples, inputs.cfg.seed)
     return run, run.result(table, round(time.perf_counter() - t0, 2))

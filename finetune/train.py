@@ -30,6 +30,7 @@ from stegobench.core.config import ConfigError, load_config, to_dict
 from stegobench.core.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, record_base_model
 from stegobench.core.errors import ENV_POINTER, EXIT_INTERRUPTED, InputError, ResourceError, StegobenchError, UserError
 from stegobench.core.models import resolve_model
+from stegobench.core.profile import Work, record_imports, span
 from stegobench.core.provenance import atomic_write_json, environment, replace_dir, save_atomically, sha256_file
 from stegobench.data_gen.generate import MANIFEST as CORPUS_MANIFEST, read_manifest
 from stegobench.finetune.config import TrainConfig
@@ -238,9 +239,10 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
     set_seed(cfg.seed)
     ref = resolve_model(cfg.model)
     tokenizer = load_tokenizer_at(ref.path)
-    train_rows, eval_rows, data_manifest = load_train_split(cfg.data, tokenizer, cfg.train_kinds, cfg.eval_split)
-    encoded = encode_dataset(train_rows, tokenizer, cfg.max_length)
-    encoded_eval = encode_dataset(eval_rows, tokenizer, cfg.max_length) if eval_rows is not None else None
+    with span(Work.TRAIN_DATA):
+        train_rows, eval_rows, data_manifest = load_train_split(cfg.data, tokenizer, cfg.train_kinds, cfg.eval_split)
+        encoded = encode_dataset(train_rows, tokenizer, cfg.max_length)
+        encoded_eval = encode_dataset(eval_rows, tokenizer, cfg.max_length) if eval_rows is not None else None
     defaults = device_defaults(read_machine())
     dtype_name = resolve_dtype(cfg.dtype, defaults.train_dtype)
     if state.is_main_process:
@@ -305,7 +307,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
     trainer.add_callback(watch)
     start = time.perf_counter()
     try:
-        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+        with span(Work.TRAIN_STEPS, steps=cfg.max_steps, epochs=cfg.epochs):
+            trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     except KeyboardInterrupt:
         from transformers.trainer_callback import ProgressCallback
 
@@ -321,9 +324,10 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, callb
 
     manifest = None
     if state.is_main_process:
-        manifest = _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, seconds, state.num_processes,
+        with span(Work.FILE_IO, what="save adapter, manifest, plots"):
+            manifest = _finish(cfg, trainer, model, tokenizer, ref, data_manifest, collator, seconds, state.num_processes,
                            resumed_from=str(ckpt) if ckpt else None, eval_seconds=eval_seconds[0],
-                           final=(watch.final_step, watch.final_loss))
+                               final=(watch.final_step, watch.final_loss))
     state.wait_for_everyone()
     return TrainResult(out, manifest, model)
 
@@ -416,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     # `stegobench train` starts accelerate's launcher ignoring Ctrl-C (so it prints no traceback of its own), and
     # an ignored signal stays ignored in the processes it starts: this one takes Ctrl-C back.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    record_imports("stegobench.finetune.train")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     main_process = os.environ.get("RANK", "0") == "0"  # one line from a multi-process run, not one per process

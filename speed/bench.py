@@ -324,7 +324,10 @@ def scratch_home(home: Path) -> dict:
 
 
 def bench_quickstart(work: Path, rows: list) -> None:
+    from stegobench.core import profile
+
     env = scratch_home(work / "home")  # every cache and the leaderboard start empty
+    env[profile.ENV] = str(work / "quickstart-profile.jsonl")  # every process of the run appends its spans
     run_dir = work / "quickstart"
     start = time.perf_counter()
     with open(work / "quickstart.log", "w") as log:
@@ -339,6 +342,9 @@ def bench_quickstart(work: Path, rows: list) -> None:
     _row(rows, "quickstart", "end to end", seconds=round(seconds, 1), steps=summary["steps"])
     print(f"  {'quickstart, end to end':32s} {seconds:>8.1f} s  (" +
           ", ".join(f"{k} {v:.0f} s" for k, v in summary["steps"]) + ")", flush=True)
+    spans = profile.summarize(profile.read_spans(env[profile.ENV]))
+    _row(rows, "quickstart", "profile", **spans.as_dict())
+    print("\n" + profile.render(spans), flush=True)
 
 
 # --- whitebox -------------------------------------------------------------------------------------------------

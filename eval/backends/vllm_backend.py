@@ -41,6 +41,7 @@ from stegobench.core.device import tensor_parallel_size as tensor_parallel_for
 from stegobench.core.errors import ConfigError
 from stegobench.core.machine import read_machine
 from stegobench.core.models import ModelRef, resolve_model, stegobench_home, weights_bytes
+from stegobench.core.profile import Work, model_label, span
 from stegobench.core.provenance import replace_dir, sha256_json
 
 from .. import progress
@@ -63,11 +64,12 @@ def merged_model_folder(base: ModelRef, adapter: str) -> Path:
     base_path = base.path
     if (folder / "config.json").exists():
         return folder
-    merged = load_causal_lm(base_path, "float32", merge_adapter=adapter)
-    staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
-    merged.save_pretrained(str(staging), safe_serialization=True)
-    load_tokenizer_at(base_path).save_pretrained(str(staging))
-    replace_dir(staging, folder)
+    with span(Work.MERGE, model=model_label(folder)):
+        merged = load_causal_lm(base_path, "float32", merge_adapter=adapter)
+        staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+        merged.save_pretrained(str(staging), safe_serialization=True)
+        load_tokenizer_at(base_path).save_pretrained(str(staging))
+        replace_dir(staging, folder)
     return folder
 
 
@@ -184,7 +186,8 @@ class VLLMBackend(Backend[VLLMOptions]):
 
             if not token_prompts:  # nothing known about the work: vLLM's default batch of short eval prompts
                 token_prompts, new_tokens = [[0] * (UNKNOWN_TOKENS_PER_SEQUENCE - 64)] * UNKNOWN_SEQUENCES, 64
-            owner._llm = LLM(**owner._engine_args, **owner._kv_cache_args(token_prompts, new_tokens))
+            with span(Work.ENGINE_START, model=model_label(self.served)):
+                owner._llm = LLM(**owner._engine_args, **owner._kv_cache_args(token_prompts, new_tokens))
         return owner._llm
 
     def engine_for(self, prompts: list[str], new_tokens: int):
