@@ -32,7 +32,7 @@ PARENT_ENV = "STEGOBENCH_PROFILE_PARENT"
 class Work(StrEnum):
     """What a span's own time was spent on (the rows of the profile)."""
 
-    STEP = "step (its process, outside the rest)"
+    STEP = "step (process exits, waits; outside the rest)"
     IMPORTS = "process start and imports"
     COMMAND = "command (outside the rest)"
     GENERATE_CORPUS = "corpus generation"
