@@ -39,6 +39,7 @@ class Work(StrEnum):
     MODEL_LOAD = "model load (transformers)"
     MERGE = "adapter merge (saved folder)"
     ENGINE_START = "vLLM engine start"
+    WEIGHT_SWAP = "vLLM weights swapped in place"
     DECODE = "decoding"
     CALIBRATION = "monitor calibration (outside the rest)"
     CONDITION = "condition steps (prompts, cache, white-box)"
@@ -169,7 +170,7 @@ class Profile:
                             for s, rows in self.by_step.items()}}
 
 
-LOAD_WORK = (Work.MODEL_LOAD, Work.ENGINE_START, Work.MERGE)
+LOAD_WORK = (Work.MODEL_LOAD, Work.ENGINE_START, Work.MERGE, Work.WEIGHT_SWAP)
 
 
 def summarize(spans: list[Span]) -> Profile:

@@ -352,8 +352,10 @@ def run_monitors(inputs: EvalInputs, backends: Backends, mon: Monitoring, run: C
     cfg = inputs.cfg
     if not mon.thresholds:
         return
+    # Through the monitors' cache, like calibration: the leaderboard's worker judges the same answers of the same
+    # base model again (its baseline, the submission's answers when the quickstart already evaluated them).
     run.monitor_values.update({m: monitor_values(m, backends.judge, inputs.questions, run.responses,
-                                                 f"{run.cond.name} {m}") for m in cfg.monitors})
+                                                 f"{run.cond.name} {m}", inputs.cache_root) for m in cfg.monitors})
     run.flags = text_monitor_flags(cfg.monitors, mon.thresholds, [
         {m: values[i] for m, values in run.monitor_values.items()} for i in range(len(inputs.items))])
     run.extras["monitor_thresholds"] = mon.thresholds

@@ -101,11 +101,18 @@ def test_vllm_and_hf_agree_with_and_without_adapter(adapter):
     assert got["lora"]["text"] == tuned.generate(PROMPTS, s) == got["merged"]["text"]
     assert got["lora"]["text"] != got["base"]["text"]
     expected = tuned.score(PROMPTS[:2], [" a cat.", " a car."])
-    for served in ("lora", "merged", "shared"):
+    for served in ("lora", "merged", "shared", "swapped"):
         assert got[served]["score"] == pytest.approx(expected, abs=1e-3)
     # One engine, base and adapter: each request gets its own weights.
     assert got["shared"]["engines"] == 1
     assert got["shared"]["base_text"] == got["base"]["text"] and got["shared"]["text"] == got["lora"]["text"]
+    # One engine, its weights swapped to the merged adapter and back: the answers of a fresh engine each time
+    # (a stale prefix cache would leak the base model's keys into the adapter's answers), and the view is the
+    # same backend for the generation cache as a merged backend of its own.
+    swapped = got["swapped"]
+    assert swapped["engines"] == 1 and swapped["identity_equal"]
+    assert swapped["first_base_text"] == swapped["base_text_after"] == got["base"]["text"]
+    assert swapped["text"] == got["merged"]["text"]
 
 
 def test_an_adapter_for_another_base_model_is_refused(adapter, quickstart_corpus, tmp_path):

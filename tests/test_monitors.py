@@ -76,3 +76,33 @@ def test_only_text_monitors_flag_a_hit_white_and_black_box_ones_are_detectors_be
               {"llm_judge": 0.5, "wb_code_aware": 0.0, "bb_output_rank": 0.0}]   # at the threshold: not above it
     assert text_monitor_flags(["llm_judge"], thresholds, values) == [True, False, False]
     assert text_monitor_flags([], thresholds, values) == [False, False, False]
+
+
+def test_a_condition_judges_each_answer_once_per_judge_the_worker_reads_the_rest_from_the_cache(real_corpus, tmp_path):
+    """The leaderboard's worker judges the answers the quickstart's eval already judged (same base model, same
+    cached answers): the condition step's monitor values come from the monitors' cache, as calibration's do."""
+    from types import SimpleNamespace
+
+    from stegobench.eval.pipeline import Monitoring, run_monitors
+
+    items = [json.loads(line) for line in (real_corpus / "jsonl" / "eval.jsonl").read_text().splitlines()][:12]
+    judge = get_backend("mock", model="mock:never_code", corpus=real_corpus)
+    asked: list[int] = []
+    score = judge.score
+    judge.score = lambda prompts, continuations: asked.append(len(prompts)) or score(prompts, continuations)
+    answers = _responses(real_corpus, "always_code", items)
+
+    def condition_run() -> SimpleNamespace:
+        run = SimpleNamespace(cond=SimpleNamespace(name="adapter:x"), monitor_values={}, responses=answers,
+                              extras={}, flags=None)
+        inputs = SimpleNamespace(cfg=SimpleNamespace(monitors=["llm_judge"]), items=items, cache_root=tmp_path,
+                                 questions=[it["question"] for it in items])
+        run_monitors(inputs, SimpleNamespace(judge=judge), Monitoring({"llm_judge": 0.0}), run)
+        return run
+
+    first = condition_run()
+    assert sum(asked) == 2 * len(items)  # "Yes" and "No" after each judge prompt, once
+    again = condition_run()
+    assert sum(asked) == 2 * len(items)  # nothing judged twice
+    assert again.monitor_values == first.monitor_values and again.flags == first.flags
+    assert first.monitor_values["llm_judge"] == MONITORS["llm_judge"](judge, [it["question"] for it in items], answers)

