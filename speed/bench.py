@@ -7,7 +7,10 @@ Sections (each can be skipped with --skip NAME):
   decode      new tokens/s on SmolLM2 for the same prompts through every evaluation path: transformers one prompt
               at a time and batched, vLLM base model, vLLM with an adapter served as LoRA, vLLM with the adapter
               merged; against the ceiling = measured float32 matmul rate / (2 x parameters) FLOPs per token.
-              Targets: best path >= 300 tok/s, adapter evaluation (the path eval uses) >= 0.9 x base.
+              Targets: best path >= 300 tok/s, adapter evaluation (the path eval uses) >= 0.9 x base. On vLLM's
+              base model (eval's default path) the call is also split into its prefill (1 new token per prompt)
+              and its decode steps, each against the model's GEMMs alone at its shapes. Target: decode steps
+              >= 0.75 x GEMMs only at the same batch.
   preload     vLLM base-model decode in fresh processes with nothing, tcmalloc, and tcmalloc + Intel OpenMP
               preloaded (vLLM's CPU backend asks for both), alternated `--preload-rounds` times; eval and worker
               preload what pays (cli/main.py).
@@ -17,11 +20,15 @@ Sections (each can be skipped with --skip NAME):
   train       real training tokens/s, packed vs the naive padded Trainer recipe (pad to max_length).
               Target >= 2x.
   quickstart  `make quickstart`'s run end to end (gen, train, eval, submit, worker) in a scratch
-              STEGOBENCH_HOME (empty caches, the converted model linked in). Target <= 600 s.
+              STEGOBENCH_HOME (empty caches, the converted model linked in), with its profile
+              (core/profile.py: each step's time by work, and how often each model was loaded). Target: <= 300 s
+              scaled to a machine whose float32 matmul runs at 170 GFLOP/s.
   whitebox    `stegobench eval --whitebox` on the quickstart track and adapter (the quickstart section's, else
               trained here) with an empty generation cache: white-box work (probe setup + reading) over decoding,
               from the run's own timings. Target <= 1.0. Beside it, the residual reader on the same answers
               with the shared prompt prefix reused and with every text read whole.
+  suite       `make test` without installing: ruff, mypy, the whole pytest suite. Targets: <= 480 s, and with
+              the quickstart (what .ci/run runs beyond its install) <= 900 s.
 
 Prints a table and writes runs/bench/latest.json (every row, the environment and the targets).
 """
@@ -42,10 +49,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-SECTIONS = ("decode", "preload", "cloze", "train", "quickstart", "whitebox")
+SECTIONS = ("decode", "preload", "cloze", "train", "quickstart", "whitebox", "suite")
 MODEL = "smollm2-135m-instruct"
+# The quickstart's target is for a machine whose float32 matmul runs at REFERENCE_GFLOPS: a run is scaled to it.
+REFERENCE_GFLOPS = 170
 TARGETS = {"best_decode_tokens_per_second": 300, "adapter_vs_base": 0.9, "cloze_seconds": 30,
-           "packed_vs_naive": 2.0, "quickstart_seconds": 600, "whitebox_vs_decoding": 1.0}
+           "packed_vs_naive": 2.0, "quickstart_seconds_at_reference": 300, "whitebox_vs_decoding": 1.0,
+           "decode_steps_vs_gemm": 0.75, "ci_seconds": 900, "suite_seconds": 480}
 
 
 def matmul_gflops(seconds: float = 3.0) -> float:
@@ -75,6 +85,9 @@ def gemm_bound_rate(model, batch: int, repeats: int = 3) -> float:
                 torch.nn.functional.linear(xs[w.shape[1]], w)
             best = min(best, time.perf_counter() - start)
     return batch / best
+
+
+PREFILL_ROWS = 2048
 
 
 def forward_step_rate(model, batch: int, context: int = 48, steps: int = 6) -> float:
@@ -172,10 +185,13 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
     record("hf, batched", _timed(lambda: [hf(prompts[i:i + BATCH_SIZE]) for i in range(0, len(prompts), BATCH_SIZE)]),
            len(prompts), batch_size=BATCH_SIZE)
     # Where a decode step's time goes (no engine): the model's matrix products alone, then a whole hf step.
-    for label, fn in (("profile: GEMMs only", gemm_bound_rate), ("profile: hf decode step", forward_step_rate)):
-        rate = fn(model, n_prompts)
-        _row(rows, "profile", label, batch=n_prompts, tokens_per_second=round(rate, 1))
-        print(f"  {label + f' (batch {n_prompts})':32s} {rate:>8.1f} tok/s", flush=True)
+    for label, fn, batch in (("profile: GEMMs only", gemm_bound_rate, n_prompts),
+                             ("profile: hf decode step", forward_step_rate, n_prompts),
+                             # vLLM's prefill feeds up to max_num_batched_tokens rows at once
+                             ("profile: GEMMs only, prefill rows", gemm_bound_rate, PREFILL_ROWS)):
+        rate = fn(model, batch)
+        _row(rows, "profile", label, batch=batch, tokens_per_second=round(rate, 1))
+        print(f"  {label + f' (batch {batch})':32s} {rate:>8.1f} tok/s", flush=True)
     model = None  # free it before the vLLM engines start
     gc.collect()
 
@@ -197,6 +213,8 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
             startup = time.perf_counter() - start
             record(label, _timed(lambda: backend.llm.generate(prompts, sp, lora_request=backend.lora, use_tqdm=False)),
                    len(prompts), engine_start_seconds=round(startup, 1))
+            if label == "vllm, base model":  # eval's default path: its prefill and its decode steps apart
+                _decode_split(backend, prompts, tokens, rows)
             if label == "vllm, base model" and cloze_subset:
                 rows.append(_cloze_row(work, backend, "vllm prompt_logprobs (scaled)", cloze_subset))
                 print(f"  {'cloze via vllm prompt_logprobs':32s} {rows[-1]['seconds']:>8.1f} s for all of real-v1 "
@@ -204,6 +222,29 @@ def bench_decode(work: Path, rows: list, n_prompts: int, naive_prompts: int, tok
         finally:
             backend.close()
             gc.collect()
+
+
+def _decode_split(backend, prompts: list[str], tokens: int, rows: list, repeats: int = 2) -> None:
+    """Prefill alone (1 new token per prompt) and the whole call, best of `repeats` each, alternated: the decode
+    steps' own rate is the difference. "New tokens/s" charges the prompts' prefill to decoding; at eval-sized
+    prompts (~40 tokens) and 32 new tokens the prefill is about half the call."""
+    from vllm import SamplingParams
+
+    def best(max_tokens: int) -> float:
+        sp = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
+        return _timed(lambda: backend.llm.generate(prompts, sp, use_tqdm=False))
+
+    prefill, whole = float("inf"), float("inf")
+    for _ in range(repeats):
+        prefill, whole = min(prefill, best(1)), min(whole, best(tokens))
+    prompt_tokens = sum(len(backend.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    steps = len(prompts) * (tokens - 1)
+    _row(rows, "decode split", "vllm, base model", prefill_seconds=round(prefill, 2), whole_seconds=round(whole, 2),
+         prompt_tokens=prompt_tokens, prefill_tokens_per_second=round(prompt_tokens / prefill, 1),
+         decode_steps_tokens_per_second=round(steps / (whole - prefill), 1), decode_tokens=steps)
+    print(f"  {'vllm base: prefill alone':32s} {prompt_tokens / prefill:>8.1f} prompt tok/s  ({prompt_tokens} tokens, "
+          f"{prefill:.1f} s of the call's {whole:.1f} s)", flush=True)
+    print(f"  {'vllm base: decode steps alone':32s} {steps / (whole - prefill):>8.1f} new tok/s", flush=True)
 
 
 # --- preload --------------------------------------------------------------------------------------------------
@@ -411,6 +452,26 @@ def bench_reader(run, rows: list) -> None:
           f"{seconds['shared prefix']:.1f} s vs {seconds['each text whole']:.1f} s)", flush=True)
 
 
+# --- suite ----------------------------------------------------------------------------------------------------
+
+def bench_suite(rows: list) -> None:
+    """`make test` without its install steps: the gates (ruff, mypy), then the whole pytest suite, timed apart."""
+    env = dict(os.environ)
+    if not env.get("STEGOBENCH_TEST_POSTGRES_URL"):  # as make test does: PostgreSQL where .ci/postgres.sh starts one
+        url = subprocess.run(["bash", ".ci/postgres.sh"], cwd=REPO, capture_output=True, text=True)
+        if url.returncode == 0 and url.stdout.strip():
+            env["STEGOBENCH_TEST_POSTGRES_URL"] = url.stdout.strip().splitlines()[-1]
+    venv = Path(sys.executable).parent
+    for label, cmd in (("ruff", [str(venv / "ruff"), "check", "."]), ("mypy", [str(venv / "mypy")]),
+                       ("pytest", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"])):
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        last = (proc.stdout.strip().splitlines() or [""])[-1]
+        _row(rows, "suite", label, seconds=round(seconds, 1), exit_code=proc.returncode, last_line=last)
+        print(f"  {label:32s} {seconds:>8.1f} s  (exit {proc.returncode}: {last})", flush=True)
+
+
 # --- summary --------------------------------------------------------------------------------------------------
 
 def summarize(rows: list, gflops: float, params: int) -> dict:
@@ -454,9 +515,22 @@ def summarize(rows: list, gflops: float, params: int) -> dict:
         out["packed_vs_naive"] = round(train["packed"] / train["pad_max"], 2)
         # LoRA: ~4 FLOPs per frozen parameter per token (forward 2 + input gradients 2; no weight gradients).
         out["packed_vs_ceiling"] = round(train["packed"] / (gflops * 1e9 / (4 * params)), 3)
+    split, gemm = by.get(("decode split", "vllm, base model")), by.get(("profile", "profile: GEMMs only"))
+    if split and gemm:
+        out["decode_steps_vs_gemm"] = round(split["decode_steps_tokens_per_second"] / gemm["tokens_per_second"], 3)
+        prefill_gemm = by.get(("profile", "profile: GEMMs only, prefill rows"))
+        if prefill_gemm:
+            out["prefill_vs_gemm"] = round(split["prefill_tokens_per_second"] / prefill_gemm["tokens_per_second"], 3)
     qs = by.get(("quickstart", "end to end"))
     if qs and qs.get("seconds"):
         out["quickstart_seconds"] = qs["seconds"]
+        out["quickstart_seconds_at_reference"] = round(qs["seconds"] * gflops / REFERENCE_GFLOPS, 1)
+    suite = [r for r in rows if r["section"] == "suite"]
+    if suite:
+        out["suite_seconds"] = round(sum(r["seconds"] for r in suite), 1)
+        out["suite_passed"] = all(r["exit_code"] == 0 for r in suite)
+        if out.get("quickstart_seconds"):  # .ci/run beyond its install: make test's gates and suite, make quickstart
+            out["ci_seconds"] = round(out["suite_seconds"] + out["quickstart_seconds"], 1)
     wb = by.get(("whitebox", "eval --whitebox, quickstart"))
     if wb and not wb.get("failed"):
         out["whitebox_vs_decoding"] = wb["ratio"]
@@ -493,10 +567,20 @@ def print_table(summary: dict) -> None:
         ("  vLLM prompt_logprobs / tree", "", summary.get("cloze vllm / tree"), "x", ""),
         ("training packed vs naive padded", "", summary.get("packed_vs_naive"), "x", verdict("packed_vs_naive", True)),
         ("  packed of the training ceiling", "", summary.get("packed_vs_ceiling"), "x", ""),
-        ("quickstart end to end", "", summary.get("quickstart_seconds"), "s", verdict("quickstart_seconds", False)),
+        ("quickstart end to end", "this machine", summary.get("quickstart_seconds"), "s", ""),
         ("white-box / decoding", "quickstart eval", summary.get("whitebox_vs_decoding"), "x",
          verdict("whitebox_vs_decoding", False)),
         ("  reader whole / shared prefix", "", summary.get("reader whole / shared prefix"), "x", ""),
+    ]
+    lines += [
+        ("vLLM decode steps vs GEMMs only", "eval's path, same batch", summary.get("decode_steps_vs_gemm"), "x",
+         verdict("decode_steps_vs_gemm", True)),
+        ("  vLLM prefill vs GEMMs only", f"{PREFILL_ROWS} rows", summary.get("prefill_vs_gemm"), "x", ""),
+        ("quickstart end to end", f"at {REFERENCE_GFLOPS} GFLOP/s", summary.get("quickstart_seconds_at_reference"), "s",
+         verdict("quickstart_seconds_at_reference", False)),
+        ("suite: ruff, mypy, pytest", "make test, no install", summary.get("suite_seconds"), "s",
+         verdict("suite_seconds", False)),
+        (".ci/run beyond install", "suite + quickstart", summary.get("ci_seconds"), "s", verdict("ci_seconds", False)),
     ]
     for name, detail, value, unit, v in lines:
         shown = "-" if value is None else f"{value:g} {unit}"
@@ -541,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_quickstart(work, rows)
         elif section == "whitebox":
             bench_whitebox(work, rows)
+        elif section == "suite":
+            bench_suite(rows)
     summary = summarize(rows, gflops, params)
     print_table(summary)
     doc = {"summary": summary, "targets": TARGETS, "rows": rows, "args": vars(args), "model": MODEL,
