@@ -138,7 +138,7 @@ def test_calibration_answers_are_decoded_once_per_base_model_and_question_set(qu
     calls.clear(), scored.clear()
     again = run_eval(cfg(), quickstart_corpus, "mock:never_code", [], tmp_path / "b", cache_dir=tmp_path / "cache")
     assert calls == []  # same base model, same questions: nothing decoded ...
-    assert sum(scored) == 2 * 96  # ... and the calibration answers' monitor values come from the cache
+    assert scored == []  # ... and every answer's monitor values, calibration's and the condition's, come from the cache
     assert again.monitor_calibration == read_run(tmp_path / "a").monitor_calibration
     calls.clear()
     run_eval(cfg("monitor_questions=208"), quickstart_corpus, "mock:never_code", [], tmp_path / "c",
