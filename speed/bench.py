@@ -463,12 +463,15 @@ def bench_suite(rows: list) -> None:
             env["STEGOBENCH_TEST_POSTGRES_URL"] = url.stdout.strip().splitlines()[-1]
     venv = Path(sys.executable).parent
     for label, cmd in (("ruff", [str(venv / "ruff"), "check", "."]), ("mypy", [str(venv / "mypy")]),
-                       ("pytest", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"])):
+                       ("pytest", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=15"])):
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - start
-        last = (proc.stdout.strip().splitlines() or [""])[-1]
-        _row(rows, "suite", label, seconds=round(seconds, 1), exit_code=proc.returncode, last_line=last)
+        lines = proc.stdout.strip().splitlines() or [""]
+        last = lines[-1]
+        slowest = [x.strip() for x in lines if x.strip()[:1].isdigit() and "s call " in x][:15]  # --durations
+        _row(rows, "suite", label, seconds=round(seconds, 1), exit_code=proc.returncode, last_line=last,
+             slowest=slowest)
         print(f"  {label:32s} {seconds:>8.1f} s  (exit {proc.returncode}: {last})", flush=True)
 
 
