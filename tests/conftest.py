@@ -34,6 +34,17 @@ def quickstart_corpus(tmp_path_factory) -> Path:
     return out
 
 
+def home_with_models(folder: Path) -> Path:
+    """An empty $STEGOBENCH_HOME at `folder` with the converted models linked in: converting SmolLM2's GGUF
+    again costs ~25 s, and a test of caches, leaderboards or augment needs none of that."""
+    from stegobench.core.models import prepare_smollm2, prepare_tiny_llama, stegobench_home
+
+    prepare_smollm2(), prepare_tiny_llama()  # once per machine, where `make setup` has not done it
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "models").symlink_to(stegobench_home() / "models")
+    return folder
+
+
 def tiny_train_config(data: Path, output_dir: Path, *overrides: str):
     """A few steps of tiny-llama: seconds on a CPU, enough for the loss to move."""
     from stegobench.finetune.config import TrainConfig

@@ -15,6 +15,8 @@ from stegobench.data_gen.augment import HeldoutIndex, filter_candidates
 from stegobench.data_gen.generate import generate, prepare
 from stegobench.data_gen.track import TrackConfig
 
+from conftest import home_with_models
+
 BOOK = """name: aug
 paraphrases_per_mapping: 4
 demonstrations_per_mapping: 2
@@ -29,7 +31,7 @@ AUGMENT = "augment: {model: 'mock:paraphraser', backend: mock, n_per_mapping: 3,
 
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("STEGOBENCH_HOME", str(tmp_path / "home"))  # the augment cache lives here
+    monkeypatch.setenv("STEGOBENCH_HOME", str(home_with_models(tmp_path / "home")))  # the augment cache lives here
 
 
 def _track(tmp_path: Path, body: str = AUGMENT) -> Path:

