@@ -38,10 +38,13 @@ cpu-libs:
 		|| echo "could not install libtcmalloc-minimal4 (needs root + apt); vLLM runs without it, ~15% slower"
 
 # The gates first (pyproject.toml: [tool.ruff], [tool.mypy]): a lint or type error stops before the slow suite.
+# pytest splits the files over workers, one per allowed CPU while memory holds them (tests/conftest.py:
+# suite_workers); a file's tests stay on one worker, so its module fixtures are built once.
+PYTEST_PARALLEL := -n auto --dist loadfile
 test: setup system-deps cpu-libs
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	STEGOBENCH_TEST_POSTGRES_URL=$${STEGOBENCH_TEST_POSTGRES_URL:-$$(bash .ci/postgres.sh || true)} $(PY) -m pytest -q
+	STEGOBENCH_TEST_POSTGRES_URL=$${STEGOBENCH_TEST_POSTGRES_URL:-$$(bash .ci/postgres.sh || true)} $(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 # Setup is timed apart from the run: the quickstart's own target is <= 10 minutes on a 2-core CPU.
 quickstart:

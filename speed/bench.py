@@ -39,6 +39,7 @@ import argparse
 import gc
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -454,6 +455,14 @@ def bench_reader(run, rows: list) -> None:
 
 # --- suite ----------------------------------------------------------------------------------------------------
 
+def makefile_value(name: str) -> str:
+    """A variable the Makefile sets with `NAME := value`: the bench runs what `make test` runs."""
+    found = re.search(rf"^{name} := (.*)$", (REPO / "Makefile").read_text(), re.MULTILINE)
+    if found is None:
+        raise SystemExit(f"Makefile: no `{name} := ...` line; speed/bench.py reads it to run pytest as make test does")
+    return found.group(1).strip()
+
+
 def bench_suite(rows: list) -> None:
     """`make test` without its install steps: the gates (ruff, mypy), then the whole pytest suite, timed apart."""
     env = dict(os.environ)
@@ -462,8 +471,9 @@ def bench_suite(rows: list) -> None:
         if url.returncode == 0 and url.stdout.strip():
             env["STEGOBENCH_TEST_POSTGRES_URL"] = url.stdout.strip().splitlines()[-1]
     venv = Path(sys.executable).parent
-    for label, cmd in (("ruff", [str(venv / "ruff"), "check", "."]), ("mypy", [str(venv / "mypy")]),
-                       ("pytest", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=15"])):
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *makefile_value("PYTEST_PARALLEL").split(),
+              "--durations=15"]
+    for label, cmd in (("ruff", [str(venv / "ruff"), "check", "."]), ("mypy", [str(venv / "mypy")]), ("pytest", pytest)):
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,12 +74,65 @@ def db_url(request, tmp_path) -> str:
         pytest.skip(f"no PostgreSQL server: export {POSTGRES_ENV}=$(bash .ci/postgres.sh)")
     import sqlalchemy as sa
 
+    url = worker_database(url, os.environ.get("PYTEST_XDIST_WORKER"))
+
     from stegobench.benchmark.store import metadata
 
     engine = sa.create_engine(url)
     metadata.drop_all(engine)  # each test starts from an empty schema
     engine.dispose()
     return url
+
+
+def worker_database(url: str, worker: str | None) -> str:
+    """The test server's database for one pytest-xdist worker (`stegobench_test_gw0`, created on first use):
+    each test empties its schema, which must not be another worker's."""
+    if not worker:
+        return url
+    import sqlalchemy as sa
+
+    server = sa.engine.make_url(url)
+    name = f"{server.database}_{worker}"
+    if not name.replace("_", "").isalnum():  # xdist names workers gw0, gw1, ...; anything else is not SQL-safe
+        raise ValueError(f"unexpected PYTEST_XDIST_WORKER {worker!r}")
+    engine = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is None:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+# -- parallel workers: `make test` runs `pytest -n auto`, sized here ---------------------------------------
+
+# One worker at its peak: a test process holding torch, transformers and SmolLM2 in float32 beside a vLLM
+# engine process on tiny-llama. Measured: two workers took the machine from 0.5 to 3.5 GiB in use at most
+# (sampled every 2 s), ~1.5 GiB a worker; 2 GiB leaves room for what sampling missed.
+SUITE_WORKER_BYTES = 2 * 2**30
+# More workers each build their own session fixtures (corpora, module adapters) and split ~20 files whose
+# slowest alone takes a minute: past 4 the split stops paying.
+SUITE_MAX_WORKERS = 4
+
+
+def suite_workers(facts) -> tuple[int, str]:
+    """How many pytest-xdist workers this machine runs the suite with, and why, from its facts."""
+    from stegobench.core.machine import gib
+
+    cpus = len(facts.affinity) or facts.cpu_count
+    by_memory = facts.mem_available_bytes // SUITE_WORKER_BYTES
+    n = max(1, min(cpus, by_memory, SUITE_MAX_WORKERS))
+    return n, (f"{n} test worker(s): {cpus} CPUs, {gib(facts.mem_available_bytes)} available at "
+               f"{gib(SUITE_WORKER_BYTES)} a worker, at most {SUITE_MAX_WORKERS}")
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    from stegobench.core.machine import read_machine
+
+    n, why = suite_workers(read_machine(probe_gpus=False))
+    print(why, file=sys.stderr, flush=True)  # before xdist's own lines, also under -q
+    return n
 
 
 def leaderboard_config(tmp_path: Path, *overrides: str):

@@ -171,3 +171,15 @@ def test_eval_sets_vllms_share_for_the_whitebox_reader_only_when_the_user_did_no
     assert options().gpu_memory_utilization is None
     # A backend without its own adjustment: its typed options as configured.
     assert run_options("hf", {"batch_size": 8}, "tiny-llama", True) == HFOptions(batch_size=8)
+
+
+def test_the_suite_runs_one_worker_per_allowed_cpu_while_memory_holds_them():
+    from conftest import SUITE_MAX_WORKERS, suite_workers
+
+    assert suite_workers(machine([23.0]))[0] == 2  # these machines: 2 CPUs, memory for 11
+    assert suite_workers(machine([23.0], cpus=8, affinity=[0]))[0] == 1  # a taskset allowing one CPU
+    n, why = suite_workers(machine([3.6], total_gib=3.6, cpus=8))  # memory comes online late: 3.6 GiB holds 1
+    assert n == 1 and "3.60 GiB available" in why
+    assert suite_workers(machine([6.0], total_gib=6.0, cpus=8))[0] == 3
+    assert suite_workers(machine([1.0], total_gib=1.0))[0] == 1  # never 0: one worker, as pytest alone
+    assert suite_workers(machine([500.0], total_gib=500.0, cpus=64))[0] == SUITE_MAX_WORKERS
