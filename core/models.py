@@ -10,6 +10,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
@@ -94,7 +95,7 @@ def prepare_smollm2(home: Path | None = None) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.name_or_path = SMOLLM2
-    staging = folder.with_name(folder.name + ".tmp")
+    staging = _staging_folder(folder)
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
     _publish_model_folder(staging, folder, {
@@ -105,10 +106,29 @@ def prepare_smollm2(home: Path | None = None) -> Path:
 
 
 
+def _staging_folder(folder: Path) -> Path:
+    """Where this process builds `folder`: its own, as several processes (test workers, a user's parallel jobs)
+    may prepare the same builtin at once."""
+    return folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+
+
 def _publish_model_folder(staging: Path, folder: Path, meta: dict[str, Any]) -> None:
-    """Record the weights' hashes beside them (hashing 0.5 GB on every resolve would cost seconds), then publish."""
+    """Record the weights' hashes beside them (hashing 0.5 GB on every resolve would cost seconds), then publish.
+
+    The first complete folder stays: a process that finds one published while it built its own discards its copy
+    (the builtins are deterministic), so no reader ever sees the folder swapped out from under it."""
     atomic_write_json(staging / BUILTIN_MARKER, {**meta, **_weights_identity(staging)})
-    replace_dir(staging, folder)
+    if not folder.exists():
+        try:
+            os.rename(staging, folder)  # fails where another process's folder got there first
+            return
+        except OSError:
+            if not folder.exists():
+                raise
+    if (folder / BUILTIN_MARKER).exists():
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    replace_dir(staging, folder)  # an incomplete folder from an interrupted run: replaced
 
 
 def prepare_tiny_llama(home: Path | None = None) -> Path:
@@ -129,7 +149,7 @@ def prepare_tiny_llama(home: Path | None = None) -> Path:
         # transformers' decorator on .to types the dtype as the model's own `self`
         model = LlamaForCausalLM(config).to(torch.float32)  # type: ignore[arg-type]
     model.config.name_or_path = TINY_LLAMA
-    staging = folder.with_name(folder.name + ".tmp")
+    staging = _staging_folder(folder)
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
     _publish_model_folder(staging, folder, {

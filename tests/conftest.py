@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import sys
 from pathlib import Path
 
@@ -84,22 +86,23 @@ def db_url(request, tmp_path) -> str:
     return url
 
 
+@functools.cache
 def worker_database(url: str, worker: str | None) -> str:
     """The test server's database for one pytest-xdist worker (`stegobench_test_gw0`, created on first use):
     each test empties its schema, which must not be another worker's."""
     if not worker:
         return url
+    if not re.fullmatch(r"gw\d+", worker):  # xdist's names; the name goes into CREATE DATABASE
+        raise ValueError(f"PYTEST_XDIST_WORKER={worker!r}: expected gw0, gw1, ...")
     import sqlalchemy as sa
 
     server = sa.engine.make_url(url)
     name = f"{server.database}_{worker}"
-    if not name.replace("_", "").isalnum():  # xdist names workers gw0, gw1, ...; anything else is not SQL-safe
-        raise ValueError(f"unexpected PYTEST_XDIST_WORKER {worker!r}")
     engine = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
             if conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is None:
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+                conn.execute(sa.text(f"CREATE DATABASE {engine.dialect.identifier_preparer.quote(name)}"))
     finally:
         engine.dispose()
     return server.set(database=name).render_as_string(hide_password=False)
@@ -127,9 +130,14 @@ def suite_workers(facts) -> tuple[int, str]:
                f"{gib(SUITE_WORKER_BYTES)} a worker, at most {SUITE_MAX_WORKERS}")
 
 
-def pytest_xdist_auto_num_workers(config) -> int:
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: pytest without xdist (or -p no:xdist) runs serially
+def pytest_xdist_auto_num_workers(config) -> int | None:
+    import os
+
     from stegobench.core.machine import read_machine
 
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):  # xdist's own override wins
+        return None
     n, why = suite_workers(read_machine(probe_gpus=False))
     print(why, file=sys.stderr, flush=True)  # before xdist's own lines, also under -q
     return n

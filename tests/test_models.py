@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from stegobench.core.errors import InputError
-
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
+from stegobench.core.errors import InputError
 from stegobench.core.models import resolve_model
 
 from conftest import tiny_train_config
@@ -79,3 +80,27 @@ def test_a_saved_adapter_decodes_in_the_hf_backend_as_transformers_and_peft_do(q
         base = peft_greedy()
     assert get_backend("hf", "tiny-llama").generate(prompts, sampling) == base
     assert tuned != base, "the adapter changed nothing: the comparison would not see an adapter ignored"
+
+
+def test_a_builtin_prepared_by_two_processes_at_once_keeps_the_first_folder(tmp_path):
+    """Test workers (and a user's parallel jobs) may build tiny-llama together: each builds in its own staging
+    folder, the first published stays, a later one is discarded, an incomplete folder is replaced."""
+    from stegobench.core import models
+
+    def built(name: str, text: str) -> Path:
+        staging = tmp_path / name
+        staging.mkdir()
+        (staging / "model.safetensors").write_text(text)
+        return staging
+
+    folder = tmp_path / "models" / "tiny-llama"
+    folder.parent.mkdir()
+    models._publish_model_folder(built("a", "first"), folder, {"name": "tiny-llama"})
+    inode = (folder / "model.safetensors").stat().st_ino
+    models._publish_model_folder(built("b", "second"), folder, {"name": "tiny-llama"})  # a slower process
+    assert (folder / "model.safetensors").read_text() == "first" and (folder / "model.safetensors").stat().st_ino == inode
+    assert not (tmp_path / "b").exists() and sorted(p.name for p in folder.parent.iterdir()) == ["tiny-llama"]
+    (folder / models.BUILTIN_MARKER).unlink()  # a folder some interrupted run left without its marker
+    models._publish_model_folder(built("c", "third"), folder, {"name": "tiny-llama"})
+    assert (folder / "model.safetensors").read_text() == "third" and (folder / models.BUILTIN_MARKER).exists()
+    assert models._staging_folder(folder).name == f"tiny-llama.tmp-{os.getpid()}"  # one staging folder a process
