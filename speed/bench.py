@@ -472,6 +472,8 @@ def makefile_value(name: str) -> str:
 def bench_suite(rows: list) -> None:
     """`make test` without its install steps: the gates (ruff, mypy), then the whole pytest suite, timed apart."""
     env = dict(os.environ)
+    if OWN_LD_PRELOAD in env:  # make test preloads nothing
+        env["LD_PRELOAD"] = env.pop(OWN_LD_PRELOAD)
     if not env.get("STEGOBENCH_TEST_POSTGRES_URL"):  # as make test does: PostgreSQL where .ci/postgres.sh starts one
         url = subprocess.run(["bash", ".ci/postgres.sh"], cwd=REPO, capture_output=True, text=True)
         if url.returncode == 0 and url.stdout.strip():
@@ -610,6 +612,22 @@ def print_table(summary: dict) -> None:
         print(f"{name:34s} {detail or '':22s} {shown:>14s}   {v}")
 
 
+OWN_LD_PRELOAD = "STEGOBENCH_BENCH_OWN_LD_PRELOAD"
+
+
+def _as_eval_runs() -> None:
+    """Re-execute this bench with the allocator `stegobench eval` preloads (tcmalloc, where the system has it):
+    its decode paths are then eval's default path, as the decode target asks (1.2x here; the preload section
+    compares the allocators side by side in processes of their own)."""
+    from stegobench.cli.main import preload_env
+    from stegobench.core.machine import find_tcmalloc
+
+    env = preload_env(["eval"], dict(os.environ), find_tcmalloc())
+    if env is not None:
+        env[OWN_LD_PRELOAD] = os.environ.get("LD_PRELOAD", "")  # the suite runs with what make test has
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, help="sections not to run")
@@ -621,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, default=8, help="optimiser steps (batch 16) per batching mode")
     p.add_argument("--out", default=str(REPO / "runs/bench/latest.json"))
     args = p.parse_args(argv)
+    if argv is None:
+        _as_eval_runs()
 
     from stegobench.core.causal_lm import load_causal_lm
     from stegobench.core.models import resolve_model
@@ -631,7 +651,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     gflops = matmul_gflops()
     params = sum(p.numel() for p in load_causal_lm(resolve_model(MODEL).path, "float32").parameters())
-    print(f"float32 matmul: {gflops:.0f} GFLOP/s; {MODEL}: {params / 1e6:.1f}M parameters; scratch {work}", flush=True)
+    print(f"float32 matmul: {gflops:.0f} GFLOP/s; {MODEL}: {params / 1e6:.1f}M parameters; scratch {work}; "
+          f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r} (as eval)", flush=True)
     for section in SECTIONS:
         if section in args.skip:
             continue
@@ -653,7 +674,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(rows, gflops, params)
     print_table(summary)
     doc = {"summary": summary, "targets": TARGETS, "rows": rows, "args": vars(args), "model": MODEL,
-           "seconds": round(time.perf_counter() - started, 1), "environment": environment()}
+           "seconds": round(time.perf_counter() - started, 1), "environment": environment(),
+           "ld_preload": os.environ.get("LD_PRELOAD", "")}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, doc)
     print(f"\nwrote {args.out} ({doc['seconds'] / 60:.1f} min)")
