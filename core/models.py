@@ -118,13 +118,12 @@ def _publish_model_folder(staging: Path, folder: Path, meta: dict[str, Any]) -> 
     The first complete folder stays: a process that finds one published while it built its own discards its copy
     (the builtins are deterministic), so no reader ever sees the folder swapped out from under it."""
     atomic_write_json(staging / BUILTIN_MARKER, {**meta, **_weights_identity(staging)})
-    if not folder.exists():
-        try:
-            os.rename(staging, folder)  # fails where another process's folder got there first
-            return
-        except OSError:
-            if not folder.exists():
-                raise
+    try:
+        os.rename(staging, folder)  # fails where another process's (non-empty) folder got there first
+        return
+    except OSError:
+        if not folder.exists():
+            raise
     if (folder / BUILTIN_MARKER).exists():
         shutil.rmtree(staging, ignore_errors=True)
         return

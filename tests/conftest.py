@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 from pathlib import Path
@@ -65,8 +66,6 @@ POSTGRES_ENV = "STEGOBENCH_TEST_POSTGRES_URL"
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path) -> str:
     """A fresh, empty database: SQLite in tmp_path, or the PostgreSQL server CI starts (`bash .ci/postgres.sh`)."""
-    import os
-
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'leaderboard.db'}"
     url = os.environ.get(POSTGRES_ENV)
@@ -132,8 +131,6 @@ def suite_workers(facts) -> tuple[int, str]:
 
 @pytest.hookimpl(optionalhook=True)  # xdist's hook: pytest without xdist (or -p no:xdist) runs serially
 def pytest_xdist_auto_num_workers(config) -> int | None:
-    import os
-
     from stegobench.core.machine import read_machine
 
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):  # xdist's own override wins
